@@ -1,0 +1,5 @@
+import sys
+
+from csmae.cli import main
+
+sys.exit(main())

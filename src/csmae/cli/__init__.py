@@ -1,0 +1,73 @@
+"""The ``csmae`` command. Each subcommand lives in its own module ``csmae.cli.<name>`` exposing
+``add_arguments(parser)`` and ``run(args) -> int``; modules stay light (heavy imports inside run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: subcommand -> (module, one-line help). Order is the order shown in ``csmae --help``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("csmae.cli.demo", "run the whole system on a synthetic + real archive and write a report"),
+    "synth": ("csmae.cli.synth", "write a synthetic paired S1/S2 archive"),
+    "subset": ("csmae.cli.subset", "build a reproducible list of patch names (BEN-14K, BEN-270K, filters)"),
+    "prepare": ("csmae.cli.prepare", "convert any BigEarthNet source into the fast prepared store"),
+    "info": ("csmae.cli.info", "describe a dataset source, store, model, embeddings or index"),
+    "fit": ("csmae.cli.fit", "train a model from a YAML config"),
+    "import-reference": ("csmae.cli.import_reference", "import a reference CSMAE checkpoint"),
+    "embed": ("csmae.cli.embed", "compute descriptors of an archive"),
+    "index": ("csmae.cli.index", "build a search index over descriptors"),
+    "search": ("csmae.cli.search", "search an index by archive id or image files"),
+    "evaluate": ("csmae.cli.evaluate", "evaluate retrieval in every direction"),
+    "serve": ("csmae.cli.serve", "serve the search page and HTTP API"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from csmae import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="csmae",
+        description="Cross-Sensor Masked Autoencoders for sensor-agnostic remote-sensing image retrieval.",
+    )
+    parser.add_argument("--version", action="version", version=f"csmae {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            continue  # not built yet
+        p = sub.add_parser(name, help=help_text, description=module.__doc__ or help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"csmae {args.command}: error: {msg}", file=sys.stderr)
+        return 1

@@ -1,0 +1,49 @@
+"""Shared fixtures: paths to the real BigEarthNet samples in ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+ANCHORS = SHARED / "anchors"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared sample data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _need(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def v1_roots(shared_data: Path) -> tuple[Path, Path]:
+    """(S2 root, S1 root) of the v1 folder sample."""
+    return shared_data / "bigearthnet-v1" / "BigEarthNet-v1.0", shared_data / "bigearthnet-v1" / "BigEarthNet-S1-v1.0"
+
+
+@pytest.fixture(scope="session")
+def v1_tables(shared_data: Path) -> Path:
+    return shared_data / "bigearthnet-v1" / "tables"
+
+
+@pytest.fixture(scope="session")
+def reben_dir(shared_data: Path) -> Path:
+    return shared_data / "reben"
+
+
+@pytest.fixture(scope="session")
+def encoded_lmdb_dir(shared_data: Path) -> Path:
+    return shared_data / "bigearthnet-encoded-lmdb"
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    return _need(ANCHORS / "reference-parity")
