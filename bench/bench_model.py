@@ -1,0 +1,186 @@
+"""Model throughput on this CPU: ViT-B training step and descriptor extraction, fp32 vs bf16 autocast.
+
+Measures, in one process:
+  (a) a training step of ``--model`` (default csmae_sesd_base) at ``--train-batch`` (16): forward with all
+      four reconstructions + MIM, backward, AdamW step (fused by default);
+  (b) ``model.embed`` of both sensors at ``--embed-batch`` (64) under inference_mode;
+  (c) the bf16 and fp32 matmul rate of large square matrices (the yardstick).
+FLOPs per sample are counted with torch.utils.flop_counter.FlopCounterMode (matmuls, convs, attention).
+Prints a Markdown table with the reference implementation's figures beside ours.
+
+    .venv/bin/python bench/bench_model.py                 # full (lead, quiet machine)
+    .venv/bin/python bench/bench_model.py --iters 2 --warmup 1   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from csmae.models import create_model
+
+#: Reference implementation, measured by the lead with the same torch (issue 3).
+REFERENCE = {
+    "train fp32": "3.2 samples/s (74.8 GFLOP/sample)",
+    "train bf16": "4.3 samples/s (~15 % of 2.09 TFLOP/s)",
+    "embed fp32": "~11 samples/s (22.3 GFLOP/pair)",
+    "embed bf16": "~44 samples/s (~47 %)",
+    "matmul bf16": "2.09 TFLOP/s",
+    "matmul fp32": "-",
+}
+
+
+def matmul_rate(dtype: torch.dtype, n: int, seconds: float) -> tuple[float, float]:
+    """(wall FLOP/s, CPU-time FLOP/s x threads) of an n x n matmul."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        a @ b
+    k, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds or k < 3:
+        a @ b
+        k += 1
+    flops = 2 * n**3 * k
+    return flops / (time.perf_counter() - t0), flops * torch.get_num_threads() / (time.process_time() - c0)
+
+
+def batch(model, n: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {s: torch.randn(n, spec.num_channels, 120, 120, generator=g) for s, spec in model.sensors.items()}
+
+
+def count_flops(fn, n: int) -> float:
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops() / n
+
+
+def timed(fn, iters: int, warmup: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds / threads) per call: the second is what a quiet machine would give."""
+    for _ in range(warmup):
+        fn()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) / iters, (time.process_time() - c0) / iters / torch.get_num_threads()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="csmae_sesd_base")
+    ap.add_argument("--train-batch", type=int, default=16)
+    ap.add_argument("--embed-batch", type=int, default=64)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--matmul-n", type=int, default=4096)
+    ap.add_argument("--matmul-seconds", type=float, default=3.0)
+    ap.add_argument("--optimizer", choices=["fused", "foreach", "forloop"], default="fused")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+    ap.add_argument("--only", default="train,embed", help="comma list: train,embed")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument(
+        "--compare-fused",
+        action="store_true",
+        help="also time bf16 with timm's fused SDPA attention (before csmae's CPU policy)",
+    )
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    rates = {
+        "bf16": matmul_rate(torch.bfloat16, args.matmul_n, args.matmul_seconds),
+        "fp32": matmul_rate(torch.float32, args.matmul_n, args.matmul_seconds),
+    }
+    model = create_model(args.model)
+    run_model = torch.compile(model) if args.compile else model
+    rows = []
+    parts, precisions = args.only.split(","), args.precisions.split(",")
+
+    if "train" in parts:
+        model.train()
+        b = batch(model, args.train_batch)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt_kw = {"fused": {"fused": True}, "foreach": {"foreach": True}, "forloop": {"foreach": False}}
+        opt = torch.optim.AdamW(
+            params, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95), **opt_kw[args.optimizer]
+        )
+        fb = batch(model, 2)
+        flops = count_flops(lambda: model.training_loss(fb)[0].backward(), 2)
+        opt.zero_grad(set_to_none=True)
+        variants = [(p, "auto") for p in precisions] + ([("bf16", "fused")] if args.compare_fused else [])
+        for prec, attention in variants:
+            ctx = (
+                (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if prec == "bf16" else torch.enable_grad
+            )
+            opt_time = [0.0]
+
+            def step(ctx=ctx, opt_time=opt_time, attention=attention):
+                model.config.attention = attention
+                with ctx():
+                    loss, _ = run_model.training_loss(b) if not args.compile else model.training_loss(b)
+                loss.backward()
+                t = time.perf_counter()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                opt_time[0] += time.perf_counter() - t
+
+            wall, cpu = timed(step, args.iters, args.warmup)
+            opt_ms = 1000 * opt_time[0] / (args.iters + args.warmup)
+            note = f"AdamW({args.optimizer}) {opt_ms:.0f} ms wall" + (
+                "; timm fused SDPA" if attention == "fused" else ""
+            )
+            rows.append((f"train {prec}", args.train_batch / wall, args.train_batch / cpu, flops, note))
+        model.config.attention = "auto"
+
+    if "embed" in parts:
+        model.eval()
+        b = batch(model, args.embed_batch)
+        with torch.inference_mode():
+            flops = count_flops(lambda: model.embed(batch(model, 2)), 2)
+            for prec in precisions:
+                ctx = (
+                    (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if prec == "bf16" else torch.no_grad
+                )
+
+                def emb(ctx=ctx):
+                    with ctx():
+                        run_model.embed(b) if not args.compile else run_model(b)
+
+                wall, cpu = timed(emb, args.iters, args.warmup)
+                rows.append((f"embed {prec}", args.embed_batch / wall, args.embed_batch / cpu, flops, ""))
+
+    print(
+        f"\nmodel {args.model}, train batch {args.train_batch}, embed batch {args.embed_batch}, "
+        f"{torch.get_num_threads()} threads, iters {args.iters} (+{args.warmup} warm-up), "
+        f"compile={args.compile}, torch {torch.__version__}\n"
+    )
+    print(
+        "Wall = elapsed time (shared machine: other jobs slow it down). CPU = samples per CPU-second x "
+        "threads: the rate this process got per core it actually ran on, ~ a quiet machine.\n"
+    )
+    print(
+        "| measurement | samples/s wall | samples/s CPU | GFLOP/sample | TFLOP/s CPU | % of bf16 matmul "
+        "| notes | reference impl. |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    bf16_cpu = rates["bf16"][1]
+    for p in ("bf16", "fp32"):
+        wall, cpu = rates[p]
+        print(
+            f"| matmul {p} ({args.matmul_n}^2) | {wall / 1e12:.3f} TFLOP/s | - | - | {cpu / 1e12:.3f} | "
+            f"{100 * cpu / bf16_cpu:.0f} % | | {REFERENCE[f'matmul {p}']} |"
+        )
+    for name, sps_wall, sps_cpu, flops, note in rows:
+        achieved = sps_cpu * flops
+        print(
+            f"| {name} | {sps_wall:.2f} | {sps_cpu:.2f} | {flops / 1e9:.1f} | {achieved / 1e12:.3f} | "
+            f"{100 * achieved / bf16_cpu:.0f} % | {note} | {REFERENCE[name]} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Retrieval benchmarks (not a test). Prints Markdown tables.
+
+eval: the full evaluation protocol (S1->S1, S2->S2, S1->S2, S2->S1, S1->mixed, S2->mixed; all
+      metrics; k = 5, 10, 20, 100) at BigEarthNet test scale: 123,723 val queries and 125,866 test
+      archive items per sensor, D = 768, random vectors and labels. --scale shrinks both counts
+      (the search cost is quadratic: time(1.0) ~ time(s) / s**2, an extrapolation, said so).
+ann:  approximate search over N vectors (default 1,000,000, D = 768) drawn near a random rank-16
+      subspace (learned descriptors have a low intrinsic dimension; random unit vectors in 768-D
+      have no neighbourhood structure and every ANN index degrades to a scan on them): build time,
+      memory, median single-query latency and recall@10 against exact search, per index kind;
+      plus exact (IndexFlatIP) latency for comparison. One faiss thread by default (--threads).
+
+  .venv/bin/python bench/bench_retrieval.py eval [--scale 1.0] [--precision bf16]
+  .venv/bin/python bench/bench_retrieval.py ann [--n 1000000] [--kinds hnsw,ivf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+N_VAL, N_TEST, DIM = 123_723, 125_866, 768
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def random_embeddings(n_val: int, n_test: int, dim: int, seed: int = 0):
+    from csmae.retrieval.embeddings import embeddings_from_arrays
+
+    rng = np.random.default_rng(seed)
+    n = n_val + n_test
+    vec = rng.standard_normal((2 * n, dim), dtype=np.float32)
+    lab = rng.random((n, 19)) < 0.15  # ~2.9 labels per patch, like BigEarthNet
+    ids = np.repeat(np.array([f"p{i}" for i in range(n)], dtype=object), 2)
+    splits = np.repeat(np.array(["val"] * n_val + ["test"] * n_test, dtype=object), 2)
+    return embeddings_from_arrays(
+        ids=ids,
+        sensors=["s1", "s2"] * n,
+        splits=splits,
+        labels=np.repeat(lab, 2, axis=0),
+        vectors=vec,
+        manifest={"sensors": {"s1": {}, "s2": {}}},
+    )
+
+
+def bench_eval(args: argparse.Namespace) -> None:
+    import torch
+
+    from csmae.retrieval.protocol import run_protocol
+
+    n_val, n_test = int(N_VAL * args.scale), int(N_TEST * args.scale)
+    t0 = time.perf_counter()
+    emb = random_embeddings(n_val, n_test, args.dim)
+    t_gen = time.perf_counter() - t0
+    ks = [int(k) for k in args.ks.split(",")]
+    t0 = time.perf_counter()
+    res = run_protocol(emb, ks=ks, precision=args.precision, block_size=args.block_size)
+    total = time.perf_counter() - t0
+    print(
+        f"\n{n_val:,} queries x {n_test:,} archive per sensor, D={args.dim}, ks={ks}, "
+        f"candidate pass {args.precision}, torch threads {torch.get_num_threads()}, "
+        f"data generation {t_gen:.1f}s (not counted), peak RSS {rss_gb():.1f} GB\n"
+    )
+    print("| direction | search s | matmul s | top-k s | rescore s | candidates/query | metrics s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, t in res.timing.items():
+        if "search_s" in t:
+            print(
+                f"| {name} | {t['search_s']:.1f} | {t['matmul_s']:.1f} | {t['topk_s']:.1f} | "
+                f"{t['rescore_s']:.1f} | {t['candidates_per_query']:.0f} | {t['metrics_s']:.1f} |"
+            )
+        else:
+            print(f"| {name} (merge) | - | - | - | - | - | {t['merge_and_metrics_s']:.1f} |")
+    print(f"| **total** | **{total:.1f}** | | | | | |")
+    if args.scale != 1.0:
+        quad = sum(t.get("matmul_s", 0) + t.get("topk_s", 0) for t in res.timing.values())
+        lin = total - quad  # rescoring (~constant candidates per query), metrics, merges
+        est = quad / args.scale**2 + lin / args.scale
+        print(
+            f"\nExtrapolated to full scale (an estimate, not a measurement): matmul + top-k "
+            f"{quad:.0f}s x {1 / args.scale**2:.0f} (quadratic) + the rest {lin:.0f}s x {1 / args.scale:.0f} "
+            f"(linear in queries) = ~{est / 60:.1f} min"
+        )
+
+
+def synthetic(n: int, dim: int, seed: int, basis: np.ndarray | None = None, rank: int = 16):
+    """Unit vectors near a random rank-``rank`` subspace (intrinsic dimension ~16, like learned
+    descriptors; noise norm ~0.3 of the signal). Random unit vectors in 768-D would have no
+    neighbourhood structure at all (every ANN index degrades to a scan on them)."""
+    rng = np.random.default_rng(seed)
+    if basis is None:
+        basis = rng.standard_normal((rank, dim), dtype=np.float32)
+    out = np.empty((n, dim), np.float32)
+    step = 100_000
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        z = rng.standard_normal((e - s, basis.shape[0]), dtype=np.float32)
+        x = z @ basis + 1.2 * rng.standard_normal((e - s, dim), dtype=np.float32)
+        out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out, basis
+
+
+def bench_ann(args: argparse.Namespace) -> None:
+    import faiss
+
+    from csmae.retrieval.index import factory_string, recall_at_k, set_search_param
+    from csmae.retrieval.topk import exact_topk
+
+    n, d = args.n, args.dim
+    t0 = time.perf_counter()
+    faiss.omp_set_num_threads(args.threads)
+    x, basis = synthetic(n, d, seed=0)
+    q, _ = synthetic(args.queries, d, seed=1, basis=basis)
+    t_gen = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, gt = exact_topk(q, x, 10, precision="fp32", block_size=256)
+    t_gt = time.perf_counter() - t0
+    print(
+        f"\nN={n:,} D={d} synthetic vectors (rank-16 subspace + noise), {args.queries} held-out queries; generation "
+        f"{t_gen:.0f}s, exact ground truth (blocked matmul, all queries) {t_gt:.1f}s; "
+        f"faiss threads {faiss.omp_get_max_threads()}\n"
+    )
+    print("| index | factory | build s | memory GB | param | recall@10 | median latency ms | p95 ms |")
+    print("|---|---|---:|---:|---|---:|---:|---:|")
+    flat = faiss.IndexFlatIP(d)
+    flat.add(x)
+    lat = single_query_latency(flat, q[: min(50, len(q))], {})
+    print(f"| exact | Flat | 0 | {x.nbytes / 1e9:.2f} | - | 1.000 | {np.median(lat):.2f} | "
+          f"{np.percentile(lat, 95):.2f} |")
+    del flat
+    for kind in args.kinds.split(","):
+        factory = factory_string(kind, n)
+        t0 = time.perf_counter()
+        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            rng = np.random.default_rng(0)
+            index.train(x[rng.choice(n, size=min(n, args.train_size), replace=False)])
+        index.add(x)
+        build = time.perf_counter() - t0
+        mem = index_bytes(index) / 1e9
+        name = "efSearch" if "HNSW" in factory.split(",")[0] and "IVF" not in factory else "nprobe"
+        for v in [int(p) for p in (args.ef if name == "efSearch" else args.nprobe).split(",")]:
+            set_search_param(index, name, v)
+            _, ai = index.search(q, 10)
+            rec = float(np.mean([len(set(a) & set(g)) / 10 for a, g in zip(ai, gt)]))
+            lat = single_query_latency(index, q, {})
+            print(f"| {kind} | {factory} | {build:.0f} | {mem:.2f} | {name}={v} | {rec:.3f} | "
+                  f"{np.median(lat):.3f} | {np.percentile(lat, 95):.3f} |")
+            sys.stdout.flush()
+        _ = recall_at_k  # the index builder's own tuning uses this on archive samples
+        del index
+
+
+def single_query_latency(index, q: np.ndarray, _params: dict) -> np.ndarray:
+    out = []
+    for i in range(len(q)):
+        t = time.perf_counter()
+        index.search(q[i : i + 1], 10)
+        out.append((time.perf_counter() - t) * 1e3)
+    return np.array(out)
+
+
+def index_bytes(index) -> int:
+    import faiss
+
+    w = faiss.VectorIOWriter()
+    faiss.write_index(index, w)
+    return w.data.size()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="mode", required=True)
+    e = sub.add_parser("eval")
+    e.add_argument("--scale", type=float, default=1.0)
+    e.add_argument("--dim", type=int, default=DIM)
+    e.add_argument("--ks", default="5,10,20,100")
+    e.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    e.add_argument("--block-size", type=int, default=1024)
+    a = sub.add_parser("ann")
+    a.add_argument("--n", type=int, default=1_000_000)
+    a.add_argument("--dim", type=int, default=DIM)
+    a.add_argument("--queries", type=int, default=1000)
+    a.add_argument("--kinds", default="hnsw,ivf")
+    a.add_argument("--ef", default="32,64,128")
+    a.add_argument("--nprobe", default="8,16,32")
+    a.add_argument("--train-size", type=int, default=100_000)
+    a.add_argument("--threads", type=int, default=1, help="faiss threads for build and search")
+    args = p.parse_args()
+    print(f"host: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
+    {"eval": bench_eval, "ann": bench_ann}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Compute descriptors of every pair and sensor of a dataset with a saved model.
+
+Writes EMB_DIR with Parquet shards (id, sensor, split, labels, vector) and manifest.json (model
+sha256, variant, pooling, sensors with band order and normalisation). Resumable: an interrupted run
+leaves EMB_DIR.partial/; the same command continues from the finished shards. Single process (CPU or
+one GPU); the dataset's band order is mapped by band name to the model's.
+
+Examples:
+  csmae embed runs/tiny/model ../shared/data/reben --out emb/reben
+  csmae embed MODEL STORE_DIR --out emb/test --split test --sensors s1,s2 --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", help="model folder (save_pretrained)")
+    p.add_argument("dataset", nargs="+", help="dataset source path(s) (any format csmae reads)")
+    p.add_argument("--out", required=True, help="output embeddings folder")
+    p.add_argument("--split", nargs="+", choices=["train", "val", "test"], help="only pairs of these splits")
+    p.add_argument("--sensors", help="comma-separated sensors to embed (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--precision", choices=["bf16", "fp32"], default="bf16", help="bf16 autocast (default) or fp32"
+    )
+    p.add_argument("--shard-pairs", type=int, default=4096, help="pairs per Parquet shard (resume unit)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1...")
+    p.add_argument("--workers", type=int, default=0, help="reader processes (0 = read in the main process)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from tqdm import tqdm
+
+    from csmae.retrieval.embed import embed_dataset
+
+    bar = tqdm(total=0, unit="pair", desc="embed", dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    t0 = time.perf_counter()
+    split = args.split[0] if args.split and len(args.split) == 1 else args.split
+    sensors = [s.strip() for s in args.sensors.split(",") if s.strip()] if args.sensors else None
+    try:
+        out = embed_dataset(
+            args.model_dir,
+            args.dataset,
+            args.out,
+            split=split,
+            sensors=sensors,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            shard_pairs=args.shard_pairs,
+            device=args.device,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            on_progress=progress,
+        )
+    finally:
+        bar.close()
+    man = json.loads((out / "manifest.json").read_text())
+    el = time.perf_counter() - t0
+    pairs = man["dataset"]["pairs"]
+    print(
+        f"wrote {out}: {man['count']:,} vectors (D={man['dim']}, {pairs:,} pairs x {len(man['sensors'])} "
+        f"sensors) in {el:.1f}s ({pairs / max(el, 1e-9):.1f} pairs/s end to end)"
+    )
+    return 0

@@ -1,0 +1,138 @@
+"""Evaluate retrieval in every direction: S1->S1, S2->S2, S1->S2, S2->S1, S1->mixed, S2->mixed.
+
+Reference protocol by default: queries = val split, archive = test split, exact cosine search,
+ties broken by archive order, k = 5, 10, 20, 100 (a k larger than an archive is skipped with a note).
+Give a model and a dataset (descriptors are computed first, into OUT/embeddings unless
+--embeddings-out says otherwise) or --embeddings EMB_DIR. Writes OUT/metrics.json, metrics.md,
+metrics_by_direction.png, precision_recall_at_k.png and retrieval grids (grid_*.png).
+
+For tiny archives without val/test pairs use e.g. --queries all --archive all (each query's own
+item is then left out; --exclude-own-pair also leaves out its other-sensor partner).
+
+Examples:
+  csmae evaluate runs/tiny/model ../shared/data/reben --out reports/tiny --queries all --archive all
+  csmae evaluate --embeddings emb/ben14k --out reports/ben14k --ks 5,10
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _splits(v: str) -> str | list[str]:
+    parts = [x.strip() for x in v.split(",") if x.strip()]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", nargs="?", help="model folder (omit with --embeddings)")
+    p.add_argument("dataset", nargs="*", help="dataset source path(s)")
+    p.add_argument("--embeddings", help="use this embeddings folder instead of a model + dataset")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument(
+        "--queries", default="val", type=_splits, help="query split(s): val (default), test, train, all"
+    )
+    p.add_argument(
+        "--archive", default="test", type=_splits, help="archive split(s): test (default), ..., all"
+    )
+    p.add_argument("--ks", default="5,10,20,100", help="comma-separated k values")
+    p.add_argument(
+        "--exclude-own-pair",
+        action="store_true",
+        help="leave each query's other-sensor partner out of overlapping archives",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["bf16", "fp32"],
+        default="bf16",
+        help="candidate pass of the exact search (results are identical)",
+    )
+    p.add_argument("--grids", type=int, default=3, help="queries per retrieval grid (0 = no grids)")
+    p.add_argument(
+        "--data", nargs="+", help="dataset source(s) for grid previews (default: the recorded one)"
+    )
+    p.add_argument("--embeddings-out", help="where to write computed embeddings (default OUT.embeddings)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report (only once complete)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from csmae.retrieval.embeddings import load_embeddings
+    from csmae.retrieval.protocol import run_protocol
+    from csmae.retrieval.report import write_report
+
+    ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    if args.embeddings:
+        if args.model_dir:
+            raise ValueError("give either MODEL_DIR DATASET or --embeddings, not both")
+        emb_dir = Path(args.embeddings)
+    else:
+        if not args.model_dir or not args.dataset:
+            raise ValueError("give MODEL_DIR and DATASET (or --embeddings EMB_DIR)")
+        from csmae.retrieval.embed import embed_dataset
+
+        emb_dir = Path(args.embeddings_out or f"{args.out.rstrip('/')}.embeddings")
+        if emb_dir.exists() and not args.overwrite:
+            print(f"reusing embeddings {emb_dir} (pass --overwrite to recompute)")
+        else:
+            bar = tqdm(total=0, unit="pair", desc="embed", dynamic_ncols=True)
+
+            def progress(done: int, total: int) -> None:
+                bar.total, bar.n = total, done
+                bar.refresh()
+
+            try:
+                embed_dataset(
+                    args.model_dir,
+                    args.dataset,
+                    emb_dir,
+                    batch_size=args.batch_size,
+                    overwrite=args.overwrite,
+                    on_progress=progress,
+                )
+            finally:
+                bar.close()
+    emb = load_embeddings(emb_dir)
+    bar = tqdm(total=0, unit="query", desc="search", dynamic_ncols=True)
+
+    def on_search(name: str, n: int, _: int) -> None:
+        bar.set_description(name)
+        bar.update(n)
+
+    try:
+        res = run_protocol(
+            emb,
+            query_split=args.queries,
+            archive_split=args.archive,
+            ks=ks,
+            exclude_own_pair=args.exclude_own_pair,
+            precision=args.precision,
+            on_progress=on_search,
+        )
+    finally:
+        bar.close()
+    dataset = None
+    if args.grids > 0:
+        sources = args.data or args.dataset or (emb.manifest.get("dataset") or {}).get("sources") or []
+        sources = [s for s in sources if Path(s).exists()]
+        if sources:
+            from csmae.data import open_dataset
+
+            dataset = open_dataset(*sources, sensors=tuple(emb.sensor_names))
+        else:
+            print("note: no dataset for previews; grids drawn without pictures")
+    out = write_report(
+        res,
+        args.out,
+        dataset=dataset,
+        n_grid_queries=args.grids,
+        overwrite=args.overwrite,
+        extra={"embeddings": str(emb_dir.resolve())},
+    )
+    print((out / "metrics.md").read_text())
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,66 @@
+"""Search an index by archive id or by image files.
+
+Query by an archive item (--id, with --sensor saying which of its images) or by files: GeoTIFF band
+files (one per band, named like *_B02.tif / *_VV.tif; 20 m bands are upsampled) or one .npy/.npz
+(C, 120, 120) in the model's band order. --target picks the archive sensor (s1, s2 or any).
+
+Examples:
+  csmae search idx/reben --id S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57 --sensor s1 --target s2
+  csmae search idx/reben --file patch_B02.tif patch_B03.tif ... --sensor s2 --k 5 --grid out.png
+  csmae search idx/reben --file query.npy --sensor s1 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index_dir", help="index folder (csmae index)")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--id", help="archive pair id to query with")
+    q.add_argument("--file", nargs="+", help="query image file(s): GeoTIFF bands or one .npy/.npz")
+    p.add_argument("--sensor", required=True, help="sensor of the query image (s1 or s2)")
+    p.add_argument("--target", default="any", help="archive sensor to search: s1, s2 or any (default)")
+    p.add_argument("--k", type=int, default=10, help="number of results")
+    p.add_argument(
+        "--keep-self", action="store_true", help="with --id, keep the query item itself in results"
+    )
+    p.add_argument("--model", help="model folder (default: the one recorded in the index)")
+    p.add_argument("--data", nargs="+", help="dataset source(s) for --grid previews (default: recorded)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--grid", help="also draw the query and results into this PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from csmae.retrieval.retriever import Retriever
+
+    r = Retriever.load(args.index_dir, model_dir=args.model, data=args.data)
+    if args.id:
+        hits = r.search_by_id(
+            args.id, sensor=args.sensor, target=args.target, k=args.k, exclude_self=not args.keep_self
+        )
+    else:
+        hits = r.search_by_files(args.file, sensor=args.sensor, target=args.target, k=args.k)
+    if args.grid:
+        from csmae.retrieval.report import grid_for_hits
+
+        raw = None
+        if args.file:
+            from csmae.retrieval.queryfiles import read_query
+
+            raw = read_query(args.file, r.model.sensors[args.sensor])
+        grid_for_hits(r, hits, args.grid, query_id=args.id, query_sensor=args.sensor, query_raw=raw)
+    if args.json:
+        query = {"id": args.id, "file": args.file, "sensor": args.sensor, "target": args.target, "k": args.k}
+        print(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, indent=2))
+        return 0
+    print(f"{'rank':>4}  {'score':>7}  {'sensor':<6}  {'id':<60}  labels")
+    for h in hits:
+        shared = f"  [shared: {len(h.overlap)}]" if args.id else ""
+        print(f"{h.rank:>4}  {h.score:7.4f}  {h.sensor:<6}  {h.id:<60}  {'; '.join(h.labels)}{shared}")
+    if args.grid:
+        print(f"wrote {args.grid}")
+    return 0

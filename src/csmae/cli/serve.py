@@ -1,0 +1,84 @@
+"""Serve the search page and HTTP API over an index.
+
+Examples:
+  csmae serve runs/index --data ../shared/data/bigearthnet-v1/BigEarthNet-v1.0 \\
+      ../shared/data/bigearthnet-v1/BigEarthNet-S1-v1.0
+  csmae serve runs/index --port 8080           # no previews without --data
+
+Open http://127.0.0.1:8000/ for the page, /docs for the API. The server binds to 127.0.0.1 by
+default; binding another address exposes the archive to the network (no authentication).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index_dir", metavar="INDEX_DIR", help="index folder written by `csmae index`")
+    p.add_argument("--data", nargs="+", metavar="DATASET", default=None,
+                   help="dataset source(s) of the archive, for previews (any format open_dataset reads)")
+    p.add_argument("--model", metavar="MODEL_DIR", default=None,
+                   help="model folder for queries by upload (default: the one recorded in the index)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--max-k", type=int, default=100, help="largest k a search may ask for")
+    p.add_argument("--max-upload-mb", type=float, default=16.0, help="largest upload request in MiB")
+    p.add_argument("--search-threads", type=int, default=1,
+                   help="FAISS threads per search (default 1: concurrent requests use the cores instead)")
+    p.add_argument("--serialize", action="store_true",
+                   help="run one retriever call at a time (default: searches by id run concurrently)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from csmae.retrieval import Retriever
+    from csmae.service import ServiceSettings, create_app
+
+    if args.max_k < 1:
+        raise ValueError(f"--max-k must be at least 1, got {args.max_k}")
+    if args.max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.search_threads < 1:
+        raise ValueError(f"--search-threads must be at least 1, got {args.search_threads}")
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(args.search_threads)
+    except ImportError:  # the retriever reports a missing FAISS itself
+        pass
+    loopback = is_loopback(args.host)
+    if not loopback:
+        logging.getLogger(__name__).warning(
+            "binding %s: the archive and search are reachable from the network without authentication",
+            args.host,
+        )
+    retriever = Retriever.load(args.index_dir, model_dir=args.model, data=args.data)
+    settings = ServiceSettings(
+        max_k=args.max_k,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        thread_safe=not args.serialize,
+        allowed_hosts=("127.0.0.1", "localhost", "::1") if loopback else None,
+    )
+    app = create_app(retriever, settings=settings)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    where = f"http://{shown}:{args.port}/" if args.port else f"{shown} on a free port (see below)"
+    print(f"csmae serve: {where}  (API docs at /docs; Ctrl+C to stop)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
+    return 0

@@ -1,0 +1,107 @@
+"""CSMAE loss terms as pure functions (method.md section 4).
+
+All functions compute in at least float32 (bf16/fp16 inputs are upcast) and return scalars.
+The model composes them with weights (see CrossSensorMAE.training_loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _upcast(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def normalize_patches(target: Tensor, eps: float = 1e-6) -> Tensor:
+    """Standardise each patch (last dim) by its mean and (unbiased) variance: the norm-pix target."""
+    mean = target.mean(dim=-1, keepdim=True)
+    var = target.var(dim=-1, keepdim=True)
+    return (target - mean) / (var + eps) ** 0.5
+
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor, *, norm_pix: bool = False) -> Tensor:
+    """MSE per patch, averaged over the masked patches only.
+
+    Args:
+        pred: (N, L, P) predicted patches.
+        target: (N, L, P) patchified normalised input.
+        mask: (N, L), 1 = masked (the patches that count).
+        norm_pix: standardise each target patch first.
+    """
+    pred, target = _upcast(pred), _upcast(target)
+    if norm_pix:
+        target = normalize_patches(target)
+    per_patch = (pred - target).pow(2).mean(dim=-1)  # (N, L)
+    mask = mask.to(per_patch.dtype)
+    return (per_patch * mask).sum() / mask.sum()
+
+
+def umr_loss(pred: Tensor, target: Tensor, mask: Tensor, *, norm_pix: bool = False) -> Tensor:
+    """Uni-modal reconstruction: a sensor's own pixels at its own masked positions."""
+    return masked_mse(pred, target, mask, norm_pix=norm_pix)
+
+
+def cmr_loss(pred: Tensor, target: Tensor, source_mask: Tensor, *, norm_pix: bool = False) -> Tensor:
+    """Cross-modal reconstruction: target-sensor pixels at the positions masked in the SOURCE sensor."""
+    return masked_mse(pred, target, source_mask, norm_pix=norm_pix)
+
+
+def reconstruction_terms(
+    pred: Mapping[tuple[str, str], Tensor],
+    targets: Mapping[str, Tensor],
+    masks: Mapping[str, Tensor],
+    *,
+    norm_pix: bool = False,
+) -> dict[str, Tensor]:
+    """UMR/CMR terms for every (source, target) prediction.
+
+    Names: ``umr_<s>`` for (s, s); ``cmr_<tgt>_from_<src>`` otherwise (loss on ``masks[src]``).
+    """
+    terms = {}
+    for (src, tgt), p in pred.items():
+        if src == tgt:
+            terms[f"umr_{tgt}"] = umr_loss(p, targets[tgt], masks[src], norm_pix=norm_pix)
+        else:
+            terms[f"cmr_{tgt}_from_{src}"] = cmr_loss(p, targets[tgt], masks[src], norm_pix=norm_pix)
+    return terms
+
+
+def nt_xent(z1: Tensor, z2: Tensor, tau: float = 0.5) -> Tensor:
+    """NT-Xent (InfoNCE) over the 2B rows of [z1; z2].
+
+    Rows are L2-normalised; row i's positive is its other-sensor partner; the denominator runs
+    over all 2B-1 other rows; the loss is the mean over the 2B rows.
+    """
+    z = F.normalize(_upcast(torch.cat([z1, z2], dim=0)), dim=1)  # (2B, D)
+    b = z1.shape[0]
+    logits = z @ z.T / tau  # (2B, 2B)
+    logits = logits.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
+    partner = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(logits, partner)
+
+
+def mde_loss(z1: Tensor, z2: Tensor) -> Tensor:
+    """Minimised form of MDE: ``-mean(softplus(cos(z1_i, z2_i)))`` (maximises pair similarity)."""
+    cos = F.cosine_similarity(_upcast(z1), _upcast(z2), dim=1)
+    return -F.softplus(cos).mean()
+
+
+def weighted_total(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """Sum of ``weights[prefix] * term`` where a term's prefix is the text before its first ``_``.
+
+    Terms without a weight (e.g. an informational sum) are ignored.
+    """
+    total: Tensor | None = None
+    for name, value in terms.items():
+        w = weights.get(name.split("_", 1)[0])
+        if w is None or w == 0:
+            continue
+        total = value * w if total is None else total + value * w
+    if total is None:
+        raise ValueError(f"no weighted loss term among {sorted(terms)} (weights {dict(weights)})")
+    return total

@@ -1,0 +1,213 @@
+"""save_pretrained / from_pretrained: safetensors weights + config.json + a model card, atomically.
+
+A model folder holds ``model.safetensors`` (plain parameter names, no wrapper prefixes),
+``config.json`` (the ModelConfig, the variant spec and every sensor's band order and
+normalisation), ``README.md`` (model card) and ``manifest.json`` (what produced it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from csmae.models.config import ModelConfig
+from csmae.sensors import Sensor
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+KIND = "csmae-model"
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def _describe(config: ModelConfig) -> str:
+    return (
+        f"{config.name} (sensors {list(config.sensors)}, D={config.embed_dim}, "
+        f"private={config.private_depth}, "
+        f"shared={config.shared_depth}, decoder={config.decoder_sharing}, "
+        f"decoder D={config.decoder_embed_dim} "
+        f"x{config.decoder_depth})"
+    )
+
+
+def _strip_prefixes(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for k, v in state.items():
+        for p in _WRAPPER_PREFIXES:
+            while k.startswith(p):
+                k = k[len(p) :]
+        out[k] = v
+    return out
+
+
+def load_weights(model: Any, state: Mapping[str, Tensor], *, source: str = "checkpoint") -> None:
+    """Load ``state`` into ``model`` strictly; name the mismatch (another variant or size) clearly."""
+    state = _strip_prefixes(state)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(
+                "shape mismatch: "
+                + "; ".join(
+                    f"{k} {tuple(state[k].shape)} vs expected {tuple(own[k].shape)}" for k in wrong[:5]
+                )
+            )
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:5]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:5]}")
+        raise ValueError(
+            f"{source} does not fit model {_describe(model.config)}: it is another variant or size; "
+            + " | ".join(parts)
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def model_card(model: Any) -> str:
+    c = model.config
+    sens = "\n".join(
+        f"- `{s}`: {len(sp.bands)} bands {', '.join(sp.bands)} ({sp.units})"
+        for s, sp in model.sensors.items()
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    transpose_note = (
+        "Images are transposed inside the model (imported reference checkpoint); pass normal images."
+        if c.input_transpose
+        else ""
+    )
+    return f"""# {c.name}
+
+Cross-Sensor Masked Autoencoder (csmae) for sensor-agnostic remote-sensing image retrieval
+(Hackstein et al., IEEE TGRS 2024). Variant `{c.variant}`: {c.private_depth} private blocks per sensor,
+{c.shared_depth} shared blocks, decoder `{c.decoder_sharing}`; ViT width {c.embed_dim}, {c.num_heads} heads,
+patch {c.patch_size}, input {c.img_size}x{c.img_size}; {n_params / 1e6:.1f} M parameters.
+
+## Inputs
+Normalised images (per-band mean/std in `config.json`), channels in this order:
+{sens}
+{transpose_note}
+
+## Use
+```python
+import csmae
+from csmae.models import normalize_batch
+model = csmae.from_pretrained("this/folder")
+desc = model.embed(normalize_batch({{"s2": raw_s2}}, model.sensors))  # {{"s2": (N, {c.embed_dim})}}
+```
+Descriptors: `{c.pooling}` pooling; retrieval uses the L2-normalised descriptor (cosine similarity).
+
+## Training objective
+Mask `{c.mask_strategy}` ratio {c.mask_ratio}; weights UMR {c.w_umr}, CMR {c.w_cmr}, MIM {c.w_mim}
+(tau {c.mim_tau}), MDE {c.w_mde}; norm-pix loss {c.norm_pix_loss}.
+"""
+
+
+def _atomic_replace(tmp: Path, final: Path) -> None:
+    if final.exists():
+        if not (final / CONFIG).exists() and any(final.iterdir()):
+            raise FileExistsError(f"{final} exists and is not a csmae model folder; not overwriting it")
+        old = final.with_name(f"{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def save_pretrained(model: Any, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the model folder at ``path`` (atomically: temp folder + rename). Returns ``path``."""
+    from safetensors.torch import save_file
+
+    from csmae import __version__
+
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in _strip_prefixes(model.state_dict()).items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "kind": KIND})
+        config = {
+            "kind": KIND,
+            "csmae_version": __version__,
+            "config": model.config.to_dict(),
+            "variant_spec": model.config.spec.to_dict(),
+            "sensors": {s: spec.to_dict() for s, spec in model.sensors.items()},
+            "embed_dim": model.embed_dim,
+            "pooling": model.config.pooling,
+            "loss_weights": model.loss_weights(),
+        }
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2))
+        (tmp / "README.md").write_text(model_card(model))
+        manifest = {
+            "kind": KIND,
+            "producer": f"csmae {__version__}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model": model.config.name,
+            "files": [WEIGHTS, CONFIG, "README.md"],
+            **dict(extra or {}),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _atomic_replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("saved %s to %s", model.config.name, final)
+    return final
+
+
+def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Sensor]]:
+    """The ModelConfig and Sensor specs recorded in a model folder."""
+    path = Path(path)
+    cfg_file = path / CONFIG
+    if not cfg_file.exists():
+        raise FileNotFoundError(
+            f"{path} is not a csmae model folder (no {CONFIG}); make one with save_pretrained"
+        )
+    d = json.loads(cfg_file.read_text())
+    if d.get("kind") != KIND:
+        raise ValueError(f"{cfg_file}: kind {d.get('kind')!r}, expected {KIND!r}")
+    config = ModelConfig.from_dict(d["config"])
+    sensors = {s: Sensor.from_dict(sd) for s, sd in d["sensors"].items()}
+    return config, sensors
+
+
+def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu", **overrides: Any):
+    """Load a model folder written by ``save_pretrained``; returned in eval mode.
+
+    ``overrides`` change config fields (e.g. ``mask_ratio``); ones that change the architecture
+    make the weights not fit, which raises a ValueError naming the mismatch.
+    """
+    from safetensors.torch import load_file
+
+    from csmae.models.csmae import CrossSensorMAE
+
+    path = Path(path)
+    config, sensors = read_config(path)
+    if overrides:
+        config = config.replace(**overrides)
+    weights = path / WEIGHTS
+    if not weights.exists():
+        raise FileNotFoundError(f"{path}: missing {WEIGHTS}")
+    specs = {s: sensors[s] for s in config.sensors if s in sensors}
+    rebands = any(k == "bands" or k.endswith("_bands") for k in overrides)
+    model = CrossSensorMAE(config, sensors=None if rebands or len(specs) != len(config.sensors) else specs)
+    load_weights(model, load_file(str(weights), device=str(map_location)), source=str(weights))
+    model.to(map_location)
+    model.eval()
+    return model

@@ -1,0 +1,102 @@
+"""Small helpers for artefact folders: atomic writes, manifests, file hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from csmae import __version__
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(folder: str | os.PathLike[str], *, kind: str) -> dict[str, Any]:
+    """Read ``folder/manifest.json`` and check its kind; clear errors for missing/half-written folders."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder} does not exist")
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder (expected a {kind} folder with manifest.json)")
+    mpath = folder / "manifest.json"
+    if not mpath.exists():
+        hint = " (it looks half-written: an interrupted run?)" if any(folder.iterdir()) else ""
+        raise ValueError(f"{folder} has no manifest.json: not a complete {kind} folder{hint}")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{mpath} is corrupted (not valid JSON: {e})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+        got = manifest.get("kind") if isinstance(manifest, dict) else None
+        raise ValueError(f"{folder} is not a {kind} folder (manifest kind is {got!r})")
+    return manifest
+
+
+def base_manifest(kind: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "format_version": 1,
+        "csmae_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **fields,
+    }
+
+
+class AtomicFolder:
+    """Write a folder under a temporary name and move it into place only when complete.
+
+    ``with AtomicFolder(out, overwrite=False) as tmp: ...write into tmp...``. An existing ``out`` is
+    an error unless ``overwrite``; then it is replaced only after the new folder is complete (never
+    modified in place). On an exception the temporary folder is removed.
+    """
+
+    def __init__(self, out: str | os.PathLike[str], *, overwrite: bool = False):
+        self.out = Path(out)
+        self.overwrite = overwrite
+        self.tmp = self.out.with_name(f"{self.out.name}.tmp-{os.getpid()}")
+
+    def __enter__(self) -> Path:
+        if self.out.exists() and not self.overwrite:
+            raise FileExistsError(f"{self.out} already exists; choose another output or pass --overwrite")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir()
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        replace_folder(self.tmp, self.out)
+
+
+def replace_folder(src: Path, dst: Path) -> None:
+    """Move the complete folder ``src`` to ``dst``; an old ``dst`` is swapped out, then deleted."""
+    if dst.exists():
+        old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)

@@ -1,0 +1,210 @@
+"""The embeddings folder: Parquet shards (id, sensor, split, labels, vector) + manifest.json.
+
+Layout::
+
+    EMB_DIR/
+      manifest.json        kind "csmae-embeddings": model (sha256, name, variant, pooling, dim),
+                           sensors (band order + normalisation), dataset, label names, shards, count
+      part-00000.parquet   columns id (str), sensor (str), split (str|null),
+      part-00001.parquet   labels (fixed_size_list<bool>[L]), vector (fixed_size_list<float32>[D])
+
+Rows keep dataset order, sensors interleaved per shard; :meth:`Embeddings.select` picks a sensor /
+split while keeping that order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csmae.retrieval.artifacts import read_manifest
+
+KIND = "csmae-embeddings"
+
+
+@dataclass
+class Embeddings:
+    """Descriptors of an archive, one row per (pair id, sensor)."""
+
+    ids: np.ndarray  # (M,) object str
+    sensors: np.ndarray  # (M,) object str
+    splits: np.ndarray  # (M,) object str | None
+    labels: np.ndarray  # (M, L) bool
+    vectors: np.ndarray  # (M, D) float32
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def label_names(self) -> list[str]:
+        names = self.manifest.get("label_names")
+        if names:
+            return list(names)
+        from csmae.labels import LABELS_19
+
+        return list(LABELS_19)
+
+    @property
+    def sensor_names(self) -> list[str]:
+        """Sensors present, in the manifest's order."""
+        present = set(self.sensors.tolist())
+        order = list(self.manifest.get("sensors", {})) or sorted(present)
+        return [s for s in order if s in present]
+
+    def mask(self, *, sensor: str | None = None, split: str | Sequence[str] | None = None) -> np.ndarray:
+        m = np.ones(len(self), dtype=bool)
+        if sensor is not None:
+            m &= self.sensors == sensor
+        if split is not None and split != "all":
+            wanted = [split] if isinstance(split, str) else list(split)
+            m &= np.isin(self.splits.astype(str), wanted)
+        return m
+
+    def select(
+        self,
+        mask: np.ndarray | None = None,
+        *,
+        sensor: str | None = None,
+        split: str | Sequence[str] | None = None,
+    ) -> Embeddings:
+        """Rows matching ``mask`` and/or a sensor and split (``"all"`` = any split), in order."""
+        m = self.mask(sensor=sensor, split=split)
+        if mask is not None:
+            m &= mask
+        return Embeddings(
+            self.ids[m], self.sensors[m], self.splits[m], self.labels[m], self.vectors[m], self.manifest
+        )
+
+
+def _fixed_list(flat: np.ndarray, width: int) -> Any:
+    import pyarrow as pa
+
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), width)
+
+
+def write_shard(
+    path: str | os.PathLike[str],
+    *,
+    ids: list[str],
+    sensors: list[str],
+    splits: list[str | None],
+    labels: np.ndarray,
+    vectors: np.ndarray,
+) -> None:
+    """Write one Parquet shard atomically (temp file + rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels = np.asarray(labels, dtype=bool)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "sensor": pa.array(sensors, pa.string()),
+            "split": pa.array(splits, pa.string()),
+            "labels": _fixed_list(labels, labels.shape[1]),
+            "vector": _fixed_list(vectors, vectors.shape[1]),
+        }
+    )
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise ValueError(f"{path}: cannot read Parquet shard ({e})") from None
+    missing = {"id", "sensor", "split", "labels", "vector"} - set(t.column_names)
+    if missing:
+        raise ValueError(f"{path}: shard lacks column(s) {sorted(missing)}")
+
+    def flat(col: str, dtype: Any) -> np.ndarray:
+        arr = t.column(col).combine_chunks()
+        width = arr.type.list_size if hasattr(arr.type, "list_size") else None
+        if width is None:  # variable-size list written by another tool
+            rows = arr.to_pylist()
+            return np.asarray(rows, dtype=dtype).reshape(len(rows), -1)
+        return np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=dtype).reshape(-1, width)
+
+    return {
+        "ids": np.asarray(t.column("id").to_pylist(), dtype=object),
+        "sensors": np.asarray(t.column("sensor").to_pylist(), dtype=object),
+        "splits": np.asarray(t.column("split").to_pylist(), dtype=object),
+        "labels": flat("labels", bool),
+        "vectors": flat("vector", np.float32),
+    }
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
+    """Load an embeddings folder written by ``csmae embed`` (all shards, in order)."""
+    path = Path(path)
+    manifest = read_manifest(path, kind=KIND)
+    shards = manifest.get("shards") or []
+    parts = []
+    for sh in shards:
+        f = path / sh["file"]
+        if not f.exists():
+            raise ValueError(f"{path}: shard {sh['file']} listed in manifest.json is missing")
+        parts.append(read_shard(f))
+    dim = int(manifest.get("dim", 0))
+    if not parts:
+        n_labels = len(manifest.get("label_names") or []) or 19
+        return Embeddings(
+            np.empty(0, object),
+            np.empty(0, object),
+            np.empty(0, object),
+            np.zeros((0, n_labels), bool),
+            np.zeros((0, dim), np.float32),
+            manifest,
+        )
+    emb = Embeddings(
+        ids=np.concatenate([p["ids"] for p in parts]),
+        sensors=np.concatenate([p["sensors"] for p in parts]),
+        splits=np.concatenate([p["splits"] for p in parts]),
+        labels=np.concatenate([p["labels"] for p in parts]),
+        vectors=np.concatenate([p["vectors"] for p in parts]),
+        manifest=manifest,
+    )
+    if dim and emb.dim != dim:
+        raise ValueError(f"{path}: vectors have D={emb.dim} but manifest.json says dim={dim}")
+    if "count" in manifest and int(manifest["count"]) != len(emb):
+        raise ValueError(f"{path}: {len(emb)} rows in the shards but manifest.json says {manifest['count']}")
+    return emb
+
+
+def embeddings_from_arrays(
+    *,
+    ids: Any,
+    sensors: Any,
+    splits: Any,
+    labels: np.ndarray,
+    vectors: np.ndarray,
+    manifest: dict[str, Any] | None = None,
+) -> Embeddings:
+    """Build an in-memory :class:`Embeddings` (tests, benchmarks, training callbacks)."""
+    n = len(vectors)
+    splits = list(splits) if splits is not None else [None] * n
+    man = {"kind": KIND, "dim": int(np.asarray(vectors).shape[1]), **(manifest or {})}
+    return Embeddings(
+        np.asarray(list(ids), dtype=object),
+        np.asarray(list(sensors), dtype=object),
+        np.asarray(splits, dtype=object),
+        np.asarray(labels, dtype=bool),
+        np.asarray(vectors, dtype=np.float32),
+        man,
+    )

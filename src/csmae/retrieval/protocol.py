@@ -1,0 +1,221 @@
+"""The evaluation protocol: every direction (S1->S1, S2->S2, S1->S2, S2->S1, S1->mixed, S2->mixed).
+
+Reference protocol (method.md section 7): queries = val split, archive = test split, exact search on
+L2-normalised descriptors (cosine), ties broken by archive order. The mixed archive of a split is
+all its S1 items followed by all its S2 items (each in embeddings order); its top-k lists are
+merged from the per-sensor top-k lists (identical to searching the concatenation).
+
+When queries and archive overlap (e.g. ``query_split="all", archive_split="all"``), each query's own
+item (same id, same sensor) is always left out of the archive; ``exclude_own_pair`` also leaves out
+its co-registered partner (same id, other sensor) in cross-sensor and mixed archives.
+A k larger than an archive (after exclusions) is skipped for that direction, with a note.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from csmae.retrieval.embeddings import Embeddings
+from csmae.retrieval.metrics import ranked_metrics
+from csmae.retrieval.topk import TopKStats, exact_topk, l2_normalize, merge_topk
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KS = (5, 10, 20, 100)
+
+
+def direction_name(query: str, archive: str) -> str:
+    return f"{query}->{archive}"
+
+
+@dataclass
+class ProtocolResult:
+    """Metrics per direction plus what is needed to draw grids (rankings, archive rows)."""
+
+    metrics: dict[str, dict[str, dict[int, float]]]
+    protocol: dict[str, Any]
+    timing: dict[str, Any]
+    queries: dict[str, Embeddings] = field(default_factory=dict)
+    archives: dict[str, Embeddings] = field(default_factory=dict)
+    rankings: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "directions": self.metrics, "timing": self.timing}
+
+
+def _own_index(q_ids: np.ndarray, a_ids: np.ndarray) -> np.ndarray:
+    """For each query id, the archive position of the same id (-1 if absent)."""
+    pos = {pid: i for i, pid in enumerate(a_ids.tolist())}
+    return np.fromiter((pos.get(pid, -1) for pid in q_ids.tolist()), dtype=np.int64, count=len(q_ids))
+
+
+def _splits_overlap(qs: str | Sequence[str], as_: str | Sequence[str]) -> bool:
+    if qs == "all" or as_ == "all":
+        return True
+    a = {qs} if isinstance(qs, str) else set(qs)
+    b = {as_} if isinstance(as_, str) else set(as_)
+    return bool(a & b)
+
+
+def run_protocol(
+    emb: Embeddings,
+    *,
+    query_split: str | Sequence[str] = "val",
+    archive_split: str | Sequence[str] = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    exclude_own_pair: bool = False,
+    sensors: Sequence[str] | None = None,
+    mixed: bool = True,
+    precision: str = "bf16",
+    block_size: int = 1024,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> ProtocolResult:
+    """Run every direction between the sensors of ``emb``; see the module docstring."""
+    sens = [s for s in (sensors or emb.sensor_names)]
+    if not sens:
+        raise ValueError("the embeddings hold no sensor")
+    unknown = [s for s in sens if s not in emb.sensor_names]
+    if unknown:
+        raise ValueError(f"the embeddings have no {unknown} vectors (they have {emb.sensor_names})")
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    overlap = _splits_overlap(query_split, archive_split)
+    queries = {s: emb.select(sensor=s, split=query_split) for s in sens}
+    archives = {s: emb.select(sensor=s, split=archive_split) for s in sens}
+    for s in sens:
+        if len(queries[s]) == 0:
+            raise ValueError(
+                f"no {s} queries in split {query_split!r} (splits present: "
+                f"{sorted({str(x) for x in emb.splits.tolist()})})"
+            )
+        if len(archives[s]) == 0:
+            raise ValueError(f"the {s} archive (split {archive_split!r}) is empty")
+    normed_q = {s: l2_normalize(queries[s].vectors) for s in sens}
+    normed_a = {s: l2_normalize(archives[s].vectors) for s in sens}
+    topk: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    metrics: dict[str, dict[str, dict[int, float]]] = {}
+    notes: list[str] = []
+    timing: dict[str, Any] = {}
+    rankings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for qs in sens:
+        for a_s in sens:
+            name = direction_name(qs, a_s)
+            excl = None
+            if overlap and (qs == a_s or exclude_own_pair):
+                excl = _own_index(queries[qs].ids, archives[a_s].ids)[:, None]
+            n_ex = int((excl >= 0).any()) if excl is not None else 0
+            avail = len(archives[a_s]) - n_ex
+            kmax = min(ks[-1], avail)
+            st = TopKStats()
+            t0 = time.perf_counter()
+            prog = (lambda n, _name=name: on_progress(_name, n, 0)) if on_progress else None
+            topk[(qs, a_s)] = exact_topk(
+                normed_q[qs],
+                normed_a[a_s],
+                kmax,
+                exclude=excl,
+                precision=precision,
+                block_size=block_size,
+                progress=prog,
+                stats=st,
+            )
+            t1 = time.perf_counter()
+            use = [k for k in ks if k <= avail]
+            if len(use) < len(ks):
+                notes.append(f"{name}: k={[k for k in ks if k > avail]} skipped (archive has {avail} items)")
+            if use:
+                metrics[name] = ranked_metrics(
+                    queries[qs].labels, archives[a_s].labels, topk[(qs, a_s)][1], use
+                )
+                rankings[name] = topk[(qs, a_s)]
+            timing[name] = {
+                "search_s": round(t1 - t0, 3),
+                "matmul_s": round(st.matmul_s, 3),
+                "topk_s": round(st.topk_s, 3),
+                "rescore_s": round(st.rescore_s, 3),
+                "candidates_per_query": round(st.candidates / max(1, st.queries), 2),
+                "metrics_s": round(time.perf_counter() - t1, 3),
+            }
+    if mixed and len(sens) > 1:
+        offsets = np.cumsum([0] + [len(archives[s]) for s in sens])[:-1].tolist()
+        cat = {
+            f: np.concatenate([getattr(archives[s], f) for s in sens])
+            for f in ("ids", "sensors", "splits", "labels", "vectors")
+        }
+        mixed_arch = Embeddings(**cat, manifest=emb.manifest)
+        archives["mixed"] = mixed_arch
+        for qs in sens:
+            name = direction_name(qs, "mixed")
+            t0 = time.perf_counter()
+            parts = [topk[(qs, a_s)] for a_s in sens]
+            avail = sum(p[1].shape[1] for p in parts)
+            n_total = len(mixed_arch)
+            kmax = min(ks[-1], avail)
+            s_, i_ = merge_topk(parts, offsets, kmax)
+            use = [k for k in ks if k <= avail]
+            if len(use) < len(ks):
+                notes.append(
+                    f"{name}: k={[k for k in ks if k > avail]} skipped (archive has {n_total} items)"
+                )
+            if use:
+                metrics[name] = ranked_metrics(queries[qs].labels, mixed_arch.labels, i_, use)
+                rankings[name] = (s_, i_)
+            timing[name] = {"merge_and_metrics_s": round(time.perf_counter() - t0, 3)}
+    protocol = {
+        "query_split": query_split,
+        "archive_split": archive_split,
+        "ks": ks,
+        "exclude_self": overlap,
+        "exclude_own_pair": bool(exclude_own_pair and overlap),
+        "n_queries": {s: len(queries[s]) for s in sens},
+        "n_archive": {s: len(archives[s]) for s in archives},
+        "ranking": "cosine similarity (L2-normalised), exact, ties broken by archive order",
+        "mixed_archive": "all S1 archive items followed by all S2 archive items" if len(sens) > 1 else None,
+        "notes": notes,
+        "model": (emb.manifest.get("model") or {}),
+    }
+    for n in notes:
+        log.warning(n)
+    return ProtocolResult(
+        metrics=metrics,
+        protocol=protocol,
+        timing=timing,
+        queries=queries,
+        archives=archives,
+        rankings=rankings,
+    )
+
+
+def evaluate_embeddings(
+    emb: Embeddings | str,
+    *,
+    query_split: str | Sequence[str] = "val",
+    archive_split: str | Sequence[str] = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    exclude_own_pair: bool = False,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Metrics of every direction as a JSON-ready dict {"protocol", "directions", "timing"}.
+
+    ``directions[name][metric][k]`` with name like ``"s1->s2"`` or ``"s2->mixed"``. ``emb`` may be an
+    embeddings folder path. Extra keyword arguments go to :func:`run_protocol`.
+    """
+    if not isinstance(emb, Embeddings):
+        from csmae.retrieval.embeddings import load_embeddings
+
+        emb = load_embeddings(emb)
+    return run_protocol(
+        emb,
+        query_split=query_split,
+        archive_split=archive_split,
+        ks=ks,
+        exclude_own_pair=exclude_own_pair,
+        **kwargs,
+    ).to_dict()

@@ -1,0 +1,331 @@
+"""The one retrieval core behind the CLI, the Python API, the HTTP service and the demo."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csmae.retrieval.index import SearchIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    rank: int
+    id: str
+    sensor: str
+    score: float
+    labels: list[str]
+    overlap: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Retriever:
+    """Search an index by archive id, raw arrays, image files or vectors.
+
+    Build with :meth:`load`. The model is loaded on first use (needed only for arrays/files), the
+    dataset only for :meth:`sample` / :meth:`preview_png`.
+    """
+
+    def __init__(
+        self,
+        index: SearchIndex,
+        *,
+        model_dir: str | os.PathLike[str] | None = None,
+        data: Sequence[str | os.PathLike[str]] | None = None,
+        model: Any = None,
+    ):
+        self.index = index
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.data = [str(d) for d in data] if data else []
+        self._model = model
+        self._dataset: Any = None
+        items = index.items
+        self._ids = items["id"].to_numpy(dtype=object)
+        self._sensors = items["sensor"].to_numpy(dtype=object)
+        self._splits = items["split"].to_numpy(dtype=object)
+        self._labels = (
+            np.stack(items["labels"].to_numpy()).astype(bool) if len(items) else np.zeros((0, 19), bool)
+        )
+        self._row = {(i, s): r for r, (i, s) in enumerate(zip(self._ids, self._sensors))}
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        index_dir: str | os.PathLike[str],
+        *,
+        model_dir: str | os.PathLike[str] | None = None,
+        data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    ) -> Retriever:
+        """Load an index folder; ``model_dir`` defaults to the model recorded in the index manifest
+        (checked against the recorded sha256); ``data`` defaults to the recorded dataset sources."""
+        index = SearchIndex.load(index_dir)
+        man_model = index.manifest.get("model") or {}
+        if model_dir is not None:
+            _check_model(Path(model_dir), man_model, index.dim)
+        elif man_model.get("dir") and Path(man_model["dir"]).exists():
+            model_dir = man_model["dir"]
+        if data is None:
+            srcs = (index.manifest.get("dataset") or {}).get("sources") or []
+            data = [s for s in srcs if Path(s).exists()] or None
+        elif isinstance(data, (str, os.PathLike)):
+            data = [data]
+        return cls(index, model_dir=model_dir, data=data)
+
+    @property
+    def label_names(self) -> list[str]:
+        names = self.index.manifest.get("label_names")
+        if names:
+            return list(names)
+        from csmae.labels import LABELS_19
+
+        return list(LABELS_19)
+
+    @property
+    def sensors(self) -> list[str]:
+        return self.index.sensors
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        m = self.index.manifest
+        return {
+            **(m.get("model") or {}),
+            "index_kind": m.get("index_kind"),
+            "factory": m.get("factory"),
+            "count": m.get("count"),
+            "recall_at_10": m.get("recall_at_10"),
+            "search_params": m.get("search_params"),
+            "model_dir": str(self.model_dir or ""),
+        }
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            if self.model_dir is None:
+                raise ValueError(
+                    "this search needs the model: pass model_dir (the index manifest "
+                    "records none that exists on this machine)"
+                )
+            from csmae.models import from_pretrained
+
+            _check_model(self.model_dir, self.index.manifest.get("model") or {}, self.index.dim)
+            self._model = from_pretrained(self.model_dir)
+        return self._model
+
+    @property
+    def dataset(self) -> Any:
+        if self._dataset is None:
+            if not self.data:
+                raise ValueError("previews need the dataset: pass data=<dataset source path(s)>")
+            from csmae.data import open_dataset
+
+            self._dataset = open_dataset(*self.data, sensors=tuple(self.sensors))
+        return self._dataset
+
+    # ------------------------------------------------------------------ browse
+    def _label_list(self, row: np.ndarray) -> list[str]:
+        names = self.label_names
+        return [names[j] for j in np.flatnonzero(row)]
+
+    def items(
+        self,
+        split: str | None = None,
+        sensor: str | None = None,
+        label: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Filtered archive rows: (total matching, rows[offset:offset + limit])."""
+        m = np.ones(len(self._ids), dtype=bool)
+        if split is not None:
+            m &= self._splits == split
+        if sensor is not None:
+            m &= self._sensors == sensor
+        if label is not None:
+            if label not in self.label_names:
+                raise ValueError(f"unknown label {label!r}; labels: {self.label_names}")
+            m &= self._labels[:, self.label_names.index(label)]
+        rows = np.flatnonzero(m)
+        page = rows[max(0, offset) : max(0, offset) + max(0, limit)]
+        return len(rows), [
+            {
+                "id": self._ids[r],
+                "sensor": self._sensors[r],
+                "split": self._splits[r],
+                "labels": self._label_list(self._labels[r]),
+            }
+            for r in page
+        ]
+
+    # ------------------------------------------------------------------ search
+    def _hits(
+        self,
+        scores: np.ndarray,
+        rows: np.ndarray,
+        k: int,
+        query_labels: np.ndarray | None,
+        skip_row: int | None = None,
+    ) -> list[Hit]:
+        hits: list[Hit] = []
+        for s, r in zip(scores, rows):
+            if r < 0 or r == skip_row:
+                continue
+            lab = self._labels[r]
+            overlap = self._label_list(lab & query_labels) if query_labels is not None else []
+            hits.append(
+                Hit(
+                    rank=len(hits) + 1,
+                    id=str(self._ids[r]),
+                    sensor=str(self._sensors[r]),
+                    score=float(s),
+                    labels=self._label_list(lab),
+                    overlap=overlap,
+                )
+            )
+            if len(hits) == k:
+                break
+        return hits
+
+    def _check_target(self, target: str) -> None:
+        if target != "any" and target not in self.sensors:
+            raise ValueError(
+                f"target must be 'any' or one of the index sensors {self.sensors}, got {target!r}"
+            )
+
+    def row_of(self, patch_id: str, sensor: str) -> int:
+        if sensor not in self.sensors:
+            raise ValueError(f"the index has no {sensor!r} items; it holds {self.sensors}")
+        r = self._row.get((patch_id, sensor))
+        if r is None:
+            raise KeyError(f"no patch {patch_id!r} with sensor {sensor!r} in the index")
+        return r
+
+    def labels_of(self, patch_id: str, sensor: str) -> list[str]:
+        return self._label_list(self._labels[self.row_of(patch_id, sensor)])
+
+    def vector_of(self, patch_id: str, sensor: str) -> np.ndarray:
+        return self.index.index.reconstruct(self.row_of(patch_id, sensor))
+
+    def search_by_id(
+        self, patch_id: str, *, sensor: str, target: str = "any", k: int = 10, exclude_self: bool = True
+    ) -> list[Hit]:
+        """Query with an archive item's own descriptor (its (id, sensor) row left out if exclude_self)."""
+        self._check_target(target)
+        row = self.row_of(patch_id, sensor)
+        vec = self.index.index.reconstruct(row)
+        scores, rows = self.index.search(vec[None], k + int(exclude_self), target=target)
+        return self._hits(scores[0], rows[0], k, self._labels[row], row if exclude_self else None)
+
+    def search_by_vectors(self, vectors: np.ndarray, *, target: str = "any", k: int = 10) -> list[list[Hit]]:
+        """Batch search with descriptors (N, D) (L2-normalised here)."""
+        self._check_target(target)
+        scores, rows = self.index.search(np.atleast_2d(vectors), k, target=target)
+        return [self._hits(s, r, k, None) for s, r in zip(scores, rows)]
+
+    def embed_arrays(self, raw: np.ndarray, *, sensor: str) -> np.ndarray:
+        """Descriptors (N, D) of raw images (C, 120, 120) or (N, C, 120, 120) in the model's band order."""
+        import torch
+
+        from csmae.models import normalize_batch
+
+        model = self.model
+        if sensor not in model.sensors:
+            raise ValueError(f"the model has no sensor {sensor!r}; it embeds {list(model.sensors)}")
+        spec = model.sensors[sensor]
+        x = np.asarray(raw, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != (spec.num_channels, 120, 120):
+            raise ValueError(
+                f"a {sensor} query must be raw ({spec.num_channels}, 120, 120) in band order "
+                f"{list(spec.bands)}; got shape {tuple(np.shape(raw))}"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError("the query array has NaN/inf values")
+        # same precision as the archive descriptors, so a file query of an archive image gives its vector
+        bf16 = self.index.manifest.get("embed_precision") == "bf16"
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model.embed(normalize_batch({sensor: x}, {sensor: spec}))[sensor].float().numpy()
+
+    def search_by_arrays(
+        self, raw: np.ndarray, *, sensor: str, target: str = "any", k: int = 10
+    ) -> list[Hit]:
+        """Query with a raw image (C, 120, 120) in ``model.sensors[sensor]`` band order."""
+        self._check_target(target)
+        vec = self.embed_arrays(raw, sensor=sensor)
+        scores, rows = self.index.search(vec, k, target=target)
+        return self._hits(scores[0], rows[0], k, None)
+
+    def search_by_files(
+        self, paths: Sequence[str | os.PathLike[str]], *, sensor: str, target: str = "any", k: int = 10
+    ) -> list[Hit]:
+        """Query with GeoTIFF band files or one .npy/.npz (see ``queryfiles.read_query``)."""
+        from csmae.retrieval.queryfiles import read_query
+
+        model = self.model
+        if sensor not in model.sensors:
+            raise ValueError(f"the model has no sensor {sensor!r}; it embeds {list(model.sensors)}")
+        return self.search_by_arrays(
+            read_query(paths, model.sensors[sensor]), sensor=sensor, target=target, k=k
+        )
+
+    # ---------------------------------------------------------------- previews
+    def sample(self, patch_id: str) -> dict[str, Any]:
+        """The raw sample of an archive pair (needs ``data``)."""
+        return self.dataset.get(patch_id)
+
+    def preview_rgb(self, patch_id: str, sensor: str) -> np.ndarray:
+        from csmae.sensors import display_rgb
+
+        smp = self.sample(patch_id)
+        if sensor not in smp:
+            raise ValueError(f"patch {patch_id!r} has no {sensor!r} image in the dataset")
+        return display_rgb(smp[sensor], self.dataset.sensors[sensor])
+
+    def preview_png(self, patch_id: str, sensor: str) -> bytes:
+        """PNG bytes of an archive image (S2 true colour, S1 VV/VH/ratio false colour)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        plt.imsave(buf, self.preview_rgb(patch_id, sensor), format="png")
+        return buf.getvalue()
+
+
+def _check_model(model_dir: Path, recorded: dict[str, Any], dim: int) -> None:
+    """Refuse a model that did not make the index (sha256 of model.safetensors, or D)."""
+    from csmae.retrieval.artifacts import sha256_file
+
+    weights = model_dir / "model.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no model.safetensors)")
+    want = recorded.get("sha256")
+    if want:
+        got = sha256_file(weights)
+        if got != want:
+            raise ValueError(
+                f"the index was built with another model (sha256 {want[:12]}..., "
+                f"{recorded.get('name')}); {model_dir} has sha256 {got[:12]}...: rebuild the index "
+                "with this model or pass the right model_dir"
+            )
+    import json
+
+    cfg = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").exists() else {}
+    d = (cfg.get("config") or {}).get("embed_dim")
+    if d is not None and int(d) != dim:
+        raise ValueError(f"{model_dir} makes D={d} descriptors but the index holds D={dim}")

@@ -1,0 +1,124 @@
+"""What the service needs from a retriever, and small helpers that read it.
+
+The service is written against :class:`csmae.retrieval.Retriever` (INTERFACES.md) but only uses
+the methods listed in :class:`RetrieverLike`, so tests can build it over any object that has them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from csmae.sensors import Sensor, get_sensor
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class RetrieverLike(Protocol):
+    """The subset of ``csmae.retrieval.Retriever`` the service calls."""
+
+    label_names: Sequence[str]
+    sensors: Any  # names of the sensors in the index, or name -> Sensor
+    model_info: Mapping[str, Any]
+
+    def items(
+        self, split: str | None = None, sensor: str | None = None, label: str | None = None,
+        offset: int = 0, limit: int = 50,
+    ) -> tuple[int, list[dict[str, Any]]]: ...
+
+    def search_by_id(
+        self, patch_id: str, *, sensor: str, target: str = "any", k: int = 10, exclude_self: bool = True,
+    ) -> list[Any]: ...
+
+    def search_by_arrays(
+        self, raw: np.ndarray, *, sensor: str, target: str = "any", k: int = 10,
+    ) -> list[Any]: ...
+
+    def preview_png(self, patch_id: str, sensor: str) -> bytes: ...
+
+
+def sensor_names(retriever: Any) -> list[str]:
+    """Names of the sensors a retriever's index holds, in a stable order."""
+    sensors = retriever.sensors
+    names = list(sensors.keys()) if isinstance(sensors, Mapping) else [str(s) for s in sensors]
+    return sorted(names)
+
+
+def query_sensors(retriever: Any) -> dict[str, Sensor]:
+    """Sensor specs (band order) the model expects for queries, by sensor name.
+
+    Prefers the model's own specs (``retriever.model.sensors`` or a mapping in ``retriever.sensors``)
+    and falls back to the package defaults.
+    """
+    try:  # the real Retriever loads its model lazily; a missing model only disables uploads
+        model_sensors = getattr(retriever.model, "sensors", None)
+    except Exception as e:  # noqa: BLE001 - any failure here means "use the defaults"
+        logger.warning("no model for uploaded queries (%s); assuming default band orders", e)
+        model_sensors = None
+    if isinstance(model_sensors, Mapping) and all(isinstance(v, Sensor) for v in model_sensors.values()):
+        return dict(model_sensors)
+    own = retriever.sensors
+    if isinstance(own, Mapping) and all(isinstance(v, Sensor) for v in own.values()):
+        return dict(own)
+    return {name: get_sensor(name) for name in sensor_names(retriever)}
+
+
+def row_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``items()`` row as plain JSON types (a missing split, e.g. NaN from pandas, becomes None)."""
+    split = row.get("split")
+    return {
+        "id": str(row["id"]),
+        "sensor": str(row["sensor"]),
+        "split": split if isinstance(split, str) else None,
+        "labels": [str(x) for x in (row.get("labels") or [])],
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None and unknown objects by their str()."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    try:
+        f = float(value)  # numpy scalars
+        return f if math.isfinite(f) else None
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def hit_to_dict(hit: Any) -> dict[str, Any]:
+    """A ``Hit`` (dataclass or mapping) as a JSON-ready dict."""
+    get: Any = hit.get if isinstance(hit, Mapping) else lambda key: getattr(hit, key, None)
+    return {
+        "rank": int(get("rank")),
+        "id": str(get("id")),
+        "sensor": str(get("sensor")),
+        "score": float(get("score")),
+        "labels": [str(x) for x in (get("labels") or [])],
+        "overlap": [str(x) for x in (get("overlap") or [])],
+    }
+
+
+def precision_at_k(query_labels: Sequence[str], hits: Sequence[Mapping[str, Any]]) -> float | None:
+    """P@k of one query as method.md defines it: mean over the hits of |Lq & Lr| / |Lr|.
+
+    A hit without labels counts 0. ``None`` when the query has no known labels or there are no hits.
+    """
+    if not query_labels or not hits:
+        return None
+    lq = set(query_labels)
+    total = 0.0
+    for h in hits:
+        lr = set(h["labels"])
+        total += len(lq & lr) / len(lr) if lr else 0.0
+    return total / len(hits)

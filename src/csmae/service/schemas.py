@@ -1,0 +1,88 @@
+"""JSON shapes of the HTTP API (they make the OpenAPI schema at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what was wrong with the request and what to change")
+
+
+class Counts(BaseModel):
+    pairs: int = Field(description="distinct archive ids")
+    vectors: int = Field(description="indexed (id, sensor) descriptors")
+    by_sensor: dict[str, int]
+    by_split: dict[str, int]
+
+
+class Limits(BaseModel):
+    max_k: int
+    max_page: int
+    max_upload_bytes: int
+    max_files: int
+    upload_formats: list[str]
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    counts: Counts
+    sensors: list[str] = Field(description="sensors with vectors in the index")
+    query_bands: dict[str, list[str]] = Field(description="band order expected for uploaded queries")
+    label_names: list[str]
+    model: dict[str, Any]
+    limits: Limits
+
+
+class ItemOut(BaseModel):
+    id: str
+    sensor: str
+    split: str | None = None
+    labels: list[str]
+
+
+class ItemsPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[ItemOut]
+
+
+class ItemInfo(BaseModel):
+    id: str
+    split: str | None = None
+    labels: list[str]
+    sensors: list[str]
+
+
+class HitOut(BaseModel):
+    rank: int
+    id: str
+    sensor: str
+    score: float = Field(description="cosine similarity to the query")
+    labels: list[str]
+    overlap: list[str] = Field(description="labels shared with the query (empty when its labels are unknown)")
+
+
+class QueryOut(BaseModel):
+    id: str | None = Field(None, description="archive id, or null for an uploaded query")
+    sensor: str
+    split: str | None = None
+    labels: list[str] | None = Field(None, description="query labels when known")
+    files: list[str] | None = Field(None, description="uploaded file names")
+    preview: str | None = Field(None, description="PNG data URL of an uploaded query")
+
+
+class SearchOut(BaseModel):
+    query: QueryOut
+    target: str
+    k: int
+    results: list[HitOut]
+    precision_at_k: float | None = Field(
+        None,
+        description="P@k of this query (mean |Lq & Lr| / |Lr| over the results) when its labels are known",
+    )
+    took_ms: float

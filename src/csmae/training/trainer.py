@@ -1,0 +1,157 @@
+"""Assemble the Lightning Trainer of a run: loggers, checkpoints, callbacks, precision, DDP."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from csmae.training.callbacks import ProgressBar, Throughput
+from csmae.training.checkpoint import AtomicCheckpointIO
+from csmae.training.config import ConfigError, FitConfig
+from csmae.training.datamodule import PairDataModule
+from csmae.training.module import CSMAEModule
+
+log = logging.getLogger(__name__)
+
+
+def _accelerator(cfg: FitConfig) -> str:
+    acc = cfg.trainer.accelerator
+    if acc == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return acc
+
+
+def check_precision(cfg: FitConfig) -> None:
+    acc = _accelerator(cfg)
+    if cfg.trainer.precision == "16-mixed" and acc == "cpu":
+        raise ConfigError(
+            "trainer.precision '16-mixed' (fp16 AMP) needs a GPU; on CPU use 'bf16-mixed' or '32'"
+        )
+
+
+def checkpoint_callbacks(cfg: FitConfig, ckpt_dir: Path) -> list[ModelCheckpoint]:
+    """``last.ckpt`` every N steps and at epoch ends; optionally ``epoch-XXX.ckpt`` kept for good."""
+    c = cfg.callbacks
+    out = []
+    if c.checkpoint_every_n_steps:
+        out.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="last",
+                every_n_train_steps=c.checkpoint_every_n_steps,
+                save_top_k=1,
+                enable_version_counter=False,
+                save_on_train_epoch_end=False,
+            )
+        )
+    if c.checkpoint_every_n_epochs:
+        out.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="last",
+                every_n_epochs=c.checkpoint_every_n_epochs,
+                save_top_k=1,
+                enable_version_counter=False,
+                save_on_train_epoch_end=True,
+            )
+        )
+    if c.keep_every_n_epochs:
+        out.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="epoch-{epoch:03d}",
+                every_n_epochs=c.keep_every_n_epochs,
+                save_top_k=-1,
+                save_on_train_epoch_end=True,
+                auto_insert_metric_name=False,
+            )
+        )
+    return out
+
+
+def build_trainer(
+    cfg: FitConfig,
+    model: Any,
+    run_dir: Path,
+    *,
+    callbacks: list[Any],
+    trainer_overrides: dict[str, Any],
+    csv_version: str = "",
+) -> tuple[pl.Trainer, CSMAEModule, PairDataModule, Throughput]:
+    """Trainer, LightningModule and DataModule for a run folder.
+
+    ``csv_version``: sub-folder of ``logs/`` for the CSV log (Lightning's CSVLogger deletes an
+    existing metrics.csv, so a resumed session writes ``logs/resume-N/metrics.csv``).
+    """
+    check_precision(cfg)
+    t, c = cfg.trainer, cfg.callbacks
+    module = CSMAEModule(model, cfg)
+    dm = PairDataModule(cfg.data, model.sensors, seed=t.seed)
+    throughput = Throughput()
+    cbs: list[Any] = [throughput, *checkpoint_callbacks(cfg, run_dir / "checkpoints")]
+    if t.enable_progress_bar:
+        cbs.append(ProgressBar(refresh_rate=1))
+    if c.recon_pictures and c.pictures_every_n_epochs:
+        from csmae.training.pictures import ReconstructionPictures
+
+        cbs.append(
+            ReconstructionPictures(
+                run_dir / "pictures",
+                n_samples=c.pictures_n_samples,
+                every_n_epochs=c.pictures_every_n_epochs,
+                seed=t.seed,
+            )
+        )
+    if c.retrieval_every_n_epochs:
+        from csmae.training.retrieval_callback import RetrievalMetrics
+
+        cbs.append(
+            RetrievalMetrics(
+                every_n_epochs=c.retrieval_every_n_epochs,
+                max_samples=c.retrieval_max_samples,
+                ks=tuple(c.retrieval_ks),
+                batch_size=cfg.data.val_batch_size or cfg.data.batch_size,
+            )
+        )
+    cbs.append(LearningRateMonitor(logging_interval="step"))
+    cbs.extend(callbacks)
+    loggers = [
+        CSVLogger(run_dir, name="logs", version=csv_version),
+        TensorBoardLogger(run_dir, name="logs", version=""),
+    ]
+    kwargs: dict[str, Any] = dict(
+        default_root_dir=run_dir,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        precision=t.precision,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        log_every_n_steps=t.log_every_n_steps,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # our batch sampler shards by rank and is resumable
+        callbacks=cbs,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+    )
+    if t.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = t.limit_train_batches
+    if t.limit_val_batches is not None:
+        kwargs["limit_val_batches"] = t.limit_val_batches
+    if not dm.has_val:
+        kwargs["limit_val_batches"] = 0
+    kwargs.update(trainer_overrides)
+    return pl.Trainer(**kwargs), module, dm, throughput

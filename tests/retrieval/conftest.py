@@ -1,0 +1,73 @@
+"""Fixtures: a tiny saved model, embeddings and indexes of the real samples (built once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY = dict(private_depth=1, shared_depth=1, decoder_depth=1, decoder_embed_dim=32, decoder_num_heads=2)
+
+
+def save_tiny(path: Path, name: str = "csmae_sesd_tiny", seed: int = 0, **overrides) -> Path:
+    import torch
+
+    import csmae
+
+    torch.manual_seed(seed)
+    model = csmae.create_model(name, **{**TINY, **overrides})
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def reben_sources(reben_dir: Path) -> list[str]:
+    return [str(reben_dir / "BigEarthNet-V2-LMDB"), str(reben_dir / "metadata.parquet")]
+
+
+@pytest.fixture(scope="session")
+def v1_sources(v1_roots, v1_tables) -> list[str]:
+    return [str(v1_roots[0]), str(v1_roots[1]), str(v1_tables)]
+
+
+@pytest.fixture(scope="session")
+def v1_emb_dir(tmp_path_factory, tiny_model_dir, v1_sources) -> Path:
+    from csmae.retrieval.embed import embed_dataset
+
+    return embed_dataset(tiny_model_dir, v1_sources, tmp_path_factory.mktemp("emb") / "v1")
+
+
+@pytest.fixture(scope="session")
+def v1_index_dir(tmp_path_factory, v1_emb_dir) -> Path:
+    from csmae.retrieval.index import build_index
+
+    out = tmp_path_factory.mktemp("idx") / "v1"
+    build_index(v1_emb_dir, "exact", out)
+    return out
+
+
+def random_embeddings(
+    n_pairs: int = 60, d: int = 16, seed: int = 0, n_labels: int = 19, splits=("train", "val", "test")
+):
+    """In-memory Embeddings of random vectors and labels for both sensors, pair order interleaved."""
+    from csmae.retrieval.embeddings import embeddings_from_arrays
+
+    rng = np.random.default_rng(seed)
+    ids = [f"p{i:04d}" for i in range(n_pairs)]
+    sp = [splits[i % len(splits)] for i in range(n_pairs)]
+    lab = rng.random((n_pairs, n_labels)) < 0.2
+    vec = rng.normal(size=(n_pairs, 2, d)).astype(np.float32)
+    return embeddings_from_arrays(
+        ids=[i for i in ids for _ in range(2)],
+        sensors=["s1", "s2"] * n_pairs,
+        splits=[s for s in sp for _ in range(2)],
+        labels=np.repeat(lab, 2, axis=0),
+        vectors=vec.reshape(2 * n_pairs, d),
+        manifest={"sensors": {"s1": {}, "s2": {}}},
+    )

@@ -1,0 +1,119 @@
+"""Blocked exact top-k == full stable argsort; per-sensor merge == search of the concatenation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from csmae.retrieval.topk import exact_topk, l2_normalize, merge_topk
+
+from .brute import rank
+
+
+def _int_problem(seed: int, nq: int, na: int, d: int):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(-2, 3, (nq, d)).astype(np.float32), rng.integers(-2, 3, (na, d)).astype(np.float32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10**6),
+    nq=st.integers(1, 12),
+    na=st.integers(1, 60),
+    d=st.integers(1, 8),
+    block=st.integers(1, 5),
+    precision=st.sampled_from(["bf16", "fp32"]),
+    data=st.data(),
+)
+def test_blocked_topk_equals_stable_full_sort(seed, nq, na, d, block, precision, data):
+    q, a = _int_problem(seed, nq, na, d)  # integer vectors: exact scores, many ties
+    k = data.draw(st.integers(1, na))
+    s, i = exact_topk(q, a, k, precision=precision, block_size=block)
+    for r in range(nq):
+        want = rank(q[r].tolist(), a.tolist())[:k]
+        assert i[r].tolist() == want
+        assert s[r].tolist() == [float(q[r].astype(float) @ a[j].astype(float)) for j in want]
+
+
+def test_bf16_candidates_are_exact_on_float_data_with_duplicates():
+    rng = np.random.default_rng(1)
+    q = l2_normalize(rng.normal(size=(50, 64)))
+    a = l2_normalize(rng.normal(size=(3000, 64)))
+    a[100:3000:7] = a[3]  # many identical archive vectors
+    a[5] = q[0]  # a perfect match
+    s16, i16 = exact_topk(q, a, 30, precision="bf16", block_size=16)
+    s32, i32 = exact_topk(q, a, 30, precision="fp32", block_size=50)
+    assert np.array_equal(i16, i32) and np.array_equal(s16, s32)
+    full = np.array([[np.dot(x.astype(np.float64), y.astype(np.float64)) for y in a] for x in q[:5]])
+    for r in range(5):
+        order = sorted(range(len(a)), key=lambda j: (-full[r, j], j))[:30]
+        assert i16[r].tolist() == order
+    assert i16[0, 0] == 5
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10**6),
+    nq=st.integers(1, 8),
+    n1=st.integers(1, 30),
+    n2=st.integers(1, 30),
+    d=st.integers(1, 6),
+    data=st.data(),
+)
+def test_merge_equals_search_of_concatenation(seed, nq, n1, n2, d, data):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-2, 3, (nq, d)).astype(np.float32)
+    a1 = rng.integers(-2, 3, (n1, d)).astype(np.float32)
+    a2 = rng.integers(-2, 3, (n2, d)).astype(np.float32)
+    k = data.draw(st.integers(1, n1 + n2))
+    parts = [exact_topk(q, a1, min(k, n1)), exact_topk(q, a2, min(k, n2))]
+    ms, mi = merge_topk(parts, [0, n1], k)
+    ds, di = exact_topk(q, np.concatenate([a1, a2]), k)
+    assert np.array_equal(mi, di)
+    assert np.array_equal(ms, ds)
+
+
+def test_exclusion_leaves_items_out():
+    q, a = _int_problem(0, 6, 20, 4)
+    excl = np.array([[0], [3], [-1], [19], [5], [5]])
+    _, i = exact_topk(q, a, 19, exclude=excl)
+    for r in range(6):
+        want = rank(q[r].tolist(), a.tolist(), frozenset(x for x in excl[r] if x >= 0))[:19]
+        assert i[r].tolist() == want
+    with pytest.raises(ValueError, match="excluded"):
+        exact_topk(q, a, 20, exclude=excl)
+
+
+def test_bad_inputs():
+    q, a = _int_problem(0, 2, 5, 3)
+    with pytest.raises(ValueError, match="larger than the archive"):
+        exact_topk(q, a, 6)
+    with pytest.raises(ValueError, match="empty"):
+        exact_topk(q, a[:0], 1)
+    with pytest.raises(ValueError, match="dimension"):
+        exact_topk(q, a[:, :2], 1)
+    with pytest.raises(ValueError, match="precision"):
+        exact_topk(q, a, 1, precision="int8")
+
+
+def test_rescoring_is_independent_of_position_chunking_and_threads():
+    import torch
+
+    from csmae.retrieval.topk import _rescore_chunks, _rescore_pairs
+
+    rng = np.random.default_rng(2)
+    a = torch.from_numpy(l2_normalize(rng.normal(size=(300, 96))))
+    q = torch.from_numpy(l2_normalize(rng.normal(size=(40, 96)))).double()
+    rows = torch.from_numpy(rng.integers(0, 40, 20000))
+    cols = torch.from_numpy(rng.integers(0, 300, 20000))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = _rescore_pairs(q, a, rows, cols)  # two Python threads, several chunks
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got, _rescore_chunks(q, a, rows, cols, 7))
+    exact = [float(np.dot(q[r].numpy(), a[c].numpy().astype(np.float64))) for r, c in zip(rows[:50], cols[:50])]
+    np.testing.assert_allclose(got[:50].numpy(), exact, rtol=0, atol=1e-15)
