@@ -9,9 +9,12 @@ ann:  approximate search over N vectors (default 1,000,000, D = 768) drawn near 
       have no neighbourhood structure and every ANN index degrades to a scan on them): build time,
       memory, median single-query latency and recall@10 against exact search, per index kind;
       plus exact (IndexFlatIP) latency for comparison. One faiss thread by default (--threads).
+embed: end-to-end embedding throughput (prepared-store reading + normalisation + model, both
+      sensors) of `csmae embed`'s code path on a synthetic store, bf16 autocast and fp32.
 
   .venv/bin/python bench/bench_retrieval.py eval [--scale 1.0] [--precision bf16]
   .venv/bin/python bench/bench_retrieval.py ann [--n 1000000] [--kinds hnsw,ivf]
+  .venv/bin/python bench/bench_retrieval.py embed [--model csmae_sesd_base] [--n 512]
 """
 
 from __future__ import annotations
@@ -123,27 +126,32 @@ def bench_ann(args: argparse.Namespace) -> None:
     _, gt = exact_topk(q, x, 10, precision="fp32", block_size=256)
     t_gt = time.perf_counter() - t0
     print(
-        f"\nN={n:,} D={d} synthetic vectors (rank-16 subspace + noise), {args.queries} held-out queries; generation "
-        f"{t_gen:.0f}s, exact ground truth (blocked matmul, all queries) {t_gt:.1f}s; "
-        f"faiss threads {faiss.omp_get_max_threads()}\n"
+        f"\nN={n:,} D={d} synthetic vectors (rank-16 subspace + noise), {args.queries} held-out "
+        f"queries; generation "
+        f"{t_gen:.0f}s, exact ground truth (blocked matmul, all queries) {t_gt:.1f}s; faiss threads: "
+        f"{args.build_threads} to build, {args.threads} to search (single-query latency)\n"
     )
     print("| index | factory | build s | memory GB | param | recall@10 | median latency ms | p95 ms |")
     print("|---|---|---:|---:|---|---:|---:|---:|")
     flat = faiss.IndexFlatIP(d)
     flat.add(x)
     lat = single_query_latency(flat, q[: min(50, len(q))], {})
-    print(f"| exact | Flat | 0 | {x.nbytes / 1e9:.2f} | - | 1.000 | {np.median(lat):.2f} | "
-          f"{np.percentile(lat, 95):.2f} |")
+    print(
+        f"| exact | Flat | 0 | {x.nbytes / 1e9:.2f} | - | 1.000 | {np.median(lat):.2f} | "
+        f"{np.percentile(lat, 95):.2f} |"
+    )
     del flat
     for kind in args.kinds.split(","):
         factory = factory_string(kind, n)
         t0 = time.perf_counter()
+        faiss.omp_set_num_threads(args.build_threads)
         index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
             rng = np.random.default_rng(0)
             index.train(x[rng.choice(n, size=min(n, args.train_size), replace=False)])
         index.add(x)
         build = time.perf_counter() - t0
+        faiss.omp_set_num_threads(args.threads)
         mem = index_bytes(index) / 1e9
         name = "efSearch" if "HNSW" in factory.split(",")[0] and "IVF" not in factory else "nprobe"
         for v in [int(p) for p in (args.ef if name == "efSearch" else args.nprobe).split(",")]:
@@ -151,11 +159,58 @@ def bench_ann(args: argparse.Namespace) -> None:
             _, ai = index.search(q, 10)
             rec = float(np.mean([len(set(a) & set(g)) / 10 for a, g in zip(ai, gt)]))
             lat = single_query_latency(index, q, {})
-            print(f"| {kind} | {factory} | {build:.0f} | {mem:.2f} | {name}={v} | {rec:.3f} | "
-                  f"{np.median(lat):.3f} | {np.percentile(lat, 95):.3f} |")
+            print(
+                f"| {kind} | {factory} | {build:.0f} | {mem:.2f} | {name}={v} | {rec:.3f} | "
+                f"{np.median(lat):.3f} | {np.percentile(lat, 95):.3f} |"
+            )
             sys.stdout.flush()
         _ = recall_at_k  # the index builder's own tuning uses this on archive samples
         del index
+
+
+def bench_embed(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import torch
+
+    import csmae
+    from csmae.data import open_dataset
+    from csmae.data.synth import write_synthetic
+    from csmae.retrieval.embed import embed_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        paths = write_synthetic(f"{tmp}/store", n=args.n, seed=0, format="store", s2_bands=None)
+        t_synth = time.perf_counter() - t0
+        model = csmae.create_model(args.model)
+        model.save_pretrained(f"{tmp}/model")
+        ds = open_dataset(*paths)
+        t0 = time.perf_counter()
+        for b in range(0, len(ds), args.batch_size):
+            ds.get_batch(np.arange(b, min(len(ds), b + args.batch_size)))
+        t_read = time.perf_counter() - t0
+        print(
+            f"\n{args.model} (D={model.embed_dim}), {args.n} synthetic pairs in a prepared store "
+            f"(written in {t_synth:.0f}s), batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
+            f"device {'cuda' if torch.cuda.is_available() else 'cpu'}\n"
+        )
+        print(
+            "| precision | pairs/s end to end (read + normalise + model, both sensors) | read only pairs/s |"
+        )
+        print("|---|---:|---:|")
+        for precision in args.precisions.split(","):
+            marks: list[tuple[float, int]] = []
+            embed_dataset(
+                f"{tmp}/model",
+                paths,
+                f"{tmp}/emb-{precision}",
+                batch_size=args.batch_size,
+                precision=precision,
+                on_progress=lambda d, _n, m=marks: m.append((time.perf_counter(), d)),
+            )
+            # exclude start-up (model load, first batch warm-up): time from the first batch on
+            (t_a, d_a), (t_b, d_b) = marks[1], marks[-1]
+            print(f"| {precision} | {(d_b - d_a) / (t_b - t_a):.1f} | {args.n / t_read:.0f} |")
 
 
 def single_query_latency(index, q: np.ndarray, _params: dict) -> np.ndarray:
@@ -189,13 +244,21 @@ def main() -> None:
     a.add_argument("--dim", type=int, default=DIM)
     a.add_argument("--queries", type=int, default=1000)
     a.add_argument("--kinds", default="hnsw,ivf")
-    a.add_argument("--ef", default="32,64,128")
-    a.add_argument("--nprobe", default="8,16,32")
+    a.add_argument("--ef", default="16,24,32,64,128")
+    a.add_argument("--nprobe", default="16,32,64")
     a.add_argument("--train-size", type=int, default=100_000)
-    a.add_argument("--threads", type=int, default=1, help="faiss threads for build and search")
+    a.add_argument("--threads", type=int, default=1, help="faiss threads for search (latency)")
+    a.add_argument(
+        "--build-threads", type=int, default=os.cpu_count() or 1, help="faiss threads for building"
+    )
+    m = sub.add_parser("embed")
+    m.add_argument("--model", default="csmae_sesd_base")
+    m.add_argument("--n", type=int, default=512)
+    m.add_argument("--batch-size", type=int, default=64)
+    m.add_argument("--precisions", default="bf16,fp32")
     args = p.parse_args()
     print(f"host: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
-    {"eval": bench_eval, "ann": bench_ann}[args.mode](args)
+    {"eval": bench_eval, "ann": bench_ann, "embed": bench_embed}[args.mode](args)
 
 
 if __name__ == "__main__":

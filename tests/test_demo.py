@@ -35,7 +35,8 @@ def _rows(emb_dir: Path, sensor: str, split: str) -> tuple[np.ndarray, np.ndarra
     parts = sorted(emb_dir.glob("part-*.parquet"))
     df = pd.concat([pd.read_parquet(p) for p in parts])
     df = df[(df["sensor"] == sensor) & (df["split"] == split)]
-    return np.stack(df["vector"].to_numpy()).astype(np.float32), np.stack(df["labels"].to_numpy()).astype(bool)
+    vectors = np.stack(df["vector"].to_numpy()).astype(np.float32)
+    return vectors, np.stack(df["labels"].to_numpy()).astype(bool)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,12 @@ def test_effect_rule() -> None:
     worse_uni = _fake({"s1->s2": 0.60, "s2->s1": 0.55, "s1->s1": 0.60, "s2->s2": 0.75})
     assert not ev.effect({"csmae": worse_uni, "mae": base, "random": _fake({})}).shown  # type: ignore[dict-item]
     assert re.search(r"at least 0\.05", e.rule)
+
+
+def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    from csmae.demo import run_demo
+
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a csmae demo folder"):
+        run_demo(tmp_path, quick=True, overwrite=True)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

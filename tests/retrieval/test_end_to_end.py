@@ -123,10 +123,12 @@ def test_embed_resumes_after_interruption(tmp_path, tiny_model_dir, reben_source
         batch_size=4,
         on_progress=lambda d, t: seen.append(d),
     )
-    assert seen[:2] == [4, 8]  # finished shards were counted, not recomputed
+    assert seen == [8, 12, 16, 18]  # the two finished shards were kept, not recomputed
     assert not partial.exists()
     resumed = load_embeddings(tmp_path / "emb")
-    fresh = embed_dataset(tiny_model_dir, reben_sources, tmp_path / "fresh", shard_pairs=4, batch_size=4)
+    fresh = embed_dataset(  # uninterrupted, reading in a DataLoader worker process
+        tiny_model_dir, reben_sources, tmp_path / "fresh", shard_pairs=4, batch_size=4, workers=1
+    )
     full = load_embeddings(fresh)
     assert list(resumed.ids) == list(full.ids) and np.array_equal(resumed.vectors, full.vectors)
     assert stamp  # first shard was kept

@@ -115,5 +115,7 @@ def test_rescoring_is_independent_of_position_chunking_and_threads():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(got, _rescore_chunks(q, a, rows, cols, 7))
-    exact = [float(np.dot(q[r].numpy(), a[c].numpy().astype(np.float64))) for r, c in zip(rows[:50], cols[:50])]
+    exact = [
+        float(np.dot(q[r].numpy(), a[c].numpy().astype(np.float64))) for r, c in zip(rows[:50], cols[:50])
+    ]
     np.testing.assert_allclose(got[:50].numpy(), exact, rtol=0, atol=1e-15)

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import lightning.pytorch as pl
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -30,6 +32,19 @@ KILLER = textwrap.dedent("""
     cfg = load_config(None, sys.argv[3:])
     fit(cfg, out=sys.argv[1], callbacks=[KillAt()])
 """)
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAt(pl.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise _Crash(f"crash before step {self.step}")
 
 
 def test_kill9_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reben_lmdb, tiny):
@@ -67,6 +82,16 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reben_lmdb,
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+    # a crash right after an epoch-end checkpoint (step 8 = end of epoch 1) resumes at epoch 2's start
+    at_end = tmp_path / "at_end"
+    with pytest.raises(_Crash):
+        fit(load_config(None, overrides), out=at_end, callbacks=[_CrashAt(8)])
+    end_state = torch.load(at_end / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert end_state["global_step"] == 8
+    assert end_state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["epoch"] == 2
+    fit(load_config(None, overrides), out=at_end, resume=True)
+    wc = load_file(str(at_end / "model" / "model.safetensors"))
+    assert all(torch.equal(wc[k], wb[k]) for k in wb)
     # the resume keeps the first session's config and metrics and records its own
     assert (killed / "config.yaml").exists() and (killed / "config.resume.yaml").exists()
     first = (killed / "logs" / "metrics.csv").read_text().splitlines()

@@ -71,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
     pairs = man["dataset"]["pairs"]
     print(
         f"wrote {out}: {man['count']:,} vectors (D={man['dim']}, {pairs:,} pairs x {len(man['sensors'])} "
-        f"sensors) in {el:.1f}s ({pairs / max(el, 1e-9):.1f} pairs/s end to end)"
+        f"sensors) in {el:.1f}s ({pairs / max(el, 1e-9):.1f} pairs/s end to end, start-up included)"
     )
     return 0

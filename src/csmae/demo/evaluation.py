@@ -32,9 +32,9 @@ def combine(parts: Sequence[Embeddings], *, name: str) -> Embeddings:
     man = dict(parts[0].manifest)
     man["sensors"] = {s: {} for p in parts for s in p.sensor_names}
     man["model"] = {"name": name, "parts": [p.manifest.get("model") for p in parts], "dim": parts[0].dim}
-    fields = ("ids", "sensors", "splits", "labels", "vectors")
-    cols = [np.concatenate([getattr(p, f) for p in parts]) for f in fields]
-    return Embeddings(*cols, manifest=man)
+    cols = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("ids", "sensors", "splits", "labels",
+                                                                        "vectors")}
+    return Embeddings(**cols, manifest=man)
 
 
 def random_like(emb: Embeddings, *, seed: int) -> Embeddings:
@@ -58,8 +58,8 @@ def evaluate_all(embs: dict[str, Embeddings], *, ks: Sequence[int], seed: int) -
 
 
 def metric(res: ProtocolResult | dict[str, Any], direction: str, name: str, k: int) -> float:
-    d = res.metrics if isinstance(res, ProtocolResult) else res
-    table = d[direction][name]
+    d: dict[str, Any] = res.metrics if isinstance(res, ProtocolResult) else res
+    table: dict[Any, float] = d[direction][name]
     return float(table[k] if k in table else table[str(k)])
 
 

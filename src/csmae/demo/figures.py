@@ -86,7 +86,7 @@ class Previews:
 
 
 def _short_labels(lab: np.ndarray, names: Sequence[str]) -> str:
-    got = [names[c] for c in np.flatnonzero(lab)]
+    got = [names[int(c)] for c in np.flatnonzero(lab)]
     s = "; ".join(x[:16] for x in got[:2])
     return s + (f" +{len(got) - 2}" if len(got) > 2 else "")
 
@@ -111,8 +111,20 @@ def ranking_rows(res: Any, direction: str, query_rows: Sequence[int], previews: 
     return rows
 
 
+def shrink_png(path: Path) -> Path:
+    """Re-save a picture with a 256-colour palette (~4x smaller, so the self-contained HTML stays small)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        q = im.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    tmp = path.with_name(f".{path.stem}.small-{os.getpid()}{path.suffix}")
+    q.save(tmp, format="PNG", optimize=True)
+    os.replace(tmp, path)
+    return path
+
+
 def grid(rows: list[tuple[Tile, list[Tile]]], out: Path, title: str) -> Path:
-    return draw_grid(rows, out, title=title, tile_inches=1.6, dpi=90)
+    return shrink_png(draw_grid(rows, out, title=title, tile_inches=1.6, dpi=90))
 
 
 def reconstructions(model_dir: Path, dataset: Any, n: int, seed: int, out: Path) -> Path:
@@ -133,7 +145,7 @@ def reconstructions(model_dir: Path, dataset: Any, n: int, seed: int, out: Path)
     titles, rows = picture_panels(rec, model.sensors)
     cfg = model.config
     save_grid(out, titles, rows, suptitle=f"{cfg.name}: {cfg.mask_ratio:.0%} of the patches masked")
-    return out
+    return shrink_png(out)
 
 
 def loss_curves(runs: dict[str, Path], titles: dict[str, str], out: Path) -> Path | None:

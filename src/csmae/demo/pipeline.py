@@ -88,7 +88,8 @@ class Context:
 
 
 def _options(recipe: Recipe, seed: int) -> dict[str, Any]:
-    return {"recipe": recipe.to_dict(), "seed": seed}
+    # JSON round trip: tuples become lists, as in the saved demo.json they are compared with
+    return json.loads(json.dumps({"recipe": recipe.to_dict(), "seed": seed}))
 
 
 def _load_state(out: Path, options: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
@@ -101,8 +102,9 @@ def _load_state(out: Path, options: dict[str, Any], *, overwrite: bool) -> dict[
             f"{out} holds a demo run with other options ({path}); choose another --out or pass --overwrite"
         )
     if out.exists() and any(out.iterdir()):
-        if not overwrite and not path.is_file():
-            raise FileExistsError(f"{out} exists and is not a csmae demo folder; choose another --out")
+        if not path.is_file():  # never delete a folder the demo did not make
+            raise FileExistsError(f"{out} exists, is not empty and is not a csmae demo folder; "
+                                  "choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return {"kind": KIND, "options": options, "stages": {},
@@ -122,7 +124,8 @@ def _stage(ctx: Context, name: str, output: Path, fn: Callable[[], dict[str, Any
     done = ctx.state["stages"].get(name)
     if done and done.get("status") == "done" and output.exists():
         log.info("stage %s: already done (%s), skipped", name, output)
-        return {**done, "resumed": True}
+        done["resumed"] = True  # its timing is that of the earlier run
+        return done
     t0 = time.perf_counter()
     info = fn()
     rec = {"status": "done", "seconds": round(time.perf_counter() - t0, 2), **info}
@@ -211,7 +214,10 @@ def stage_train(ctx: Context, key: str) -> None:
         bar = ctx.progress(f"train {MODELS[key][1]}", r.steps, "step")
         try:
             with quiet_lightning():
-                res = fit(cfg, out=run_dir, callbacks=[_StepBar(bar)])
+                # no checkpoints: with both checkpoint options off, Lightning would still add its
+                # default ModelCheckpoint (logs/checkpoints/*.ckpt); the demo keeps only model/
+                res = fit(cfg, out=run_dir, callbacks=[_StepBar(bar)],
+                          trainer_overrides={"enable_checkpointing": False})
         finally:
             bar.close()
         return {"steps": res.steps, "epochs": res.epochs, "samples_per_s": round(res.samples_per_s, 2),

@@ -28,8 +28,8 @@ class Recipe:
     name: str
     n_pairs: int
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    embed_dim: int = 128
-    num_heads: int = 4
+    embed_dim: int = 96
+    num_heads: int = 3
     depth: int = 3  # encoder blocks on each sensor's path
     shared_depth: int = 1  # CSMAE: of those, blocks shared by S1 and S2 (SESD)
     decoder_embed_dim: int = 64
@@ -37,10 +37,10 @@ class Recipe:
     decoder_num_heads: int = 4
     mask_ratio: float = 0.5
     batch_size: int = 64
-    steps: int = 48
-    lr: float = 1.5e-3
+    steps: int = 40
+    lr: float = 2e-3
     weight_decay: float = 0.05
-    warmup_steps: int = 5
+    warmup_steps: int = 4
     precision: str = "bf16-mixed"
     ks: tuple[int, ...] = (5, 10)
     grid_queries: int = 3

@@ -26,7 +26,7 @@ METRIC_TITLES = {"precision": "P", "recall": "R", "f1": "F1", "f1_item": "F1_ite
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
-    out = {}
+    out: dict[str, str] = {}
     for pkg in ("csmae", "torch", "lightning", "timm", "faiss-cpu", "numpy", "python"):
         if pkg == "python":
             import platform

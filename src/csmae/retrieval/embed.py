@@ -200,7 +200,7 @@ def embed_dataset(
     write_json_atomic(work / "plan.json", plan)
     read = _reader(ds, want, perms)
     n_shards = -(-n // shard_pairs)
-    shards = []
+    shards: list[dict[str, Any]] = []
     done = 0
     autocast = (
         torch.autocast(device_type=dev.type, dtype=torch.bfloat16)

@@ -91,7 +91,8 @@ def read_query(paths: Sequence[str | os.PathLike[str]], sensor: Sensor) -> np.nd
                 bands[b] = tifffile.imread(p)
             except Exception as e:
                 raise ValueError(f"{p}: cannot read as TIFF ({e})") from None
-        return _stack_bands(bands, sensor, ", ".join(p.name for p in files))
+        what = files[0].name + (f" and {len(files) - 1} more file(s)" if len(files) > 1 else "")
+        return _stack_bands(bands, sensor, what)
     if len(files) != 1:
         raise ValueError(
             f"give either GeoTIFF band files or one .npy/.npz file, got {[str(p) for p in files]}"

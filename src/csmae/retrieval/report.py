@@ -94,7 +94,8 @@ def plot_metrics(result: dict[str, Any], out_dir: Path) -> list[Path]:
     dirs = result["directions"]
     names = list(dirs)
     ks = sorted({int(k) for d in dirs.values() for k in d["precision"]})
-    k_bar = 10 if 10 in ks else ks[0]
+    common = sorted(set.intersection(*({int(k) for k in d["precision"]} for d in dirs.values())))
+    k_bar = 10 if 10 in common else (common[-1] if common else ks[0])  # one k that every direction has
     paths = []
     fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(names)), 4))
     width = 0.8 / len(PERCENT)
@@ -104,7 +105,7 @@ def plot_metrics(result: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_xticks(np.arange(len(names)), [pretty_direction(n) for n in names], fontsize=8)
     ax.set_ylabel(f"metric @ {k_bar} (%)")
     ax.set_ylim(0, 100)
-    ax.legend(ncol=5, fontsize=7, loc="upper center")
+    ax.legend(ncol=5, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     ax.set_title("Retrieval by direction (wmAP, in label units, is in metrics.md)")
     fig.tight_layout()
     paths.append(_save(fig, out_dir / "metrics_by_direction.png"))
@@ -116,6 +117,8 @@ def plot_metrics(result: dict[str, Any], out_dir: Path) -> list[Path]:
         line = ax.plot(kk, p, marker="o", label=f"{pretty_direction(n)} P")[0]
         ax.plot(kk, r, marker="s", linestyle="--", color=line.get_color(), label=f"{pretty_direction(n)} R")
     ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.set_xlabel("k")
     ax.set_ylabel("%")
     ax.set_title("Precision (solid) and recall (dashed) at k")

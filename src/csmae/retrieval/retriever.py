@@ -51,6 +51,7 @@ class Retriever:
         self.model_dir = Path(model_dir) if model_dir else None
         self.data = [str(d) for d in data] if data else []
         self._model = model
+        self._model_ok = False  # model_dir checked against the index manifest
         self._dataset: Any = None
         items = index.items
         self._ids = items["id"].to_numpy(dtype=object)
@@ -74,8 +75,9 @@ class Retriever:
         (checked against the recorded sha256); ``data`` defaults to the recorded dataset sources."""
         index = SearchIndex.load(index_dir)
         man_model = index.manifest.get("model") or {}
-        if model_dir is not None:
-            _check_model(Path(model_dir), man_model, index.dim)
+        checked = model_dir is not None
+        if checked:
+            _check_model(Path(str(model_dir)), man_model, index.dim)
         elif man_model.get("dir") and Path(man_model["dir"]).exists():
             model_dir = man_model["dir"]
         if data is None:
@@ -83,7 +85,9 @@ class Retriever:
             data = [s for s in srcs if Path(s).exists()] or None
         elif isinstance(data, (str, os.PathLike)):
             data = [data]
-        return cls(index, model_dir=model_dir, data=data)
+        r = cls(index, model_dir=model_dir, data=data)
+        r._model_ok = checked
+        return r
 
     @property
     def label_names(self) -> list[str]:
@@ -121,7 +125,8 @@ class Retriever:
                 )
             from csmae.models import from_pretrained
 
-            _check_model(self.model_dir, self.index.manifest.get("model") or {}, self.index.dim)
+            if not self._model_ok:
+                _check_model(self.model_dir, self.index.manifest.get("model") or {}, self.index.dim)
             self._model = from_pretrained(self.model_dir)
         return self._model
 
