@@ -26,7 +26,8 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def v1_roots(shared_data: Path) -> tuple[Path, Path]:
     """(S2 root, S1 root) of the v1 folder sample."""
-    return shared_data / "bigearthnet-v1" / "BigEarthNet-v1.0", shared_data / "bigearthnet-v1" / "BigEarthNet-S1-v1.0"
+    root = shared_data / "bigearthnet-v1"
+    return root / "BigEarthNet-v1.0", root / "BigEarthNet-S1-v1.0"
 
 
 @pytest.fixture(scope="session")

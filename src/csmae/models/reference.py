@@ -149,7 +149,9 @@ def config_from_reference_args(args: Mapping[str, Any]) -> ModelConfig:
     sharing = DECODING_TO_SHARING[decoding]
     # Paper naming by structure: SE* = with shared encoder blocks, CE* = none; *CD = shared decoder body.
     variant = ("se" if shared else "ce") + ("cd" if sharing == "shared" else "sd")
-    weights = {ours: float(bool(mk.get(flag, flag != "apply_mde_loss"))) for flag, ours in LOSS_FLAGS.items()}
+    weights: dict[str, Any] = {
+        ours: float(bool(mk.get(flag, flag != "apply_mde_loss"))) for flag, ours in LOSS_FLAGS.items()
+    }
     return ModelConfig(
         name=f"reference_{variant}",
         variant=variant,
