@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
-from model_helpers import random_batch, tiny_overrides
 from safetensors.torch import load_file
 
 import csmae
 from csmae.models import create_model, from_pretrained, list_models
 from csmae.models.io import load_weights
+
+from .model_helpers import random_batch, tiny_overrides
 
 
 @pytest.mark.parametrize("name", list_models("*_tiny"))

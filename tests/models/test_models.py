@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_helpers import fixed_noise, random_batch, tiny_overrides
 
 from csmae.models import create_model, get_config, list_models
 from csmae.models.config import SIZES, VARIANTS
+
+from .model_helpers import fixed_noise, random_batch, tiny_overrides
 
 ALL = list_models()
 
