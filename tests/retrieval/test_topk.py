@@ -119,3 +119,30 @@ def test_rescoring_is_independent_of_position_chunking_and_threads():
         float(np.dot(q[r].numpy(), a[c].numpy().astype(np.float64))) for r, c in zip(rows[:50], cols[:50])
     ]
     np.testing.assert_allclose(got[:50].numpy(), exact, rtol=0, atol=1e-15)
+
+
+def test_bf16_error_model_holds_here_and_fallback_is_exact(monkeypatch, caplog):
+    import torch
+
+    from csmae.retrieval import topk
+
+    rng = np.random.default_rng(4)
+    q = l2_normalize(rng.normal(size=(64, 128)))
+    a = l2_normalize(rng.normal(size=(700, 128)))
+    qt, at = torch.from_numpy(q), torch.from_numpy(a)
+    qh, ah = qt.bfloat16().float(), at.bfloat16().float()
+    approx = qt.bfloat16() @ at.bfloat16().T
+    assert topk._bound_holds(
+        approx,
+        qt,
+        at,
+        (qt - qh).norm(dim=1),
+        qh.norm(dim=1),
+        float((at - ah).norm(dim=1).max()),
+        float(at.norm(dim=1).max()),
+    )
+    want = exact_topk(q, a, 20, precision="fp32")
+    monkeypatch.setattr(topk, "_bound_holds", lambda *args: False)
+    got = exact_topk(q, a, 20, precision="bf16", block_size=16)
+    assert "less accurate than assumed" in caplog.text
+    assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0])

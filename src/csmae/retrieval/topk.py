@@ -173,6 +173,30 @@ def _select_block(
     return exact[take].reshape(nq, k), cols[take].reshape(nq, k).astype(np.int64), int(rows.shape[0])
 
 
+def _bound_holds(
+    approx: torch.Tensor,
+    q32: torch.Tensor,
+    a32: torch.Tensor,
+    ql_n: torch.Tensor,
+    qh_n: torch.Tensor,
+    bl_max: float,
+    b_norm_max: float,
+) -> bool:
+    """Spot-check the bf16 error model on a sample of the first block (guards against a BLAS that
+    would not accumulate in fp32); the bound itself is derived in the module docstring."""
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randperm(approx.shape[0], generator=gen)[:32]
+    cols = torch.randperm(approx.shape[1], generator=gen)[:512]
+    exact = q32[rows].double() @ a32[cols].double().T
+    got = approx[rows][:, cols].double()
+    d = q32.shape[1]
+    e_abs = (
+        ql_n[rows] * b_norm_max + qh_n[rows] * bl_max + d * _U_FP32 * 1.01 * qh_n[rows] * b_norm_max * 1.01
+    )
+    bound = e_abs[:, None].double() + _U_BF16 * (1 + 2 * _U_BF16) * got.abs() + _SLACK
+    return bool(((got - exact).abs() <= bound).all())
+
+
 def exact_topk(
     queries: np.ndarray,
     archive: np.ndarray,
@@ -244,6 +268,22 @@ def exact_topk(
             qh_n = q32.norm(dim=1)
             ql_n = torch.zeros_like(qh_n)
         approx = qc @ a_t  # (B, N)
+        if (
+            s == 0
+            and precision == "bf16"
+            and not _bound_holds(approx, q32, a32, ql_n, qh_n, bl_max, b_norm_max)
+        ):
+            log.warning("bf16 matmul on this machine is less accurate than assumed: using fp32 candidates")
+            return exact_topk(
+                queries,
+                archive,
+                k,
+                exclude=exclude,
+                precision="fp32",
+                block_size=block_size,
+                progress=progress,
+                stats=stats,
+            )
         if exclude is not None:
             ex = torch.from_numpy(exclude[s:e])
             r, c = torch.nonzero(ex >= 0, as_tuple=True)
@@ -255,8 +295,8 @@ def exact_topk(
         rel = u_out * (1 + 2 * u_out)
         # lower bound of the k-th exact score, then threshold on approx: approx + err(approx) >= lower
         lower = vk - e_abs - rel * vk.abs()
-        thr = torch.where(lower >= 0, (lower - e_abs) / (1 + rel), (lower - e_abs) / (1 - rel))
-        thr = thr - _SLACK
+        # smallest approx whose upper bound approx + e_abs + rel*|approx| reaches `lower`
+        thr = torch.minimum((lower - e_abs) / (1 + rel), (lower - e_abs) / (1 - rel)) - _SLACK
         thr_c = _round_down(thr, approx.dtype)
         t2 = time.perf_counter()
         sc, ix, ncand = _select_block(approx, thr_c, q32.to(torch.float64), a32, k)

@@ -39,7 +39,8 @@ def param_groups(model: nn.Module, optim: OptimSection) -> list[dict]:
 def build_optimizer(
     model: nn.Module, optim: OptimSection, *, lr: float, device_type: str
 ) -> torch.optim.AdamW:
-    fused = optim.fused if optim.fused is not None else device_type == "cuda"
+    # fused AdamW kernels exist for CPU and CUDA; the per-tensor loop is the slow fallback
+    fused = optim.fused if optim.fused is not None else device_type in ("cuda", "cpu")
     return torch.optim.AdamW(
         param_groups(model, optim),
         lr=lr,

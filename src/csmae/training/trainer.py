@@ -94,7 +94,8 @@ def build_trainer(
     module = CSMAEModule(model, cfg)
     dm = PairDataModule(cfg.data, model.sensors, seed=t.seed)
     throughput = Throughput()
-    cbs: list[Any] = [throughput, *checkpoint_callbacks(cfg, run_dir / "checkpoints")]
+    ckpt_cbs = checkpoint_callbacks(cfg, run_dir / "checkpoints")
+    cbs: list[Any] = [throughput, *ckpt_cbs]
     if t.enable_progress_bar:
         cbs.append(ProgressBar(refresh_rate=1))
     if c.recon_pictures and c.pictures_every_n_epochs:
@@ -127,6 +128,8 @@ def build_trainer(
     ]
     kwargs: dict[str, Any] = dict(
         default_root_dir=run_dir,
+        # without our checkpoint callbacks Lightning would add its own default one
+        enable_checkpointing=bool(ckpt_cbs),
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         precision=t.precision,
