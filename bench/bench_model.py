@@ -10,6 +10,7 @@ Prints a Markdown table with the reference implementation's figures beside ours.
 
     .venv/bin/python bench/bench_model.py                 # full (lead, quiet machine)
     .venv/bin/python bench/bench_model.py --iters 2 --warmup 1   # quick
+    python bench/bench_model.py --device cuda --train-batch 128 --embed-batch 512 --matmul-n 8192  # GPU
 """
 
 from __future__ import annotations
@@ -33,22 +34,40 @@ REFERENCE = {
 }
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def matmul_rate(dtype: torch.dtype, n: int, seconds: float) -> tuple[float, float]:
-    """(wall FLOP/s, CPU-time FLOP/s x threads) of an n x n matmul."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    for _ in range(2):
+    """(wall FLOP/s, CPU-time FLOP/s x threads) of an n x n matmul (on a GPU both are the wall rate)."""
+    a, b = torch.randn(n, n, device=DEVICE).to(dtype), torch.randn(n, n, device=DEVICE).to(dtype)
+    for _ in range(3):
         a @ b
+    sync()
     k, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds or k < 3:
         a @ b
         k += 1
+        if DEVICE.type == "cuda" and k % 10 == 0:
+            sync()
+    sync()
     flops = 2 * n**3 * k
-    return flops / (time.perf_counter() - t0), flops * torch.get_num_threads() / (time.process_time() - c0)
+    wall = flops / (time.perf_counter() - t0)
+    if DEVICE.type == "cuda":
+        return wall, wall
+    return wall, flops * torch.get_num_threads() / (time.process_time() - c0)
 
 
 def batch(model, n: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {s: torch.randn(n, spec.num_channels, 120, 120, generator=g) for s, spec in model.sensors.items()}
+    return {
+        s: torch.randn(n, spec.num_channels, 120, 120, generator=g).to(DEVICE)
+        for s, spec in model.sensors.items()
+    }
 
 
 def count_flops(fn, n: int) -> float:
@@ -61,10 +80,23 @@ def timed(fn, iters: int, warmup: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds / threads) per call: the second is what a quiet machine would give."""
     for _ in range(warmup):
         fn()
+    sync()
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(iters):
         fn()
-    return (time.perf_counter() - t0) / iters, (time.process_time() - c0) / iters / torch.get_num_threads()
+    sync()
+    wall = (time.perf_counter() - t0) / iters
+    if DEVICE.type == "cuda":
+        return wall, wall
+    return wall, (time.process_time() - c0) / iters / torch.get_num_threads()
+
+
+def autocast() -> torch.autocast:
+    return torch.autocast(DEVICE.type, dtype=torch.bfloat16)
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
 
 
 def main() -> None:
@@ -86,7 +118,10 @@ def main() -> None:
         action="store_true",
         help="also time bf16 with timm's fused SDPA attention (before csmae's CPU policy)",
     )
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,7 +130,7 @@ def main() -> None:
         "bf16": matmul_rate(torch.bfloat16, args.matmul_n, args.matmul_seconds),
         "fp32": matmul_rate(torch.float32, args.matmul_n, args.matmul_seconds),
     }
-    model = create_model(args.model)
+    model = create_model(args.model).to(DEVICE)
     run_model = torch.compile(model) if args.compile else model
     rows = []
     parts, precisions = args.only.split(","), args.precisions.split(",")
@@ -104,7 +139,9 @@ def main() -> None:
         model.train()
         b = batch(model, args.train_batch)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt_kw = {"fused": {"fused": True}, "foreach": {"foreach": True}, "forloop": {"foreach": False}}
+        opt_kw: dict[str, dict] = {
+            "fused": {"fused": True}, "foreach": {"foreach": True}, "forloop": {"foreach": False}
+        }
         opt = torch.optim.AdamW(
             params, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95), **opt_kw[args.optimizer]
         )
@@ -113,9 +150,7 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         variants = [(p, "auto") for p in precisions] + ([("bf16", "fused")] if args.compare_fused else [])
         for prec, attention in variants:
-            ctx = (
-                (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if prec == "bf16" else torch.enable_grad
-            )
+            ctx = autocast if prec == "bf16" else torch.enable_grad
             opt_time = [0.0]
 
             def step(ctx=ctx, opt_time=opt_time, attention=attention):
@@ -142,9 +177,7 @@ def main() -> None:
         with torch.inference_mode():
             flops = count_flops(lambda: model.embed(batch(model, 2)), 2)
             for prec in precisions:
-                ctx = (
-                    (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if prec == "bf16" else torch.no_grad
-                )
+                ctx = autocast if prec == "bf16" else torch.no_grad
 
                 def emb(ctx=ctx):
                     with ctx():
@@ -156,7 +189,7 @@ def main() -> None:
     print(
         f"\nmodel {args.model}, train batch {args.train_batch}, embed batch {args.embed_batch}, "
         f"{torch.get_num_threads()} threads, iters {args.iters} (+{args.warmup} warm-up), "
-        f"compile={args.compile}, torch {torch.__version__}\n"
+        f"compile={args.compile}, torch {torch.__version__}, device {device_name()}\n"
     )
     print(
         "Wall = elapsed time (shared machine: other jobs slow it down). CPU = samples per CPU-second x "

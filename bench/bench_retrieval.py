@@ -180,19 +180,24 @@ def bench_embed(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        paths = write_synthetic(f"{tmp}/store", n=args.n, seed=0, format="store", s2_bands=None)
+        if args.data:
+            paths = [str(args.data)]
+        else:
+            paths = write_synthetic(f"{tmp}/store", n=args.n, seed=0, format="store", s2_bands=None)
         t_synth = time.perf_counter() - t0
         model = csmae.create_model(args.model)
         model.save_pretrained(f"{tmp}/model")
         ds = open_dataset(*paths)
+        n = len(ds)
         t0 = time.perf_counter()
         for b in range(0, len(ds), args.batch_size):
             ds.get_batch(np.arange(b, min(len(ds), b + args.batch_size)))
         t_read = time.perf_counter() - t0
         print(
-            f"\n{args.model} (D={model.embed_dim}), {args.n} synthetic pairs in a prepared store "
+            f"\n{args.model} (D={model.embed_dim}), {n} synthetic pairs in a prepared store "
             f"(written in {t_synth:.0f}s), batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
-            f"device {'cuda' if torch.cuda.is_available() else 'cpu'}\n"
+            f"{args.workers} reader worker(s), device "
+            f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}\n"
         )
         print(
             "| precision | pairs/s end to end (read + normalise + model, both sensors) | read only pairs/s |"
@@ -206,11 +211,12 @@ def bench_embed(args: argparse.Namespace) -> None:
                 f"{tmp}/emb-{precision}",
                 batch_size=args.batch_size,
                 precision=precision,
+                workers=args.workers,
                 on_progress=lambda d, _n, m=marks: m.append((time.perf_counter(), d)),
             )
             # exclude start-up (model load, first batch warm-up): time from the first batch on
             (t_a, d_a), (t_b, d_b) = marks[1], marks[-1]
-            print(f"| {precision} | {(d_b - d_a) / (t_b - t_a):.1f} | {args.n / t_read:.0f} |")
+            print(f"| {precision} | {(d_b - d_a) / (t_b - t_a):.1f} | {n / t_read:.0f} |")
 
 
 def single_query_latency(index, q: np.ndarray, _params: dict) -> np.ndarray:
@@ -256,6 +262,8 @@ def main() -> None:
     m.add_argument("--n", type=int, default=512)
     m.add_argument("--batch-size", type=int, default=64)
     m.add_argument("--precisions", default="bf16,fp32")
+    m.add_argument("--workers", type=int, default=0, help="DataLoader reader processes")
+    m.add_argument("--data", help="an existing prepared store (default: write --n synthetic pairs)")
     args = p.parse_args()
     print(f"host: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
     {"eval": bench_eval, "ann": bench_ann, "embed": bench_embed}[args.mode](args)

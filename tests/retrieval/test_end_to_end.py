@@ -109,9 +109,10 @@ def test_embed_resumes_after_interruption(tmp_path, tiny_model_dir, reben_source
         )
     assert not (tmp_path / "emb").exists()
     partial = tmp_path / "emb.partial"
-    assert sorted(p.name for p in partial.glob("part-*.parquet")) == [
+    assert sorted(p.name for p in partial.glob("part-*.parquet")) == [  # progress follows the write
         "part-00000.parquet",
         "part-00001.parquet",
+        "part-00002.parquet",
     ]
     stamp = (partial / "part-00000.parquet").stat().st_mtime_ns
     seen = []
@@ -123,7 +124,7 @@ def test_embed_resumes_after_interruption(tmp_path, tiny_model_dir, reben_source
         batch_size=4,
         on_progress=lambda d, t: seen.append(d),
     )
-    assert seen == [8, 12, 16, 18]  # the two finished shards were kept, not recomputed
+    assert seen == [12, 16, 18]  # the three finished shards were kept, not recomputed
     assert not partial.exists()
     resumed = load_embeddings(tmp_path / "emb")
     fresh = embed_dataset(  # uninterrupted, reading in a DataLoader worker process

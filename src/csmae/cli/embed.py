@@ -2,12 +2,15 @@
 
 Writes EMB_DIR with Parquet shards (id, sensor, split, labels, vector) and manifest.json (model
 sha256, variant, pooling, sensors with band order and normalisation). Resumable: an interrupted run
-leaves EMB_DIR.partial/; the same command continues from the finished shards. Single process (CPU or
-one GPU); the dataset's band order is mapped by band name to the model's.
+leaves EMB_DIR.partial/; the same command continues from the finished shards (on any number of
+devices). One device runs in this process; --devices N (and --num-nodes) run Lightning's predict
+under DDP, each rank embedding whole shards. The dataset's band order is mapped by band name to the
+model's.
 
 Examples:
   csmae embed runs/tiny/model ../shared/data/reben --out emb/reben
   csmae embed MODEL STORE_DIR --out emb/test --split test --sensors s1,s2 --batch-size 128
+  csmae embed MODEL STORE_DIR --out emb/all --devices 4 --batch-size 256 --workers 4   # 4 GPUs
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--shard-pairs", type=int, default=4096, help="pairs per Parquet shard (resume unit)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1...")
+    p.add_argument("--devices", type=int, default=1, help="devices per node; >1 runs Lightning DDP predict")
+    p.add_argument("--num-nodes", type=int, default=1, help="nodes (torchrun/SLURM set the ranks)")
     p.add_argument("--workers", type=int, default=0, help="reader processes (0 = read in the main process)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
 
@@ -37,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from csmae.retrieval.embed import embed_dataset
+    from csmae.retrieval.embed import embed_dataset, is_launched_rank
 
-    bar = tqdm(total=0, unit="pair", desc="embed", dynamic_ncols=True)
+    bar = tqdm(total=0, unit="pair", desc="embed", dynamic_ncols=True, disable=is_launched_rank())
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -60,12 +65,16 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             shard_pairs=args.shard_pairs,
             device=args.device,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
             workers=args.workers,
             overwrite=args.overwrite,
             on_progress=progress,
         )
     finally:
         bar.close()
+    if is_launched_rank():
+        return 0  # rank 0 (the command the user started) finishes the folder and reports
     man = json.loads((out / "manifest.json").read_text())
     el = time.perf_counter() - t0
     pairs = man["dataset"]["pairs"]

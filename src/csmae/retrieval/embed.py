@@ -3,7 +3,10 @@
 Resumable: work happens in ``<out>.partial/`` (shards of ``shard_pairs`` pairs, each written
 atomically, plus ``plan.json``); a rerun with the same model, data and options keeps the finished
 shards and continues. The folder is moved to ``<out>`` only when complete (with manifest.json).
-Single process (CPU or one GPU); multi-GPU embedding is not implemented.
+
+One device (CPU or one GPU) runs in this process. ``devices > 1`` or ``num_nodes > 1`` runs
+Lightning's ``Trainer.predict`` under DDP (:mod:`csmae.retrieval.embed_distributed`): every rank
+embeds whole shards (shard ``i`` goes to rank ``i % world_size``) and rank 0 writes the manifest.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,9 @@ from csmae.retrieval.embeddings import KIND, write_shard
 from csmae.sensors import Sensor
 
 log = logging.getLogger(__name__)
+
+#: Environment variables Lightning/torchrun set in launched ranks (rank 0 is the launching process).
+_RANK_VARS = ("LOCAL_RANK", "NODE_RANK", "RANK")
 
 
 def band_permutation(have: Sequence[str], want: Sequence[str], *, sensor: str) -> np.ndarray | None:
@@ -80,35 +87,118 @@ def _reader(ds: Any, sensors: list[str], perms: dict[str, np.ndarray | None]) ->
     return fast if hasattr(ds, "get_batch") else slow
 
 
-def _batches(read: Callable[[np.ndarray], dict], batches: list[np.ndarray], workers: int) -> Any:
-    """Read batches in order, in this process or in DataLoader worker processes."""
+class BatchList:
+    """A map-style dataset whose item ``i`` is the raw batch of pair indices ``batches[i]``."""
+
+    def __init__(self, read: Callable[[np.ndarray], dict], batches: list[np.ndarray]) -> None:
+        self.read, self.batches = read, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.read(self.batches[i])
+
+
+def batch_loader(
+    read: Callable[[np.ndarray], dict], batches: list[np.ndarray], workers: int
+) -> Iterable[dict]:
+    """Read batches in order, in this process (``workers=0``) or in DataLoader worker processes."""
+    data = BatchList(read, batches)
     if workers <= 0:
-        return (read(idx) for idx in batches)
-    from torch.utils.data import DataLoader, Dataset
+        return (data[i] for i in range(len(data)))
+    from torch.utils.data import DataLoader
 
-    class _Batches(Dataset):
-        def __len__(self) -> int:
-            return len(batches)
-
-        def __getitem__(self, i: int) -> dict:
-            return read(batches[i])
-
-    return iter(DataLoader(_Batches(), batch_size=None, num_workers=workers, prefetch_factor=4))
+    return DataLoader(data, batch_size=None, num_workers=workers, prefetch_factor=4)  # type: ignore[arg-type]
 
 
-def _write(path: Path, acc: dict[str, list[Any]], want: list[str], splits: list[Any]) -> None:
-    lab = np.concatenate(acc["labels"])
-    m = len(lab)
-    # interleave rows pair by pair: (pair0, s1), (pair0, s2), (pair1, s1), ...
-    vec = np.stack([np.concatenate(acc[s]) for s in want], axis=1).reshape(m * len(want), -1)
-    write_shard(
-        path,
-        ids=[str(i) for i in acc["ids"] for _ in want],
-        sensors=want * m,
-        splits=[sp for sp in splits for _ in want],
-        labels=np.repeat(lab, len(want), axis=0),
-        vectors=vec,
-    )
+@dataclass
+class EmbedJob:
+    """Everything a process needs to embed its batches and write shards of ``work``."""
+
+    model: Any
+    want: list[str]  # sensors to embed, in output order
+    model_sensors: dict[str, Sensor]
+    read: Callable[[np.ndarray], dict]
+    ids: list[str]
+    splits: list[Any]
+    work: Path  # the <out>.partial folder
+    shards: list[dict[str, Any]]  # {"file", "pairs", "rows"} per shard
+    shard_pairs: int
+    batch_size: int
+    n: int
+    precision: str
+    acc: dict[str, list[Any]] = field(default_factory=dict)
+
+    def shard_range(self, si: int) -> tuple[int, int]:
+        return si * self.shard_pairs, min(self.n, (si + 1) * self.shard_pairs)
+
+    def pending(self, shard_ids: Iterable[int] | None = None) -> list[tuple[int, np.ndarray]]:
+        """(shard, pair indices) of every batch of the unfinished shards (of ``shard_ids``)."""
+        out: list[tuple[int, np.ndarray]] = []
+        for si in range(len(self.shards)) if shard_ids is None else shard_ids:
+            if (self.work / self.shards[si]["file"]).exists():
+                continue
+            lo, hi = self.shard_range(si)
+            out += [(si, np.arange(b, min(hi, b + self.batch_size))) for b in range(lo, hi, self.batch_size)]
+        return out
+
+    def pairs_done(self) -> int:
+        return sum(s["pairs"] for s in self.shards if (self.work / s["file"]).exists())
+
+    def embed(self, raw: dict[str, Any], device: Any) -> dict[str, np.ndarray]:
+        """Raw batch -> {sensor: (B, D) float32} (the caller sets autocast / inference mode)."""
+        import torch
+
+        from csmae.models import normalize_batch
+
+        sensors = {s: self.model_sensors[s] for s in self.want}
+        # move the raw pixels first and normalise on the device (on a GPU the CPU is the bottleneck)
+        moved = {s: torch.as_tensor(_float_pixels(raw[s])).to(device, non_blocking=True) for s in self.want}
+        batch = normalize_batch(moved, sensors)
+        emb = self.model.embed(batch)
+        return {s: emb[s].float().cpu().numpy() for s in self.want}
+
+    def add(self, si: int, idx: np.ndarray, raw: dict[str, Any], emb: dict[str, np.ndarray]) -> None:
+        """Keep a computed batch; write shard ``si`` when its last batch arrives (batches come in order)."""
+        if list(raw["id"]) != self.ids[idx[0] : idx[-1] + 1]:
+            raise RuntimeError("dataset returned samples out of order")
+        for s in self.want:
+            self.acc.setdefault(s, []).append(emb[s])
+        self.acc.setdefault("labels", []).append(np.asarray(raw["labels"], dtype=bool))
+        self.acc.setdefault("ids", []).extend(raw["id"])
+        lo, hi = self.shard_range(si)
+        if idx[-1] + 1 == hi:  # shard complete
+            self._write(self.work / self.shards[si]["file"], self.splits[lo:hi])
+            log.info("wrote %s (%d pairs)", self.shards[si]["file"], hi - lo)
+            self.acc = {}
+
+    def _write(self, path: Path, splits: list[Any]) -> None:
+        acc, want = self.acc, self.want
+        lab = np.concatenate(acc["labels"])
+        m = len(lab)
+        # interleave rows pair by pair: (pair0, s1), (pair0, s2), (pair1, s1), ...
+        vec = np.stack([np.concatenate(acc[s]) for s in want], axis=1).reshape(m * len(want), -1)
+        write_shard(
+            path,
+            ids=[str(i) for i in acc["ids"] for _ in want],
+            sensors=want * m,
+            splits=[sp for sp in splits for _ in want],
+            labels=np.repeat(lab, len(want), axis=0),
+            vectors=vec,
+        )
+
+
+def _float_pixels(x: Any) -> Any:
+    """Raw pixels as a float array or tensor (integer layouts such as uint16 are widened here)."""
+    if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32)
+    return x
+
+
+def is_launched_rank() -> bool:
+    """True in a rank that Lightning/torchrun started (not the process the user launched)."""
+    return any(os.environ.get(v, "0") not in ("", "0") for v in _RANK_VARS)
 
 
 def embed_dataset(
@@ -122,6 +212,8 @@ def embed_dataset(
     precision: str = "bf16",
     shard_pairs: int = 4096,
     device: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
     workers: int = 0,
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
@@ -135,27 +227,35 @@ def embed_dataset(
         out: output folder (must not exist unless ``overwrite``; replaced only when complete).
         split: keep only pairs of this split / these splits.
         sensors: sensors to embed (default: those of the model).
-        batch_size: pairs per forward pass.
+        batch_size: pairs per forward pass (per device).
         precision: ``"bf16"`` (autocast) or ``"fp32"``.
-        shard_pairs: pairs per Parquet shard (the unit of resumption).
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``...
+        shard_pairs: pairs per Parquet shard (the unit of resumption and of work per rank).
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``... (``"cuda"``/``"gpu"`` or
+            ``"cpu"`` when ``devices > 1``).
+        devices: devices per node; more than one runs Lightning ``Trainer.predict`` with DDP, which
+            re-launches the running script once per extra device (as ``csmae fit`` does).
+        num_nodes: nodes of a multi-node run (torchrun / SLURM set the ranks).
         workers: DataLoader worker processes reading batches (0 = read in this process).
-        on_progress: called with (pairs done, total pairs) after each batch.
+        on_progress: called with (pairs done, total pairs) after each batch (on rank 0 only, which
+            counts its own batches times the number of ranks when several run).
         dataset: an already opened dataset to use instead of opening ``sources``.
     """
     import torch
 
     from csmae.data import open_dataset
-    from csmae.models import from_pretrained, normalize_batch
+    from csmae.models import from_pretrained
 
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+    if devices < 1 or num_nodes < 1:
+        raise ValueError(f"devices and num_nodes must be >= 1, got {devices} and {num_nodes}")
+    distributed = devices > 1 or num_nodes > 1
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device("cpu") if distributed else torch.device(device)
     model = from_pretrained(Path(model_dir), map_location=dev)
     model_sensors: dict[str, Sensor] = dict(model.sensors)
     want = list(sensors) if sensors else list(model_sensors)
@@ -176,7 +276,6 @@ def embed_dataset(
         raise ValueError("the dataset is empty (after the split filter): nothing to embed")
     info = model_info(model_dir, model)
     ids = list(ds.ids)
-    splits = list(ds.splits())
     plan = {
         "model_sha256": info["sha256"],
         "sources": [str(Path(s).resolve()) for s in sources],
@@ -188,7 +287,7 @@ def embed_dataset(
         "precision": precision,
     }
     work = out.with_name(out.name + ".partial")
-    if work.exists():
+    if work.exists() and not is_launched_rank():  # launched ranks find rank 0's fresh plan
         try:
             old = json.loads((work / "plan.json").read_text())
         except (OSError, json.JSONDecodeError):
@@ -197,51 +296,31 @@ def embed_dataset(
             log.warning("%s belongs to another run (different model/data/options): starting over", work)
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(work / "plan.json", plan)
-    read = _reader(ds, want, perms)
-    n_shards = -(-n // shard_pairs)
+    if not is_launched_rank():
+        write_json_atomic(work / "plan.json", plan)
     shards: list[dict[str, Any]] = []
-    done = 0
-    autocast = (
-        torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
+    for si in range(-(-n // shard_pairs)):
+        lo, hi = si * shard_pairs, min(n, (si + 1) * shard_pairs)
+        shards.append({"file": f"part-{si:05d}.parquet", "pairs": hi - lo, "rows": (hi - lo) * len(want)})
+    job = EmbedJob(
+        model=model, want=want, model_sensors=model_sensors, read=_reader(ds, want, perms), ids=ids,
+        splits=list(ds.splits()), work=work, shards=shards, shard_pairs=shard_pairs, batch_size=batch_size,
+        n=n, precision=precision,
     )
-    todo: list[tuple[int, np.ndarray]] = []  # (shard, pair indices) of every batch still to compute
-    for si in range(n_shards):
-        name = f"part-{si:05d}.parquet"
-        lo, hi = si * shard_pairs, min(n, (si + 1) * shard_pairs)
-        shards.append({"file": name, "pairs": hi - lo, "rows": (hi - lo) * len(want)})
-        if (work / name).exists():
-            done += hi - lo
-        else:
-            todo += [(si, np.arange(b, min(hi, b + batch_size))) for b in range(lo, hi, batch_size)]
-    if on_progress:
-        on_progress(done, n)
-    acc: dict[str, list[Any]] = {}
-    for (si, idx), raw in zip(todo, _batches(read, [t[1] for t in todo], workers)):
-        if list(raw["id"]) != ids[idx[0] : idx[-1] + 1]:
-            raise RuntimeError("dataset returned samples out of order")
-        batch = {
-            s: t.to(dev)
-            for s, t in normalize_batch(
-                {s: raw[s] for s in want}, {s: model_sensors[s] for s in want}
-            ).items()
-        }
-        with torch.inference_mode(), autocast:
-            emb = model.embed(batch)
-        for s in want:
-            acc.setdefault(s, []).append(emb[s].float().cpu().numpy())
-        acc.setdefault("labels", []).append(np.asarray(raw["labels"], dtype=bool))
-        acc.setdefault("ids", []).extend(raw["id"])
-        done += len(idx)
-        if on_progress:
-            on_progress(done, n)
-        lo, hi = si * shard_pairs, min(n, (si + 1) * shard_pairs)
-        if idx[-1] + 1 == hi:  # shard complete
-            _write(work / shards[si]["file"], acc, want, splits[lo:hi])
-            log.info("wrote %s (%d pairs)", shards[si]["file"], hi - lo)
-            acc = {}
+    if distributed:
+        from csmae.retrieval.embed_distributed import predict_shards
+
+        rank = predict_shards(
+            job, accelerator=device, devices=devices, num_nodes=num_nodes, workers=workers,
+            on_progress=on_progress,
+        )
+        if rank != 0:
+            return out  # rank 0 checks the shards and moves the folder into place
+        missing_shards = [s["file"] for s in shards if not (work / s["file"]).exists()]
+        if missing_shards:
+            raise RuntimeError(f"{work}: shard(s) {missing_shards} were not written by any rank")
+    else:
+        _embed_here(job, dev, workers=workers, on_progress=on_progress)
     manifest = base_manifest(
         KIND,
         model=info,
@@ -255,6 +334,30 @@ def embed_dataset(
         shards=shards,
     )
     write_json_atomic(work / "manifest.json", manifest)
-    (work / "plan.json").unlink()
+    (work / "plan.json").unlink(missing_ok=True)
     replace_folder(work, out)
     return out
+
+
+def _embed_here(
+    job: EmbedJob, dev: Any, *, workers: int, on_progress: Callable[[int, int], None] | None
+) -> None:
+    """Embed every unfinished shard in this process, on ``dev``."""
+    import torch
+
+    done = job.pairs_done()
+    if on_progress:
+        on_progress(done, job.n)
+    todo = job.pending()
+    autocast = (
+        torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+        if job.precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    for (si, idx), raw in zip(todo, batch_loader(job.read, [t[1] for t in todo], workers)):
+        with torch.inference_mode(), autocast:
+            emb = job.embed(raw, dev)
+        job.add(si, idx, raw, emb)
+        done += len(idx)
+        if on_progress:
+            on_progress(done, job.n)
