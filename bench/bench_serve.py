@@ -59,7 +59,10 @@ def serve(args: argparse.Namespace) -> None:
     faiss.omp_set_num_threads(args.search_threads)
     app = create_app(retriever, settings=ServiceSettings(thread_safe=args.thread_safe))
     print(json.dumps({"ready": True, "build_s": round(time.perf_counter() - t0, 1)}), flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    from csmae.cli.serve import KEEP_ALIVE_S
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
+                timeout_keep_alive=KEEP_ALIVE_S)  # as `csmae serve`
 
 
 def free_port() -> int:

@@ -157,3 +157,35 @@ def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="not a csmae demo folder"):
         run_demo(tmp_path, quick=True, overwrite=True)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_quick_demo_report_opens_in_a_browser_with_all_pictures(quick_demo: Path) -> None:
+    """Headless Debian Chromium (Playwright) loads report.html from disk: every picture decodes, and
+    the page asks for nothing outside itself. Skipped without Chromium or playwright."""
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    page_file = quick_demo / "report" / "report.html"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        outside: list[str] = []
+        page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else outside.append(r.url))
+        page.goto(page_file.as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate(
+            "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.src.slice(0, 22)])"
+        )
+        artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        page.screenshot(path=str(artifacts / "demo-report.png"), full_page=False)
+        browser.close()
+    figures = {p.name for p in (quick_demo / "report" / "figures").glob("*.png")}
+    assert len(images) >= len(figures) >= 5
+    assert all(done and width > 0 for done, width, _ in images), images
+    assert all(src.startswith("data:image/png;base64") for _, _, src in images), images
+    assert outside == []

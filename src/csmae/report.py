@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from csmae.atomic import write_text_atomic
+
 
 @dataclass
 class _Block:
@@ -111,15 +113,9 @@ class Report:
         root = Path(out_dir)
         root.mkdir(parents=True, exist_ok=True)
         md, page = root / "report.md", root / "report.html"
-        _atomic_write_text(md, self.to_markdown(root))
-        _atomic_write_text(page, self.to_html())
+        write_text_atomic(md, self.to_markdown(root))
+        write_text_atomic(page, self.to_html())
         return md, page
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 _CSS = """

@@ -18,6 +18,10 @@ import logging
 LOOPBACK_NAMES = ("localhost",)
 
 
+#: seconds uvicorn keeps an idle HTTP connection open (its default, 5 s, equals httpx's client expiry)
+KEEP_ALIVE_S = 30
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index_dir", metavar="INDEX_DIR", help="index folder written by `csmae index`")
     p.add_argument("--data", nargs="+", metavar="DATASET", default=None,
@@ -80,5 +84,8 @@ def run(args: argparse.Namespace) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
     where = f"http://{shown}:{args.port}/" if args.port else f"{shown} on a free port (see below)"
     print(f"csmae serve: {where}  (API docs at /docs; Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
+    # keep idle connections longer than clients do (httpx and browsers: 5 s or less); with equal
+    # timeouts a client may reuse a connection the server is closing ("disconnected without a response")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False,
+                timeout_keep_alive=KEEP_ALIVE_S)
     return 0

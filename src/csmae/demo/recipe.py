@@ -37,10 +37,10 @@ class Recipe:
     decoder_num_heads: int = 4
     mask_ratio: float = 0.5
     batch_size: int = 64
-    steps: int = 40
+    steps: int = 120  # the knee on a 2-core CPU: 40 steps gave cross-modal mAP@10 ~0.66, 120 ~0.73, 200 ~0.75
     lr: float = 2e-3
     weight_decay: float = 0.05
-    warmup_steps: int = 4
+    warmup_steps: int = 10
     precision: str = "bf16-mixed"
     ks: tuple[int, ...] = (5, 10)
     grid_queries: int = 3

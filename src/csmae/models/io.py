@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from csmae.atomic import replace_folder
 from csmae.models.config import ModelConfig
 from csmae.sensors import Sensor
 
@@ -117,15 +118,9 @@ Mask `{c.mask_strategy}` ratio {c.mask_ratio}; weights UMR {c.w_umr}, CMR {c.w_c
 
 
 def _atomic_replace(tmp: Path, final: Path) -> None:
-    if final.exists():
-        if not (final / CONFIG).exists() and any(final.iterdir()):
-            raise FileExistsError(f"{final} exists and is not a csmae model folder; not overwriting it")
-        old = final.with_name(f"{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    if final.exists() and not (final / CONFIG).exists() and any(final.iterdir()):
+        raise FileExistsError(f"{final} exists and is not a csmae model folder; not overwriting it")
+    replace_folder(tmp, final)
 
 
 def save_pretrained(model: Any, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:

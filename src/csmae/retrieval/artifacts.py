@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from csmae import __version__
+from csmae.atomic import replace_folder, write_json_atomic
+
+__all__ = [
+    "AtomicFolder", "base_manifest", "read_manifest", "replace_folder", "sha256_file", "write_json_atomic"
+]
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -22,13 +27,6 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
                 break
             h.update(b)
     return h.hexdigest()
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def read_manifest(folder: str | os.PathLike[str], *, kind: str) -> dict[str, Any]:
@@ -90,13 +88,3 @@ class AtomicFolder:
             return
         replace_folder(self.tmp, self.out)
 
-
-def replace_folder(src: Path, dst: Path) -> None:
-    """Move the complete folder ``src`` to ``dst``; an old ``dst`` is swapped out, then deleted."""
-    if dst.exists():
-        old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)

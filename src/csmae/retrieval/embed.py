@@ -30,8 +30,9 @@ from csmae.sensors import Sensor
 
 log = logging.getLogger(__name__)
 
-#: Environment variables Lightning/torchrun set in launched ranks (rank 0 is the launching process).
-_RANK_VARS = ("LOCAL_RANK", "NODE_RANK", "RANK")
+#: Environment variables Lightning, torchrun and SLURM set in launched ranks (rank 0 is the launching
+#: process, or the first task).
+_RANK_VARS = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
 
 
 def band_permutation(have: Sequence[str], want: Sequence[str], *, sensor: str) -> np.ndarray | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from csmae.atomic import atomic_path
 from csmae.retrieval.artifacts import read_manifest
 
 KIND = "csmae-embeddings"
@@ -117,9 +118,8 @@ def write_shard(
         }
     )
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from csmae.atomic import atomic_path
 from csmae.retrieval.grid import Tile, draw_grid, overlap_lines
 from csmae.retrieval.metrics import METRICS
 
@@ -132,9 +133,8 @@ def plot_metrics(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     return path
 
 

@@ -8,7 +8,6 @@ reconstruction from each source sensor (S2 in true colour, S1 as the VV/VH/ratio
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from csmae.atomic import atomic_path
 from csmae.sensors import Sensor, display_rgb
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,9 @@ def save_grid(path: Path, titles: list[str], rows: list[list[np.ndarray]], *, su
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 class ReconstructionPictures(pl.Callback):

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from csmae.atomic import write_json_atomic, write_text_atomic
 from csmae.training.config import ConfigError, FitConfig, expand_placeholders
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,6 @@ def resolve_run_dir(out: str | Path | None, config_path: str | Path | None) -> P
     return default_run_dir(config_path)
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def write_manifest(run_dir: Path, cfg: FitConfig, *, status: str, **extra: Any) -> None:
     import torch
 
@@ -101,7 +96,7 @@ def write_manifest(run_dir: Path, cfg: FitConfig, *, status: str, **extra: Any) 
         **{k: v for k, v in old.items() if k in ("history",)},
     }
     data.update(extra)
-    _write_json_atomic(path, data)
+    write_json_atomic(path, data)
 
 
 def resolved_config(cfg: FitConfig) -> FitConfig:
@@ -136,9 +131,7 @@ def prepare_run_dir(run_dir: Path, cfg: FitConfig, *, resume: bool | str) -> Pat
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     cfg_text = resolved_config(cfg).to_yaml()
     name = "config.yaml" if not (run_dir / "config.yaml").exists() else "config.resume.yaml"
-    tmp = run_dir / f".{name}.tmp-{os.getpid()}"
-    tmp.write_text(cfg_text)
-    os.replace(tmp, run_dir / name)
+    write_text_atomic(run_dir / name, cfg_text)
     return ckpt
 
 

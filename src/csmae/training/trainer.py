@@ -38,41 +38,17 @@ def check_precision(cfg: FitConfig) -> None:
 def checkpoint_callbacks(cfg: FitConfig, ckpt_dir: Path) -> list[ModelCheckpoint]:
     """``last.ckpt`` every N steps and at epoch ends; optionally ``epoch-XXX.ckpt`` kept for good."""
     c = cfg.callbacks
-    out = []
-    if c.checkpoint_every_n_steps:
-        out.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir,
-                filename="last",
-                every_n_train_steps=c.checkpoint_every_n_steps,
-                save_top_k=1,
-                enable_version_counter=False,
-                save_on_train_epoch_end=False,
-            )
-        )
-    if c.checkpoint_every_n_epochs:
-        out.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir,
-                filename="last",
-                every_n_epochs=c.checkpoint_every_n_epochs,
-                save_top_k=1,
-                enable_version_counter=False,
-                save_on_train_epoch_end=True,
-            )
-        )
-    if c.keep_every_n_epochs:
-        out.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir,
-                filename="epoch-{epoch:03d}",
-                every_n_epochs=c.keep_every_n_epochs,
-                save_top_k=-1,
-                save_on_train_epoch_end=True,
-                auto_insert_metric_name=False,
-            )
-        )
-    return out
+    last = dict(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
+    wanted: list[tuple[Any, dict[str, Any]]] = [
+        (c.checkpoint_every_n_steps,
+         dict(last, every_n_train_steps=c.checkpoint_every_n_steps, save_on_train_epoch_end=False)),
+        (c.checkpoint_every_n_epochs,
+         dict(last, every_n_epochs=c.checkpoint_every_n_epochs, save_on_train_epoch_end=True)),
+        (c.keep_every_n_epochs,
+         dict(dirpath=ckpt_dir, filename="epoch-{epoch:03d}", every_n_epochs=c.keep_every_n_epochs,
+              save_top_k=-1, save_on_train_epoch_end=True, auto_insert_metric_name=False)),
+    ]
+    return [ModelCheckpoint(**kwargs) for enabled, kwargs in wanted if enabled]
 
 
 def build_trainer(
