@@ -55,7 +55,7 @@ def main() -> None:
                 loss, _ = model.training_loss(b)
             loss.backward()
             opt.zero_grad(set_to_none=True)  # no optimizer step: both see the same weights
-            return float(loss)
+            return float(loss.detach())
 
         for fn in (all_patches_mse, CURRENT):
             step(fn)  # warm-up
