@@ -234,7 +234,8 @@ def embed_dataset(
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``... (``"cuda"``/``"gpu"`` or
             ``"cpu"`` when ``devices > 1``).
         devices: devices per node; more than one runs Lightning ``Trainer.predict`` with DDP, which
-            re-launches the running script once per extra device (as ``csmae fit`` does).
+            re-launches the running script once per extra device (as ``csmae fit`` does), so call it
+            from a script or the CLI, not from a notebook.
         num_nodes: nodes of a multi-node run (torchrun / SLURM set the ranks).
         workers: DataLoader worker processes reading batches (0 = read in this process).
         on_progress: called with (pairs done, total pairs) after each batch (on rank 0 only, which

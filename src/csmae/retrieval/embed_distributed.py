@@ -10,6 +10,7 @@ number of devices. Precision is Lightning's (``bf16-mixed`` autocast or ``32-tru
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +85,8 @@ def predict_shards(
         use_distributed_sampler=False,
     )
     module = ShardPredictor(job, workers=workers, on_progress=on_progress)
-    trainer.predict(module, return_predictions=False)
+    with warnings.catch_warnings():  # predict_step writes shards and returns nothing, on purpose
+        warnings.filterwarnings("ignore", message=".*predict returned None.*")
+        trainer.predict(module, return_predictions=False)
     trainer.strategy.barrier("csmae-embed-shards-written")
     return trainer.global_rank
