@@ -53,6 +53,25 @@ def test_bf16_candidates_are_exact_on_float_data_with_duplicates():
     assert i16[0, 0] == 5
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_rows_with_more_candidates_than_the_top_list_are_scanned_in_full(precision):
+    """100 tied archive items for k=3: more candidates than the 4k-long top list holds."""
+    from csmae.retrieval.topk import TopKStats
+
+    rng = np.random.default_rng(2)
+    a = l2_normalize(rng.normal(size=(400, 32)))
+    q = l2_normalize(rng.normal(size=(6, 32)))
+    a[50:250:2] = q[1]  # rows 50, 52, ..., 248 all equal query 1
+    stats = TopKStats()
+    s, i = exact_topk(q, a, 3, precision=precision, block_size=4, stats=stats)
+    assert i[1].tolist() == [50, 52, 54]  # ties by archive order
+    assert stats.candidates >= 100  # the tied items were all rescored: the full scan ran
+    full = q.astype(np.float64) @ a.astype(np.float64).T
+    for r in range(len(q)):
+        assert i[r].tolist() == sorted(range(len(a)), key=lambda j: (-full[r, j], j))[:3]
+        assert np.allclose(s[r], full[r, i[r]], rtol=0, atol=1e-12)  # float64 up to summation order
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 10**6),
