@@ -12,6 +12,20 @@ SHARED_DATA = SHARED / "data"
 ANCHORS = SHARED / "anchors"
 
 
+def single_torch_thread():
+    """Generator for an autouse fixture: one intra-op thread during each test, restored after.
+
+    Tiny tensors gain nothing from intra-op threads, and on a small shared CPU OpenMP threads
+    waiting for a descheduled partner made tiny-model tests many times slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared sample data not found at {path}")

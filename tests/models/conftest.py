@@ -1,15 +1,9 @@
-"""Model tests run single-threaded: tiny tensors gain nothing from intra-op threads, and on a shared
-machine OpenMP threads waiting for a descheduled partner made these tests ~8x slower."""
+"""Model tests run single-threaded (see ``tests.conftest.single_torch_thread``)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
+from tests.conftest import single_torch_thread
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_single_thread = pytest.fixture(autouse=True)(single_torch_thread)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import single_torch_thread
+
 TINY_MODEL = [
     "model.name=csmae_sesd_tiny",
     "model.overrides.embed_dim=48",
@@ -85,12 +87,4 @@ def reben_store(tmp_path_factory, reben_lmdb) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small, shared CPU, tiny models run many times faster than with 2+."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)

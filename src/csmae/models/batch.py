@@ -23,9 +23,21 @@ def _normalize_one(x: np.ndarray | Tensor, sensor: Sensor) -> Tensor:
             f"order {list(sensor.bands)}, got shape {tuple(t.shape)}"
         )
     t = t.to(torch.float32)
-    mean = torch.tensor(sensor.mean, dtype=torch.float32, device=t.device)[None, :, None, None]
-    std = torch.tensor(sensor.std, dtype=torch.float32, device=t.device)[None, :, None, None]
+    mean, std = _stats(sensor, t.device)
     return (t - mean) / std
+
+
+def _stats(sensor: Sensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The sensor's per-band mean and std as float32 (1, C, 1, 1) tensors."""
+    mean = torch.tensor(sensor.mean, dtype=torch.float32, device=device)[None, :, None, None]
+    std = torch.tensor(sensor.std, dtype=torch.float32, device=device)[None, :, None, None]
+    return mean, std
+
+
+def normalize_(x: Tensor, sensor: Sensor) -> Tensor:
+    """In-place version of the per-band normalisation of a float32 (N, C, H, W) tensor (same values)."""
+    mean, std = _stats(sensor, x.device)
+    return x.sub_(mean).div_(std)
 
 
 def normalize_batch(raw: Mapping[str, Any], sensors: Mapping[str, Sensor]) -> dict[str, Tensor]:

@@ -155,7 +155,7 @@ class EmbedJob:
 
         sensors = {s: self.model_sensors[s] for s in self.want}
         # move the raw pixels first and normalise on the device (on a GPU the CPU is the bottleneck)
-        moved = {s: torch.as_tensor(_float_pixels(raw[s])).to(device, non_blocking=True) for s in self.want}
+        moved = {s: torch.as_tensor(raw[s]).to(device, non_blocking=True) for s in self.want}
         batch = normalize_batch(moved, sensors)
         emb = self.model.embed(batch)
         return {s: emb[s].float().cpu().numpy() for s in self.want}
@@ -188,13 +188,6 @@ class EmbedJob:
             labels=np.repeat(lab, len(want), axis=0),
             vectors=vec,
         )
-
-
-def _float_pixels(x: Any) -> Any:
-    """Raw pixels as a float array or tensor (integer layouts such as uint16 are widened here)."""
-    if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
-        return x.astype(np.float32)
-    return x
 
 
 def is_launched_rank() -> bool:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from csmae.models.batch import normalize_
 from csmae.sensors import IMAGE_SIZE, Sensor
 from csmae.training.config import DataSection, expand_placeholders
 from csmae.training.sampler import BatchRequest, ResumableBatchSampler, ResumableLoader
@@ -113,16 +114,14 @@ class BatchDataset:
             x = bufs[s]
             if not np.may_share_memory(raw[s], x.numpy()):  # not filled in place by the store
                 x.numpy()[...] = _checked(raw[s], spec)
-            mean = torch.tensor(spec.mean, dtype=torch.float32)[None, :, None, None]
-            std = torch.tensor(spec.std, dtype=torch.float32)[None, :, None, None]
-            batch[s] = x.sub_(mean).div_(std)  # the same float32 ops as (x - mean) / std
+            batch[s] = normalize_(x, spec)
         if self.hflip or self.vflip:
             g = torch.Generator().manual_seed(request.seed)
             flips = torch.rand(n, 2, generator=g) < 0.5  # (B, 2): same draw for every sensor
             for s in self.sensors:
                 x = batch[s]
                 for axis, (on, dim) in enumerate(((self.hflip, -1), (self.vflip, -2))):
-                    rows = flips[:, axis].nonzero().flatten()
+                    rows = flips[:, axis].nonzero().flatten()  # samples to flip along `dim`
                     if on and len(rows):
                         x[rows] = x[rows].flip(dim)
         batch["labels"] = torch.from_numpy(raw["labels"])
