@@ -141,7 +141,8 @@ def bench_ann(args: argparse.Namespace) -> None:
         f"{np.percentile(lat, 95):.2f} |"
     )
     del flat
-    for kind in args.kinds.split(","):
+    kinds = [k for k in args.kinds.split(",") if k] + args.factory
+    for kind in kinds:
         factory = factory_string(kind, n)
         t0 = time.perf_counter()
         faiss.omp_set_num_threads(args.build_threads)
@@ -249,7 +250,13 @@ def main() -> None:
     a.add_argument("--n", type=int, default=1_000_000)
     a.add_argument("--dim", type=int, default=DIM)
     a.add_argument("--queries", type=int, default=1000)
-    a.add_argument("--kinds", default="hnsw,ivf")
+    a.add_argument("--kinds", default="hnsw,ivf", help="csmae kind names, comma-separated ('' for none)")
+    a.add_argument(
+        "--factory",
+        action="append",
+        default=[],
+        help="a FAISS factory string to measure as well, e.g. 'HNSW32,SQ8' (repeatable)",
+    )
     a.add_argument("--ef", default="16,24,32,64,128")
     a.add_argument("--nprobe", default="16,32,64")
     a.add_argument("--train-size", type=int, default=100_000)

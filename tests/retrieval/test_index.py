@@ -48,14 +48,17 @@ def test_round_trip_and_exact_search(tmp_path):
         assert (rows - lo == ei).mean() > 0.95  # equal up to float near-ties
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf", "IVF16,SQ8"])
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8", "ivf", "IVF16,SQ8"])
 def test_approximate_kinds_agree_with_exact(tmp_path, kind):
     emb = clustered()
     si = build_index(emb, kind, tmp_path / kind, recall_queries=200)
     man = si.manifest
     assert man["recall_at_10"] is not None
-    if kind != "IVF16,SQ8":  # tuned kinds reach the target
+    if kind in ("hnsw", "ivf"):  # tuned kinds with exact vectors reach the target
         assert man["recall_at_10"] >= 0.95
+    if kind == "hnsw-sq8":  # 8-bit vectors in 32-d cap recall below 0.95: the cheapest efSearch at the cap
+        assert 0.9 <= man["recall_at_10"] < 0.95
+        assert man["search_params"]["efSearch"] < 512
     # independent check on other queries
     x = l2_normalize(emb.vectors)
     rng = np.random.default_rng(5)
