@@ -8,22 +8,12 @@ against search by id and against a brute-force cosine ranking.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 
 from csmae.labels import LABELS_19
+from csmae.retrieval.retriever import Hit
 from csmae.sensors import IMAGE_SIZE, SENSORS, Sensor, display_rgb
-
-
-@dataclass
-class Hit:
-    rank: int
-    id: str
-    sensor: str
-    score: float
-    labels: list[str]
-    overlap: list[str]
 
 
 def _image(rng: np.random.Generator, sensor: Sensor) -> np.ndarray:
