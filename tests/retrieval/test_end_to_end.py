@@ -172,3 +172,36 @@ def test_pipeline_on_synthetic_store(tmp_path, tiny_model_dir):
 def test_empty_dataset_and_unknown_sensor(tmp_path, tiny_model_dir, reben_sources):
     with pytest.raises(ValueError, match="no sensor"):
         embed_dataset(tiny_model_dir, reben_sources, tmp_path / "x", sensors=["s3"])
+
+
+def test_killed_evaluate_resumes_and_cleans_up(tmp_path, tiny_model_dir, reben_sources, monkeypatch, capsys):
+    import csmae.retrieval.protocol as protocol
+
+    emb = tmp_path / "emb"
+    embed_dataset(tiny_model_dir, reben_sources, emb)
+    args = ["evaluate", "--embeddings", str(emb), "--ks", "1,5", "--grids", "0"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    assert not (tmp_path / "whole.partial").exists()
+    real, calls = protocol.exact_topk, []
+
+    def killed_in_third_search(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(protocol, "exact_topk", killed_in_third_search)
+    rep = tmp_path / "rep"
+    assert main([*args, "--out", str(rep)]) == 130  # the CLI reports the interruption
+    assert not rep.exists() and len(list((tmp_path / "rep.partial").glob("*.npz"))) == 2
+    calls.clear()
+    capsys.readouterr()
+    assert main([*args, "--out", str(rep)]) == 0
+    assert "resuming from the finished searches" in capsys.readouterr().out
+    assert len(calls) == 2 and not (tmp_path / "rep.partial").exists()
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (rep, tmp_path / "whole"))
+    assert got["directions"] == want["directions"]
+    # an existing report is refused before any search, not after it
+    calls.clear()
+    assert main([*args, "--out", str(rep)]) == 1
+    assert "already exists" in capsys.readouterr().err and not calls

@@ -97,3 +97,46 @@ def test_large_k_is_skipped_with_a_note_and_empty_archive_is_an_error():
         run_protocol(emb, archive_split="nosuchsplit")
     with pytest.raises(ValueError, match="no s1 queries"):
         run_protocol(emb, query_split="nosuchsplit")
+
+
+def test_interrupted_protocol_resumes_from_finished_searches(tmp_path, monkeypatch):
+    import csmae.retrieval.protocol as protocol
+
+    emb = random_embeddings(n_pairs=90, d=12, seed=5)
+    want = run_protocol(emb, ks=[3, 10])
+    real = protocol.exact_topk
+    calls: list[int] = []
+
+    def dies_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run is killed in its third search
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "exact_topk", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol(emb, ks=[3, 10], resume_dir=tmp_path / "partial")
+    assert sorted(p.name for p in (tmp_path / "partial").iterdir()) == ["s1-s1.npz", "s1-s2.npz"]
+
+    calls.clear()
+    monkeypatch.setattr(protocol, "exact_topk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    got = run_protocol(emb, ks=[3, 10], resume_dir=tmp_path / "partial")
+    assert len(calls) == 2  # only the two unfinished searches run again
+    assert got.metrics == want.metrics
+    for name in want.rankings:
+        np.testing.assert_array_equal(got.rankings[name][1], want.rankings[name][1])
+    assert got.timing["s1->s2"]["resumed"] and "resumed" not in got.timing["s2->s1"]
+
+    # other inputs (k, vectors) or a damaged file: searched again, never trusted
+    calls.clear()
+    run_protocol(emb, ks=[3, 20], resume_dir=tmp_path / "partial")
+    assert len(calls) == 4
+    calls.clear()
+    (tmp_path / "partial" / "s2-s2.npz").write_bytes(b"PK\x03\x04 cut short")
+    emb.vectors[0] += 1.0  # an s1 vector in the train split: no query or archive changes...
+    assert run_protocol(emb, ks=[3, 20], resume_dir=tmp_path / "partial").metrics
+    assert len(calls) == 1  # ...so only the damaged s2->s2 is redone
+    emb.vectors[emb.splits == "test"] *= -1.0
+    calls.clear()
+    run_protocol(emb, ks=[3, 20], resume_dir=tmp_path / "partial")
+    assert len(calls) == 4

@@ -5,6 +5,8 @@ ties broken by archive order, k = 5, 10, 20, 100 (a k larger than an archive is 
 Give a model and a dataset (descriptors are computed first, into OUT/embeddings unless
 --embeddings-out says otherwise) or --embeddings EMB_DIR. Writes OUT/metrics.json, metrics.md,
 metrics_by_direction.png, precision_recall_at_k.png and retrieval grids (grid_*.png).
+Finished searches are kept in OUT.partial until the report is written: rerun the same command after
+an interruption and it resumes from them.
 
 For tiny archives without val/test pairs use e.g. --queries all --archive all (each query's own
 item is then left out; --exclude-own-pair also leaves out its other-sensor partner).
@@ -57,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import shutil
     from pathlib import Path
 
     from tqdm import tqdm
@@ -66,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     from csmae.retrieval.report import write_report
 
     ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    out_dir = Path(args.out)
+    if out_dir.exists() and not args.overwrite:  # before minutes of work, not after
+        raise FileExistsError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    resume_dir = out_dir.with_name(f"{out_dir.name}.partial")
     if args.embeddings:
         if args.model_dir:
             raise ValueError("give either MODEL_DIR DATASET or --embeddings, not both")
@@ -103,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         bar.set_description(name)
         bar.update(n)
 
+    if resume_dir.exists():
+        print(f"resuming from the finished searches in {resume_dir}")
     try:
         res = run_protocol(
             emb,
@@ -112,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             exclude_own_pair=args.exclude_own_pair,
             precision=args.precision,
             on_progress=on_search,
+            resume_dir=resume_dir,
         )
     finally:
         bar.close()
@@ -133,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         extra={"embeddings": str(emb_dir.resolve())},
     )
+    shutil.rmtree(resume_dir, ignore_errors=True)
     print((out / "metrics.md").read_text())
     print(f"wrote {out}")
     return 0

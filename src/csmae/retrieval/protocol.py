@@ -9,11 +9,13 @@ When queries and archive overlap (e.g. ``query_split="all", archive_split="all"`
 item (same id, same sensor) is always left out of the archive; ``exclude_own_pair`` also leaves out
 its co-registered partner (same id, other sensor) in cross-sensor and mixed archives.
 A k larger than an archive (after exclusions) is skipped for that direction, with a note.
+With ``resume_dir``, each finished search is kept there and a rerun on the same inputs resumes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ import numpy as np
 
 from csmae.retrieval.embeddings import Embeddings
 from csmae.retrieval.metrics import ranked_metrics
+from csmae.retrieval.resume import SearchCache, array_digest, search_key
 from csmae.retrieval.topk import TopKStats, exact_topk, l2_normalize, merge_topk
 
 log = logging.getLogger(__name__)
@@ -75,8 +78,13 @@ def run_protocol(
     precision: str = "bf16",
     block_size: int = 1024,
     on_progress: Callable[[str, int, int], None] | None = None,
+    resume_dir: str | os.PathLike[str] | None = None,
 ) -> ProtocolResult:
-    """Run every direction between the sensors of ``emb``; see the module docstring."""
+    """Run every direction between the sensors of ``emb``; see the module docstring.
+
+    ``resume_dir``: keep each finished search there (see :mod:`csmae.retrieval.resume`); a rerun
+    with the same inputs loads them instead of searching again. The caller removes it when done.
+    """
     sens = [s for s in (sensors or emb.sensor_names)]
     if not sens:
         raise ValueError("the embeddings hold no sensor")
@@ -99,6 +107,11 @@ def run_protocol(
             raise ValueError(f"the {s} archive (split {archive_split!r}) is empty")
     normed_q = {s: l2_normalize(queries[s].vectors) for s in sens}
     normed_a = {s: l2_normalize(archives[s].vectors) for s in sens}
+    cache = SearchCache(resume_dir) if resume_dir is not None else None
+    digests: dict[tuple[str, str], str] = {}
+    if cache is not None:
+        for s in sens:
+            digests[("q", s)], digests[("a", s)] = array_digest(normed_q[s]), array_digest(normed_a[s])
     topk: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     metrics: dict[str, dict[str, dict[int, float]]] = {}
     notes: list[str] = []
@@ -116,16 +129,25 @@ def run_protocol(
             st = TopKStats()
             t0 = time.perf_counter()
             prog = (lambda n, _name=name: on_progress(_name, n, 0)) if on_progress else None
-            topk[(qs, a_s)] = exact_topk(
-                normed_q[qs],
-                normed_a[a_s],
-                kmax,
-                exclude=excl,
-                precision=precision,
-                block_size=block_size,
-                progress=prog,
-                stats=st,
-            )
+            key = search_key(digests[("q", qs)], digests[("a", a_s)], kmax, excl) if cache else ""
+            found = cache.load(name, key) if cache else None
+            if found is not None:
+                topk[(qs, a_s)] = found
+                if prog is not None:
+                    prog(len(queries[qs]))
+            else:
+                topk[(qs, a_s)] = exact_topk(
+                    normed_q[qs],
+                    normed_a[a_s],
+                    kmax,
+                    exclude=excl,
+                    precision=precision,
+                    block_size=block_size,
+                    progress=prog,
+                    stats=st,
+                )
+                if cache:
+                    cache.save(name, key, *topk[(qs, a_s)])
             t1 = time.perf_counter()
             use = [k for k in ks if k <= avail]
             if len(use) < len(ks):
@@ -143,6 +165,8 @@ def run_protocol(
                 "candidates_per_query": round(st.candidates / max(1, st.queries), 2),
                 "metrics_s": round(time.perf_counter() - t1, 3),
             }
+            if found is not None:
+                timing[name]["resumed"] = True
     if mixed and len(sens) > 1:
         offsets = np.cumsum([0] + [len(archives[s]) for s in sens])[:-1].tolist()
         cat = {
