@@ -24,6 +24,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -237,6 +238,36 @@ def index_bytes(index) -> int:
     return w.data.size()
 
 
+def bench_resume(args: argparse.Namespace) -> None:
+    """What `csmae evaluate`'s resume folder costs at full scale: digests, one save, one load."""
+    import tempfile
+
+    from csmae.retrieval.resume import SearchCache, array_digest, search_key
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((N_VAL, args.dim), dtype=np.float32)
+    a = rng.standard_normal((N_TEST, args.dim), dtype=np.float32)
+    t0 = time.perf_counter()
+    dq, da = array_digest(q), array_digest(a)
+    t_digest = time.perf_counter() - t0
+    scores, rows = rng.standard_normal((N_VAL, 100)), rng.integers(0, N_TEST, (N_VAL, 100))
+    with tempfile.TemporaryDirectory() as d:
+        cache, key = SearchCache(d), search_key(dq, da, 100, None)
+        t0 = time.perf_counter()
+        cache.save("s1->s2", key, scores, rows)
+        t_save = time.perf_counter() - t0
+        size = sum(p.stat().st_size for p in Path(d).iterdir())
+        t0 = time.perf_counter()
+        got = cache.load("s1->s2", key)
+        t_load = time.perf_counter() - t0
+    assert got is not None and np.array_equal(got[1], rows) and np.array_equal(got[0], scores)
+    print(
+        f"digest of one query ({q.nbytes / 1e6:.0f} MB) + one archive array ({a.nbytes / 1e6:.0f} MB): "
+        f"{t_digest:.2f} s; one direction's top-100: save {t_save:.2f} s ({size / 1e6:.0f} MB), "
+        f"load {t_load:.2f} s"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
@@ -264,6 +295,8 @@ def main() -> None:
     a.add_argument(
         "--build-threads", type=int, default=os.cpu_count() or 1, help="faiss threads for building"
     )
+    r = sub.add_parser("resume")
+    r.add_argument("--dim", type=int, default=DIM)
     m = sub.add_parser("embed")
     m.add_argument("--model", default="csmae_sesd_base")
     m.add_argument("--n", type=int, default=512)
@@ -273,7 +306,7 @@ def main() -> None:
     m.add_argument("--data", help="an existing prepared store (default: write --n synthetic pairs)")
     args = p.parse_args()
     print(f"host: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
-    {"eval": bench_eval, "ann": bench_ann, "embed": bench_embed}[args.mode](args)
+    {"eval": bench_eval, "ann": bench_ann, "embed": bench_embed, "resume": bench_resume}[args.mode](args)
 
 
 if __name__ == "__main__":
