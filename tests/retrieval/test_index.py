@@ -138,3 +138,23 @@ def test_empty_embeddings_and_bad_queries(tmp_path):
         si.search(np.ones((1, 5), np.float32), 3)
     with pytest.raises(ValueError, match="no 's3'"):
         si.search(np.ones((1, 4), np.float32), 3, target="s3")
+
+
+@pytest.mark.parametrize("n_queries", [1, 3, 4, 40])
+def test_exact_batches_on_both_faiss_paths_equal_brute_force(tmp_path, n_queries):
+    # D=768: 1-3 queries per call take FAISS's per-query scan, 4 and more its BLAS path (BLAS_THRESHOLD)
+    emb = random_embeddings(n_pairs=150, d=768, seed=7)
+    si = build_index(emb, "exact", tmp_path / "x")
+    import faiss
+
+    assert faiss.cvar.distance_compute_blas_threshold == 4 * 768
+    q = np.random.default_rng(n_queries).normal(size=(n_queries, 768)).astype(np.float32)
+    for target in ("any", "s2"):
+        s, rows = si.search(q, 10, target=target)
+        lo, hi = (0, 300) if target == "any" else si.sensor_range(target)
+        vecs = l2_normalize(np.stack([si.index.reconstruct(i) for i in range(lo, hi)]))
+        es, ei = exact_topk(l2_normalize(q), vecs, 10, precision="fp32")
+        np.testing.assert_allclose(s, es, atol=1e-5)
+        np.testing.assert_array_equal(rows - lo, ei)  # random 768-d scores: no near-ties
+        one_by_one = np.concatenate([si.search(q[i : i + 1], 10, target=target)[1] for i in range(n_queries)])
+        np.testing.assert_array_equal(rows, one_by_one)
