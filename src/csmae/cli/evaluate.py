@@ -2,7 +2,7 @@
 
 Reference protocol by default: queries = val split, archive = test split, exact cosine search,
 ties broken by archive order, k = 5, 10, 20, 100 (a k larger than an archive is skipped with a note).
-Give a model and a dataset (descriptors are computed first, into OUT/embeddings unless
+Give a model and a dataset (descriptors are computed first, into OUT.embeddings unless
 --embeddings-out says otherwise) or --embeddings EMB_DIR. Writes OUT/metrics.json, metrics.md,
 metrics_by_direction.png, precision_recall_at_k.png and retrieval grids (grid_*.png).
 Finished searches are kept in OUT.partial until the report is written: rerun the same command after
