@@ -268,6 +268,47 @@ def bench_resume(args: argparse.Namespace) -> None:
     )
 
 
+def bench_load(args: argparse.Namespace) -> None:
+    """Write and read back an embeddings folder of the full val + test size (both sensors)."""
+    import json
+    import shutil
+    import tempfile
+
+    from csmae.retrieval.artifacts import base_manifest
+    from csmae.retrieval.embeddings import KIND, load_embeddings, write_shard
+
+    n_pairs, d, per = N_VAL + N_TEST, args.dim, 4096
+    rng = np.random.default_rng(0)
+    out = Path(tempfile.mkdtemp())
+    try:
+        t0, shards = time.perf_counter(), []
+        for i, s in enumerate(range(0, n_pairs, per)):
+            e = min(n_pairs, s + per)
+            m = e - s
+            write_shard(
+                out / f"part-{i:05d}.parquet",
+                ids=[f"p{j}" for j in range(s, e) for _ in range(2)],
+                sensors=["s1", "s2"] * m,
+                splits=["val" if j < N_VAL else "test" for j in range(s, e) for _ in range(2)],
+                labels=rng.random((2 * m, 19)) < 0.15,
+                vectors=rng.standard_normal((2 * m, d), dtype=np.float32),
+            )
+            shards.append({"file": f"part-{i:05d}.parquet", "rows": 2 * m})
+        manifest = base_manifest(KIND, dim=d, count=2 * n_pairs, shards=shards, sensors={"s1": {}, "s2": {}})
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        t_write = time.perf_counter() - t0
+        size = sum(p.stat().st_size for p in out.iterdir())
+        for _ in range(2):
+            t0 = time.perf_counter()
+            emb = load_embeddings(out)
+            print(
+                f"{len(emb):,} rows x {d}: write {t_write:.1f} s ({size / 1e9:.2f} GB, "
+                f"{len(shards)} shards), load {time.perf_counter() - t0:.1f} s"
+            )
+    finally:
+        shutil.rmtree(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
@@ -295,6 +336,8 @@ def main() -> None:
     a.add_argument(
         "--build-threads", type=int, default=os.cpu_count() or 1, help="faiss threads for building"
     )
+    ld = sub.add_parser("load")
+    ld.add_argument("--dim", type=int, default=DIM)
     r = sub.add_parser("resume")
     r.add_argument("--dim", type=int, default=DIM)
     m = sub.add_parser("embed")
@@ -306,7 +349,9 @@ def main() -> None:
     m.add_argument("--data", help="an existing prepared store (default: write --n synthetic pairs)")
     args = p.parse_args()
     print(f"host: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
-    {"eval": bench_eval, "ann": bench_ann, "embed": bench_embed, "resume": bench_resume}[args.mode](args)
+    {"eval": bench_eval, "ann": bench_ann, "embed": bench_embed, "resume": bench_resume, "load": bench_load}[
+        args.mode
+    ](args)
 
 
 if __name__ == "__main__":
