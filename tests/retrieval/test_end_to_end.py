@@ -205,3 +205,30 @@ def test_killed_evaluate_resumes_and_cleans_up(tmp_path, tiny_model_dir, reben_s
     calls.clear()
     assert main([*args, "--out", str(rep)]) == 1
     assert "already exists" in capsys.readouterr().err and not calls
+
+
+def test_loading_shards_into_one_array_and_a_shard_that_disagrees(tmp_path, tiny_model_dir, reben_sources):
+    import shutil
+
+    from csmae.retrieval.embeddings import read_shard
+
+    emb_dir = embed_dataset(tiny_model_dir, reben_sources, tmp_path / "emb", shard_pairs=4)
+    man = json.loads((emb_dir / "manifest.json").read_text())
+    files = [emb_dir / s["file"] for s in man["shards"]]
+    assert len(files) == 5 and all("rows" in s for s in man["shards"])
+    loaded = load_embeddings(emb_dir)
+    want = np.concatenate([read_shard(f)["vectors"] for f in files])  # shard by shard, independently
+    np.testing.assert_array_equal(loaded.vectors, want)
+    # a folder whose manifest lacks per-shard rows (another writer) loads the same
+    for s in man["shards"]:
+        del s["rows"]
+    (emb_dir / "manifest.json").write_text(json.dumps(man))
+    np.testing.assert_array_equal(load_embeddings(emb_dir).vectors, want)
+    # a shard replaced by another of a different size: named, never silently misplaced
+    man = json.loads((emb_dir / "manifest.json").read_text())
+    for s, f in zip(man["shards"], files):
+        s["rows"] = len(read_shard(f)["ids"])
+    (emb_dir / "manifest.json").write_text(json.dumps(man))
+    shutil.copy(files[0], files[-1])
+    with pytest.raises(ValueError, match=rf"{files[-1].name}: 8 rows of D=192, but manifest.json says 4 "):
+        load_embeddings(emb_dir)
