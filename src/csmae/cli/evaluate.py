@@ -2,8 +2,11 @@
 
 Reference protocol by default: queries = val split, archive = test split, exact cosine search,
 ties broken by archive order, k = 5, 10, 20, 100 (a k larger than an archive is skipped with a note).
-Give a model and a dataset (descriptors are computed first, into OUT.embeddings unless
---embeddings-out says otherwise) or --embeddings EMB_DIR. Writes OUT/metrics.json, metrics.md,
+Give a model and a dataset (descriptors are computed first, in fp32 like the reference protocol
+unless --precision bf16, into OUT.embeddings unless --embeddings-out says otherwise) or
+--embeddings EMB_DIR. Cross-model pairs (the paper's uni-modal baseline) take each sensor's items
+from its own embeddings folder: --embeddings s1=EMB_S1 s2=EMB_S2 (both must describe the same
+pairs). Writes OUT/metrics.json, metrics.md,
 metrics_by_direction.png, precision_recall_at_k.png and retrieval grids (grid_*.png).
 Finished searches are kept in OUT.partial until the report is written: rerun the same command after
 an interruption and it resumes from them.
@@ -14,11 +17,14 @@ item is then left out; --exclude-own-pair also leaves out its other-sensor partn
 Examples:
   csmae evaluate runs/tiny/model ../shared/data/reben --out reports/tiny --queries all --archive all
   csmae evaluate --embeddings emb/ben14k --out reports/ben14k --ks 5,10
+  csmae evaluate --embeddings s1=emb/mae_s1 s2=emb/mae_s2 --out reports/mae_baseline
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 
 def _splits(v: str) -> str | list[str]:
@@ -29,7 +35,13 @@ def _splits(v: str) -> str | list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", nargs="?", help="model folder (omit with --embeddings)")
     p.add_argument("dataset", nargs="*", help="dataset source path(s)")
-    p.add_argument("--embeddings", help="use this embeddings folder instead of a model + dataset")
+    p.add_argument(
+        "--embeddings",
+        nargs="+",
+        metavar="EMB_DIR | SENSOR=EMB_DIR",
+        help="use this embeddings folder instead of a model + dataset, or one folder per sensor "
+        "(s1=EMB_A s2=EMB_B: cross-model pairs)",
+    )
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument(
         "--queries", default="val", type=_splits, help="query split(s): val (default), test, train, all"
@@ -45,6 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="precision of the descriptors computed from a model: fp32 (default, the reference "
+        "protocol) or bf16 autocast; recorded in the report",
+    )
+    p.add_argument(
+        "--search-precision",
         choices=["bf16", "fp32"],
         default="bf16",
         help="candidate pass of the exact search (results are identical)",
@@ -58,13 +77,55 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing report (only once complete)")
 
 
+def parse_embeddings(values: list[str]) -> dict[str, Path] | Path:
+    """``[DIR]`` -> DIR; ``["s1=A", "s2=B"]`` -> {"s1": A, "s2": B}; anything else is a clear error."""
+    if len(values) == 1 and "=" not in values[0]:
+        return Path(values[0])
+    out: dict[str, Path] = {}
+    for v in values:
+        sensor, sep, folder = v.partition("=")
+        sensor = sensor.strip().lower()
+        if not sep or not sensor or not folder:
+            raise ValueError(
+                f"--embeddings {v!r}: give one folder, or SENSOR=FOLDER for every sensor "
+                "(e.g. s1=emb/a s2=emb/b)"
+            )
+        if sensor in out:
+            raise ValueError(f"--embeddings names {sensor} twice")
+        out[sensor] = Path(folder)
+    return out
+
+
+def load_for_evaluation(spec: dict[str, Path] | Path) -> tuple[Any, Any]:
+    """(Embeddings, what the report records as "embeddings") for one folder or one folder per sensor."""
+    from csmae.retrieval.embeddings import load_embeddings
+    from csmae.retrieval.protocol import cross_model_embeddings
+
+    if isinstance(spec, Path):
+        return load_embeddings(spec), str(spec.resolve())
+    parts = {s: load_embeddings(p) for s, p in spec.items()}
+    sources = {s: str(p.resolve()) for s, p in spec.items()}
+    return cross_model_embeddings(parts, sources=sources), sources
+
+
+def _check_reused_precision(emb_dir: Path, precision: str) -> None:
+    """Refuse to reuse descriptors computed in another precision than the one asked for."""
+    from csmae.retrieval.artifacts import read_manifest
+    from csmae.retrieval.embeddings import KIND
+
+    had = read_manifest(emb_dir, kind=KIND).get("precision")
+    if had is not None and had != precision:
+        raise ValueError(
+            f"{emb_dir} holds descriptors computed in {had}, not {precision}: pass --precision {had} to "
+            "use them, --overwrite to recompute, or another --embeddings-out"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     import shutil
-    from pathlib import Path
 
     from tqdm import tqdm
 
-    from csmae.retrieval.embeddings import load_embeddings
     from csmae.retrieval.protocol import run_protocol
     from csmae.retrieval.report import write_report
 
@@ -76,14 +137,16 @@ def run(args: argparse.Namespace) -> int:
     if args.embeddings:
         if args.model_dir:
             raise ValueError("give either MODEL_DIR DATASET or --embeddings, not both")
-        emb_dir = Path(args.embeddings)
+        spec = parse_embeddings(args.embeddings)
     else:
         if not args.model_dir or not args.dataset:
             raise ValueError("give MODEL_DIR and DATASET (or --embeddings EMB_DIR)")
         from csmae.retrieval.embed import embed_dataset
 
         emb_dir = Path(args.embeddings_out or f"{args.out.rstrip('/')}.embeddings")
+        spec = emb_dir
         if emb_dir.exists() and not args.overwrite:
+            _check_reused_precision(emb_dir, args.precision)
             print(f"reusing embeddings {emb_dir} (pass --overwrite to recompute)")
         else:
             bar = tqdm(total=0, unit="pair", desc="embed", dynamic_ncols=True)
@@ -98,12 +161,13 @@ def run(args: argparse.Namespace) -> int:
                     args.dataset,
                     emb_dir,
                     batch_size=args.batch_size,
+                    precision=args.precision,
                     overwrite=args.overwrite,
                     on_progress=progress,
                 )
             finally:
                 bar.close()
-    emb = load_embeddings(emb_dir)
+    emb, recorded = load_for_evaluation(spec)
     bar = tqdm(total=0, unit="query", desc="search", dynamic_ncols=True)
 
     def on_search(name: str, n: int, _: int) -> None:
@@ -119,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
             archive_split=args.archive,
             ks=ks,
             exclude_own_pair=args.exclude_own_pair,
-            precision=args.precision,
+            precision=args.search_precision,
             on_progress=on_search,
             resume_dir=resume_dir,
         )
@@ -141,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=dataset,
         n_grid_queries=args.grids,
         overwrite=args.overwrite,
-        extra={"embeddings": str(emb_dir.resolve())},
+        extra={"embeddings": recorded, "embedding_precision": emb.manifest.get("precision")},
     )
     shutil.rmtree(resume_dir, ignore_errors=True)
     print((out / "metrics.md").read_text())

@@ -10,6 +10,11 @@ item (same id, same sensor) is always left out of the archive; ``exclude_own_pai
 its co-registered partner (same id, other sensor) in cross-sensor and mixed archives.
 A k larger than an archive (after exclusions) is skipped for that direction, with a note.
 With ``resume_dir``, each finished search is kept there and a rerun on the same inputs resumes.
+
+Cross-model pairs (the paper's uni-modal baseline: S1 items described by the S1-only MAE, S2 items by
+the S2-only MAE): :func:`cross_model_embeddings` takes each sensor's rows from its own embeddings,
+after checking that both describe the same pairs (ids, splits, labels); the protocol then runs on
+the combination as on one model's embeddings and records both models.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +36,91 @@ from csmae.retrieval.topk import TopKStats, exact_topk, l2_normalize, merge_topk
 log = logging.getLogger(__name__)
 
 DEFAULT_KS = (5, 10, 20, 100)
+
+
+def cross_model_embeddings(
+    parts: Mapping[str, Embeddings], *, sources: Mapping[str, str] | None = None
+) -> Embeddings:
+    """One :class:`Embeddings` whose rows of sensor ``s`` are the ``s`` rows of ``parts[s]``.
+
+    Args:
+        parts: sensor name -> the embeddings describing that sensor's items (e.g.
+            ``{"s1": load_embeddings("emb/mae_s1"), "s2": load_embeddings("emb/mae_s2")}``).
+        sources: sensor name -> where ``parts[s]`` came from (folder path), named in errors and
+            recorded in the manifest.
+
+    Raises:
+        ValueError: a part lacks its sensor, the dimensions or label names differ, or the parts do
+            not describe the same pairs with the same splits and labels (the message names the
+            folders and a few of the disagreeing ids).
+    """
+    if not parts:
+        raise ValueError("cross_model_embeddings needs at least one sensor")
+    src = {s: (sources or {}).get(s) or f"the {s} embeddings" for s in parts}
+    sel: dict[str, Embeddings] = {}
+    for s, emb in parts.items():
+        if s not in emb.sensor_names:
+            raise ValueError(
+                f"{src[s]} has no {s} vectors (it has {emb.sensor_names}); cannot use it for {s}"
+            )
+        sel[s] = emb.select(sensor=s)
+    names = list(sel)
+    first = names[0]
+    dims = {s: sel[s].dim for s in names}
+    if len(set(dims.values())) != 1:
+        raise ValueError(
+            "cross-model descriptors must have one dimension to be compared across sensors, got "
+            + ", ".join(f"D={dims[s]} for {s} ({src[s]})" for s in names)
+        )
+    for s in names[1:]:
+        if sel[s].label_names != sel[first].label_names:
+            raise ValueError(f"{src[s]} and {src[first]} use different label names")
+        _check_same_pairs(sel[first], sel[s], src[first], src[s])
+    man0 = parts[first].manifest
+    man = {k: v for k, v in man0.items() if k not in ("model", "sensors", "precision", "shards", "count")}
+    man["sensors"] = {s: (parts[s].manifest.get("sensors") or {}).get(s, {}) for s in names}
+    per_sensor = {s: {**(parts[s].manifest.get("model") or {}), "embeddings": src[s]} for s in names}
+    man["model"] = {
+        "name": "cross-model: " + ", ".join(f"{s} from {per_sensor[s].get('name')}" for s in names),
+        "per_sensor": per_sensor,
+        "dim": dims[first],
+    }
+    precisions = {s: parts[s].manifest.get("precision") for s in names}
+    man["precision"] = precisions[first] if len(set(precisions.values())) == 1 else precisions
+    fields = ("ids", "sensors", "splits", "labels", "vectors")
+    cols = {f: np.concatenate([getattr(sel[s], f) for s in names]) for f in fields}
+    return Embeddings(**cols, manifest=man)
+
+
+def _check_same_pairs(a: Embeddings, b: Embeddings, a_src: str, b_src: str) -> None:
+    """Raise ValueError unless ``a`` and ``b`` hold the same pair ids with the same splits and labels."""
+    a_pos = {pid: i for i, pid in enumerate(a.ids.tolist())}
+    b_pos = {pid: i for i, pid in enumerate(b.ids.tolist())}
+    only_a = [p for p in a_pos if p not in b_pos]
+    only_b = [p for p in b_pos if p not in a_pos]
+    if only_a or only_b:
+        raise ValueError(
+            f"{a_src} and {b_src} describe different pairs: {len(only_a)} id(s) only in {a_src} "
+            f"(e.g. {only_a[:3]}), {len(only_b)} only in {b_src} (e.g. {only_b[:3]}); embed the same dataset "
+            "with both models"
+        )
+    ia = np.fromiter(a_pos.values(), np.int64, len(a_pos))
+    ib = np.fromiter((b_pos[p] for p in a_pos), np.int64, len(a_pos))
+    keys = list(a_pos)
+    bad_split = np.flatnonzero(a.splits[ia].astype(str) != b.splits[ib].astype(str))
+    if len(bad_split):
+        raise ValueError(
+            f"{a_src} and {b_src} give different splits to {len(bad_split)} pair(s), e.g. "
+            + ", ".join(f"{keys[i]}: {a.splits[ia[i]]!r} vs {b.splits[ib[i]]!r}" for i in bad_split[:3])
+        )
+    if a.labels.shape[1] != b.labels.shape[1]:
+        raise ValueError(f"{a_src} has {a.labels.shape[1]} labels per item, {b_src} {b.labels.shape[1]}")
+    bad_lab = np.flatnonzero((a.labels[ia] != b.labels[ib]).any(axis=1))
+    if len(bad_lab):
+        raise ValueError(
+            f"{a_src} and {b_src} give different labels to {len(bad_lab)} pair(s), e.g. "
+            f"{[keys[i] for i in bad_lab[:3]]}"
+        )
 
 
 def direction_name(query: str, archive: str) -> str:
@@ -204,6 +294,8 @@ def run_protocol(
         "mixed_archive": "all S1 archive items followed by all S2 archive items" if len(sens) > 1 else None,
         "notes": notes,
         "model": (emb.manifest.get("model") or {}),
+        "embedding_precision": emb.manifest.get("precision"),
+        "search_candidates": precision,
     }
     for n in notes:
         log.warning(n)

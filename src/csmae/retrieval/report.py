@@ -52,12 +52,16 @@ def metrics_markdown(result: dict[str, Any]) -> str:
         "percent); wmAP = mAP weighted by ACG, in shared-label units (can exceed 1).",
     ]
     model = proto.get("model") or {}
-    if model:
-        lines += [
-            "",
-            f"Model: {model.get('name')} (variant {model.get('variant')}, pooling "
-            f"{model.get('pooling')}, D={model.get('dim')}, sha256 {str(model.get('sha256'))[:12]})",
-        ]
+    if model.get("per_sensor"):
+        lines += ["", "Models (cross-model pairs: each sensor's items described by its own model):", ""]
+        for s, m in model["per_sensor"].items():
+            lines.append(f"- {s.upper()}: {_model_line(m)}, from `{m.get('embeddings')}`")
+    elif model:
+        lines += ["", f"Model: {_model_line(model)}"]
+    prec = proto.get("embedding_precision")
+    if prec:
+        shown = ", ".join(f"{s.upper()} {p}" for s, p in prec.items()) if isinstance(prec, dict) else prec
+        lines += ["", f"Descriptors computed in {shown}."]
     for k in ks:
         lines += [
             "",
@@ -75,6 +79,13 @@ def metrics_markdown(result: dict[str, Any]) -> str:
     if proto.get("notes"):
         lines += ["", "Notes:", *[f"- {n}" for n in proto["notes"]]]
     return "\n".join(lines) + "\n"
+
+
+def _model_line(model: dict[str, Any]) -> str:
+    return (
+        f"{model.get('name')} (variant {model.get('variant')}, pooling {model.get('pooling')}, "
+        f"D={model.get('dim')}, sha256 {str(model.get('sha256'))[:12]})"
+    )
 
 
 def _get(d: dict[Any, float], k: int) -> float:
