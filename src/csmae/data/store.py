@@ -303,6 +303,54 @@ class StoreDataset(PairedDataset):
         out["split"] = [self._splits[i] for i in idx]
         return out
 
+    def raw_groups(self) -> list[tuple[str, str, tuple[int, ...], int]]:
+        """The arrays of :meth:`get_raw_batch`: (key, sensor, channels they fill, side) each.
+
+        ``channels`` are positions in the sensor's band order (``self.sensors[sensor].bands``).
+        """
+        return [
+            (g.name, name, tuple(int(c) for c in dst_idx), g.side)
+            for name, parts in self._plan.items()
+            for g, _, dst_idx in parts
+        ]
+
+    def get_raw_batch(self, indices: Sequence[int] | np.ndarray, *,
+                      into: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+        """The stored records as they are (no upsampling, no float conversion), one array per group.
+
+        ``{key: (B, bands, side, side) in the stored dtype (uint16 S2 bands of the native layout,
+        float32 S1), "labels", "id", "split"}`` with keys and bands as in :meth:`raw_groups`; what
+        :func:`csmae.models.device_batch.assemble` turns into :meth:`get_batch`'s arrays on a device.
+        ``into``: optional preallocated arrays per key to fill (e.g. shared memory).
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"index out of range for a store of {n} pairs")
+        idx = idx % n if n else idx
+        rows = self._rows[idx]
+        arrays = self._open()
+        out: dict[str, Any] = {}
+        for parts in self._plan.values():
+            for g, src_idx, _ in parts:
+                shape = (len(idx), len(src_idx), g.side, g.side)
+                buf = (into or {}).get(g.name)
+                if buf is not None and (buf.shape != shape or buf.dtype != np.dtype(g.dtype)):
+                    raise ValueError(
+                        f"into[{g.name!r}] must be {g.dtype} {shape}, got {buf.dtype} {buf.shape}"
+                    )
+                if len(src_idx) == len(g.bands) and np.array_equal(src_idx, np.arange(len(g.bands))):
+                    out[g.name] = _gather(arrays[g.name], rows, buf)
+                else:
+                    rec = _gather(arrays[g.name], rows)[:, src_idx]
+                    if buf is not None:
+                        buf[...] = rec
+                    out[g.name] = rec if buf is None else buf
+        out["labels"] = self._labels[idx]
+        out["id"] = [self._ids[i] for i in idx]
+        out["split"] = [self._splits[i] for i in idx]
+        return out
+
     def load(self, patch_id: str) -> Sample:
         i = self._index[patch_id]
         b = self.get_batch([i])

@@ -7,6 +7,10 @@ shards and continues. The folder is moved to ``<out>`` only when complete (with 
 One device (CPU or one GPU) runs in this process. ``devices > 1`` or ``num_nodes > 1`` runs
 Lightning's ``Trainer.predict`` under DDP (:mod:`csmae.retrieval.embed_distributed`): every rank
 embeds whole shards (shard ``i`` goes to rank ``i % world_size``) and rank 0 writes the manifest.
+
+With ``device_transforms`` (default on a CUDA device) a prepared store's records travel as stored
+(uint16 native S2 bands, float32 S1, pinned memory) and are upsampled and normalised on the device
+(:func:`csmae.models.device_batch.assemble`), with the same result as the host path.
 """
 
 from __future__ import annotations
@@ -63,8 +67,17 @@ def model_info(model_dir: str | os.PathLike[str], model: Any) -> dict[str, Any]:
     }
 
 
-def _reader(ds: Any, sensors: list[str], perms: dict[str, np.ndarray | None]) -> Callable[[np.ndarray], dict]:
-    """indices -> {sensor: raw (B, C, H, W) in the model's band order, labels, id}."""
+def _reader(
+    ds: Any, sensors: list[str], perms: dict[str, np.ndarray | None], *, compact: bool = False
+) -> Callable[[np.ndarray], dict]:
+    """indices -> {sensor: raw (B, C, H, W) in the model's band order, labels, id}.
+
+    ``compact``: the store's records as stored instead (``get_raw_batch``, see :func:`device_layout`).
+    """
+
+    def compact_read(idx: np.ndarray) -> dict[str, Any]:
+        b = ds.get_raw_batch(idx)
+        return {**b, "labels": np.asarray(b["labels"], bool), "id": list(b["id"])}
 
     def fast(idx: np.ndarray) -> dict[str, Any]:
         b = ds.get_batch(idx)
@@ -85,7 +98,20 @@ def _reader(ds: Any, sensors: list[str], perms: dict[str, np.ndarray | None]) ->
             out[s] = x if perms[s] is None else x[:, perms[s]]
         return out
 
+    if compact:
+        return compact_read
     return fast if hasattr(ds, "get_batch") else slow
+
+
+def device_layout(ds: Any, sensors: dict[str, Sensor], mode: bool | str, device: Any) -> tuple[Any, bool]:
+    """(layout of the raw batches, whether they are compact records) for ``device_transforms=mode``."""
+    from csmae.models.device_batch import dense_layout, store_layout
+
+    if mode not in (True, False, "auto"):
+        raise ValueError(f"device_transforms must be true, false or 'auto', got {mode!r}")
+    on = mode is True or (mode == "auto" and getattr(device, "type", str(device)).startswith("cuda"))
+    compact = store_layout(ds, sensors) if on else None
+    return (compact, True) if compact is not None else (dense_layout(sensors), False)
 
 
 class BatchList:
@@ -102,15 +128,40 @@ class BatchList:
 
 
 def batch_loader(
-    read: Callable[[np.ndarray], dict], batches: list[np.ndarray], workers: int
+    read: Callable[[np.ndarray], dict], batches: list[np.ndarray], workers: int, *, pin: bool = False
 ) -> Iterable[dict]:
-    """Read batches in order, in this process (``workers=0``) or in DataLoader worker processes."""
+    """Read batches in order, in this process (``workers=0``) or in DataLoader worker processes.
+
+    ``pin``: hand the batches over in pinned memory (for fast asynchronous copies to a GPU).
+    """
     data = BatchList(read, batches)
     if workers <= 0:
-        return (data[i] for i in range(len(data)))
+        return (_pinned(data[i]) if pin else data[i] for i in range(len(data)))
     from torch.utils.data import DataLoader
 
-    return DataLoader(data, batch_size=None, num_workers=workers, prefetch_factor=4)  # type: ignore[arg-type]
+    return DataLoader(
+        data,  # type: ignore[arg-type]
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4,
+        pin_memory=pin,
+        collate_fn=_arrays_to_tensors,  # type: ignore[arg-type]
+    )
+
+
+def _arrays_to_tensors(batch: dict) -> dict:
+    """numpy arrays -> tensors (so a worker hands them over in shared memory and they can be pinned)."""
+    import torch
+
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) and v.dtype != bool else v
+        for k, v in batch.items()
+    }
+
+
+def _pinned(batch: dict) -> dict:
+    moved = _arrays_to_tensors(batch)
+    return {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in moved.items()}
 
 
 @dataclass
@@ -129,6 +180,8 @@ class EmbedJob:
     batch_size: int
     n: int
     precision: str
+    layout: Any = None  # raw batch arrays (csmae.models.device_batch); None: one dense array per sensor
+    pin: bool = False  # loaders hand batches over in pinned memory
     acc: dict[str, list[Any]] = field(default_factory=dict)
 
     def shard_range(self, si: int) -> tuple[int, int]:
@@ -151,12 +204,13 @@ class EmbedJob:
         """Raw batch -> {sensor: (B, D) float32} (the caller sets autocast / inference mode)."""
         import torch
 
-        from csmae.models import normalize_batch
+        from csmae.models.device_batch import assemble, dense_layout
 
         sensors = {s: self.model_sensors[s] for s in self.want}
-        # move the raw pixels first and normalise on the device (on a GPU the CPU is the bottleneck)
-        moved = {s: torch.as_tensor(raw[s]).to(device, non_blocking=True) for s in self.want}
-        batch = normalize_batch(moved, sensors)
+        layout = self.layout or dense_layout(sensors)
+        # move the raw records first, upsample and normalise on the device (a GPU outruns the CPU)
+        moved = {g.key: torch.as_tensor(raw[g.key]).to(device, non_blocking=True) for g in layout}
+        batch = assemble(moved, layout, sensors)
         emb = self.model.embed(batch)
         return {s: emb[s].float().cpu().numpy() for s in self.want}
 
@@ -212,6 +266,7 @@ def embed_dataset(
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     dataset: Any = None,
+    device_transforms: bool | str = "auto",
 ) -> Path:
     """Embed every pair (and each requested sensor) of a dataset; returns the embeddings folder.
 
@@ -234,6 +289,8 @@ def embed_dataset(
         on_progress: called with (pairs done, total pairs) after each batch (on rank 0 only, which
             counts its own batches times the number of ranks when several run).
         dataset: an already opened dataset to use instead of opening ``sources``.
+        device_transforms: read a prepared store's records as stored and upsample/normalise them on
+            the device (same descriptors); ``"auto"``: on a CUDA device.
     """
     import torch
 
@@ -297,10 +354,12 @@ def embed_dataset(
     for si in range(-(-n // shard_pairs)):
         lo, hi = si * shard_pairs, min(n, (si + 1) * shard_pairs)
         shards.append({"file": f"part-{si:05d}.parquet", "pairs": hi - lo, "rows": (hi - lo) * len(want)})
+    target = torch.device("cuda" if device in ("cuda", "gpu") else device) if distributed else dev
+    layout, compact = device_layout(ds, {s: model_sensors[s] for s in want}, device_transforms, target)
     job = EmbedJob(
-        model=model, want=want, model_sensors=model_sensors, read=_reader(ds, want, perms), ids=ids,
-        splits=list(ds.splits()), work=work, shards=shards, shard_pairs=shard_pairs, batch_size=batch_size,
-        n=n, precision=precision,
+        model=model, want=want, model_sensors=model_sensors, read=_reader(ds, want, perms, compact=compact),
+        ids=ids, splits=list(ds.splits()), work=work, shards=shards, shard_pairs=shard_pairs,
+        batch_size=batch_size, n=n, precision=precision, layout=layout, pin=target.type == "cuda",
     )
     if distributed:
         from csmae.retrieval.embed_distributed import predict_shards
@@ -349,7 +408,7 @@ def _embed_here(
         if job.precision == "bf16"
         else contextlib.nullcontext()
     )
-    for (si, idx), raw in zip(todo, batch_loader(job.read, [t[1] for t in todo], workers)):
+    for (si, idx), raw in zip(todo, batch_loader(job.read, [t[1] for t in todo], workers, pin=job.pin)):
         with torch.inference_mode(), autocast:
             emb = job.embed(raw, dev)
         job.add(si, idx, raw, emb)

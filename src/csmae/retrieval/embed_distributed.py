@@ -42,7 +42,7 @@ class ShardPredictor(pl.LightningModule):
         self.todo = self.job.pending(mine)
         self.done = self.job.pairs_done()
         log.info("rank %d/%d: %d shard(s), %d batch(es) to embed", rank, world, len(mine), len(self.todo))
-        return batch_loader(self.job.read, [idx for _, idx in self.todo], self.workers)
+        return batch_loader(self.job.read, [idx for _, idx in self.todo], self.workers, pin=self.job.pin)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # raw numpy; EmbedJob.embed normalises and moves it

@@ -46,6 +46,8 @@ class DataSection:
     batch_size x devices x nodes x accumulation).
     ``split``/``ids`` select the training pairs; ``val_*`` the validation pairs (validation loss,
     pictures, retrieval callback); ``val_split: null`` and no ``val_ids`` disable validation.
+    ``device_transforms``: true, false or "auto" (on with a CUDA device): batches travel as stored
+    (uint16 native S2 records) and are upsampled, normalised and flipped on the device.
     """
 
     sources: list[str] = field(default_factory=list)
@@ -66,6 +68,7 @@ class DataSection:
     prefetch_factor: int = 4
     persistent_workers: bool = True
     on_error: str = "raise"
+    device_transforms: bool | str = "auto"
 
 
 @dataclass
@@ -327,6 +330,10 @@ def check_values(cfg: FitConfig) -> None:
     _choice(o.lr_scaling, LR_SCALINGS, "optim.lr_scaling")
     _choice(s.kind, SCHEDULES, "schedule.kind")
     _choice(d.on_error, ("raise", "skip"), "data.on_error")
+    if d.device_transforms not in (True, False, "auto"):
+        raise ConfigError(
+            f"data.device_transforms: {d.device_transforms!r} is not one of [true, false, 'auto']"
+        )
     positive = {
         "data.batch_size": d.batch_size,
         "optim.lr": o.lr,

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from csmae.models.batch import normalize_
+from csmae.models.device_batch import assemble, dense_layout, store_layout
 from csmae.sensors import IMAGE_SIZE, Sensor
 from csmae.training.config import DataSection, expand_placeholders
 from csmae.training.sampler import BatchRequest, ResumableBatchSampler, ResumableLoader
@@ -43,6 +44,10 @@ class BatchDataset:
         sensors: the model's sensors (band order and statistics); each must be in the dataset.
         positions: dataset indices this view exposes (None: all).
         hflip, vflip: random flips with probability 0.5 each (same flip for all sensors of a pair).
+        device_transforms: items are raw, compact batches ``{"raw": {array key: tensor}, "flips",
+            "labels", "id"}`` (native uint16 S2 records of a store, float32 S1); normalisation,
+            upsampling and flips then run after the transfer (:meth:`PairDataModule.on_after_batch_transfer`,
+            :func:`csmae.models.device_batch.assemble`), with the same result.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class BatchDataset:
         positions: Sequence[int] | None = None,
         hflip: bool = False,
         vflip: bool = False,
+        device_transforms: bool = False,
     ):
         self.dataset = dataset
         self.sensors = dict(sensors)
@@ -61,6 +67,8 @@ class BatchDataset:
         )
         self.hflip, self.vflip = hflip, vflip
         self._reorder = {s: _band_order(dataset, s, self.sensors[s]) for s in self.sensors}
+        self.device_transforms = device_transforms
+        self.layout = store_layout(dataset, self.sensors) or dense_layout(self.sensors)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -102,6 +110,8 @@ class BatchDataset:
         process without another copy: a few passes over the pixels instead of ~8 with fresh
         tensors (see bench/bench_loader.py).
         """
+        if self.device_transforms:
+            return self.raw_for_device(request)
         n = len(request.positions)
         in_worker = torch.utils.data.get_worker_info() is not None
         bufs = {}
@@ -115,18 +125,43 @@ class BatchDataset:
             if not np.may_share_memory(raw[s], x.numpy()):  # not filled in place by the store
                 x.numpy()[...] = _checked(raw[s], spec)
             batch[s] = normalize_(x, spec)
-        if self.hflip or self.vflip:
-            g = torch.Generator().manual_seed(request.seed)
-            flips = torch.rand(n, 2, generator=g) < 0.5  # (B, 2): same draw for every sensor
+        flips = self.flip_decisions(request)
+        if flips is not None:
             for s in self.sensors:
                 x = batch[s]
-                for axis, (on, dim) in enumerate(((self.hflip, -1), (self.vflip, -2))):
+                for axis, dim in enumerate((-1, -2)):
                     rows = flips[:, axis].nonzero().flatten()  # samples to flip along `dim`
-                    if on and len(rows):
+                    if len(rows):
                         x[rows] = x[rows].flip(dim)
         batch["labels"] = torch.from_numpy(raw["labels"])
         batch["id"] = raw["id"]
         return batch
+
+    def flip_decisions(self, request: BatchRequest) -> Tensor | None:
+        """(B, 2) bool: flip pair i horizontally / vertically (None without flips); one draw per pair."""
+        if not (self.hflip or self.vflip):
+            return None
+        g = torch.Generator().manual_seed(request.seed)
+        flips = torch.rand(len(request.positions), 2, generator=g) < 0.5  # same draw for every sensor
+        flips[:, 0] &= self.hflip
+        flips[:, 1] &= self.vflip
+        return flips
+
+    def raw_for_device(self, request: BatchRequest) -> dict[str, Any]:
+        """The raw batch of ``request`` as stored, plus its flip decisions (see ``device_transforms``)."""
+        idx = self.positions[np.asarray(request.positions, dtype=np.int64)]
+        keys = [g.key for g in self.layout]
+        if hasattr(self.dataset, "get_raw_batch") and keys != list(self.sensors):
+            b = self.dataset.get_raw_batch(idx)
+            labels, ids = b["labels"], b["id"]
+        else:  # full-size float32, already in the model's band order
+            b = self.raw_batch(request.positions)
+            for s, spec in self.sensors.items():
+                b[s] = _checked(b[s], spec).astype(np.float32, copy=False)
+            labels, ids = b["labels"], b["id"]
+        raw = {k: torch.from_numpy(np.ascontiguousarray(b[k])) for k in keys}
+        flips = self.flip_decisions(request)
+        return {"raw": raw, "flips": flips, "labels": torch.from_numpy(labels), "id": ids}
 
 
 def _checked(x: np.ndarray, spec: Sensor) -> np.ndarray:
@@ -240,7 +275,10 @@ class PairDataModule(pl.LightningDataModule):
             tables=c.tables,
         )
         n = len(train) if c.max_samples is None else min(len(train), c.max_samples)
-        self.train_set = BatchDataset(train, self.sensors, positions=range(n), hflip=c.hflip, vflip=c.vflip)
+        dev = self.use_device_transforms()
+        self.train_set = BatchDataset(
+            train, self.sensors, positions=range(n), hflip=c.hflip, vflip=c.vflip, device_transforms=dev
+        )
         _, world = self._world()
         if n < c.batch_size * world:
             raise ValueError(
@@ -259,12 +297,29 @@ class PairDataModule(pl.LightningDataModule):
                 tables=c.tables,
             )
             nv = len(val) if c.val_max_samples is None else min(len(val), c.val_max_samples)
-            self.val_set = BatchDataset(val, self.sensors, positions=range(nv))
+            self.val_set = BatchDataset(val, self.sensors, positions=range(nv), device_transforms=dev)
             if nv == 0:
                 raise ValueError(
                     f"no validation pairs in {val!r} (data.val_split={c.val_split!r}); "
                     "set data.val_split: null to train without validation"
                 )
+
+    def use_device_transforms(self) -> bool:
+        """``data.device_transforms``: true, false, or "auto" (on when training on a CUDA device)."""
+        mode = self.cfg.device_transforms
+        if mode != "auto":
+            return bool(mode)
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Raw batches (``data.device_transforms``) become model inputs here, on the device."""
+        if isinstance(batch, dict) and "raw" in batch:
+            ds = self.train_set if self.train_set is not None else self.val_set
+            assert ds is not None, "setup() first"
+            out = assemble(batch["raw"], ds.layout, self.sensors, flips=batch.get("flips"))
+            return {**out, "labels": batch["labels"], "id": batch["id"]}
+        return batch
 
     def _loader_kwargs(self) -> dict[str, Any]:
         c = self.cfg
