@@ -8,6 +8,13 @@ training loop spent waiting in ``next(loader)``, and on GPU the model FLOP utili
     .venv/bin/python bench/bench_fit.py                       # CPU: tiny/small/base x fp32/bf16
     .venv/bin/python bench/bench_fit.py --sizes base --precisions bf16-mixed 16-mixed \\
         --accelerator gpu --batch-size 128 --steps 30 --workers 8 --n 4096   # one GPU
+    # issue 13.3: host vs device data path on a native-layout store, beside the bare step
+    python bench/bench_fit.py --accelerator gpu --sizes base --precisions bf16-mixed --batch-size 512 \\
+        --layout native --device-transforms false true --bare --workers 12 --n 4096
+
+``--bare`` also times the bare training step (``training_loss`` + backward + fused AdamW on random
+inputs already on the device, no Lightning, no loader) at the same size, batch and precision in the
+same process, and prints fit's samples/s as a share of it.
 
 Prints Markdown table rows.
 """
@@ -73,7 +80,46 @@ def train_flops(model_name: str, overrides: dict[str, Any], batch: int, device: 
     return float(counter.get_total_flops())
 
 
-def run_one(store: Path, size: str, precision: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def bare_step(size: str, precision: str, batch: int, device: str, steps: int, warmup: int) -> float:
+    """Samples/s of the bare training step: forward + backward + fused AdamW, inputs on the device."""
+    import csmae
+
+    torch.manual_seed(0)
+    model = csmae.create_model(f"csmae_sesd_{size}").to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95), fused=True)
+    x = {s: torch.randn(batch, sp.num_channels, 120, 120, device=device) for s, sp in model.sensors.items()}
+    dev_type = torch.device(device).type
+    lowp = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
+
+    def step() -> None:
+        with torch.autocast(dev_type, dtype=lowp or torch.float32, enabled=lowp is not None):
+            loss, _ = model.training_loss(x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if dev_type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def run_one(
+    store: Path,
+    size: str,
+    precision: str,
+    args: argparse.Namespace,
+    work: Path,
+    device_transforms: str = "auto",
+) -> dict[str, Any]:
     from csmae.training.config import load_config
     from csmae.training.run import fit
 
@@ -97,9 +143,10 @@ def run_one(store: Path, size: str, precision: str, args: argparse.Namespace, wo
         "callbacks.checkpoint_every_n_steps=null",
         "callbacks.checkpoint_every_n_epochs=0",
         "schedule.warmup_epochs=0",
+        f"data.device_transforms={device_transforms}",
     ]
     clock = StepClock()
-    out = work / f"{size}-{precision}"
+    out = work / f"{size}-{precision}-{device_transforms}"
     shutil.rmtree(out, ignore_errors=True)
     fit(load_config(None, overrides), out=out, callbacks=[clock])
     w = args.warmup
@@ -139,6 +186,15 @@ def main() -> None:
     p.add_argument("--n", type=int, default=192, help="pairs in the synthetic store")
     p.add_argument("--data", type=Path, help="an existing prepared store (default: a synthetic one)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    p.add_argument(
+        "--layout", choices=["float32", "native"], default="float32",
+        help="layout of the synthetic store (native: uint16 S2 at 10/20 m, what the device path ships)",
+    )
+    p.add_argument(
+        "--device-transforms", nargs="+", default=["auto"], choices=["auto", "true", "false"],
+        help="data.device_transforms settings to run, one row each (auto = on with a GPU)",
+    )
+    p.add_argument("--bare", action="store_true", help="also time the bare step in this process")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -149,7 +205,9 @@ def main() -> None:
         if store is None:
             from csmae.data.synth import write_synthetic
 
-            store = write_synthetic(work / "store", n=args.n, seed=0, format="store")[0]
+            store = write_synthetic(
+                work / "store", n=args.n, seed=0, format="store", s2_bands=None, layout=args.layout
+            )[0]
         dev = (
             torch.cuda.get_device_name()
             if args.accelerator == "gpu"
@@ -157,19 +215,30 @@ def main() -> None:
         )
         print(
             f"device: {dev}; torch {torch.__version__}; "
-            f"data: {'synthetic store' if args.data is None else store}; {args.workers} loader worker(s)"
+            f"data: {'synthetic ' + args.layout + ' store' if args.data is None else store}; "
+            f"{args.workers} loader worker(s)"
         )
-        print("| model | precision | batch | timed steps | samples/s | s/step | data wait | MFU |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| model | precision | batch | device transforms | timed steps | samples/s | s/step | data wait "
+            "| MFU | bare step samples/s | fit / bare |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        device = "cuda" if args.accelerator == "gpu" else "cpu"
         for size in args.sizes:
             for precision in args.precisions:
-                r = run_one(store, size, precision, args, work)
-                mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
-                print(
-                    f"| csmae_sesd_{size} | {precision} | {r['batch']} | {r['steps']} | "
-                    f"{r['samples_per_s']:.1f} | {r['step_s']:.3f} | {100 * r['data_wait']:.1f}% | {mfu} |",
-                    flush=True,
-                )
+                bare = None
+                for dt in args.device_transforms:
+                    r = run_one(store, size, precision, args, work, dt)
+                    if args.bare and bare is None:
+                        bare = bare_step(size, precision, r["batch"], device, args.steps, args.warmup)
+                    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
+                    ratio = f"{100 * r['samples_per_s'] / bare:.0f}%" if bare else "-"
+                    print(
+                        f"| csmae_sesd_{size} | {precision} | {r['batch']} | {dt} | {r['steps']} | "
+                        f"{r['samples_per_s']:.1f} | {r['step_s']:.3f} | {100 * r['data_wait']:.1f}% | "
+                        f"{mfu} | {f'{bare:.1f}' if bare else '-'} | {ratio} |",
+                        flush=True,
+                    )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

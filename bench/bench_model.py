@@ -8,6 +8,16 @@ Measures, in one process:
 FLOPs per sample are counted with torch.utils.flop_counter.FlopCounterMode (matmuls, convs, attention).
 Prints a Markdown table with the reference implementation's figures beside ours.
 
+``--variants`` (issue 13.4) times other forms of the bf16 training step side by side, each on a fresh
+model with the same initial weights, and checks its first loss and updated weights against the base
+step on the same inputs and masks (differences within bf16 noise are expected, larger ones are
+printed as a failure):
+  base        autocast over fp32 parameters, fused AdamW (what ``csmae fit`` runs);
+  bf16params  bf16 copies of the Linear/Conv parameters (the only ones autocast casts), fp32 master
+              weights in a fused AdamW, copied back after each step: no per-step weight casts;
+  cudagraph   (CUDA only) the whole step (forward, backward, capturable fused AdamW) captured once in a
+              CUDA graph and replayed: no per-kernel launch cost on the host.
+
     .venv/bin/python bench/bench_model.py                 # full (lead, quiet machine)
     .venv/bin/python bench/bench_model.py --iters 2 --warmup 1   # quick
     python bench/bench_model.py --device cuda --train-batch 128 --embed-batch 512 --matmul-n 8192  # GPU
@@ -35,6 +45,104 @@ REFERENCE = {
 
 
 DEVICE = torch.device("cpu")
+VARIANTS = ("base", "bf16params", "cudagraph")
+
+
+class MasterWeights:
+    """bf16 Linear/Conv parameters for the step, fp32 master copies updated by fused AdamW.
+
+    LayerNorm weights, tokens and every other parameter stay fp32 (CPU LayerNorm needs fp32
+    parameters with fp32 inputs; autocast does not cast them either).
+    """
+
+    def __init__(self, model: torch.nn.Module, **adamw: object) -> None:
+        self.low = [
+            p for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+            for p in m.parameters(recurse=False)
+        ]
+        low_ids = {id(p) for p in self.low}
+        self.rest = [p for p in model.parameters() if id(p) not in low_ids]
+        self.master = [p.detach().clone() for p in self.low]  # fp32
+        for p in self.low:
+            p.data = p.data.to(torch.bfloat16)
+        self.opt = torch.optim.AdamW(self.master + self.rest, fused=True, **adamw)  # type: ignore[arg-type]
+
+    def fp32_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The model's state with the fp32 master weights in place of the bf16 copies."""
+        master = {id(p): m for p, m in zip(self.low, self.master)}
+        return {k: master.get(id(p), p).detach() for k, p in model.named_parameters()}
+
+    def step(self) -> None:
+        for m, p in zip(self.master, self.low):
+            m.grad = p.grad.float() if p.grad is not None else None
+            p.grad = None
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        torch._foreach_copy_([p.data for p in self.low], self.master)  # fp32 -> bf16, one rounding
+
+
+def train_variant(name: str, model_name: str, b: dict, noise: dict, adamw: dict) -> tuple:
+    """(step function, [loss of the first step], weights function) of one form of the bf16 step.
+
+    The weights function gives the fp32 weights (the master copies where there are some).
+    """
+    torch.manual_seed(0)
+    model = create_model(model_name).to(DEVICE).train()
+    first: list[float] = []
+    if name == "base":
+        opt = torch.optim.AdamW(model.parameters(), fused=True, **adamw)
+
+        def step() -> None:
+            with autocast():
+                loss, _ = model.training_loss(b, noise)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if not first:
+                first.append(float(loss))
+        return step, first, lambda: {k: p.detach() for k, p in model.named_parameters()}
+    if name == "bf16params":
+        mw = MasterWeights(model, **adamw)
+
+        def step() -> None:
+            with autocast():
+                loss, _ = model.training_loss(b, noise)
+            loss.backward()
+            mw.step()
+            if not first:
+                first.append(float(loss))
+        return step, first, lambda: mw.fp32_state(model)
+    if name == "cudagraph":
+        if DEVICE.type != "cuda":
+            raise ValueError("cudagraph needs a CUDA device")
+        opt = torch.optim.AdamW(model.parameters(), fused=True, capturable=True, **adamw)
+        cast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)  # required in a capture
+        # the first step runs eagerly (it is the step compared with the base step), then warm-up
+        with cast:
+            loss, _ = model.training_loss(b, noise)
+        loss.backward()
+        opt.step()
+        first.append(float(loss))
+        snap = {k: p.detach().clone() for k, p in model.named_parameters()}  # weights after that step
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                opt.zero_grad(set_to_none=True)
+                with cast:
+                    loss, _ = model.training_loss(b, noise)
+                loss.backward()
+                opt.step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            with cast:
+                loss, _ = model.training_loss(b, noise)
+            loss.backward()
+            opt.step()
+        return graph.replay, first, lambda: snap
+    raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
 
 
 def sync() -> None:
@@ -119,6 +227,10 @@ def main() -> None:
         help="also time bf16 with timm's fused SDPA attention (before csmae's CPU policy)",
     )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument(
+        "--variants", default="",
+        help="comma list of bf16 step forms to time side by side (base,bf16params,cudagraph or all)",
+    )
     args = ap.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -171,6 +283,43 @@ def main() -> None:
             rows.append((f"train {prec}", args.train_batch / wall, args.train_batch / cpu, flops, note))
         model.config.attention = "auto"
 
+    if "train" in parts and args.variants:
+        names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+        if DEVICE.type != "cuda" and args.variants == "all":
+            names.remove("cudagraph")
+        del opt, params  # one model's optimiser state at a time
+        g = torch.Generator().manual_seed(1)
+        n_tok = model.num_patches
+        noise = {s: torch.rand(args.train_batch, n_tok, generator=g).to(DEVICE) for s in model.sensors}
+        b = batch(model, args.train_batch)
+        adamw = dict(lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95))
+        ref_loss, ref_weights = None, None
+        for name in names:
+            try:
+                step, first, weights = train_variant(name, args.model, b, noise, adamw)
+                step_once = first == []
+                if step_once:
+                    step()
+                state = list(weights().items())[::7]  # every 7th tensor: bounded memory
+                after = {k: v.detach().float().cpu() for k, v in state if v.is_floating_point()}
+                wall, cpu = timed(step, args.iters, args.warmup)
+            except Exception as e:  # a variant that cannot run here is reported, not fatal
+                rows.append((f"train bf16 [{name}]", float("nan"), float("nan"), flops, f"failed: {e}"[:160]))
+                continue
+            if ref_loss is None:
+                ref_loss, ref_weights = first[0], after
+                note = f"first loss {first[0]:.6f} (reference)"
+            else:
+                dw = max((after[k] - ref_weights[k]).abs().max().item() for k in ref_weights)
+                rel = abs(first[0] - ref_loss) / abs(ref_loss)
+                ok = rel < 1e-2 and dw < 1e-3
+                note = f"first loss rel. diff {rel:.1e}, max weight diff after 1 step {dw:.1e}" + (
+                    "" if ok else " **NOT within bf16 noise**"
+                )
+            bs = args.train_batch
+            rows.append((f"train bf16 [{name}]", bs / wall, bs / cpu, flops, note))
+            del step, weights, after
+
     if "embed" in parts:
         model.eval()
         b = batch(model, args.embed_batch)
@@ -211,7 +360,7 @@ def main() -> None:
         achieved = sps_cpu * flops
         print(
             f"| {name} | {sps_wall:.2f} | {sps_cpu:.2f} | {flops / 1e9:.1f} | {achieved / 1e12:.3f} | "
-            f"{100 * achieved / bf16_cpu:.0f} % | {note} | {REFERENCE[name]} |"
+            f"{100 * achieved / bf16_cpu:.0f} % | {note} | {REFERENCE.get(name, '')} |"
         )
 
 

@@ -34,12 +34,27 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor, *, norm_pix: bool = F
         norm_pix: standardise each target patch first.
     """
     keep = mask.bool()  # (N, L)
+    if pred.is_cuda and torch.cuda.is_current_stream_capturing():
+        return masked_mse_static(pred, target, keep, norm_pix=norm_pix)
     # select the masked patches first: half the elementwise work and memory at mask ratio 0.5
     pred_m, target_m = _upcast(pred[keep]), _upcast(target[keep])  # (K, P)
     if norm_pix:
         target_m = normalize_patches(target_m)
     # every patch has P values, so the mean over K x P = the mean over patches of per-patch MSE
     return F.mse_loss(pred_m, target_m)
+
+
+def masked_mse_static(pred: Tensor, target: Tensor, keep: Tensor, *, norm_pix: bool = False) -> Tensor:
+    """:func:`masked_mse` without data-dependent shapes (the form a CUDA graph capture can record).
+
+    Weights every patch's squared error by the mask instead of selecting the masked patches (a
+    selection needs the count on the host); the same value up to float32 summation order.
+    """
+    p, t = _upcast(pred), _upcast(target)
+    if norm_pix:
+        t = normalize_patches(t)
+    w = keep[..., None].to(p.dtype)  # (N, L, 1)
+    return ((p - t).square() * w).sum() / (w.sum() * p.shape[-1])
 
 
 def umr_loss(pred: Tensor, target: Tensor, mask: Tensor, *, norm_pix: bool = False) -> Tensor:
