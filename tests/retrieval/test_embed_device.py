@@ -10,8 +10,13 @@ from csmae.retrieval.embed import embed_dataset
 from csmae.retrieval.embeddings import load_embeddings
 
 
-def test_device_transforms_give_identical_descriptors(tmp_path, tiny_model_dir, reben_sources):
+def test_device_transforms_give_identical_descriptors(tmp_path, tiny_model_dir, reben_sources, monkeypatch):
+    import csmae.retrieval.embed as embed_mod
     from csmae.data.prepare import prepare
+
+    compact: list[bool] = []
+    real = embed_mod.device_layout
+    monkeypatch.setattr(embed_mod, "device_layout", lambda *a: (r := real(*a), compact.append(r[1]))[0])
 
     store = tmp_path / "native"
     prepare(reben_sources, store, layout="native")
@@ -19,9 +24,12 @@ def test_device_transforms_give_identical_descriptors(tmp_path, tiny_model_dir, 
     host = load_embeddings(
         embed_dataset(tiny_model_dir, [store], tmp_path / "host", device_transforms=False, **common)
     )
-    dev = load_embeddings(
-        embed_dataset(tiny_model_dir, [store], tmp_path / "dev", device_transforms=True, workers=1, **common)
-    )
+    from csmae.cli import main
+
+    args = ["embed", str(tiny_model_dir), str(store), "--out", str(tmp_path / "dev"), "--batch-size", "4"]
+    assert main([*args, "--precision", "fp32", "--workers", "1", "--device-transforms", "true"]) == 0
+    dev = load_embeddings(tmp_path / "dev")
+    assert compact == [False, True]  # the host run, then the store's raw records
     np.testing.assert_array_equal(dev.vectors, host.vectors)
     assert list(dev.ids) == list(host.ids) and np.array_equal(dev.labels, host.labels)
     # the LMDB source has no stored records: the option falls back to the host's dense batches
@@ -29,5 +37,6 @@ def test_device_transforms_give_identical_descriptors(tmp_path, tiny_model_dir, 
         embed_dataset(tiny_model_dir, reben_sources, tmp_path / "lmdb", device_transforms=True, **common)
     )
     np.testing.assert_array_equal(lmdb.vectors, host.vectors)
+    assert compact[-1] is False
     with pytest.raises(ValueError, match="device_transforms"):
         embed_dataset(tiny_model_dir, [store], tmp_path / "bad", device_transforms="yes")

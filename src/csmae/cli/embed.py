@@ -33,6 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=1, help="devices per node; >1 runs Lightning DDP predict")
     p.add_argument("--num-nodes", type=int, default=1, help="nodes (torchrun/SLURM set the ranks)")
     p.add_argument("--workers", type=int, default=0, help="reader processes (0 = read in the main process)")
+    p.add_argument(
+        "--device-transforms",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="read a prepared store's records as stored and upsample/normalise them on the device "
+        "(same descriptors; auto = on a CUDA device)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
 
 
@@ -68,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             devices=args.devices,
             num_nodes=args.num_nodes,
             workers=args.workers,
+            device_transforms={"true": True, "false": False}.get(args.device_transforms, "auto"),
             overwrite=args.overwrite,
             on_progress=progress,
         )
