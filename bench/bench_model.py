@@ -26,6 +26,7 @@ printed as a failure):
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
@@ -48,6 +49,15 @@ DEVICE = torch.device("cpu")
 VARIANTS = ("base", "bf16params", "cudagraph")
 
 
+def bf16_linear_weights(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Cast the Linear/Conv parameters (what autocast casts on every use) to bf16 in place."""
+    low = [p for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+           for p in m.parameters(recurse=False)]
+    for p in low:
+        p.data = p.data.to(torch.bfloat16)
+    return low
+
+
 class MasterWeights:
     """bf16 Linear/Conv parameters for the step, fp32 master copies updated by fused AdamW.
 
@@ -56,15 +66,11 @@ class MasterWeights:
     """
 
     def __init__(self, model: torch.nn.Module, **adamw: object) -> None:
-        self.low = [
-            p for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
-            for p in m.parameters(recurse=False)
-        ]
+        fp32 = {id(p): p.detach().clone() for p in model.parameters()}
+        self.low = bf16_linear_weights(model)
         low_ids = {id(p) for p in self.low}
         self.rest = [p for p in model.parameters() if id(p) not in low_ids]
-        self.master = [p.detach().clone() for p in self.low]  # fp32
-        for p in self.low:
-            p.data = p.data.to(torch.bfloat16)
+        self.master = [fp32[id(p)] for p in self.low]  # fp32
         self.opt = torch.optim.AdamW(self.master + self.rest, fused=True, **adamw)  # type: ignore[arg-type]
 
     def fp32_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -99,7 +105,7 @@ def train_variant(name: str, model_name: str, b: dict, noise: dict, adamw: dict)
             opt.step()
             opt.zero_grad(set_to_none=True)
             if not first:
-                first.append(float(loss))
+                first.append(float(loss.detach()))
         return step, first, lambda: {k: p.detach() for k, p in model.named_parameters()}
     if name == "bf16params":
         mw = MasterWeights(model, **adamw)
@@ -110,7 +116,7 @@ def train_variant(name: str, model_name: str, b: dict, noise: dict, adamw: dict)
             loss.backward()
             mw.step()
             if not first:
-                first.append(float(loss))
+                first.append(float(loss.detach()))
         return step, first, lambda: mw.fp32_state(model)
     if name == "cudagraph":
         if DEVICE.type != "cuda":
@@ -122,7 +128,7 @@ def train_variant(name: str, model_name: str, b: dict, noise: dict, adamw: dict)
             loss, _ = model.training_loss(b, noise)
         loss.backward()
         opt.step()
-        first.append(float(loss))
+        first.append(float(loss.detach()))
         snap = {k: p.detach().clone() for k, p in model.named_parameters()}  # weights after that step
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -334,6 +340,30 @@ def main() -> None:
 
                 wall, cpu = timed(emb, args.iters, args.warmup)
                 rows.append((f"embed {prec}", args.embed_batch / wall, args.embed_batch / cpu, flops, ""))
+            wanted = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+            if args.variants and "bf16params" in wanted:
+                # the same weights with bf16 Linear/Conv parameters (no autocast weight casts per batch),
+                # timed in alternating rounds with the autocast-over-fp32 model
+                low = copy.deepcopy(model)
+                bf16_linear_weights(low)
+                with autocast():
+                    ref, got = model.embed(b), low.embed(b)
+                diff = max((ref[s].float() - got[s].float()).abs().max().item() for s in ref)
+                times: dict[str, list[tuple[float, float]]] = {"base": [], "bf16params": []}
+                for _ in range(2):
+                    for name, m in (("base", model), ("bf16params", low)):
+                        def emb2(m=m):
+                            with autocast():
+                                m.embed(b)
+                        times[name].append(timed(emb2, args.iters, args.warmup))
+                for name, ts in times.items():
+                    wall = sum(t[0] for t in ts) / len(ts)
+                    cpu = sum(t[1] for t in ts) / len(ts)
+                    note = "alternating rounds"
+                    if name != "base":
+                        note += f"; max descriptor diff vs base {diff:.1e}"
+                    eb = args.embed_batch
+                    rows.append((f"embed bf16 [{name}]", eb / wall, eb / cpu, flops, note))
 
     print(
         f"\nmodel {args.model}, train batch {args.train_batch}, embed batch {args.embed_batch}, "

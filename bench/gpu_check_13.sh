@@ -22,7 +22,7 @@ if [ "$MODE" = quick ]; then
   ACC=$([ "$DEV" = cuda ] && echo gpu || echo cpu)
   SIZE=tiny; B=4; IT=1; WU=1; N=48; W=1; MM=256; FITS=1
 else
-  DEV=cuda; ACC=gpu; SIZE=base; B=512; IT=10; WU=3; N=6144; W=12; MM=8192; FITS=10
+  DEV=cuda; ACC=gpu; SIZE=base; B=512; IT=10; WU=3; N=4096; W=12; MM=8192; FITS=10
 fi
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count())")
 step() { echo; echo "=== $* ($(date +%T))"; }

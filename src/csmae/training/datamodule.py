@@ -318,7 +318,7 @@ class PairDataModule(pl.LightningDataModule):
             ds = self.train_set if self.train_set is not None else self.val_set
             assert ds is not None, "setup() first"
             out = assemble(batch["raw"], ds.layout, self.sensors, flips=batch.get("flips"))
-            return {**out, "labels": batch["labels"], "id": batch["id"]}
+            return {**{k: v for k, v in batch.items() if k not in ("raw", "flips")}, **out}
         return batch
 
     def _loader_kwargs(self) -> dict[str, Any]:
