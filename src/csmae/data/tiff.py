@@ -32,7 +32,7 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 # TIFF tag ids used by the fast path.
 _WIDTH, _LENGTH, _BITS, _COMPRESSION = 256, 257, 258, 259
 _STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP, _STRIP_COUNTS = 273, 277, 278, 279
-_PLANAR, _SAMPLE_FORMAT, _TILE_WIDTH = 284, 339, 322
+_PLANAR, _PREDICTOR, _SAMPLE_FORMAT, _TILE_WIDTH = 284, 317, 339, 322
 # TIFF field type -> (struct code, size in bytes) for the integer types the fast path needs.
 _FIELD = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
 # (SampleFormat, BitsPerSample) -> numpy dtype char.
@@ -89,6 +89,7 @@ def _read_baseline(data: bytes, max_side: int) -> np.ndarray:
             vals = struct.unpack_from(e + code * count, data, off)
         tags[tag] = vals
     if (tags.get(_COMPRESSION, (1,))[0] != 1 or tags.get(_SAMPLES, (1,))[0] != 1
+            or tags.get(_PREDICTOR, (1,))[0] != 1
             or _TILE_WIDTH in tags or _STRIP_OFFSETS not in tags or _STRIP_COUNTS not in tags):
         raise _NotBaseline
     width, height = tags[_WIDTH][0], tags[_LENGTH][0]
@@ -219,7 +220,7 @@ def read_tiff(path: str | Path, *, patch: str | None = None, max_side: int = MAX
     try:
         size = os.path.getsize(p)
         with open(p, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+            data = f.read(min(size, MAX_FILE_BYTES) + 1) if size <= MAX_FILE_BYTES else b""
     except FileNotFoundError:
         raise DataError("band file is missing", patch=patch, path=p) from None
     except OSError as exc:
@@ -234,7 +235,7 @@ def read_tiff(path: str | Path, *, patch: str | None = None, max_side: int = MAX
         except (_NotBaseline, struct.error):
             return decode_tiff(data, max_side=max_side)
     except DataError as exc:
-        raise DataError(exc.reason, patch=patch, path=p) from None
+        raise type(exc)(exc.reason, patch=patch, path=p) from None
 
 
 def read_band(path: str | Path, *, band: str, expected_side: int, patch: str) -> np.ndarray:

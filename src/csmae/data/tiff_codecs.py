@@ -25,8 +25,12 @@ LZMA_MEMLIMIT = 128 * 1024 * 1024
 ZSTD_MAX_WINDOW = 64 * 1024 * 1024
 
 
+class TooLargeError(DataError):
+    """Input whose decoded size would exceed a limit (a decompression bomb, an oversized shape)."""
+
+
 def _too_large(what: str, limit: int) -> DataError:
-    return DataError(
+    return TooLargeError(
         f"{what} decompresses to more than the {limit} bytes the declared image needs "
         "(a decompression bomb or a corrupt file); refused before decoding it"
     )
@@ -168,6 +172,6 @@ def decompress_segment(compression: int, raw: bytes, limit: int, what: str) -> b
         )
     factor = _MAX_EXPANSION.get(compression)
     if factor is not None and len(raw) > factor * limit + 1024:
-        raise DataError(f"{what}: {len(raw)} compressed bytes, more than a {limit}-byte segment can need")
+        raise TooLargeError(f"{what}: {len(raw)} compressed bytes, more than a {limit}-byte segment can need")
     out: bytes = _DECODERS[compression](raw, limit, what)
     return out
