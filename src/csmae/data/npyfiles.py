@@ -125,5 +125,6 @@ def read_npz(data: bytes, *, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np.n
             except DataError as e:
                 raise type(e)(f"member {name!r}: {e.reason}") from None
             except _ZIP_ERRORS as e:
-                raise DataError(f"member {name!r} is corrupt ({type(e).__name__}: {e})") from None
+                kind = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
+                raise DataError(f"member {name!r} is corrupt ({kind}: {e})") from None
     return out

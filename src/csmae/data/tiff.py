@@ -172,6 +172,7 @@ def decode_tiff(data: bytes, *, max_side: int = MAX_SIDE) -> np.ndarray:
             height, width = fields[0], fields[1]
             _check_side(height, width, max_side)
             grid = _segment_grid(page, height, width, max_side)
+            tiled = bool(page.is_tiled)
     except DataError:
         raise
     except Exception as e:  # tifffile raises many types for corrupt headers
@@ -187,7 +188,7 @@ def decode_tiff(data: bytes, *, max_side: int = MAX_SIDE) -> np.ndarray:
     sh, sw, ny, nx = grid
     if len(offsets) != ny * nx or len(counts) != ny * nx:
         raise DataError(f"the TIFF has {len(offsets)} strips/tiles, its layout needs {ny * nx}")
-    kind = "tile" if ny * nx > 1 and sw != width else "strip"
+    kind = "tile" if tiled else "strip"
     out = np.zeros((ny * sh, nx * sw), dtype=dt.newbyteorder("="))  # (H', W') padded to whole segments
     seg_bytes = sh * sw * dt.itemsize
     for k, (off, cnt) in enumerate(zip(offsets, counts, strict=True)):

@@ -122,7 +122,10 @@ def read_query(paths: Sequence[str | os.PathLike[str]], sensor: Sensor) -> np.nd
             b = band_of(p)
             if b in bands:
                 raise ValueError(f"band {b} given twice ({p})")
-            bands[b] = read_tiff(p, max_side=IMAGE_SIZE)  # DataError (a ValueError) names the file
+            try:
+                bands[b] = read_tiff(p, max_side=IMAGE_SIZE)
+            except DataError as e:  # a ValueError: the CLI prints it without a traceback
+                raise type(e)(f"cannot read as TIFF: {e.reason}", path=str(p)) from None
         what = files[0].name + (f" and {len(files) - 1} more file(s)" if len(files) > 1 else "")
         return _plausible(_stack_bands(bands, sensor, what), sensor, what)
     if len(files) != 1:
