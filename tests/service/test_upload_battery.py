@@ -231,6 +231,7 @@ def test_bad_upload_battery_json_4xx_keepalive_and_bounded_memory(real_retriever
         assert statuses == [413, 413]
         grown_mb = (vm_hwm_kb(server.proc.pid) - before) / 1024
         conn.close()
+    print(f"server VmHWM {before / 1024:.0f} MB before the battery, +{grown_mb:.1f} MB over it")
     assert grown_mb < 300, f"server peak RSS grew by {grown_mb:.0f} MB over the battery"
 
 
@@ -361,3 +362,13 @@ def test_battery_cases_are_what_they_claim():
         if name in expected:
             with pytest.raises(expected[name]), np.load(io.BytesIO(files[0][1])) as z:
                 [z[k] for k in z.files]
+
+
+def test_non_finite_descriptor_is_an_error_not_an_empty_answer(real_retriever):
+    """Past the upload checks (Python API): values that overflow the model are a ValueError (400 in
+    the API), not a search that silently returns no neighbours."""
+    c = real_retriever.model.sensors["s2"].num_channels
+    with pytest.raises(ValueError, match="non-finite descriptor"):
+        real_retriever.search_by_arrays(np.full((c, 120, 120), 1e30, np.float32), sensor="s2")
+    brightest = np.full((c, 120, 120), 65535, np.float32)  # the top of the plausible range still works
+    assert len(real_retriever.search_by_arrays(brightest, sensor="s2", k=3)) == 3

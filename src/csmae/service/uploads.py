@@ -9,7 +9,12 @@ Accepted uploads (for the query sensor's band order, see :class:`csmae.sensors.S
   single such array or one array per band name.
 
 Uploads are never written to disk and file names are never used as paths: only a band token taken
-from a fixed list is read from them. ``.npy``/``.npz`` are loaded with ``allow_pickle=False``.
+from a fixed list is read from them. Nothing is decoded before its declared size is checked: TIFF
+strips/tiles are decompressed with their output capped at what the declared (at most 120 px) band
+needs (:func:`csmae.data.tiff.decode_tiff`), ``.npy`` headers and ``.npz`` members are checked
+before their data is read, never unpickled (:mod:`csmae.data.npyfiles`). Decoded images whose
+values are outside the sensor's plausible range (wrong units, corrupt data) are refused.
+Size-limit refusals are 413, every other bad upload a 400 naming the file.
 """
 
 from __future__ import annotations
