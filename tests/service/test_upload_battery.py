@@ -372,3 +372,69 @@ def test_non_finite_descriptor_is_an_error_not_an_empty_answer(real_retriever):
         real_retriever.search_by_arrays(np.full((c, 120, 120), 1e30, np.float32), sensor="s2")
     brightest = np.full((c, 120, 120), 65535, np.float32)  # the top of the plausible range still works
     assert len(real_retriever.search_by_arrays(brightest, sensor="s2", k=3)) == 3
+
+
+def _seed_uploads() -> list[tuple[str, bytes]]:
+    """Valid uploads of every kind the decoder reads: .npy, .npz (4 ZIP methods), TIFF layouts."""
+    import tifffile
+
+    arr = plausible_s1(3)
+    out = [("q.npy", npy_bytes(arr))]
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=method) as zf:
+            zf.writestr("VV.npy", npy_bytes(arr[0]))
+            zf.writestr("VH.npy", npy_bytes(arr[1]))
+        out.append(("q.npz", buf.getvalue()))
+    for kw in ({}, {"compression": "zlib", "rowsperstrip": 7}, {"compression": "lzma", "tile": (64, 64)},
+               {"bigtiff": True, "compression": "zlib"}):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr[0], **kw)
+        out.append(("x_VV.tif", buf.getvalue()))
+    out.append(("x_VV.tif", bombs.tiff_with_segments([zlib_rows(arr[0])], dtype="float32",
+                                                     compression=bombs.DEFLATE, predictor=3)))
+    return out
+
+
+def zlib_rows(band: np.ndarray) -> bytes:
+    """Deflate of a float band with the floating-point predictor (byte planes, MSB first, byte deltas)."""
+    import zlib
+
+    planes = band.astype(">f4").view(np.uint8).reshape(band.shape[0], band.shape[1], 4).transpose(0, 2, 1)
+    rows = planes.reshape(band.shape[0], -1)
+    return zlib.compress(np.diff(rows, axis=1, prepend=0).astype(np.uint8).tobytes())
+
+
+def test_mutated_uploads_are_200_or_4xx_never_an_exception():
+    """2000 random byte changes / truncations of valid uploads: decode_upload returns an image or
+    raises UploadError (-> JSON 4xx), never anything else (which would be a 500)."""
+    import random
+
+    from csmae.sensors import SENSORS
+    from csmae.service.uploads import UploadedFile, UploadError, decode_upload
+
+    seeds = _seed_uploads()
+    vh = UploadedFile("x_VH.tif", vh_band())
+    for name, data in seeds:  # the seeds themselves decode
+        files = [UploadedFile(name, data)] + ([vh] if name.endswith(".tif") else [])
+        assert decode_upload(files, SENSORS["s1"]).shape == (2, 120, 120), name
+    rnd = random.Random(0)
+    outcomes = {"ok": 0, "refused": 0}
+    for _ in range(2000):
+        name, data = rnd.choice(seeds)
+        d = bytearray(data)
+        for _ in range(rnd.choice([1, 1, 2, 4, 16])):
+            if not d:
+                break
+            i = rnd.randrange(len(d))
+            if rnd.random() < 0.8:
+                d[i:i + rnd.choice([1, 4])] = rnd.randbytes(4)[: rnd.choice([1, 4])]
+            else:
+                del d[i:]
+        files = [UploadedFile(name, bytes(d) or b"x")] + ([vh] if name.endswith(".tif") else [])
+        try:
+            decode_upload(files, SENSORS["s1"])
+            outcomes["ok"] += 1
+        except UploadError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 500 and outcomes["ok"] > 20, outcomes  # (most pixel changes are implausible)

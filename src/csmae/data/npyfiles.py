@@ -53,7 +53,7 @@ def read_npy(fp: IO[bytes], *, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
             raise DataError(f"unsupported .npy format version {major}.{minor}; save with numpy.save")
     except DataError:
         raise
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as e:
+    except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, TokenError, ...
         raise DataError(f"not a valid .npy array ({type(e).__name__}: {e})") from None
     if dtype.hasobject or dtype.names is not None or dtype.kind not in "biufc":
         raise DataError(f"dtype {dtype} is not a plain numeric type (object arrays would need pickle)")
