@@ -25,6 +25,8 @@ from csmae.sensors import IMAGE_SIZE, Sensor
 #: about -50..+40 dB), S2 reflectance x 10000 as in L2A products (uint16; down to -1 reflectance
 #: for products with the radiometric offset applied).
 PLAUSIBLE_RANGE = {"s1": (-100.0, 100.0), "s2": (-10_000.0, 65_535.0)}
+#: Largest array read from a query .npy / .npz member: a (14, 120, 120) float64 image is 1.6 MB.
+MAX_QUERY_ARRAY_BYTES = 4 * 1024 * 1024
 _UNITS = {"s1": "backscatter in dB", "s2": "reflectance scaled by 10000 (L2A digital numbers)"}
 _BAND_RE = re.compile(r"_(B\d\d|B8A|VV|VH)\.tiff?$", re.IGNORECASE)
 
@@ -141,8 +143,9 @@ def read_query(paths: Sequence[str | os.PathLike[str]], sensor: Sensor) -> np.nd
             raise DataError(f"file of {p.stat().st_size} bytes is over the {MAX_FILE_BYTES}-byte limit")
         data = p.read_bytes()
         if kind == ".npy":
-            return _plausible(_check_full(read_npy(io.BytesIO(data)), sensor, str(p)), sensor, str(p))
-        arrays = read_npz(data)
+            arr = read_npy(io.BytesIO(data), max_bytes=MAX_QUERY_ARRAY_BYTES)
+            return _plausible(_check_full(arr, sensor, str(p)), sensor, str(p))
+        arrays = read_npz(data, max_bytes=MAX_QUERY_ARRAY_BYTES)
     except OSError as e:
         raise ValueError(f"{p}: cannot read ({e})") from None
     except DataError as e:

@@ -30,13 +30,13 @@ from csmae.data.base import DataError
 from csmae.data.npyfiles import NPY_MAGIC, ZIP_MAGIC, read_npy, read_npz
 from csmae.data.tiff import TIFF_MAGIC, decode_tiff
 from csmae.data.tiff_codecs import TooLargeError
-from csmae.retrieval.queryfiles import implausible_values
+from csmae.retrieval.queryfiles import MAX_QUERY_ARRAY_BYTES, implausible_values
 from csmae.sensors import BAND_STATS, IMAGE_SIZE, Sensor
 
 ALLOWED_SUFFIXES = (".tif", ".tiff", ".npy", ".npz")
 _BAND_RE = re.compile(r"(?:^|[_\-.\s])(B0[1-9]|B1[0-2]|B8A|VV|VH)\.tiff?$", re.IGNORECASE)
-#: Largest decoded array we accept from an .npz (guards against compressed "zip bombs").
-MAX_DECODED_BYTES = 64 * 1024 * 1024
+#: Largest decoded array accepted from a .npy or an .npz member (guards against "zip bombs").
+MAX_DECODED_BYTES = MAX_QUERY_ARRAY_BYTES
 
 
 class UploadError(ValueError):
