@@ -115,7 +115,7 @@ def lzw_zeros_from_gdal(side: int) -> bytes:
     import io
 
     with tifffile.TiffFile(io.BytesIO(data)) as tf:
-        page = tf.pages.first
+        page = tf.pages[0]
         assert len(page.dataoffsets) == 1
         off, cnt = page.dataoffsets[0], page.databytecounts[0]
     return data[off:off + cnt]

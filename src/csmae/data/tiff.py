@@ -163,7 +163,7 @@ def decode_tiff(data: bytes, *, max_side: int = MAX_SIDE) -> np.ndarray:
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tf:
-            page = tf.pages.first
+            page: Any = tf.pages[0]
             byteorder = tf.byteorder
             fields = (int(page.imagelength), int(page.imagewidth), int(page.imagedepth or 1),
                       int(page.samplesperpixel), page.dtype, int(page.compression),
