@@ -27,13 +27,31 @@ def _worker(rank: int, world: int, args: argparse.Namespace, port: int) -> None:
     dev = torch.device(f"cuda:{rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(dev)
-    from torch.distributed.nn.functional import all_gather
-
     z = [torch.randn(args.batch, args.dim, device=dev, requires_grad=True) for _ in range(2)]  # S1, S2
+    try:  # the training code's own gather and loss, when this checkout has them (issue 13.1)
+        from csmae.training.gather import RowGather
 
-    def gather_step() -> None:
-        parts = [torch.cat(all_gather(t), dim=0) for t in z]  # (world * B, D) each
-        (parts[0] * parts[1]).sum().backward()
+        from csmae.losses import nt_xent
+
+        row_gather = RowGather((args.batch,) * world, rank)
+        how = "csmae RowGather + nt_xent"
+
+        def gather_step() -> None:
+            nt_xent(z[0], z[1], 0.5, gather=row_gather).backward()
+
+        def local_step() -> None:
+            nt_xent(z[0], z[1], 0.5).backward()
+    except ImportError:
+        from torch.distributed.nn.functional import all_gather
+
+        how = "stand-in: torch.distributed.nn all_gather"
+
+        def gather_step() -> None:
+            parts = [torch.cat(all_gather(t), dim=0) for t in z]  # (world * B, D) each
+            (z[0] @ parts[1].T).logsumexp(1).sum().backward()
+
+        def local_step() -> None:
+            (z[0] @ z[1].T).logsumexp(1).sum().backward()
 
     grads = torch.randn(args.grad_numel, device=dev)
 
@@ -41,7 +59,7 @@ def _worker(rank: int, world: int, args: argparse.Namespace, port: int) -> None:
         dist.all_reduce(grads)
 
     out = {}
-    for name, fn in (("gather", gather_step), ("allreduce", allreduce)):
+    for name, fn in (("gather", gather_step), ("local", local_step), ("allreduce", allreduce)):
         for _ in range(3):
             fn()
         if cuda:
@@ -60,13 +78,16 @@ def _worker(rank: int, world: int, args: argparse.Namespace, port: int) -> None:
         print("| exchange | payload per rank | ms per step |")
         print("|---|---:|---:|")
         print(
-            f"| MIM all_gather fwd + bwd, 2 x ({args.batch}, {args.dim}) fp32 | {mb:.1f} MB | "
-            f"{1000 * out['gather']:.2f} |"
+            f"| MIM loss fwd + bwd over the global batch ({how}), 2 x ({args.batch}, {args.dim}) fp32 "
+            f"| {mb:.1f} MB | {1000 * out['gather']:.2f} |"
         )
+        print(f"| the same loss on this rank's rows only | - | {1000 * out['local']:.2f} |")
+        print(f"| **the gather's cost per step** | | **{1000 * (out['gather'] - out['local']):.2f}** |")
         print(
             f"| all_reduce of {args.grad_numel / 1e6:.0f} M fp32 gradients (DDP, for scale) | "
             f"{args.grad_numel * 4 / 1e6:.0f} MB | {1000 * out['allreduce']:.2f} |"
         )
+    dist.barrier()  # no rank tears down while another still talks to it
     dist.destroy_process_group()
 
 
