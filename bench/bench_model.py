@@ -33,6 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from csmae.models import create_model
+from csmae.models.precision import cast_matmul_weights
 
 #: Reference implementation, measured by the lead with the same torch (issue 3).
 REFERENCE = {
@@ -49,15 +50,6 @@ DEVICE = torch.device("cpu")
 VARIANTS = ("base", "bf16params", "cudagraph")
 
 
-def bf16_linear_weights(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """Cast the Linear/Conv parameters (what autocast casts on every use) to bf16 in place."""
-    low = [p for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
-           for p in m.parameters(recurse=False)]
-    for p in low:
-        p.data = p.data.to(torch.bfloat16)
-    return low
-
-
 class MasterWeights:
     """bf16 Linear/Conv parameters for the step, fp32 master copies updated by fused AdamW.
 
@@ -67,7 +59,7 @@ class MasterWeights:
 
     def __init__(self, model: torch.nn.Module, **adamw: object) -> None:
         fp32 = {id(p): p.detach().clone() for p in model.parameters()}
-        self.low = bf16_linear_weights(model)
+        self.low = cast_matmul_weights(model)
         low_ids = {id(p) for p in self.low}
         self.rest = [p for p in model.parameters() if id(p) not in low_ids]
         self.master = [fp32[id(p)] for p in self.low]  # fp32
@@ -345,7 +337,7 @@ def main() -> None:
                 # the same weights with bf16 Linear/Conv parameters (no autocast weight casts per batch),
                 # timed in alternating rounds with the autocast-over-fp32 model
                 low = copy.deepcopy(model)
-                bf16_linear_weights(low)
+                cast_matmul_weights(low)
                 with autocast():
                     ref, got = model.embed(b), low.embed(b)
                 diff = max((ref[s].float() - got[s].float()).abs().max().item() for s in ref)

@@ -27,3 +27,23 @@ def test_static_masked_mse_equals_selected_patches(norm_pix):
     assert want.item() == pytest.approx(ref.item(), rel=1e-6)
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)
     torch.testing.assert_close(gg, gw, rtol=1e-5, atol=1e-9)
+
+
+def test_bf16_matmul_weights_give_the_autocast_descriptors_bit_for_bit():
+    import copy
+
+    from csmae.models import create_model
+    from csmae.models.precision import cast_matmul_weights
+
+    torch.manual_seed(0)
+    model = create_model("csmae_sesd_tiny", private_depth=1, shared_depth=1, decoder_depth=1).eval()
+    low = copy.deepcopy(model)
+    cast = cast_matmul_weights(low)
+    assert cast and all(p.dtype == torch.bfloat16 for p in cast)
+    assert low.encoder.norm.weight.dtype == torch.float32  # LayerNorms stay fp32
+    g = torch.Generator().manual_seed(1)
+    x = {s: torch.randn(3, sp.num_channels, 120, 120, generator=g) for s, sp in model.sensors.items()}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = model.embed(x), low.embed(x)
+    for s in want:
+        assert torch.equal(got[s], want[s]), s

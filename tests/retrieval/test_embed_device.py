@@ -40,3 +40,25 @@ def test_device_transforms_give_identical_descriptors(tmp_path, tiny_model_dir, 
     assert compact[-1] is False
     with pytest.raises(ValueError, match="device_transforms"):
         embed_dataset(tiny_model_dir, [store], tmp_path / "bad", device_transforms="yes")
+
+
+def test_bf16_embedding_equals_autocast_over_fp32_weights(tmp_path, tiny_model_dir, reben_sources):
+    """embed_dataset holds bf16 Linear/Conv weights in bf16 mode: the descriptors must not change."""
+    import torch
+
+    import csmae
+    from csmae.data import open_dataset
+    from csmae.models import normalize_batch
+
+    emb = load_embeddings(embed_dataset(tiny_model_dir, reben_sources, tmp_path / "e", batch_size=4))
+    assert emb.manifest["precision"] == "bf16"
+    model = csmae.from_pretrained(tiny_model_dir).eval()  # fp32 weights, cast by autocast
+    ds = open_dataset(*reben_sources)
+    want = []
+    for lo in range(0, len(ds), 4):
+        smp = [ds[i] for i in range(lo, min(len(ds), lo + 4))]
+        raw = {s: np.stack([x[s] for x in smp]) for s in model.sensors}
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.embed(normalize_batch(raw, model.sensors))
+        want += [out[s][i].float().numpy() for i in range(len(smp)) for s in model.sensors]
+    np.testing.assert_array_equal(emb.vectors, np.stack(want))

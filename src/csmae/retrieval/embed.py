@@ -309,6 +309,11 @@ def embed_dataset(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device("cpu") if distributed else torch.device(device)
     model = from_pretrained(Path(model_dir), map_location=dev)
+    info = model_info(model_dir, model)
+    if precision == "bf16":  # same descriptors bit for bit, without autocast's per-batch weight casts
+        from csmae.models.precision import cast_matmul_weights
+
+        cast_matmul_weights(model)
     model_sensors: dict[str, Sensor] = dict(model.sensors)
     want = list(sensors) if sensors else list(model_sensors)
     lacking = [s for s in want if s not in model_sensors]
@@ -326,7 +331,6 @@ def embed_dataset(
     n = len(ds)
     if n == 0:
         raise ValueError("the dataset is empty (after the split filter): nothing to embed")
-    info = model_info(model_dir, model)
     ids = list(ds.ids)
     plan = {
         "model_sha256": info["sha256"],
