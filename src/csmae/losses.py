@@ -97,7 +97,7 @@ def nt_xent(z1: Tensor, z2: Tensor, tau: float = 0.5) -> Tensor:
     b = z1.shape[0]
     logits = z @ z.T / tau  # (2B, 2B)
     logits = logits.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
-    partner = torch.arange(2 * b, device=z.device).roll(b)  # b..2b-1, 0..b-1 (made on the device)
+    partner = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
     return F.cross_entropy(logits, partner)
 
 
