@@ -293,6 +293,8 @@ def main() -> None:
         adamw = dict(lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95))
         ref_loss, ref_weights = None, None
         for name in names:
+            if DEVICE.type == "cuda":
+                torch.cuda.empty_cache()  # a CUDA graph keeps its own memory pool
             try:
                 step, first, weights = train_variant(name, args.model, b, noise, adamw)
                 step_once = first == []
