@@ -24,6 +24,10 @@ def model_alone(model_dir: str, batch: int, precision: str, device: str, iters: 
     import csmae
 
     model = csmae.from_pretrained(model_dir, map_location=device).eval()
+    if precision == "bf16":  # as embed_dataset holds it
+        from csmae.models.precision import cast_matmul_weights
+
+        cast_matmul_weights(model)
     x = {s: torch.randn(batch, sp.num_channels, 120, 120, device=device) for s, sp in model.sensors.items()}
     dev_type = torch.device(device).type
 
