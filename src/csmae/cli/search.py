@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--id", help="archive pair id to query with")
     q.add_argument("--file", nargs="+", help="query image file(s): GeoTIFF bands or one .npy/.npz")
     q.add_argument("--at", metavar="LON,LAT", type=_lon_lat,
-                   help="query with the archive patch (of --sensor) whose footprint contains this point")
+                   help="query with the archive patch (of --sensor) whose footprint contains this point "
+                        "(WGS 84 degrees; write --at=-8.5,53.2 when the longitude is negative)")
     p.add_argument("--sensor", required=True, help="sensor of the query image (s1 or s2)")
     p.add_argument("--target", default="any", help="archive sensor to search: s1, s2 or any (default)")
     p.add_argument("--k", type=int, default=10, help="number of results")
