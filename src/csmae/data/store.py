@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from csmae.data.base import DataError, PairedDataset, Sample
+from csmae.data.store_check import check_rows, check_store_files
 from csmae.labels import LABELS_19
 from csmae.sensors import IMAGE_SIZE, Sensor, get_sensor
 
@@ -183,7 +184,15 @@ class StoreDataset(PairedDataset):
         stored = {k: Sensor.from_dict(v) for k, v in self.manifest["sensors"].items()}
         chosen = _resolve_sensors(stored, sensors, s2_bands, src)
         groups = [ArrayGroup.from_dict(g) for g in self.manifest["groups"]]
-        table = pq.read_table(self.path / self.manifest.get("table", TABLE))
+        table_path = self.path / self.manifest.get("table", TABLE)
+        try:
+            table = pq.read_table(table_path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for damaged files
+            raise DataError(f"cannot read the pairs table ({e}); the store is damaged",
+                            path=str(table_path)) from None
+        # integrity: cheap checks of the record files and table against the manifest (sizes, counts)
+        check_store_files(self.path, self.manifest, table_rows=table.num_rows)
+        check_rows(self.path, self.manifest, table.column("row").to_numpy())
         all_ids = [str(v) for v in table.column("id").to_pylist()]
         keep = np.arange(len(all_ids))
         if split is not None:

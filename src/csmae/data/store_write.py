@@ -27,6 +27,7 @@ from csmae.data.store import (
     TABLE,
     ArrayGroup,
 )
+from csmae.integrity import checksum_files
 from csmae.labels import LABELS_19
 from csmae.sensors import IMAGE_SIZE, Sensor
 
@@ -212,6 +213,9 @@ def write_manifest(
         "labels": list(LABELS_19),
         "counts": {"pairs": len(entries), "rows": rows, "skipped": skipped, "by_split": by_split},
         **(extra or {}),
+        # integrity: sizes + sha256 of every file; sizes checked on open, digests by `csmae verify`
+        "checksums": checksum_files(folder, [g.file for g in groups] + [TABLE] +
+                                    ([SKIPPED] if (folder / SKIPPED).exists() else [])),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
