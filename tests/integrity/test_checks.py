@@ -305,3 +305,21 @@ def test_prepare_resume_rehashes_committed_chunks(tmp_path, monkeypatch, caplog)
     for name in ("s1.npy", "s2.npy"):
         np.testing.assert_array_equal(np.load(out / name), np.load(ref.path / name))
     assert main(["verify", str(out)]) == 0
+
+
+def test_preview_from_a_damaged_store_names_the_file(artefacts, tmp_path):
+    """The issue's case: a store file with fewer rows than its manifest; previews said '--data?'."""
+    from fastapi.testclient import TestClient
+
+    from csmae.retrieval.retriever import Retriever
+    from csmae.service import create_app
+
+    store = copy_artefact(artefacts["store"], tmp_path)
+    arr = np.load(store / "s2.npy")
+    np.save(store / "s2.npy", arr[:3])
+    r = Retriever.load(artefacts["index-exact"], model_dir=artefacts["model"], data=[store])
+    pid = str(r.index.items["id"][0])
+    with TestClient(create_app(r), raise_server_exceptions=False) as client:
+        resp = client.get(f"/api/items/{pid}/preview/s2")
+    assert resp.status_code == 404 and resp.headers["content-type"].startswith("application/json")
+    assert "dataset is damaged (s2.npy: record file holds shape (3," in resp.text
