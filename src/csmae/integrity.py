@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +75,6 @@ def file_digest(path: str | os.PathLike[str], *, algorithm: str = ALGORITHM) -> 
         _cache.clear()
     _cache[key] = digest
     return digest
-
-
-def bytes_digest(data: bytes | memoryview, *, algorithm: str = ALGORITHM) -> str:
-    return hashlib.new(algorithm, data).hexdigest()
 
 
 def file_entry(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -137,27 +133,38 @@ def verify_files(folder: str | os.PathLike[str], checksums: Mapping[str, Mapping
         return list(pool.map(lambda n: check_file(folder / n, checksums[n], full=full), names))
 
 
-def read_verified(path: str | os.PathLike[str], entry: Mapping[str, Any], *, what: str = "file"
-                  ) -> bytes:
+def read_verified(path: str | os.PathLike[str], entry: Mapping[str, Any], *, what: str = "file",
+                  alloc: Callable[[int], Any] = bytearray) -> Any:
     """The bytes of a small file (a shard), read once and checked against its checksum entry.
 
-    Parsing the returned bytes (not the file again) means what was checked is what is used.
+    Parsing the returned buffer (not the file again) means what was checked is what is used.
+    ``alloc(size)`` makes the writable buffer to read into (e.g. ``pyarrow.allocate_buffer``, so
+    that Arrow owns the memory it parses: Arrow threads releasing a Python-owned buffer while the
+    interpreter exits aborted the process now and then).
     """
     p = Path(path)
-    data = p.read_bytes()
+    size = p.stat().st_size
     want = entry.get("bytes")
-    if want is not None and len(data) != int(want):
-        what_ = "truncated" if len(data) < int(want) else "longer than recorded"
-        raise IntegrityError(f"{what} {p} is damaged ({what_}: {len(data)} bytes, the manifest "
+    if want is not None and size != int(want):
+        what_ = "truncated" if size < int(want) else "longer than recorded"
+        raise IntegrityError(f"{what} {p} is damaged ({what_}: {size} bytes, the manifest "
                              f"records {int(want)}); re-create it", path=p)
+    buf = alloc(size)
+    view = memoryview(buf).cast("B")
+    with open(p, "rb", buffering=0) as f:
+        n = 0
+        while n < size and (k := f.readinto(view[n:])):
+            n += k
+    if n != size:
+        raise IntegrityError(f"{what} {p} changed while being read ({n} of {size} bytes)", path=p)
     exp = _expected_digest(entry)
     if exp is not None:
         algo, digest = exp
-        got = bytes_digest(memoryview(data), algorithm=algo)
+        got = hashlib.new(algo, view).hexdigest()
         if got != digest:
             raise IntegrityError(f"{what} {p} is damaged ({algo} mismatch: its bytes changed since it "
                                  "was written); re-create it", path=p)
-    return data
+    return buf
 
 
 def recorded(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:

@@ -134,7 +134,8 @@ def read_shard(path: str | os.PathLike[str], *, checksum: dict[str, Any] | None 
     if checksum is not None:  # integrity: parse exactly the bytes that were verified
         from csmae.integrity import read_verified
 
-        source = pa.BufferReader(read_verified(path, checksum, what="embeddings shard"))
+        source = pa.BufferReader(read_verified(path, checksum, what="embeddings shard",
+                                               alloc=pa.allocate_buffer))
     try:
         t = pq.read_table(source)
     except Exception as e:  # pyarrow raises several types for damaged files
