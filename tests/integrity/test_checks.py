@@ -55,7 +55,7 @@ def test_verify_cli_ok_damaged_and_unverified(artefacts, tmp_path, capsys, kind)
     art = copy_artefact(artefacts[kind], tmp_path)
     assert main(["verify", str(art)]) == 0
     out = capsys.readouterr().out
-    assert "verified in" in out and "FAIL" not in out and out.count("OK ") >= 1
+    assert "verified: " in out and "FAIL" not in out and out.count("OK ") >= 1
     victim = art if art.is_file() else next(p for p in sorted(art.iterdir())
                                              if p.suffix in (".npy", ".parquet", ".faiss", ".safetensors"))
     data = bytearray(victim.read_bytes())
