@@ -128,8 +128,8 @@ def verify_checkpoint_file(path: str | Path) -> bool:
     prev = side.get("previous")
     if isinstance(prev, dict) and check_file(path, prev).ok:
         return True  # killed between the sidecar's and the checkpoint's rename
-    raise IntegrityError(f"checkpoint {path} is damaged ({check.reason}); resume from another "
-                         "checkpoint or restore this one", path=path)
+    raise IntegrityError(f"checkpoint {path} is corrupted or unreadable ({check.reason}); resume from "
+                         "another checkpoint or restore this one", path=path)
 
 
 def _fsync_dir(folder: Path) -> None:
