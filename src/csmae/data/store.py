@@ -3,7 +3,8 @@
 Layout of a store folder::
 
     manifest.json      {"kind": "csmae-store", version, layout, source, sensors (band order), groups,
-                        units, resampling, counts, created, producer}
+                        units, resampling, counts, created, producer, checksums: size + sha256 per
+                        file; sizes and counts checked on open, digests by ``csmae verify``}
     pairs.parquet      one row per pair: id, row (record index in the arrays), split, labels
                        (fixed-size list<bool>[19]) and the source's metadata columns (country, ...)
     <group>.npy        (rows, bands, side, side) records. Layout "float32" (default):

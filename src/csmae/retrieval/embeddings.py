@@ -4,7 +4,8 @@ Layout::
 
     EMB_DIR/
       manifest.json        kind "csmae-embeddings": model (sha256, name, variant, pooling, dim),
-                           sensors (band order + normalisation), dataset, label names, shards, count
+                           sensors (band order + normalisation), dataset, label names, shards, count,
+                           checksums (size + sha256 per shard, verified when a shard is read)
       part-00000.parquet   columns id (str), sensor (str), split (str|null),
       part-00001.parquet   labels (fixed_size_list<bool>[L]), vector (fixed_size_list<float32>[D])
 

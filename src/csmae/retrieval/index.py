@@ -4,7 +4,9 @@ Index folder::
 
     INDEX_DIR/
       manifest.json    kind "csmae-index": model (sha256, name, variant, pooling, dim), sensors, kind,
-                       factory, count, sensor row ranges, search params, recall@10 vs exact (approximate)
+                       factory, count, sensor row ranges, search params, recall@10 vs exact (approximate),
+                       skipped_nonfinite (NaN/inf vectors left out), checksums (size + sha256 per
+                       file, verified by SearchIndex.load before FAISS reads a byte)
       index.faiss      inner product on L2-normalised float32 vectors (= cosine)
       items.parquet    row i = faiss id i: id, sensor, split, labels (bool multi-hot)
 
