@@ -181,6 +181,18 @@ def test_store_with_fewer_rows_or_truncated_names_the_file(artefacts, tmp_path):
         StoreDataset(art, sensors=["s2"])  # checked even when that sensor is not read
 
 
+def test_one_flipped_bit_in_the_store_table_is_refused_on_open(artefacts, tmp_path):
+    """pairs.parquet (labels, splits) is hashed on every open: one bit is enough."""
+    from csmae.data.store import StoreDataset
+
+    art = copy_artefact(artefacts["store"], tmp_path)
+    data = bytearray((art / "pairs.parquet").read_bytes())
+    data[len(data) // 3] ^= 0x04
+    (art / "pairs.parquet").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"store table .*pairs\.parquet is damaged \(sha256 mismatch"):
+        StoreDataset(art)
+
+
 def test_pickle_in_place_of_weights_without_a_manifest(artefacts, tmp_path):
     import pickle
 

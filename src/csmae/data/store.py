@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from csmae.data.base import DataError, PairedDataset, Sample
-from csmae.data.store_check import check_rows, check_store_files
+from csmae.data.store_check import check_rows, check_store_files, read_table
 from csmae.labels import LABELS_19
 from csmae.sensors import IMAGE_SIZE, Sensor, get_sensor
 
@@ -177,7 +177,6 @@ class StoreDataset(PairedDataset):
     def __init__(self, path: str | os.PathLike[str], *, sensors: Iterable[str] | None = None,
                  ids: Iterable[str] | str | os.PathLike[str] | None = None,
                  split: str | Sequence[str] | None = None, s2_bands: Any = None):
-        import pyarrow.parquet as pq
 
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
@@ -185,12 +184,7 @@ class StoreDataset(PairedDataset):
         stored = {k: Sensor.from_dict(v) for k, v in self.manifest["sensors"].items()}
         chosen = _resolve_sensors(stored, sensors, s2_bands, src)
         groups = [ArrayGroup.from_dict(g) for g in self.manifest["groups"]]
-        table_path = self.path / self.manifest.get("table", TABLE)
-        try:
-            table = pq.read_table(table_path)
-        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for damaged files
-            raise DataError(f"cannot read the pairs table ({e}); the store is damaged",
-                            path=str(table_path)) from None
+        table = read_table(self.path, self.manifest)  # integrity: the table's sha256 is checked
         # integrity: cheap checks of the record files and table against the manifest (sizes, counts)
         check_store_files(self.path, self.manifest, table_rows=table.num_rows)
         check_rows(self.path, self.manifest, table.column("row").to_numpy())

@@ -1,10 +1,12 @@
 """Checks of a prepared store's files against its manifest: cheap ones on open, full ones on demand.
 
-On open (:func:`check_store_files`, milliseconds): every record file exists, its ``.npy`` header
-gives the manifest's shape and dtype, its size is exactly header + records (a truncated file would
-otherwise fail later as ``mmap length is greater than file size`` with no file name), sizes match
-the recorded checksums, and ``pairs.parquet`` holds the manifest's pair count with rows inside the
-record files. ``csmae verify STORE`` (:func:`verify_store`) adds the SHA-256 of every file.
+On open (:func:`read_table` hashes the small pairs table it parses, so labels and splits are never
+read unverified; :func:`check_store_files` takes milliseconds): every record file exists, its
+``.npy`` header gives the manifest's shape and dtype, its size is exactly header + records (a
+truncated file would otherwise fail later as ``mmap length is greater than file size`` with no
+file name), sizes match the recorded checksums, and ``pairs.parquet`` holds the manifest's pair
+count with rows inside the record files. ``csmae verify STORE`` (:func:`verify_store`) adds the
+SHA-256 of every file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,30 @@ import numpy as np
 from csmae.data.base import DataError
 from csmae.integrity import FileCheck, check_file, recorded, verify_files
 
-__all__ = ["check_rows", "check_store_files", "npy_layout", "verify_store"]
+__all__ = ["check_rows", "check_store_files", "npy_layout", "read_table", "verify_store"]
+
+
+def read_table(folder: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Any:
+    """The pairs table (a pyarrow Table), its bytes checked against the recorded SHA-256 first.
+
+    The table is small (tens of MB at full BigEarthNet scale) and holds the labels and splits, so
+    it is verified on every open; its bytes are parsed from the verified buffer.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from csmae.integrity import read_verified
+
+    path = Path(folder) / manifest.get("table", "pairs.parquet")
+    entry = (recorded(manifest) or {}).get(path.name)
+    source: Any = path
+    if entry is not None:  # IntegrityError (a ValueError naming the file) when damaged
+        source = pa.BufferReader(read_verified(path, entry, what="store table", alloc=pa.allocate_buffer))
+    try:
+        return pq.read_table(source)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for damaged files
+        raise DataError(f"cannot read the pairs table ({e}); the store is damaged",
+                        path=str(path)) from None
 
 
 def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
