@@ -208,13 +208,19 @@ def test_pickle_in_place_of_weights_without_a_manifest(artefacts, tmp_path):
 def test_complex_band_is_refused_naming_file_and_band(tmp_path):
     import tifffile
 
-    from csmae.data.base import DataError
+    from csmae.data.base import DataError, check_band
     from csmae.data.tiff import read_band
 
     path = tmp_path / "S2A_patch_B04.tif"
     tifffile.imwrite(path, (np.ones((120, 120)) + 1j).astype(np.complex64))
-    with pytest.raises(DataError, match=r"S2A_patch_B04\.tif: patch p1: band B04 is complex-valued"):
-        read_band(path, band="B04", expected_side=120, patch="p1")
+    with pytest.raises(DataError, match=r"S2A_patch_B04\.tif: patch p1: .*complex64"):
+        read_band(path, band="B04", expected_side=120, patch="p1")  # the TIFF decoder refuses it
+    # every other reader's bands (LMDB records, arrays) pass check_band
+    with pytest.raises(DataError, match=r"rec\.lmdb: patch p1: band B04 is complex-valued \(complex64\)"):
+        check_band(np.ones((120, 120), np.complex64), band="B04", expected_side=120, patch="p1",
+                   path="rec.lmdb")
+    with pytest.raises(DataError, match="band VV is of type bool"):
+        check_band(np.ones((120, 120), bool), band="VV", expected_side=120, patch="p1", path="x")
 
 
 # ------------------------------------------------------------------ stale temp folders
