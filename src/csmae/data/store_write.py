@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from csmae import __version__
+from csmae.atomic import clean_stale_temps
 from csmae.data.base import DataError, Sample
 from csmae.data.store import (
     MANIFEST,
@@ -231,6 +232,7 @@ def write_store(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass overwrite=True to replace it)")
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    clean_stale_temps(out)  # folders of killed earlier runs (dead pid, over an hour old)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
