@@ -341,3 +341,15 @@ def test_preview_from_a_damaged_store_names_the_file(artefacts, tmp_path):
         resp = client.get(f"/api/items/{pid}/preview/s2")
     assert resp.status_code == 404 and resp.headers["content-type"].startswith("application/json")
     assert "dataset is damaged (s2.npy: record file holds shape (3," in resp.text
+
+
+def test_evaluation_report_records_checksums(artefacts, tmp_path, capsys):
+    rep = tmp_path / "eval"
+    assert main(["evaluate", "--embeddings", str(artefacts["embeddings"]), "--out", str(rep),
+                 "--ks", "1,5", "--grids", "0", "--queries", "all", "--archive", "all"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(rep)]) == 0
+    assert "OK   metrics.json" in capsys.readouterr().out
+    (rep / "metrics.md").write_text((rep / "metrics.md").read_text().replace("0", "1", 1))
+    assert main(["verify", str(rep)]) == 1
+    assert "FAIL metrics.md: sha256 mismatch" in capsys.readouterr().out

@@ -1,9 +1,9 @@
 """Check an artefact's files against the sizes and SHA-256 digests recorded when it was written.
 
-The kind is detected: a prepared store, an embeddings folder, an index, a model folder, a training
-checkpoint (``X.ckpt``, checked against ``X.ckpt.checksum.json``) or a run folder (its checkpoints
-and model). One line per file: ``OK`` or ``FAIL`` and why. A store is also checked for structure
-(record files' shapes and sizes, table rows).
+The kind is detected: a prepared store, an embeddings folder, an index, a model folder, an
+evaluation report, a training checkpoint (``X.ckpt``, checked against ``X.ckpt.checksum.json``) or
+a run folder (its checkpoints and model). One line per file: ``OK`` or ``FAIL`` and why. A store is
+also checked for structure (record files' shapes and sizes, table rows).
 
 Exit status: 0 every file verified; 1 something is damaged or missing; 3 the artefact records no
 checksums (written by an older csmae): nothing to verify against.
@@ -103,7 +103,8 @@ def verify_artefact(path: str | Path) -> Report:
             return Report(path, "store", verify_store(path, man or {}))
         except DataError as e:
             return Report(path, "store", [], error=str(e))
-    names = {"csmae-embeddings": "embeddings", "csmae-index": "index", "csmae-model": "model folder"}
+    names = {"csmae-embeddings": "embeddings", "csmae-index": "index", "csmae-model": "model folder",
+             "csmae-evaluation": "evaluation report"}
     if kind not in names:
         raise ValueError(f"{path} is not a csmae artefact folder (manifest kind {kind!r}); expected a "
                          "store, embeddings, index, model or run folder, or a .ckpt file")
