@@ -75,7 +75,9 @@ def make_model(name: str):
 def global_batch(model, n: int) -> dict:
     """A deterministic global batch of ``n`` pairs with the keys of places 0..n-1 of epoch 3."""
     g = torch.Generator().manual_seed(11)
-    batch: dict = {s: torch.randn(n, spec.num_channels, 120, 120, generator=g) for s, spec in model.sensors.items()}
+    batch: dict = {
+        s: torch.randn(n, spec.num_channels, 120, 120, generator=g) for s, spec in model.sensors.items()
+    }
     batch["key"] = keys_to_tensor(sample_keys(5, 3, range(n)))
     batch["global_n"] = n
     return batch

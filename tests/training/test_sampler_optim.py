@@ -63,7 +63,9 @@ def test_incomplete_last_batch_is_kept_and_split_over_ranks(world):
     for n, tail in ((37, 1), (41, 5)):
         single = ResumableBatchSampler(n, 12, seed=7, shuffle=True, drop_last=False)
         ranks = [
-            ResumableBatchSampler(n, 12 // world, seed=7, shuffle=True, drop_last=False, rank=r, world_size=world)
+            ResumableBatchSampler(
+                n, 12 // world, seed=7, shuffle=True, drop_last=False, rank=r, world_size=world
+            )
             for r in range(world)
         ]
         one = _requests(single)

@@ -34,7 +34,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 
-def splitmix64(x: np.ndarray | int) -> np.ndarray:
+def splitmix64(x: np.ndarray | np.uint64 | int) -> np.ndarray:
     """The SplitMix64 output function of ``x`` (elementwise, uint64, wrapping arithmetic)."""
     z = np.asarray(x, dtype=np.uint64) + _GOLDEN
     with np.errstate(over="ignore"):
@@ -43,7 +43,9 @@ def splitmix64(x: np.ndarray | int) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def sample_keys(seed: int, epoch: int, indices: Sequence[int] | np.ndarray, *, stream: int = TRAIN_STREAM) -> np.ndarray:
+def sample_keys(
+    seed: int, epoch: int, indices: Sequence[int] | np.ndarray, *, stream: int = TRAIN_STREAM
+) -> np.ndarray:
     """Keys (B,) uint64 of the samples at global places ``indices`` of epoch ``epoch``."""
     base = splitmix64(np.uint64(int(seed) & 0xFFFF_FFFF_FFFF_FFFF))
     base = splitmix64(base ^ np.uint64(int(stream) & 0xFFFF_FFFF_FFFF_FFFF))
@@ -87,7 +89,11 @@ def sensor_salt(sensor: str) -> int:
 
 
 def mask_noise(
-    keys: Tensor | np.ndarray, sensors: Sequence[str], num_tokens: int, *, device: torch.device | str | None = None
+    keys: Tensor | np.ndarray,
+    sensors: Sequence[str],
+    num_tokens: int,
+    *,
+    device: torch.device | str | None = None,
 ) -> dict[str, Tensor]:
     """Masking noise {sensor: float32 (B, num_tokens)} for ``make_mask_plan(noise=...)``."""
     return {
