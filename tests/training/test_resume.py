@@ -101,17 +101,26 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reben_lmdb,
 
 
 @pytest.mark.parametrize(
-    "kill_workers,resume_workers", [(1, 2), pytest.param(2, 1, marks=pytest.mark.slow)]
+    "kill_workers,resume_workers,every,ckpt_step,batches_done",
+    [
+        (1, 2, 2, 6, 1),  # last.ckpt mid-epoch: epoch 1 after 1 of 5 batches
+        (2, 1, 5, 5, 0),  # last.ckpt at epoch 0's last batch (step and epoch-end checkpoints): epoch 1 next
+    ],
 )
-def test_kill9_with_loader_workers_resumes_exactly(tmp_path, reben_lmdb, tiny, kill_workers, resume_workers):
-    """Issue 14.1: with loader workers the resumed run replayed the epoch's first batches.
+def test_kill9_with_loader_workers_resumes_exactly(
+    tmp_path, reben_lmdb, tiny, kill_workers, resume_workers, every, ckpt_step, batches_done
+):
+    """Issue 14.1: with loader workers a resumed run trained on other batches than the uninterrupted one.
 
-    Killed with ``kill_workers`` loader workers, resumed with ``resume_workers``: bit-identical to an
-    uninterrupted run without workers (the data and the draws do not depend on the workers).
+    Two causes: a DataLoader with workers iterates its sampler twice while building its iterator
+    (the mid-epoch skip was spent on the first), and after a checkpoint at an epoch's last batch
+    Lightning sets the sampler to the epoch after the resumed one. Killed with ``kill_workers``
+    loader workers, resumed with ``resume_workers``: bit-identical to an uninterrupted run without
+    workers (the data and the draws do not depend on the workers).
     """
     base = tiny(
         [reben_lmdb],
-        "callbacks.checkpoint_every_n_steps=2",
+        f"callbacks.checkpoint_every_n_steps={every}",
         "data.hflip=true",
         "data.vflip=true",
         "data.prefetch_factor=2",
@@ -119,7 +128,7 @@ def test_kill9_with_loader_workers_resumes_exactly(tmp_path, reben_lmdb, tiny, k
     )
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(  # 5 batches per epoch; killed before step 7: last.ckpt at step 6 (epoch 1)
+    proc = subprocess.run(  # 5 batches per epoch, killed before step 7
         [sys.executable, "-c", KILLER, str(killed), "7", *base, f"data.num_workers={kill_workers}"],
         env=env,
         capture_output=True,
@@ -128,8 +137,9 @@ def test_kill9_with_loader_workers_resumes_exactly(tmp_path, reben_lmdb, tiny, k
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     ckpt = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 6
-    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches_done"] == 1
+    assert ckpt["global_step"] == ckpt_step
+    (state,) = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert state["epoch"] == 1 and state["batches_done"] == batches_done
     fit(load_config(None, [*base, f"data.num_workers={resume_workers}"]), out=killed, resume=True)
     fit(load_config(None, [*base, "data.num_workers=0"]), out=tmp_path / "ref")
     wa = load_file(str(killed / "model" / "model.safetensors"))

@@ -309,6 +309,10 @@ class PairDataModule(pl.LightningDataModule):
         done = getattr(trainer.fit_loop.epoch_loop.batch_progress.current, "processed", 0)
         return int(done), int(trainer.num_training_batches)
 
+    def _epoch(self) -> int:
+        """The training loop's current epoch (the one a new train iterator serves)."""
+        return int(self.trainer.current_epoch) if self.trainer is not None else 0
+
     def batches_per_epoch(self) -> int:
         """Training batches per epoch on each rank (before ``limit_train_batches``)."""
         assert self.train_set is not None, "setup() first"
@@ -329,7 +333,11 @@ class PairDataModule(pl.LightningDataModule):
             world_size=world,
         )
         self._train_loader = ResumableLoader(
-            self.train_set, batch_sampler=sampler, progress=self._progress, **self._loader_kwargs()
+            self.train_set,
+            batch_sampler=sampler,
+            progress=self._progress,
+            epoch=self._epoch,
+            **self._loader_kwargs(),
         )
         if self._pending_position is not None:
             self._train_loader.load_state_dict(self._pending_position)

@@ -93,8 +93,6 @@ class ResumableBatchSampler(Sampler[BatchRequest]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        if self._skip is not None and self._skip[0] != self.epoch:
-            self._skip = None  # the resumed epoch is over
 
     def resume(self, epoch: int, batches_done: int) -> None:
         """Continue epoch ``epoch`` after its first ``batches_done`` batches."""
@@ -111,12 +109,20 @@ class ResumableBatchSampler(Sampler[BatchRequest]):
         return torch.randperm(self.n, generator=g).numpy()
 
     def __iter__(self) -> Iterator[BatchRequest]:
+        # After a resume the checkpoint's position is authoritative until the loop has moved past the
+        # resumed epoch: the iterators Lightning builds while it restores (with an epoch number one
+        # too low or one too high, depending on where the checkpoint was written) serve the resumed
+        # epoch after its consumed batches. The skip holds for every iteration of that epoch, not
+        # only the first: a DataLoader with workers calls iter() on its sampler twice when it builds
+        # its iterator (issue 14.1: a one-shot skip was spent on the first and the resumed run
+        # replayed the epoch's first batches).
+        skip = 0
+        if self._skip is not None:
+            if self.epoch <= self._skip[0]:
+                self.epoch, skip = self._skip
+            else:
+                self._skip = None  # the resumed epoch is over
         epoch = self.epoch
-        # The skip holds for every iteration of the resumed epoch, not only the first: a DataLoader
-        # with workers calls iter() on its sampler twice when it builds its iterator (once in
-        # _BaseDataLoaderIter.__init__, once in _reset), and a one-shot skip was spent on the first
-        # (issue 14.1: a resume with workers replayed the epoch's first batches).
-        skip = self._skip[1] if self._skip is not None and self._skip[0] == epoch else 0
         perm = self.order(epoch)
         gb = self.batch_size * self.world_size
         key_epoch = epoch if self.fixed_epoch is None else self.fixed_epoch
@@ -147,6 +153,12 @@ class ResumableLoader(DataLoader):
     Lightning stores ``state_dict()`` of every stateful train loader in its checkpoints and calls
     ``load_state_dict`` on resume. ``progress`` returns ``(batches consumed by the training loop in
     this epoch, batches in an epoch)``; the batches fetched ahead by workers do not count.
+
+    ``epoch``: returns the training loop's current epoch; when given, every new iterator takes its
+    epoch from it rather than from Lightning's ``set_epoch`` calls (after a resume from a
+    checkpoint written at an epoch's last batch, Lightning 2.6 calls ``set_epoch`` with one more
+    than the epoch it runs, so the resumed run trained on a later epoch's order and draws: issue
+    14.1). Until the loop has moved past a resumed epoch, the sampler serves that epoch.
     """
 
     def __init__(
@@ -155,15 +167,19 @@ class ResumableLoader(DataLoader):
         *,
         batch_sampler: ResumableBatchSampler,
         progress: Callable[[], tuple[int, int]] | None = None,
+        epoch: Callable[[], int] | None = None,
         **kwargs: Any,
     ):
         super().__init__(dataset, sampler=batch_sampler, batch_size=None, **kwargs)
         self.batch_request_sampler = batch_sampler
         self.progress = progress
+        self.epoch_fn = epoch
         self.wait_s = 0.0  # time the training loop spent waiting in next() (data loading)
         self.batches_out = 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        if self.epoch_fn is not None:
+            self.batch_request_sampler.set_epoch(self.epoch_fn())
         return _TimedIterator(super().__iter__(), self)
 
     def state_dict(self) -> dict[str, int]:
