@@ -101,20 +101,22 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reben_lmdb,
 
 
 @pytest.mark.parametrize(
-    "kill_workers,resume_workers,every,ckpt_step,batches_done",
+    "kill_workers,resume_workers,every,ckpt_step,batches_done,extra",
     [
-        (1, 2, 2, 6, 1),  # last.ckpt mid-epoch: epoch 1 after 1 of 5 batches
-        (2, 1, 5, 5, 0),  # last.ckpt at epoch 0's last batch (step and epoch-end checkpoints): epoch 1 next
+        (1, 2, 2, 6, 1, []),  # last.ckpt mid-epoch: epoch 1 after 1 of 5 batches
+        # last.ckpt at epoch 0's end (step and epoch checkpoints), with validation and max_steps set
+        (2, 1, 5, 5, 0, ["data.val_split=val", "trainer.max_steps=10"]),
     ],
 )
 def test_kill9_with_loader_workers_resumes_exactly(
-    tmp_path, reben_lmdb, tiny, kill_workers, resume_workers, every, ckpt_step, batches_done
+    tmp_path, reben_lmdb, tiny, kill_workers, resume_workers, every, ckpt_step, batches_done, extra
 ):
     """Issue 14.1: with loader workers a resumed run trained on other batches than the uninterrupted one.
 
-    Two causes: a DataLoader with workers iterates its sampler twice while building its iterator
-    (the mid-epoch skip was spent on the first), and after a checkpoint at an epoch's last batch
-    Lightning sets the sampler to the epoch after the resumed one. Killed with ``kill_workers``
+    Causes: a DataLoader with workers iterates its sampler twice while building its iterator (the
+    mid-epoch skip was spent on the first); resumed from an epoch-end checkpoint with validation on
+    and max_steps set, Lightning counts the finished epoch twice (it hands the sampler the next
+    epoch's number and stops an epoch early). Killed with ``kill_workers``
     loader workers, resumed with ``resume_workers``: bit-identical to an uninterrupted run without
     workers (the data and the draws do not depend on the workers).
     """
@@ -124,6 +126,7 @@ def test_kill9_with_loader_workers_resumes_exactly(
         "data.hflip=true",
         "data.vflip=true",
         "data.prefetch_factor=2",
+        *extra,
         epochs=2,
     )
     killed = tmp_path / "killed"
@@ -140,8 +143,9 @@ def test_kill9_with_loader_workers_resumes_exactly(
     assert ckpt["global_step"] == ckpt_step
     (state,) = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert state["epoch"] == 1 and state["batches_done"] == batches_done
-    fit(load_config(None, [*base, f"data.num_workers={resume_workers}"]), out=killed, resume=True)
-    fit(load_config(None, [*base, "data.num_workers=0"]), out=tmp_path / "ref")
+    resumed = fit(load_config(None, [*base, f"data.num_workers={resume_workers}"]), out=killed, resume=True)
+    ref = fit(load_config(None, [*base, "data.num_workers=0"]), out=tmp_path / "ref")
+    assert resumed.steps == ref.steps == 10 and resumed.epochs == ref.epochs == 2
     wa = load_file(str(killed / "model" / "model.safetensors"))
     wb = load_file(str(tmp_path / "ref" / "model" / "model.safetensors"))
     for k in wb:

@@ -104,6 +104,17 @@ class CSMAEModule(pl.LightningModule):
             per_rank_mim=self.cfg.trainer.mim_per_rank,
         )
 
+    def on_train_epoch_end(self) -> None:
+        # Resumed from a checkpoint written at an epoch's end with validation on and max_steps set,
+        # Lightning 2.6 replays that epoch's end as an empty epoch and counts it as processed a
+        # second time: the resumed run stopped an epoch early (issue 14.1). Between the processed and
+        # the completed increments of an epoch's end they differ by exactly one in every consistent
+        # state; restore that before the checkpoint callbacks (which run after this hook) save it.
+        progress = self.trainer.fit_loop.epoch_progress
+        for counts in (progress.current, progress.total):
+            if counts.processed > counts.completed + 1:
+                counts.processed = counts.completed + 1
+
     def on_fit_start(self) -> None:
         if not self.cfg.trainer.mim_per_rank and getattr(self.model.config, "w_mim", 0) > 0:
             check_gather_possible(self.trainer.world_size)

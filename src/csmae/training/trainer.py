@@ -16,6 +16,7 @@ from csmae.training.checkpoint import AtomicCheckpointIO
 from csmae.training.config import ConfigError, FitConfig
 from csmae.training.datamodule import PairDataModule
 from csmae.training.module import CSMAEModule
+from csmae.training.step_checkpoint import StepCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,11 @@ def checkpoint_callbacks(cfg: FitConfig, ckpt_dir: Path) -> list[ModelCheckpoint
          dict(dirpath=ckpt_dir, filename="epoch-{epoch:03d}", every_n_epochs=c.keep_every_n_epochs,
               save_top_k=-1, save_on_train_epoch_end=True, auto_insert_metric_name=False)),
     ]
-    return [ModelCheckpoint(**kwargs) for enabled, kwargs in wanted if enabled]
+    out: list[ModelCheckpoint] = []
+    for i, (enabled, kwargs) in enumerate(wanted):
+        if enabled:
+            out.append(StepCheckpoint(**kwargs) if i == 0 else ModelCheckpoint(**kwargs))
+    return out
 
 
 def build_trainer(
