@@ -111,7 +111,8 @@ class CSMAEModule(pl.LightningModule):
         # the completed increments of an epoch's end they differ by exactly one in every consistent
         # state; restore that before the checkpoint callbacks (which run after this hook) save it.
         progress = self.trainer.fit_loop.epoch_progress
-        for counts in (progress.current, progress.total):
+        counters: list[Any] = [progress.current, progress.total]  # _ProcessedTracker
+        for counts in counters:
             if counts.processed > counts.completed + 1:
                 counts.processed = counts.completed + 1
 
