@@ -91,8 +91,7 @@ def _free_port() -> int:
 
 #: (case, global batch, per-rank MIM) run by default: every kind of model, an even and an uneven split,
 #: and the per-rank form as a guard; the slow test runs every case at both batch sizes
-FAST = [("sesd", 8, False), ("sesd", 8, True), ("cecd", 5, False), ("dual_encoder", 8, False),
-        ("sesd_mde_disjoint", 5, False)]
+FAST = [("sesd", 8, False), ("sesd", 8, True), ("cecd", 5, False), ("dual_encoder", 8, False)]
 ALL = [(c, n, False) for c in CASES for n in (8, 5)]
 
 
