@@ -11,7 +11,12 @@ from csmae.data import open_dataset
 from csmae.models import create_model
 from csmae.models.device_batch import assemble, dense_layout, store_layout
 from csmae.training.datamodule import BatchDataset
+from csmae.training.sample_rng import sample_keys
 from csmae.training.sampler import BatchRequest
+
+
+def _request(positions, seed):
+    return BatchRequest(list(positions), sample_keys(seed, 0, range(len(positions))), len(positions))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,7 @@ def test_device_path_equals_host_path_bit_for_bit(source, flips):
     dataset = open_dataset(source)
     host = BatchDataset(dataset, sensors, hflip=flips[0], vflip=flips[1])
     dev = BatchDataset(dataset, sensors, hflip=flips[0], vflip=flips[1], device_transforms=True)
-    req = BatchRequest([5, 0, 3, 7, 1, 2], 4321)
+    req = _request([5, 0, 3, 7, 1, 2], 4321)
     want = host[req]
     raw = dev[req]
     if "native" in str(source):  # compact: uint16 S2 records at native size travel
@@ -91,7 +96,7 @@ def test_datamodule_assembles_after_transfer(synth_native):
     dm = PairDataModule(cfg, sensors, seed=3)
     dm.setup("fit")
     assert dm.train_set is not None and dm.train_set.device_transforms
-    req = BatchRequest([3, 1, 4, 15], 11)
+    req = _request([3, 1, 4, 15], 11)
     loader = torch.utils.data.DataLoader(dm.train_set, batch_size=None, sampler=[req], num_workers=1)
     (raw,) = list(loader)
     got = dm.on_after_batch_transfer(raw, 0)

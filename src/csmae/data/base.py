@@ -10,7 +10,15 @@ A sample is a plain dict (picklable, cheap to collate)::
       "split": "train" | "val" | "test" | None,
       # optional metadata, when the source has it:
       "s1_name": str, "country": str, "season": str, "acquisition_date": str, ...
+      # geo keys (csmae.geo.keys), from every reader of a source that knows them:
+      "geometry": bytes | None,         # WKB polygon, EPSG:4326 (lon, lat); None = no georeferencing
+      "crs": str | None,                # "EPSG:32633": native CRS of the patch grid (S2's, else S1's)
+      "transform": tuple | None,        # affine (a, b, c, d, e, f) of the 120x120 grid
+      "datetime": {"s1": str | None, "s2": str | None},   # ISO 8601 UTC "2017-06-13T10:10:31Z"
+      "scene": {"s1": str | None, "s2": str | None},      # scene / product id per sensor
     }
+
+The footprint is never invented: sources without georeferencing (LMDBs) give ``geometry`` None.
 
 20 m (and 60 m) bands are upsampled to 120x120 with bicubic interpolation, align_corners=True,
 through :func:`upsample_band` so that every reader (and the prepared store) gives identical pixels.
@@ -80,7 +88,11 @@ def upsample_stack(bands: Sequence[np.ndarray], size: int = IMAGE_SIZE) -> np.nd
 
 
 def check_band(arr: np.ndarray, *, band: str, expected_side: int, patch: str, path: str) -> None:
-    """Raise :class:`DataError` for a band of the wrong shape or with NaN/inf pixels."""
+    """Raise :class:`DataError` for a band of the wrong shape or type, or with NaN/inf pixels."""
+    if arr.dtype.kind not in "uif":  # complex, bool, object...: casting would drop data silently
+        what = "complex-valued" if arr.dtype.kind == "c" else f"of type {arr.dtype}"
+        raise DataError(f"band {band} is {what} ({arr.dtype}); expected real numbers (an integer or "
+                        "float image)", patch=patch, path=path)
     if arr.shape != (expected_side, expected_side):
         raise DataError(
             f"band {band} has shape {tuple(arr.shape)}, expected ({expected_side}, {expected_side})",

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from csmae.integrity import checksum_files
 from csmae.retrieval.artifacts import base_manifest, replace_folder, sha256_file, write_json_atomic
 from csmae.retrieval.embeddings import KIND, write_shard
 from csmae.sensors import Sensor
@@ -183,6 +184,8 @@ class EmbedJob:
     layout: Any = None  # raw batch arrays (csmae.models.device_batch); None: one dense array per sensor
     pin: bool = False  # loaders hand batches over in pinned memory
     acc: dict[str, list[Any]] = field(default_factory=dict)
+    #: pair index -> metadata (geo keys, country, season) without pixels; None = the source has none
+    pair_meta: Callable[[int], dict[str, Any]] | None = None
 
     def shard_range(self, si: int) -> tuple[int, int]:
         return si * self.shard_pairs, min(self.n, (si + 1) * self.shard_pairs)
@@ -224,16 +227,33 @@ class EmbedJob:
         self.acc.setdefault("ids", []).extend(raw["id"])
         lo, hi = self.shard_range(si)
         if idx[-1] + 1 == hi:  # shard complete
-            self._write(self.work / self.shards[si]["file"], self.splits[lo:hi])
+            self._write(self.work / self.shards[si]["file"], self.splits[lo:hi], lo, hi)
             log.info("wrote %s (%d pairs)", self.shards[si]["file"], hi - lo)
             self.acc = {}
 
-    def _write(self, path: Path, splits: list[Any]) -> None:
+    def _meta(self, lo: int, hi: int) -> dict[str, list[Any]] | None:
+        """Per-row geo columns of pairs lo..hi (rows interleaved per sensor like the vectors)."""
+        if self.pair_meta is None:
+            return None
+        rows: dict[str, list[Any]] = {c: [] for c in ("geometry", "datetime", "country", "season", "scene")}
+        for i in range(lo, hi):
+            m = self.pair_meta(i)
+            times, scenes = m.get("datetime") or {}, m.get("scene") or {}
+            for s in self.want:
+                rows["geometry"].append(m.get("geometry"))
+                rows["datetime"].append(times.get(s))
+                rows["scene"].append(scenes.get(s))
+                rows["country"].append(m.get("country"))
+                rows["season"].append(m.get("season"))
+        return rows
+
+    def _write(self, path: Path, splits: list[Any], lo: int, hi: int) -> None:
         acc, want = self.acc, self.want
         lab = np.concatenate(acc["labels"])
         m = len(lab)
         # interleave rows pair by pair: (pair0, s1), (pair0, s2), (pair1, s1), ...
         vec = np.stack([np.concatenate(acc[s]) for s in want], axis=1).reshape(m * len(want), -1)
+        _report_nonfinite(path, vec, [str(i) for i in acc["ids"]], want)
         write_shard(
             path,
             ids=[str(i) for i in acc["ids"] for _ in want],
@@ -241,7 +261,20 @@ class EmbedJob:
             splits=[sp for sp in splits for _ in want],
             labels=np.repeat(lab, len(want), axis=0),
             vectors=vec,
+            meta=self._meta(lo, hi),
         )
+
+
+def _report_nonfinite(path: Path, vec: np.ndarray, ids: list[str], want: list[str]) -> None:
+    """Warn about NaN/inf descriptors (rows interleaved pair by pair); ``csmae index`` skips them."""
+    from csmae.integrity import finite_rows
+
+    bad = np.flatnonzero(~finite_rows(vec))
+    if len(bad):
+        shown = ", ".join(f"{ids[r // len(want)]}/{want[r % len(want)]}" for r in bad[:10])
+        log.warning("%s: the model gave %d descriptor(s) with NaN/inf values (%s%s); they are kept "
+                    "in the shard but never indexed", path.name, len(bad), shown,
+                    " ..." if len(bad) > 10 else "")
 
 
 def is_launched_rank() -> bool:
@@ -361,9 +394,15 @@ def embed_dataset(
     target = torch.device("cuda" if device in ("cuda", "gpu") else device) if distributed else dev
     layout, compact = device_layout(ds, {s: model_sensors[s] for s in want}, device_transforms, target)
     job = EmbedJob(
+<<<<<<< HEAD
         model=model, want=want, model_sensors=model_sensors, read=_reader(ds, want, perms, compact=compact),
         ids=ids, splits=list(ds.splits()), work=work, shards=shards, shard_pairs=shard_pairs,
         batch_size=batch_size, n=n, precision=precision, layout=layout, pin=target.type == "cuda",
+=======
+        model=model, want=want, model_sensors=model_sensors, read=_reader(ds, want, perms), ids=ids,
+        splits=list(ds.splits()), work=work, shards=shards, shard_pairs=shard_pairs, batch_size=batch_size,
+        n=n, precision=precision, pair_meta=getattr(ds, "metadata", None),
+>>>>>>> main
     )
     if distributed:
         from csmae.retrieval.embed_distributed import predict_shards
@@ -385,16 +424,26 @@ def embed_dataset(
         dim=info["dim"],
         sensors={s: model_sensors[s].to_dict() for s in want},
         normalisation="per-band (x - mean) / std with the sensors' mean/std",
-        dataset={"sources": plan["sources"], "split": split, "kind": getattr(ds, "kind", ""), "pairs": n},
+        dataset={"sources": plan["sources"], "split": split, "kind": getattr(ds, "kind", ""), "pairs": n,
+                 **_geo_facts(ds)},
         label_names=list(getattr(ds, "label_names", [])),
         precision=precision,
         count=n * len(want),
         shards=shards,
+        checksums=checksum_files(work, [s["file"] for s in shards]),  # verified when read
     )
     write_json_atomic(work / "manifest.json", manifest)
     (work / "plan.json").unlink(missing_ok=True)
     replace_folder(work, out)
     return out
+
+
+def _geo_facts(ds: Any) -> dict[str, Any]:
+    """What a store's manifest says about its footprints ("geo", "geo_synthetic"), for the manifests."""
+    man = getattr(ds, "manifest", None)
+    if not isinstance(man, dict):
+        return {}
+    return {k: man[k] for k in ("geo", "geo_synthetic") if k in man}
 
 
 def _embed_here(

@@ -3,8 +3,10 @@
 A worker receives a :class:`~csmae.training.sampler.BatchRequest` and returns a finished batch:
 ``{sensor: float32 (B, C, 120, 120) normalised, "labels": bool (B, 19), "id": [...]}``. Datasets with a
 ``get_batch`` (the prepared store) are read in one call per batch; others sample by sample.
-Horizontal/vertical flips are drawn per pair from the request's seed and applied to every sensor
-of the pair alike (keeps them co-registered).
+Horizontal/vertical flips are drawn per pair from its key (:mod:`csmae.training.sample_rng`, a
+function of the pair's place in the global batch) and applied to every sensor of the pair alike
+(keeps them co-registered). The batch also carries ``"key"`` (int64 (B,), the per-sample keys the
+training step draws the mask noise from) and ``"global_n"`` (the size of the whole global batch).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from torch.utils.data import DataLoader
 from csmae.models.batch import normalize_
 from csmae.models.device_batch import assemble, dense_layout, store_layout
 from csmae.sensors import IMAGE_SIZE, Sensor
-from csmae.training.config import DataSection, expand_placeholders
-from csmae.training.sampler import BatchRequest, ResumableBatchSampler, ResumableLoader
+from csmae.training.config import ConfigError, DataSection, expand_placeholders
+from csmae.training.sample_rng import VAL_STREAM, flip_draws, keys_to_tensor
+from csmae.training.sampler import BatchRequest, ResumableBatchSampler, ResumableLoader, batches_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +138,15 @@ class BatchDataset:
                         x[rows] = x[rows].flip(dim)
         batch["labels"] = torch.from_numpy(raw["labels"])
         batch["id"] = raw["id"]
+        batch["key"] = keys_to_tensor(request.keys)  # (B,) int64
+        batch["global_n"] = int(request.global_n)
         return batch
 
     def flip_decisions(self, request: BatchRequest) -> Tensor | None:
         """(B, 2) bool: flip pair i horizontally / vertically (None without flips); one draw per pair."""
         if not (self.hflip or self.vflip):
             return None
-        g = torch.Generator().manual_seed(request.seed)
-        flips = torch.rand(len(request.positions), 2, generator=g) < 0.5  # same draw for every sensor
+        flips = flip_draws(request.keys)  # (B, 2) from each pair's key: same draw for every sensor
         flips[:, 0] &= self.hflip
         flips[:, 1] &= self.vflip
         return flips
@@ -160,8 +164,14 @@ class BatchDataset:
                 b[s] = _checked(b[s], spec).astype(np.float32, copy=False)
             labels, ids = b["labels"], b["id"]
         raw = {k: torch.from_numpy(np.ascontiguousarray(b[k])) for k in keys}
-        flips = self.flip_decisions(request)
-        return {"raw": raw, "flips": flips, "labels": torch.from_numpy(labels), "id": ids}
+        return {
+            "raw": raw,
+            "flips": self.flip_decisions(request),
+            "labels": torch.from_numpy(labels),
+            "id": ids,
+            "key": keys_to_tensor(request.keys),  # (B,) int64
+            "global_n": int(request.global_n),
+        }
 
 
 def _checked(x: np.ndarray, spec: Sensor) -> np.ndarray:
@@ -248,6 +258,7 @@ class PairDataModule(pl.LightningDataModule):
         self.cfg = cfg
         self.sensors = dict(sensors)
         self.seed = seed
+        self.batch_size = cfg.batch_size  # per rank; resolved from data.global_batch_size in setup()
         self.train_set: BatchDataset | None = None
         self.val_set: BatchDataset | None = None
         self._train_loader: ResumableLoader | None = None
@@ -261,10 +272,32 @@ class PairDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def resolve_batch_size(self) -> int:
+        """The per-rank batch: ``data.batch_size``, or ``data.global_batch_size`` split over ranks.
+
+        Raises:
+            ConfigError: the global batch does not divide over ranks x gradient accumulation.
+        """
+        c = self.cfg
+        if c.global_batch_size is None:
+            self.batch_size = c.batch_size
+            return self.batch_size
+        _, world = self._world()
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        parts = world * accumulate
+        if c.global_batch_size % parts:
+            raise ConfigError(
+                f"data.global_batch_size {c.global_batch_size} does not divide over {world} device(s) x "
+                f"{accumulate} accumulated batch(es) = {parts}: use a multiple of {parts} or other devices"
+            )
+        self.batch_size = c.global_batch_size // parts
+        return self.batch_size
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         c = self.cfg
+        bs = self.resolve_batch_size()
         train = open_pairs(
             c.sources,
             sensors=self.sensors,
@@ -280,9 +313,9 @@ class PairDataModule(pl.LightningDataModule):
             train, self.sensors, positions=range(n), hflip=c.hflip, vflip=c.vflip, device_transforms=dev
         )
         _, world = self._world()
-        if n < c.batch_size * world:
+        if n < bs * world:
             raise ValueError(
-                f"data.batch_size {c.batch_size} x {world} device(s) is larger than the {n} training pairs "
+                f"data.batch_size {bs} x {world} device(s) is larger than the {n} training pairs "
                 f"of {train!r}: lower data.batch_size or use more data"
             )
         log.info("training on %d pairs from %r", n, train)
@@ -337,25 +370,35 @@ class PairDataModule(pl.LightningDataModule):
         done = getattr(trainer.fit_loop.epoch_loop.batch_progress.current, "processed", 0)
         return int(done), int(trainer.num_training_batches)
 
+    def _epoch(self) -> int:
+        """The training loop's current epoch (the one a new train iterator serves)."""
+        return int(self.trainer.current_epoch) if self.trainer is not None else 0
+
     def batches_per_epoch(self) -> int:
         """Training batches per epoch on each rank (before ``limit_train_batches``)."""
         assert self.train_set is not None, "setup() first"
-        return len(self.train_set) // (self.cfg.batch_size * self._world()[1])
+        return batches_per_epoch(
+            len(self.train_set), self.batch_size, self._world()[1], drop_last=self.cfg.drop_last
+        )
 
     def train_dataloader(self) -> ResumableLoader:
         assert self.train_set is not None, "setup() first"
         rank, world = self._world()
         sampler = ResumableBatchSampler(
             len(self.train_set),
-            self.cfg.batch_size,
+            self.batch_size,
             seed=self.seed,
             shuffle=True,
-            drop_last=True,
+            drop_last=self.cfg.drop_last,
             rank=rank,
             world_size=world,
         )
         self._train_loader = ResumableLoader(
-            self.train_set, batch_sampler=sampler, progress=self._progress, **self._loader_kwargs()
+            self.train_set,
+            batch_sampler=sampler,
+            progress=self._progress,
+            epoch=self._epoch,
+            **self._loader_kwargs(),
         )
         if self._pending_position is not None:
             self._train_loader.load_state_dict(self._pending_position)
@@ -380,10 +423,18 @@ class PairDataModule(pl.LightningDataModule):
         if self.val_set is None:
             return []
         rank, world = self._world()
-        bs = self.cfg.val_batch_size or self.cfg.batch_size
+        bs = self.cfg.val_batch_size or self.batch_size
         bs = min(bs, max(1, len(self.val_set) // world))
         sampler = ResumableBatchSampler(
-            len(self.val_set), bs, seed=self.seed, shuffle=False, drop_last=False, rank=rank, world_size=world
+            len(self.val_set),
+            bs,
+            seed=self.seed,
+            shuffle=False,
+            drop_last=False,
+            rank=rank,
+            world_size=world,
+            stream=VAL_STREAM,
+            fixed_epoch=0,  # the same validation masks every epoch
         )
         kwargs = self._loader_kwargs()
         return DataLoader(self.val_set, sampler=sampler, batch_size=None, **kwargs)  # type: ignore[arg-type]
