@@ -394,15 +394,10 @@ def embed_dataset(
     target = torch.device("cuda" if device in ("cuda", "gpu") else device) if distributed else dev
     layout, compact = device_layout(ds, {s: model_sensors[s] for s in want}, device_transforms, target)
     job = EmbedJob(
-<<<<<<< HEAD
         model=model, want=want, model_sensors=model_sensors, read=_reader(ds, want, perms, compact=compact),
         ids=ids, splits=list(ds.splits()), work=work, shards=shards, shard_pairs=shard_pairs,
         batch_size=batch_size, n=n, precision=precision, layout=layout, pin=target.type == "cuda",
-=======
-        model=model, want=want, model_sensors=model_sensors, read=_reader(ds, want, perms), ids=ids,
-        splits=list(ds.splits()), work=work, shards=shards, shard_pairs=shard_pairs, batch_size=batch_size,
-        n=n, precision=precision, pair_meta=getattr(ds, "metadata", None),
->>>>>>> main
+        pair_meta=getattr(ds, "metadata", None),
     )
     if distributed:
         from csmae.retrieval.embed_distributed import predict_shards
