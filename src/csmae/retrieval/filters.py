@@ -73,7 +73,7 @@ def _date(key: str, value: Any) -> dt.date | None:
         return None
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc)
+            value = value.astimezone(dt.UTC)
         return value.date()
     if isinstance(value, dt.date):
         return value
@@ -234,7 +234,7 @@ _NAT = np.iinfo(np.int64).min
 
 
 def _day_ns(d: dt.date) -> int:
-    return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp()) * 1_000_000_000
+    return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
 
 
 def _known(what: str, names: Sequence[str], valid: Sequence[str]) -> None:
