@@ -17,7 +17,10 @@ Filters arrive as allowed row ids and become an ``IDSelectorBitmap`` passed in t
 parameters, so the result is the top-k among allowed rows, not a post-filtered list. Approximate
 kinds search the allowed rows exactly instead when they are few (``EXACT_MAX_ROWS``) or a small
 share of the archive (``EXACT_BELOW``: graph/list search with a very selective filter loses
-recall), and any query that comes back with fewer than min(k, allowed) results is redone exactly.
+recall); above that, HNSW's efSearch and IVF's nprobe are divided by the allowed share (the
+nearest allowed items lie as far as the (k / share)-th nearest overall; a selector makes IVF score
+only allowed entries, so the cost stays about that of an unfiltered search; efSearch is capped at
+``HNSW_MAX_EF``), and any query that comes back with fewer than min(k, allowed) results is redone exactly.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ BLAS_THRESHOLD = 4 * 768
 EXACT_MAX_ROWS = 20_000
 #: ... or when they are less than this share of the stored rows (bench/bench_search.py).
 EXACT_BELOW = 0.02
+#: HNSW under a filter: efSearch / share of allowed rows, at most this.
+HNSW_MAX_EF = 2048
 #: ivfpq: candidates re-ranked exactly per query (at least k).
 RERANK = 100
 _configured = False
@@ -334,6 +339,14 @@ class FaissBackend:
             sel, bits = _bitmap_selector(faiss, rows, max(self.n_rows, int(rows[-1]) + 1))
         rerank = int((params or {}).get("rerank", self.rerank))
         overrides = {k_: v for k_, v in (params or {}).items() if k_ != "rerank"}
+        if rows is not None:  # the nearest allowed items lie as far as the (k / share)-th nearest of all
+            share = max(len(rows) / max(int(self.index.ntotal), 1), 1e-6)
+            if self.hnsw:  # a filtered graph walk meets share-times fewer allowed nodes
+                ef = int(overrides.get("efSearch", self.params.get("efSearch", 16)))
+                overrides["efSearch"] = int(min(HNSW_MAX_EF, max(ef, k) / share))
+            elif self.ivf is not None:  # more lists, of which only the allowed entries are scored
+                nprobe = int(overrides.get("nprobe", self.params.get("nprobe", 1)))
+                overrides["nprobe"] = int(min(self.ivf.nlist, np.ceil(nprobe / share)))
         kc = max(k, rerank) if self.store is not None and rerank else k
         p = self.search_params(sel, overrides)
         s, r = self.index.search(q, kc, params=p)
