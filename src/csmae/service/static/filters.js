@@ -89,7 +89,7 @@
       make("p", { id: "filter-summary", class: "muted", role: "status" }, "No filter"));
     const chips = make("ul", { class: "chips", "aria-label": "Labels (click to cycle any / all / none / off)" });
     for (const name of h.label_names || []) chips.append(labelChip(name));
-    card.append(make("details", {}, make("summary", {}, "Labels"), chips));
+    card.append(make("details", { open: "" }, make("summary", {}, "Labels"), chips));
     const split = make("select", { id: "f-split" }, make("option", { value: "" }, "any split"));
     for (const s of ["train", "val", "test"]) split.append(make("option", { value: s }, s));
     split.addEventListener("change", () => { f.split = split.value; summary(); changed(); });
