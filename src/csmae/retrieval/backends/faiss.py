@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 BLAS_THRESHOLD = 4 * 768
 #: Approximate kinds search the allowed rows exactly when at most this many are allowed ...
 EXACT_MAX_ROWS = 20_000
+#: ... (ivfpq: gathered from the on-disk copy, so fewer) ...
+EXACT_MAX_ROWS_DISK = 2_000
 #: ... or when they are less than this share of the stored rows (bench/bench_search.py).
 EXACT_BELOW = 0.02
 #: HNSW under a filter: efSearch / share of allowed rows, at most this.
@@ -310,7 +312,11 @@ class FaissBackend:
         if (
             self.approximate
             and rows is not None
-            and (n_allowed <= EXACT_MAX_ROWS or n_allowed < EXACT_BELOW * stored)
+            and (
+                n_allowed
+                <= (EXACT_MAX_ROWS if self.store is None else min(EXACT_MAX_ROWS, EXACT_MAX_ROWS_DISK))
+                or n_allowed < EXACT_BELOW * stored
+            )
             and self._can_reconstruct()
         ):
             s, r = self._exact_subset(q, want, rows)
@@ -408,15 +414,32 @@ class FaissBackend:
 
     # ------------------------------------------------------------------- tune
     def tune(
-        self, vectors: np.ndarray, *, target: float, n_queries: int = 500, seed: int = 0
+        self,
+        vectors: np.ndarray | None,
+        *,
+        target: float,
+        n_queries: int = 500,
+        seed: int = 0,
+        truth: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> float | None:
-        """Smallest efSearch / nprobe reaching recall@10 ``target`` vs exact on sampled rows of
-        ``vectors`` (the row ids 0..N-1 of this backend); stores it in ``self.params``."""
+        """Smallest efSearch / nprobe (and, for ivfpq, re-rank depth) reaching recall@10 ``target``
+        vs exact on sampled rows of ``vectors`` (the row ids 0..N-1 of this backend), or against
+        ``truth`` = (queries, their exact top-10 row ids) for archives too big to hold; stores the
+        setting in ``self.params``."""
+
+        def measure(params: dict[str, int]) -> float:
+            if truth is None:
+                assert vectors is not None
+                return recall_at_k(self, vectors, n_queries=n_queries, seed=seed, params=params)
+            tq, tr = truth
+            _, got = self._search_index(np.ascontiguousarray(tq, dtype=np.float32), tr.shape[1], None, params)
+            return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, tr)]))
+
         if not self.approximate:
             return None
         name, values = self._tunable()
         if name is None:
-            return recall_at_k(self, vectors, n_queries=n_queries, seed=seed)
+            return measure({})
         # kinds with an on-disk re-rank: more candidates lift the recall cap of the compressed codes
         reranks = [self.rerank] if self.store is None else [RERANK, 2 * RERANK, 4 * RERANK, 10 * RERANK]
         best: tuple[float, int, int] | None = None  # recall, value, rerank
@@ -424,7 +447,7 @@ class FaissBackend:
             prev, flat = -1.0, 0
             for v in values:
                 extra = {"rerank": rr} if self.store is not None else {}
-                r = recall_at_k(self, vectors, n_queries=n_queries, seed=seed, params={name: v, **extra})
+                r = measure({name: v, **extra})
                 if best is None or r > best[0] + 1e-9:
                     best = (r, v, rr)
                 flat = flat + 1 if r <= prev + 0.002 else 0
