@@ -26,7 +26,8 @@ def with_meta(emb, seed: int = 0):
         {
             "country": rng.choice(["Portugal", "Austria", "Finland"], n),
             "season": rng.choice(["Summer", "Winter"], n),
-            "datetime": pd.Timestamp("2017-06-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 400, n), unit="D"),
+            "datetime": pd.Timestamp("2017-06-01", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 400, n), unit="D"),
             "geometry": [shapely.box(x, y, x + 0.5, y + 0.5).wkb for x, y in zip(lon, lat)],
         }
     )
@@ -75,7 +76,9 @@ def test_http_filter_equals_python_api(client):
     assert res.status_code == 200, res.text
     assert [(h["id"], h["sensor"]) for h in res.json()["results"]] == [(h.id, h.sensor) for h in want]
     health = c.get("/api/health").json()["filters"]
-    assert health["country"] == ["Austria", "Finland", "Portugal"] and health["geometry"] and health["datetime"]
+    assert (
+        health["country"] == ["Austria", "Finland", "Portugal"] and health["geometry"] and health["datetime"]
+    )
     page = c.get("/api/items", params=[("country", "Finland"), ("season", "Winter"), ("limit", "500")]).json()
     items = r.index.items
     assert page["total"] == int(((items.country == "Finland") & (items.season == "Winter")).sum())
@@ -103,12 +106,16 @@ def test_http_bad_filters(client, params, status, msg):
 def test_reload_serves_a_grown_index(client, index_dir, tmp_path):
     c, _ = client
     before = c.get("/api/health").json()["counts"]["vectors"]
-    assert cli(["index", "add", str(index_dir), str(write_emb(make_emb(["new1", "new2"]), tmp_path / "e"))]) == 0
+    assert (
+        cli(["index", "add", str(index_dir), str(write_emb(make_emb(["new1", "new2"]), tmp_path / "e"))]) == 0
+    )
     assert c.get("/api/search", params={"id": "new1", "sensor": "s1"}).status_code == 404
     res = c.post("/api/reload")
     assert res.status_code == 200 and res.json()["count"] == before + 4
     assert c.get("/api/health").json()["counts"]["vectors"] == before + 4
-    hits = c.get("/api/search", params={"id": "new1", "sensor": "s1", "target": "s1", "k": 3}).json()["results"]
+    hits = c.get("/api/search", params={"id": "new1", "sensor": "s1", "target": "s1", "k": 3}).json()[
+        "results"
+    ]
     assert len(hits) == 3
     (tmp_path / "gone.txt").write_text("new1\n")
     assert cli(["index", "remove", str(index_dir), "--ids", str(tmp_path / "gone.txt")]) == 0

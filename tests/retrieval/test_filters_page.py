@@ -27,7 +27,9 @@ def test_filter_controls_drive_the_search(tmp_path):
     build_index(with_meta(make_emb(IDS)), "exact", tmp_path / "idx")
     r = Retriever.load(tmp_path / "idx")
     with LiveServer(create_app(r)) as server, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True)
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True
+        )
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -49,7 +51,12 @@ def test_filter_controls_drive_the_search(tmp_path):
         page.evaluate("window.csmaeFilters.setBox([-10, 36, 15, 60])")
         page.wait_for_function("document.querySelector('#filter-summary').textContent.includes('drawn box')")
         page.wait_for_timeout(500)
-        where = {"labels_any": ["Pastures"], "country": ["Portugal"], "start": "2017-09-01", "bbox": [-10, 36, 15, 60]}
+        where = {
+            "labels_any": ["Pastures"],
+            "country": ["Portugal"],
+            "start": "2017-09-01",
+            "bbox": [-10, 36, 15, 60],
+        }
         want = [h.id for h in r.search_by_id(qid, sensor=qsensor, k=12, where=where)]
         page.wait_for_function(
             f"Array.from(document.querySelectorAll('#results .result .item-id')).map(e => e.textContent)"

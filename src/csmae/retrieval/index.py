@@ -9,7 +9,9 @@ Index folder::
       index.faiss      FAISS index over row ids (inner product on L2-normalised float32 = cosine);
                        after `csmae index add/remove`: index-<generation>.faiss
       items.parquet    row i = row id i: id, sensor, split, labels (bool multi-hot), live (False =
-                       removed), and the geo columns when the embeddings have them (SEAMS.md);
+                       removed), and when the embeddings have them the geo columns
+                       (embeddings.META_COLUMNS: geometry WKB EPSG:4326, bbox_xmin..bbox_ymax,
+                       datetime UTC, country, season, scene);
                        after add/remove: items-<generation>.parquet
       vectors-*.f16    ivfpq only: the on-disk float16 vectors for exact re-ranking (immutable chunks)
 
@@ -51,18 +53,6 @@ log = logging.getLogger(__name__)
 KIND = "csmae-index"
 FORMAT_VERSION = 2
 TARGET_RECALL = 0.95
-#: Geo/metadata columns copied from the embeddings into items.parquet when present (SEAMS.md).
-META_COLUMNS = (
-    "geometry",
-    "bbox_xmin",
-    "bbox_ymin",
-    "bbox_xmax",
-    "bbox_ymax",
-    "datetime",
-    "country",
-    "season",
-    "scene",
-)
 
 __all__ = [
     "BLAS_THRESHOLD",
@@ -316,10 +306,9 @@ def items_table(emb: Embeddings, order: np.ndarray) -> Any:
         }
     )
     meta = getattr(emb, "meta", None)
-    if meta is not None:
-        for c in META_COLUMNS:
-            if c in meta:
-                items[c] = meta[c].to_numpy()[order]
+    if meta is not None:  # geo columns (embeddings.META_COLUMNS): geometry, bbox_*, datetime, country...
+        for c in meta.columns:
+            items[c] = meta[c].iloc[order].reset_index(drop=True)
     return items
 
 

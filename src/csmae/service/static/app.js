@@ -73,6 +73,9 @@ function showError(message) {
   box.hidden = !message;
 }
 
+/** "2017-06-13T10:10:31Z" -> "2017-06-13 10:10 UTC". */
+function whenText(iso) { return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`; }
+
 function setStatus(message) { $("status").textContent = message; }
 
 // ----- archive info and controls -------------------------------------------------------------
@@ -99,6 +102,7 @@ async function loadHealth() {
   }
   $("k").max = String(h.limits.max_k);
   updateUploadBands();
+  if (window.csmaeMap) window.csmaeMap.init(h);
 }
 
 function updateUploadBands() {
@@ -230,6 +234,7 @@ async function runSearch() {
     if (seq !== state.searchSeq) return; // a newer search has started
     renderQuery(result);
     renderResults(result);
+    if (window.csmaeMap) window.csmaeMap.draw(result.query, result.results);
   } catch (err) {
     if (seq !== state.searchSeq) return;
     setStatus("");
@@ -248,6 +253,7 @@ function renderQuery(result) {
   if (q.split) title.append(el("span", { class: "badge badge-split" }, q.split));
   if (q.id) {
     $("query-desc").replaceChildren(el("span", { class: "query-id" }, q.id));
+    if (q.datetime) $("query-desc").append(el("span", { class: "item-sub item-time" }, ` · ${whenText(q.datetime)}`));
   } else {
     $("query-desc").replaceChildren(`Uploaded ${sensorTitle(q.sensor)} image (${(q.files || []).join(", ")})`);
   }
@@ -291,6 +297,7 @@ function renderResults(result) {
             : `${hit.labels.length} label${hit.labels.length === 1 ? "" : "s"}`)),
         el("div", { class: "score-bar", "aria-hidden": "true" }, bar),
         el("span", { class: "item-id", title: hit.id }, hit.id),
+        hit.datetime ? el("span", { class: "item-sub item-time" }, whenText(hit.datetime)) : "",
         chips(hit.labels, result.query.labels ? hit.overlap : null, `Labels of ${hit.id}`),
         el("div", { class: "result-actions" },
           el("button", {
@@ -372,6 +379,8 @@ async function init() {
   $("page-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadPage(); });
   $("page-next").addEventListener("click", () => { state.offset += PAGE_SIZE; loadPage(); });
   $("random-btn").addEventListener("click", randomQuery);
+  // a footprint clicked on the map becomes the query
+  window.addEventListener("csmae:select", (e) => selectItem(e.detail.id, e.detail.sensor));
   $("upload-form").addEventListener("submit", onUpload);
   $("upload-files").addEventListener("change", onFilesChosen);
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });

@@ -1,8 +1,8 @@
 // csmae search page: the metadata filter card (labels, split, country, season, dates, bbox).
 // It builds itself from /api/health ("filters": what this archive can be filtered by) and exposes
 //   window.csmaeFilters.apply(URLSearchParams)  adds the filter query parameters (same keys as the API)
-//   window.csmaeFilters.setBox([w, s, e, n] | null)  the map's hook for a drawn box (or a "csmae:box"
-//                                                   event with that array as detail)
+//   window.csmaeFilters.setBox([w, s, e, n] | null)  set the box filter (map.js's drawn box arrives as
+//                                                   the "csmae:box" window event, detail {bbox})
 // and fires "csmae:filters-changed" on document whenever the filter changes.
 "use strict";
 
@@ -51,6 +51,7 @@
     f.bbox = Array.isArray(bbox) && bbox.length === 4 ? bbox.map(Number) : null;
     const input = $("f-bbox");
     if (input) input.value = f.bbox ? f.bbox.map((x) => x.toFixed(4)).join(",") : "";
+    if (window.csmaeMap) window.csmaeMap.setBox(f.bbox); // show it on the map (map.js)
     summary();
     changed();
   }
@@ -110,6 +111,11 @@
         setBox(box.value.trim() && parts.length === 4 && parts.every(Number.isFinite) ? parts : null);
       });
       card.append(make("label", {}, "Box ", box));
+      if (window.csmaeMap) {
+        const draw = make("button", { type: "button", class: "btn btn-quiet", id: "f-draw" }, "Draw a box on the map");
+        draw.addEventListener("click", () => window.csmaeMap.startBox());
+        card.append(draw);
+      }
     }
     const clear = make("button", { type: "button", class: "btn btn-quiet" }, "Clear filter");
     clear.addEventListener("click", () => {
@@ -119,7 +125,7 @@
       }
       for (const s of card.querySelectorAll("select")) { for (const o of s.options) o.selected = false; s.value = ""; }
       for (const i of card.querySelectorAll("input")) i.value = "";
-      document.dispatchEvent(new CustomEvent("csmae:box-cleared"));
+      if (window.csmaeMap) window.csmaeMap.setBox(null);
       summary();
       changed();
     });
@@ -137,7 +143,7 @@
     }
   }
 
-  document.addEventListener("csmae:box", (e) => setBox(e.detail));
+  window.addEventListener("csmae:box", (e) => setBox(e.detail && e.detail.bbox ? e.detail.bbox : e.detail));
   window.csmaeFilters = { apply, setBox, state: f };
   document.addEventListener("DOMContentLoaded", init);
 })();
