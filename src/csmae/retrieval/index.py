@@ -114,6 +114,7 @@ class SearchIndex:
     manifest: dict[str, Any]
     path: Path | None = None
     _cols: FilterColumns | None = field(default=None, repr=False)
+    _allowed: dict[Filter, np.ndarray] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------- properties
     @property
@@ -161,6 +162,7 @@ class SearchIndex:
 
     def invalidate(self) -> None:
         self._cols = None
+        self._allowed = {}
 
     def sensor_range(self, sensor: str) -> tuple[int, int]:
         """Row range of a sensor in a freshly built index (rows are grouped by sensor at build;
@@ -186,11 +188,18 @@ class SearchIndex:
         return flt
 
     def allowed(self, flt: Filter) -> np.ndarray | None:
-        """Sorted allowed row ids of a filter (None = every row is live and allowed)."""
+        """Sorted allowed row ids of a filter (None = every row is live and allowed); the last
+        few filters' rows are kept (paging and repeated searches reuse them)."""
         cols = self.columns
         if flt.is_empty and bool(cols.live.all()):
             return None
-        return np.flatnonzero(flt.mask(cols)).astype(np.int64)
+        rows = self._allowed.get(flt)
+        if rows is None:
+            rows = np.flatnonzero(flt.mask(cols)).astype(np.int64)
+            if len(self._allowed) >= 16:
+                self._allowed.pop(next(iter(self._allowed)))
+            self._allowed[flt] = rows
+        return rows
 
     def search(
         self,
