@@ -317,7 +317,8 @@ def items_table(emb: Embeddings, order: np.ndarray) -> Any:
     meta = getattr(emb, "meta", None)
     if meta is not None:  # geo columns (embeddings.META_COLUMNS): geometry, bbox_*, datetime, country...
         for c in meta.columns:
-            items[c] = meta[c].iloc[order].reset_index(drop=True)
+            if c not in items:  # never the core columns (id, sensor, split, labels, live)
+                items[c] = meta[c].iloc[order].reset_index(drop=True)
     return items
 
 
