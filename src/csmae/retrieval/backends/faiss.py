@@ -443,6 +443,9 @@ class FaissBackend:
             return measure({})
         # kinds with an on-disk re-rank: more candidates lift the recall cap of the compressed codes
         reranks = [self.rerank] if self.store is None else [RERANK, 2 * RERANK, 4 * RERANK, 10 * RERANK]
+        # ivfpq aims 0.01 higher: at 1M x 768 nprobe 4 measured 0.955 on the tuning queries and
+        # 0.945 on held-out ones (bench/README.md "## search"); one more nprobe step costs ~nothing
+        aim = target + (0.01 if self.store is not None else 0.0)
         best: tuple[float, int, int] | None = None  # recall, value, rerank
         for rr in reranks:
             prev, flat = -1.0, 0
@@ -452,10 +455,10 @@ class FaissBackend:
                 if best is None or r > best[0] + 1e-9:
                     best = (r, v, rr)
                 flat = flat + 1 if r <= prev + 0.002 else 0
-                if r >= target or flat >= 2:  # reached, or the codes cap it
+                if r >= aim or flat >= 2:  # reached, or the codes cap it
                     break
                 prev = max(prev, r)
-            if best is not None and best[0] >= target:
+            if best is not None and best[0] >= aim:
                 break
         assert best is not None
         recall, v, rr = best
