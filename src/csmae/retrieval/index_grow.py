@@ -130,7 +130,11 @@ def add_embeddings(
             items.loc[old_rows, "live"] = False
         si.items = pd.concat([items, items_table(emb, order)], ignore_index=True)
         rep = UpdateReport(
-            op="add", added=len(emb) - len(replaced), replaced=len(replaced), replaced_ids=replaced[:20]
+            op="add",
+            added=len(emb) - len(replaced),
+            replaced=len(replaced),
+            replaced_ids=replaced[:20],
+            skipped_nonfinite=int((nonfinite or {}).get("count", 0)),
         )
         _commit(si, path, rep, source=str(source))
     rep.seconds = time.perf_counter() - t0
@@ -232,6 +236,7 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
             "added": rep.added,
             "replaced": rep.replaced,
             "removed": rep.removed,
+            "skipped_nonfinite": rep.skipped_nonfinite,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **({"source": source} if source else {}),
         }
