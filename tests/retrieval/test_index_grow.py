@@ -286,8 +286,10 @@ def test_format_1_folders_still_search_and_refuse_updates(tmp_path):
         {"id": emb.ids, "sensor": emb.sensors, "split": emb.splits, "labels": list(emb.labels)}
     )
     items.to_parquet(old / "items.parquet", index=False)
-    man = base_manifest("csmae-index", model=MODEL, dim=24, sensors=SENSORS, index_kind="exact", factory="Flat",
-                        count=80, sensor_ranges={"s1": [0, 80]}, search_params={})  # fmt: skip
+    man = base_manifest(
+        "csmae-index", model=MODEL, dim=24, sensors=SENSORS, index_kind="exact", factory="Flat", count=80,
+        sensor_ranges={"s1": [0, 80]}, search_params={},
+    )  # fmt: skip
     write_json_atomic(old / "manifest.json", man)
     si = SearchIndex.load(old)
     q = x[:3]
