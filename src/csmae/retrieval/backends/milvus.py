@@ -269,6 +269,15 @@ class MilvusBackend:
     def __len__(self) -> int:
         return self.count
 
+    @property
+    def n_rows(self) -> int:
+        """Row ids ever given: 0..n_rows-1 (removed rows are not reused)."""
+        return self.next_row
+
+    @property
+    def approximate(self) -> bool:
+        return self.index_type != "FLAT"
+
     # ------------------------------------------------------------------ writes
     def add(self, rows: np.ndarray, vectors: np.ndarray, items: Any) -> None:
         """Insert (upsert: re-adding a row replaces it) vectors (R, D) under rows (R,)."""
@@ -329,9 +338,11 @@ class MilvusBackend:
         *,
         rows: np.ndarray | None = None,
         where: Any = None,
+        params: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by inner product, among ``rows`` / the ``where`` filter (module docstring).
 
+        ``params`` overrides the search parameters (``ef`` / ``nprobe``: tuning, benchmarks).
         Returns scores (Q, k) float32 and rows (Q, k) int64, padded with -inf / -1.
         """
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -353,9 +364,10 @@ class MilvusBackend:
         out = np.full((len(q), k), -1, dtype=np.int64)
         if allowed is not None and len(allowed) == 0:
             return scores, out
+        sp = {**self.search_params, **(params or {})}
         for lo in range(0, len(q), QUERY_BATCH):
             hi = min(len(q), lo + QUERY_BATCH)
-            self._search_exact(q[lo:hi], k, expr, allowed, scores[lo:hi], out[lo:hi])
+            self._search_exact(q[lo:hi], k, expr, allowed, scores[lo:hi], out[lo:hi], sp)
         return scores, out
 
     def _search_exact(
@@ -366,11 +378,12 @@ class MilvusBackend:
         allowed: np.ndarray | None,
         scores: np.ndarray,
         out: np.ndarray,
+        sp: dict[str, Any],
     ) -> None:
         todo = np.arange(len(q))
         limit = k
         while len(todo):
-            hits = self._raw(q[todo], limit, expr)
+            hits = self._raw(q[todo], limit, expr, sp)
             retry = []
             for j, qi in enumerate(todo):
                 h = hits[j]
@@ -395,10 +408,10 @@ class MilvusBackend:
             else:
                 limit = min(TOPK_MAX, limit * 4)
 
-    def _raw(self, q: np.ndarray, limit: int, expr: str) -> list[list[tuple[int, float]]]:
+    def _raw(self, q: np.ndarray, limit: int, expr: str, sp: dict[str, Any]) -> list[list[tuple[int, float]]]:
         params: dict[str, Any] = {"metric_type": "IP"}
-        if self.search_params:
-            params["params"] = dict(self.search_params)
+        if sp:
+            params["params"] = dict(sp)
         res = self.client.search(
             self.collection,
             data=[v for v in q],
@@ -409,6 +422,51 @@ class MilvusBackend:
             anns_field="vec",
         )
         return [[(int(h["row"]), float(h["distance"])) for h in hits] for hits in res]
+
+    def tune(
+        self, vectors: np.ndarray, *, target: float, n_queries: int = 500, seed: int = 0
+    ) -> float | None:
+        """Smallest ``ef`` (HNSW) / ``nprobe`` (IVF) reaching recall@10 ``target`` against exact
+        search over ``vectors`` (rows 0..N-1 of this backend, L2-normalised), on sampled rows as
+        queries; stored in ``search_params``. Returns the measured recall (None for FLAT)."""
+        if not self.approximate:
+            return None
+        if self.index_type.startswith("HNSW"):
+            name, values = "ef", [16, 32, 64, 128, 256, 512]
+        elif self.index_type.startswith("IVF"):
+            nlist = int(self.index_params.get("nlist", 1))
+            name, values = "nprobe", [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist] or [nlist]
+        else:
+            return None
+        v = np.ascontiguousarray(vectors, dtype=np.float32)
+        n = len(v)
+        if n < 2:
+            return 1.0
+        kk = min(10, n - 1)
+        rng = np.random.default_rng(seed)
+        qi = np.sort(rng.choice(n, size=min(n_queries, n), replace=False))
+        sims = v[qi] @ v.T  # (Q, N)
+        sims[np.arange(len(qi)), qi] = -np.inf
+        exact = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        recall, best = 0.0, values[-1]
+        for val in values:
+            _, got = self.search(v[qi], kk + 1, params={name: val})
+            hits = sum(len(set(exact[j]) & set(got[j][got[j] != qi[j]][:kk])) for j in range(len(qi)))
+            recall, best = hits / (kk * len(qi)), val
+            if recall >= target:
+                break
+        if recall < target:
+            log.warning(
+                "Milvus %s reaches recall@10 %.3f < %.3f at %s=%d",
+                self.index_type,
+                recall,
+                target,
+                name,
+                best,
+            )
+        self.search_params[name] = best
+        log.info("Milvus %s: %s=%d gives recall@10 %.3f", self.index_type, name, best, recall)
+        return recall
 
     # ------------------------------------------------------------- metadata
     def save(self, folder: Path) -> dict[str, Any]:
@@ -511,8 +569,16 @@ def create(
     )
 
 
-def load(folder: Path | None, entry: dict[str, Any], *, timeout: float = CONNECT_TIMEOUT_S) -> MilvusBackend:
-    """Open the collection an index folder's manifest entry names; roll back an interrupted add."""
+def load(
+    folder: Path | None,
+    entry: dict[str, Any],
+    *,
+    params: dict[str, Any] | None = None,
+    timeout: float = CONNECT_TIMEOUT_S,
+) -> MilvusBackend:
+    """Open the collection an index folder's manifest entry names; roll back an interrupted add.
+
+    ``params`` override the recorded search parameters."""
     uri = str(entry["uri"])
     client = connect(uri, timeout=timeout)
     name = str(entry["collection"])
@@ -528,7 +594,7 @@ def load(folder: Path | None, entry: dict[str, Any], *, timeout: float = CONNECT
         label_names=entry.get("label_names") or [],
         index_type=str(entry.get("index_type", "FLAT")),
         index_params=entry.get("index_params") or {},
-        search_params=entry.get("search_params") or {},
+        search_params={**(entry.get("search_params") or {}), **(params or {})},
         count=int(entry.get("count", 0)),
         next_row=int(entry.get("next_row", 0)),
     )
