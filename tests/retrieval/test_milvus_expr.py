@@ -36,11 +36,20 @@ def test_lists_become_in_with_null_guards():
 
 
 def test_labels_are_indices_into_label_names():
-    assert expr(labels_any=["Forests", "Urban fabric"]) == "ARRAY_CONTAINS_ANY(labels, [0, 2])"
-    assert expr(labels_all=["Marine waters", "Arable land"]) == "ARRAY_CONTAINS_ALL(labels, [1, 3])"
-    assert expr(labels_none=["Forests"]) == "(not ARRAY_CONTAINS_ANY(labels, [2]))"
+    assert expr(labels_any=["Forests", "Urban fabric"]) == "(label_0 or label_2)"
+    assert expr(labels_all=["Marine waters", "Arable land"]) == "(label_1 and label_3)"
+    assert expr(labels_none=["Forests"]) == "(not (label_2))"
     with pytest.raises(ValueError, match=r"unknown label name.*'Glaciers'.*valid"):
         expr(labels_any=["Glaciers"])
+
+
+def test_labels_as_array_functions_without_label_columns():
+    def arr(**kw) -> str:
+        return filter_expression(Filter(**kw), label_names=NAMES, label_columns=False)
+
+    assert arr(labels_any=["Forests", "Urban fabric"]) == "ARRAY_CONTAINS_ANY(labels, [0, 2])"
+    assert arr(labels_all=["Marine waters", "Arable land"]) == "ARRAY_CONTAINS_ALL(labels, [1, 3])"
+    assert arr(labels_none=["Forests"]) == "(not ARRAY_CONTAINS_ANY(labels, [2]))"
 
 
 def test_dates_are_inclusive_utc_days_in_epoch_seconds():
@@ -63,7 +72,7 @@ def test_bbox_is_footprint_bbox_intersection():
 def test_fields_are_anded():
     e = expr(sensor=["s2"], labels_any=["Forests"], country=["Austria"])
     assert e.count(" and ") == 3  # two joins + the null guard
-    assert e.startswith('(sensor in ["s2"]) and ARRAY_CONTAINS_ANY')
+    assert e.startswith('(sensor in ["s2"]) and (label_2)')
 
 
 def test_quote_escapes():

@@ -61,8 +61,7 @@ class VectorBackend(Protocol):
         """Append ``vectors`` (R, D) under new row ids ``rows`` (R,); ``items``: pandas rows."""
         ...
 
-    def remove(self, rows: np.ndarray) -> None:
-        ...
+    def remove(self, rows: np.ndarray) -> None: ...
 
     def save(self, folder: Path) -> dict[str, Any]:
         """Write the backend's files into ``folder``; returns its manifest entry."""

@@ -51,11 +51,15 @@ TOPK_MAX = 16384
 CONNECT_TIMEOUT_S = 10.0
 INSERT_BYTES = 8 << 20  # per insert request: well under the server's 64 MB gRPC message limit
 QUERY_BATCH = 256
+#: the largest HNSW ef a filtered search widens to
+EF_MAX = 4096
 
 #: csmae kind -> Milvus index type; any Milvus index type name is also accepted.
 KINDS = {"exact": "FLAT", "flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT", "ivf-sq8": "IVF_SQ8"}
 INDEX_TYPES = ("FLAT", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "DISKANN", "AUTOINDEX")
 SCALAR_FIELDS = ("sensor", "split", "labels", "country", "season", "t")
+#: one BOOL column per label up to this many labels (Milvus's default limit is 64 fields)
+MAX_LABEL_COLUMNS = 32
 BBOX_FIELDS = ("bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax")
 
 
@@ -158,6 +162,9 @@ def _schema(pymilvus: Any, dim: int, n_labels: int) -> Any:
     s.add_field("sensor", dt_.VARCHAR, max_length=64)
     s.add_field("split", dt_.VARCHAR, max_length=64)
     s.add_field("labels", dt_.ARRAY, element_type=dt_.INT64, max_capacity=max(1, n_labels))
+    if n_labels <= MAX_LABEL_COLUMNS:
+        for i in range(n_labels):
+            s.add_field(f"label_{i}", dt_.BOOL)
     s.add_field("country", dt_.VARCHAR, max_length=256, nullable=True)
     s.add_field("season", dt_.VARCHAR, max_length=64, nullable=True)
     s.add_field("t", dt_.INT64, nullable=True)
@@ -203,7 +210,9 @@ def _bounds(items: Any) -> np.ndarray:
     return out
 
 
-def _records(rows: np.ndarray, vectors: np.ndarray, items: Any, label_names: Sequence[str]) -> list[dict]:
+def _records(
+    rows: np.ndarray, vectors: np.ndarray, items: Any, label_names: Sequence[str], label_columns: bool
+) -> list[dict]:
     n = len(rows)
     labels = items["labels"].to_numpy() if "labels" in items else [np.zeros(0, bool)] * n
     country, season = _column(items, "country"), _column(items, "season")
@@ -229,6 +238,10 @@ def _records(rows: np.ndarray, vectors: np.ndarray, items: Any, label_names: Seq
         }
         for j, f in enumerate(BBOX_FIELDS):
             rec[f] = None if np.isnan(b[i, j]) else float(b[i, j])
+        if label_columns:
+            have = set(lab_ids)
+            for j in range(len(label_names)):
+                rec[f"label_{j}"] = j in have
         out.append(rec)
     return out
 
@@ -265,6 +278,7 @@ class MilvusBackend:
         self.search_params = dict(search_params)
         self.count = int(count)
         self.next_row = int(next_row)
+        self.label_columns = len(self.label_names) <= MAX_LABEL_COLUMNS
 
     def __len__(self) -> int:
         return self.count
@@ -294,7 +308,9 @@ class MilvusBackend:
         items = items.reset_index(drop=True)
         for lo in range(0, len(rows), step):
             hi = min(len(rows), lo + step)
-            recs = _records(rows[lo:hi], vectors[lo:hi], items.iloc[lo:hi], self.label_names)
+            recs = _records(
+                rows[lo:hi], vectors[lo:hi], items.iloc[lo:hi], self.label_names, self.label_columns
+            )
             self.client.upsert(self.collection, recs)
         self.client.flush(self.collection)
         self.count = self._count()
@@ -354,7 +370,7 @@ class MilvusBackend:
             raise ValueError(f"Milvus returns at most {TOPK_MAX} results per query; asked for k={k}")
         allowed = None if rows is None else np.asarray(rows, dtype=np.int64)
         if where is not None and not getattr(where, "is_empty", False):
-            expr = filter_expression(where, label_names=self.label_names)
+            expr = filter_expression(where, label_names=self.label_names, label_columns=self.label_columns)
         elif allowed is not None:
             expr = rows_expression(allowed)
             allowed = None  # the expression is exact
@@ -365,10 +381,26 @@ class MilvusBackend:
         if allowed is not None and len(allowed) == 0:
             return scores, out
         sp = {**self.search_params, **(params or {})}
+        if self.approximate and allowed is not None and not params:
+            sp = self._widen(sp, len(allowed), k)
         for lo in range(0, len(q), QUERY_BATCH):
             hi = min(len(q), lo + QUERY_BATCH)
             self._search_exact(q[lo:hi], k, expr, allowed, scores[lo:hi], out[lo:hi], sp)
         return scores, out
+
+    def _widen(self, sp: dict[str, Any], n_allowed: int, k: int) -> dict[str, Any]:
+        """Scale ef / nprobe by 1 / selectivity for a filtered approximate search: a graph or list
+        walk under a filter meets allowed items in that proportion (capped at EF_MAX / nlist)."""
+        share = max(n_allowed, 1) / max(self.count, 1)
+        if share >= 1:
+            return sp
+        out = dict(sp)
+        if "ef" in out:
+            out["ef"] = int(min(EF_MAX, max(int(out["ef"]), k) / share))
+        if "nprobe" in out:
+            nlist = int(self.index_params.get("nlist", out["nprobe"]))
+            out["nprobe"] = int(min(nlist, np.ceil(int(out["nprobe"]) / share)))
+        return out
 
     def _search_exact(
         self,

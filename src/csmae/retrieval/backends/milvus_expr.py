@@ -11,6 +11,7 @@ row        INT64 (primary key)    row of the index's items table
 sensor     VARCHAR                "s1" / "s2"
 split      VARCHAR                "train" / "val" / "test" / ...
 labels     ARRAY<INT64>           indices into the index's ``label_names`` (empty: no label)
+label_<i>  BOOL                   the item has label i (one column per label, up to 32 labels)
 country    VARCHAR, nullable      country name, null when unknown
 season     VARCHAR, nullable      season name, null when unknown
 t          INT64, nullable        acquisition time of this row's sensor, epoch seconds UTC (floor)
@@ -30,6 +31,10 @@ Semantics (the same as the FAISS backend's item mask):
   keeping only the hits in the allowed rows the index passes (computed with shapely on the items
   table), fetching more candidates in the rare case an edge item's bbox meets the box but its
   footprint does not.
+
+Labels are tested on the BOOL columns when the collection has them: Milvus Lite 3.2.2 evaluates
+``ARRAY_CONTAINS_ANY`` row by row in Python (67 ms per query over 5,000 rows, measured) but
+boolean columns vectorised (2.3 ms). The ARRAY column stays for other Milvus clients.
 
 Milvus's three-valued logic differs between Lite and the server around ``not`` over null fields
 (``not (country in [..])`` is true for null country on Lite 3.2.2, ``not (x >= 1)`` is false), so the
@@ -88,10 +93,17 @@ def rows_expression(rows: np.ndarray | Sequence[int]) -> str:
     return f"(row in [{', '.join(str(int(x)) for x in r)}])"
 
 
+def _labels(op: str, ids: list[int], columns: bool) -> str:
+    if columns:
+        return "(" + f" {'and' if op == 'all' else 'or'} ".join(f"label_{i}" for i in ids) + ")"
+    return f"ARRAY_CONTAINS_{op.upper()}(labels, {ids})"
+
+
 def filter_expression(
     where: Any,
     *,
     label_names: Sequence[str],
+    label_columns: bool = True,
     exclude_rows: np.ndarray | Sequence[int] | None = None,
 ) -> str:
     """Milvus boolean expression for a Filter; ``""`` when nothing filters.
@@ -99,6 +111,7 @@ def filter_expression(
     Args:
         where: a :class:`~csmae.retrieval.filters.Filter` (or None).
         label_names: the index's label names; labels are stored as indices into this list.
+        label_columns: the collection has one BOOL column ``label_<i>`` per label (else ARRAY tests).
         exclude_rows: rows to leave out.
     """
     parts: list[str] = []
@@ -109,11 +122,11 @@ def filter_expression(
             parts.append(_in("split", where.split, nullable=False))
         if where.labels_any is not None:
             ids = _label_ids(where.labels_any, label_names)
-            parts.append(f"ARRAY_CONTAINS_ANY(labels, {ids})" if ids else NOTHING)
+            parts.append(_labels("any", ids, label_columns) if ids else NOTHING)
         if where.labels_all:
-            parts.append(f"ARRAY_CONTAINS_ALL(labels, {_label_ids(where.labels_all, label_names)})")
+            parts.append(_labels("all", _label_ids(where.labels_all, label_names), label_columns))
         if where.labels_none:
-            parts.append(f"(not ARRAY_CONTAINS_ANY(labels, {_label_ids(where.labels_none, label_names)}))")
+            parts.append(f"(not {_labels('any', _label_ids(where.labels_none, label_names), label_columns)})")
         if where.country is not None:
             parts.append(_in("country", where.country, nullable=True))
         if where.season is not None:
