@@ -173,17 +173,15 @@ def main() -> int:
     print("| engine | filter (labels_any) | allowed | top-10 agreement vs FAISS exact | median ms | p95 ms |")
     print("|---|---|---:|---:|---:|---:|")
     for eng, fname, sel_, agr, lat in rows:
-        print(
-            f"| {eng} | {fname} | {sel_:.1%} | {agr:.3f} | {np.median(lat):.2f} | {np.percentile(lat, 95):.2f} |"
-        )
+        med, p95 = np.median(lat), np.percentile(lat, 95)
+        print(f"| {eng} | {fname} | {sel_:.1%} | {agr:.3f} | {med:.2f} | {p95:.2f} |")
     print("\n| build | seconds |\n|---|---:|")
     for k_, s in build.items():
         print(f"| {k_} | {s:.1f} |")
     if mhnsw is not None:
         print(f"\nMilvus Lite HNSW search params: {mhnsw.search_params} (M=32, efConstruction=200)")
-    print(
-        f"peak RSS {rss_gb():.2f} GB; Lite data dir {sum(f.stat().st_size for f in db.rglob('*') if f.is_file()) / 1e9:.2f} GB"
-    )
+    disk = sum(f.stat().st_size for f in db.rglob("*") if f.is_file()) / 1e9
+    print(f"peak RSS {rss_gb():.2f} GB; Lite data dir {disk:.2f} GB")
     mflat.drop()
     if mhnsw is not None:
         mhnsw.drop()
