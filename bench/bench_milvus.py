@@ -16,6 +16,7 @@ peak RSS. Milvus Lite runs in this process (a gRPC server on a thread + numpy/FA
 the Milvus server, and its numbers say nothing about a standalone or distributed deployment.
 
   OMP_NUM_THREADS=1 .venv/bin/python bench/bench_milvus.py [--n 100000] [--queries 200] [--no-hnsw]
+  .venv/bin/python bench/bench_milvus.py --sizing     # the formula table of docs/milvus.md (no run)
 """
 
 from __future__ import annotations
@@ -85,6 +86,58 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     )
 
 
+#: scalar columns of a csmae Milvus row (estimate): row 8, id ~16, sensor/split ~12, labels ARRAY
+#: ~40, 19 label BOOLs 19, country/season ~20, t 8, bbox 32
+MILVUS_SCALARS = 155
+#: csmae's items table held by the client (Retriever) for every backend, as numpy columns (estimate):
+#: id ~24, sensor/split 2, labels 19, datetime 8, bbox 32, country/season 2
+ITEMS_ROW = 87
+
+
+def sizing(dim: int = 768, m_hnsw: int = 32) -> str:
+    """Bytes per vector and RAM / disk at 1M..1B vectors, from formulas (no measurement)."""
+    pq = max(1, dim // 8)  # PQ sub-quantizers, 8 bytes per code set at nbits 8 (csmae's ivfpq: 96 at D=768)
+    kinds = [  # name, RAM bytes/vector, disk bytes/vector, fixed RAM bytes given n
+        ("FAISS Flat (exact)", 4 * dim, 4 * dim, lambda n: 0),
+        (f"FAISS HNSW{m_hnsw},Flat", 4 * dim + 8 * m_hnsw, 4 * dim + 8 * m_hnsw, lambda n: 0),
+        (f"FAISS HNSW{m_hnsw},SQ8", dim + 8 * m_hnsw, dim + 8 * m_hnsw, lambda n: 0),
+        (
+            f"FAISS OPQ{pq},IVF,PQ{pq} + fp16 re-rank (mmap)",
+            pq + 8,
+            pq + 8 + 2 * dim,
+            lambda n: 4 * dim * int(min(65536, 4 * n**0.5)) + 4 * dim * pq,
+        ),
+        ("Milvus FLAT", 4 * dim + MILVUS_SCALARS, 2 * 4 * dim + MILVUS_SCALARS, lambda n: 0),
+        (
+            f"Milvus HNSW M={m_hnsw}",
+            4 * dim + 8 * m_hnsw + MILVUS_SCALARS,
+            4 * dim + (4 * dim + 8 * m_hnsw) + MILVUS_SCALARS,
+            lambda n: 0,
+        ),
+        (
+            f"Milvus IVF_PQ m={pq}",
+            pq + 8 + MILVUS_SCALARS,
+            4 * dim + pq + 8 + MILVUS_SCALARS,
+            lambda n: 4 * dim * int(min(65536, 4 * n**0.5)),
+        ),
+        ("csmae items table (client RAM, every backend)", ITEMS_ROW, ITEMS_ROW // 2, lambda n: 0),
+    ]
+    sizes = [1_000_000, 10_000_000, 100_000_000, 1_000_000_000]
+
+    def gb(b: float) -> str:
+        return f"{b / 1e9:,.1f}" if b < 1e12 else f"{b / 1e12:,.2f} TB"
+
+    head = " | ".join(f"{n // 1_000_000:,}M RAM / disk GB" for n in sizes)
+    out = [
+        f"| kind (D = {dim}, float32) | RAM B/vec | disk B/vec | {head} |",
+        "|---|---:|---:|" + "---:|" * len(sizes),
+    ]
+    for name, ram, disk, fixed in kinds:
+        cells = " | ".join(f"{gb(ram * n + fixed(n))} / {gb(disk * n)}" for n in sizes)
+        out.append(f"| {name} | {ram:,} | {disk:,} | {cells} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -93,7 +146,11 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--no-hnsw", action="store_true")
     ap.add_argument("--workdir", default=None, help="where the Lite .db goes (default: a temp dir)")
+    ap.add_argument("--sizing", action="store_true", help="print the formula sizing table and exit")
     args = ap.parse_args()
+    if args.sizing:
+        print(sizing(args.dim))
+        return 0
 
     import faiss
 
