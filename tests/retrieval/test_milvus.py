@@ -267,3 +267,21 @@ def test_missing_extra_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "pymilvus", None)
     with pytest.raises(ImportError, match=r"pip install 'csmae\[milvus\]'"):
         M.connect("x.db")
+
+
+def test_lite_db_held_by_another_process_is_named(tmp_path):
+    import subprocess
+
+    db = tmp_path / "held.db"
+    code = (
+        "import sys, time; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(ConnectionError, match=r"held\.db: another process has it open"):
+            M.connect(str(db))
+    finally:
+        holder.kill()
+        holder.wait()

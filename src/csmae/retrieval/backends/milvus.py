@@ -109,7 +109,13 @@ def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None =
         try:
             return pymilvus.MilvusClient(uri, timeout=timeout)
         except Exception as e:
-            raise ConnectionError(f"Milvus Lite could not open {uri}: {_msg(e)}") from None
+            why = _msg(e)
+            if _lite_locked(Path(uri)):
+                why = (
+                    "another process has it open (Milvus Lite allows one process per .db: stop "
+                    "`csmae serve` or the other csmae command using it, or use a Milvus server)"
+                )
+            raise ConnectionError(f"Milvus Lite could not open {uri}: {why}") from None
     token = token if token is not None else os.environ.get("CSMAE_MILVUS_TOKEN", "")
     try:
         client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout)
@@ -120,6 +126,24 @@ def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None =
             "and is this its gRPC port (default 19530)? See docs/milvus.md"
         ) from None
     return client
+
+
+def _lite_locked(path: Path) -> bool:
+    """True when another process holds Milvus Lite's advisory lock on ``path/LOCK`` (Unix)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    lock = path / "LOCK"
+    if not lock.exists():
+        return False
+    with open(lock, "a+b") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return False
 
 
 def _msg(e: BaseException) -> str:
