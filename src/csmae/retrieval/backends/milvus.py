@@ -277,6 +277,7 @@ class MilvusBackend:
     """
 
     name = "milvus"
+    store = None  # no on-disk vector copy in the index folder (FaissBackend's ivfpq has one)
 
     def __init__(
         self,
@@ -317,10 +318,12 @@ class MilvusBackend:
         return self.index_type != "FLAT"
 
     # ------------------------------------------------------------------ writes
-    def add(self, rows: np.ndarray, vectors: np.ndarray, items: Any) -> None:
+    def add(self, rows: np.ndarray, vectors: np.ndarray, items: Any = None) -> None:
         """Insert (upsert: re-adding a row replaces it) vectors (R, D) under rows (R,)."""
         rows = np.asarray(rows, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if items is None:
+            raise ValueError("the Milvus backend stores the filter columns: add() needs the items rows")
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or not len(vectors) == len(rows) == len(items):
             raise ValueError(
                 f"add: {len(rows)} rows, vectors {vectors.shape}, {len(items)} items; "
@@ -525,7 +528,18 @@ class MilvusBackend:
         return recall
 
     # ------------------------------------------------------------- metadata
-    def save(self, folder: Path) -> dict[str, Any]:
+    @property
+    def kind(self) -> str:
+        return self.index_type
+
+    @classmethod
+    def load(
+        cls, folder: Path | None, entry: dict[str, Any], *, params: dict[str, Any] | None = None, **_: Any
+    ) -> MilvusBackend:
+        """:func:`load` as a classmethod (the FaissBackend shape)."""
+        return load(folder, entry, params=params)
+
+    def save(self, folder: Path, **_: Any) -> dict[str, Any]:
         """Nothing to write into the index folder (the vectors live in Milvus); the manifest entry."""
         self.client.flush(self.collection)
         return self.entry()
