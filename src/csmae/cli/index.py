@@ -10,6 +10,13 @@ Examples:
   csmae index emb/reben --out idx/reben
   csmae index emb/big --out idx/big-hnsw --kind hnsw
   csmae index emb/big --out idx/big-sq8 --kind hnsw-sq8     # 1M x 768: 1.0 GB instead of 3.3 GB
+  csmae index emb/reben --out idx/reben-m --backend milvus --uri archive.db        # Milvus Lite, in-process
+  csmae index emb/big --out idx/big-m --backend milvus --uri http://host:19530    # a Milvus server
+
+Milvus (optional extra: pip install 'csmae[milvus]'; docs/milvus.md): the vectors and filter columns go
+to a new collection at --uri; the index folder keeps manifest.json + items.parquet, and every csmae
+command (search, evaluate --index, serve) uses it unchanged. Kinds: exact (FLAT), hnsw, ivf, ivf-sq8
+or a Milvus index type.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-recall", type=float, default=0.95, help="recall@10 to tune approximate kinds to")
     p.add_argument("--recall-queries", type=int, default=500, help="sampled queries for the recall check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
+    p.add_argument("--backend", default="faiss", choices=["faiss", "milvus"], help="vector backend")
+    p.add_argument("--uri", default=None, help="milvus: path ending .db (Milvus Lite) or http://host:19530")
+    p.add_argument("--collection", default=None, help="milvus: collection name (default: new, unique)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         target_recall=args.target_recall,
         recall_queries=args.recall_queries,
         overwrite=args.overwrite,
+        backend=args.backend,
+        uri=args.uri,
+        collection=args.collection,
     )
     m = si.manifest
     extra = ""

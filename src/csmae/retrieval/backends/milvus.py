@@ -43,7 +43,16 @@ from csmae.retrieval.backends.milvus_expr import filter_expression, rows_express
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MilvusBackend", "TOPK_MAX", "connect", "create", "is_lite_uri", "load"]
+__all__ = [
+    "MilvusBackend",
+    "MilvusUnavailable",
+    "MissingExtra",
+    "TOPK_MAX",
+    "connect",
+    "create",
+    "is_lite_uri",
+    "load",
+]
 
 EXTRA_HINT = "pip install 'csmae[milvus]'  (pymilvus and milvus-lite)"
 #: Milvus's per-search limit on topk (and on nq): documented server maximum.
@@ -63,11 +72,20 @@ MAX_LABEL_COLUMNS = 32
 BBOX_FIELDS = ("bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax")
 
 
+class MilvusUnavailable(ConnectionError, RuntimeError):
+    """Milvus at a URI does not answer / a Lite .db cannot be opened (a RuntimeError too, so the
+    CLI reports it as a one-line error)."""
+
+
+class MissingExtra(ImportError, RuntimeError):
+    """The optional ``[milvus]`` extra is not installed (message says what to install)."""
+
+
 def _pymilvus() -> Any:
     try:
         import pymilvus
     except ImportError as e:
-        raise ImportError(f"the Milvus backend needs pymilvus: {EXTRA_HINT}") from e
+        raise MissingExtra(f"the Milvus backend needs pymilvus: {EXTRA_HINT}") from e
     return pymilvus
 
 
@@ -102,7 +120,7 @@ def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None =
         try:
             import milvus_lite  # noqa: F401
         except ImportError as e:
-            raise ImportError(
+            raise MissingExtra(
                 f"{uri}: a .db URI runs Milvus Lite, which is not installed: {EXTRA_HINT}"
             ) from e
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
@@ -115,13 +133,13 @@ def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None =
                     "another process has it open (Milvus Lite allows one process per .db: stop "
                     "`csmae serve` or the other csmae command using it, or use a Milvus server)"
                 )
-            raise ConnectionError(f"Milvus Lite could not open {uri}: {why}") from None
+            raise MilvusUnavailable(f"Milvus Lite could not open {uri}: {why}") from None
     token = token if token is not None else os.environ.get("CSMAE_MILVUS_TOKEN", "")
     try:
         client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout)
         client.list_collections(timeout=timeout)
     except Exception as e:
-        raise ConnectionError(
+        raise MilvusUnavailable(
             f"Milvus at {uri} did not answer within {timeout:g} s ({_msg(e)}); is the server running "
             "and is this its gRPC port (default 19530)? See docs/milvus.md"
         ) from None
@@ -531,6 +549,16 @@ class MilvusBackend:
     @property
     def kind(self) -> str:
         return self.index_type
+
+    @property
+    def factory(self) -> str:
+        """What the index manifest shows as the index type (FAISS: its factory string)."""
+        return f"Milvus {self.index_type}"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The search parameters (``ef`` / ``nprobe``), as FaissBackend.params."""
+        return self.search_params
 
     @classmethod
     def load(
