@@ -85,3 +85,16 @@ def test_rows_expression():
     assert rows_expression([]) == NOTHING
     f = filter_expression(Filter(split=["test"]), label_names=NAMES, exclude_rows=[1, 2])
     assert f == '(split in ["test"]) and (not (row >= 1 and row <= 2))'
+
+
+def test_registry_names_backends_and_needs_a_uri(tmp_path):
+    from csmae.retrieval.backends.registry import create_backend, load_backend
+
+    with pytest.raises(ValueError, match=r"unknown backend 'qdrant'; backends are \['faiss', 'milvus'\]"):
+        create_backend("qdrant", "exact", dim=4, n_hint=1, label_names=[])
+    with pytest.raises(ValueError, match="milvus backend needs --uri"):
+        create_backend("milvus", "exact", dim=4, n_hint=1, label_names=[])
+    with pytest.raises(ValueError, match="--uri is for the milvus backend"):
+        create_backend("faiss", "exact", dim=4, n_hint=1, label_names=[], uri="x.db")
+    with pytest.raises(ValueError, match="unknown backend 'qdrant' in manifest.json"):
+        load_backend(tmp_path, {"backend": "qdrant"}, params={})
