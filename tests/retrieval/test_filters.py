@@ -25,7 +25,9 @@ def random_items(n: int, seed: int, *, geo: bool = True) -> pd.DataFrame:
     lat = rng.uniform(35, 65, n)
     size = rng.uniform(0.01, 2.0, n)
     has_geo = rng.random(n) < 0.85
-    geoms = [shapely.box(x, y, x + s, y + s).wkb if ok else None for x, y, s, ok in zip(lon, lat, size, has_geo)]
+    geoms = [
+        shapely.box(x, y, x + s, y + s).wkb if ok else None for x, y, s, ok in zip(lon, lat, size, has_geo)
+    ]
     t = pd.Timestamp("2017-06-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 365 * 24, n), unit="h")
     t = pd.Series(t).where(rng.random(n) < 0.9)
     df = pd.DataFrame(
@@ -198,7 +200,7 @@ def test_bbox_edges_and_missing_footprints():
             "sensor": ["s2"] * 4,
             "split": ["train"] * 4,
             "labels": [np.zeros(19, bool)] * 4,
-            # a touches the box edge, b is a thin triangle whose bounds overlap but shape does not, c no footprint
+            # a touches the box edge; b: bounds overlap, the triangle does not; c: no footprint
             "geometry": [
                 shapely.box(10, 40, 11, 41).wkb,
                 shapely.Polygon([(9.0, 39.0), (9.9, 39.0), (9.0, 39.9)]).wkb,
@@ -213,10 +215,17 @@ def test_bbox_edges_and_missing_footprints():
 
 
 def test_datetime_range_is_inclusive_utc_days():
-    t = pd.to_datetime(["2018-06-01T00:00:00Z", "2018-06-30T23:59:59Z", "2018-07-01T00:00:00Z", None], utc=True)
+    t = pd.to_datetime(
+        ["2018-06-01T00:00:00Z", "2018-06-30T23:59:59Z", "2018-07-01T00:00:00Z", None], utc=True
+    )
     items = pd.DataFrame(
-        {"id": list("abcd"), "sensor": ["s1"] * 4, "split": [None] * 4, "labels": [np.zeros(19, bool)] * 4,
-         "datetime": t}
+        {
+            "id": list("abcd"),
+            "sensor": ["s1"] * 4,
+            "split": [None] * 4,
+            "labels": [np.zeros(19, bool)] * 4,
+            "datetime": t,
+        }
     )
     cols = FilterColumns(items, label_names=LABELS_19)
     assert Filter(start="2018-06-01", end="2018-06-30").mask(cols).tolist() == [True, True, False, False]

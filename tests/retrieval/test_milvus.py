@@ -225,9 +225,14 @@ def test_load_detects_a_changed_or_missing_collection(tmp_path):
     be = M.create(str(tmp_path / "c.db"), dim=D, label_names=NAMES)
     be.add(np.arange(20), v, items)
     entry = be.entry()
-    be.client.delete(be.collection, ids=[3])
-    with pytest.raises(ValueError, match="holds 19 vectors, the index manifest says 20"):
-        M.load(tmp_path, entry)
+    be.client.delete(be.collection, ids=[3])  # as an interrupted remove: loads, warns, row 3 gone
+    again = M.load(tmp_path, entry)
+    assert len(again) == 20 and 3 not in again.search(v[3:4], 20)[1]
+    be.remove(np.array([3]))
+    entry = be.entry()
+    be.client.upsert(be.collection, M._records(np.array([3]), v[3:4], items.iloc[3:4], NAMES, True))
+    with pytest.raises(ValueError, match="holds 20 vectors, the index manifest says 19"):
+        M.load(tmp_path, entry)  # a row inserted outside csmae (below next_row)
     be.drop()
     with pytest.raises(ValueError, match="is missing at"):
         M.load(tmp_path, entry)

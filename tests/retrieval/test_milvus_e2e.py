@@ -89,6 +89,41 @@ def test_cli_search_and_serve_over_milvus(built, capsys):
         assert client.get("/api/health").json()["counts"]["pairs"] == n_pairs
 
 
+def test_index_remove_and_add_keep_backends_equal(built, tmp_path):
+    """`csmae index remove` then `csmae index add` (re-adding replaces) on both backends."""
+    import shutil
+
+    tmp, emb_dir, _ = built
+    e = load_embeddings(emb_dir)
+    pids = sorted(set(e.ids.tolist()))
+    # grow a copy of the FAISS index and a second Milvus index (the module's one stays as built)
+    shutil.copytree(tmp / "faiss", tmp_path / "faiss")
+    uri = str(tmp_path / "grow.db")
+    argv = ["index", str(emb_dir), "--out", str(tmp_path / "milvus"), "--backend", "milvus", "--uri", uri]
+    assert main(argv) == 0
+    gone = tmp_path / "gone.txt"
+    gone.write_text(f"{pids[0]}\n{pids[1]} s2\n")
+    for idx in ("faiss", "milvus"):
+        assert main(["index", "remove", str(tmp_path / idx), "--ids", str(gone)]) == 0
+    rf, rm = Retriever.load(tmp_path / "faiss"), Retriever.load(tmp_path / "milvus")
+    for r in (rf, rm):
+        assert len(r.index.backend) == len(e) - 3
+    for pid in pids[2:6]:
+        a = rf.search_by_id(pid, sensor="s1", k=6)
+        b = rm.search_by_id(pid, sensor="s1", k=6)
+        assert [(h.id, h.sensor) for h in a] == [(h.id, h.sensor) for h in b]
+        assert not {(h.id, h.sensor) for h in b} & {(pids[0], "s1"), (pids[0], "s2"), (pids[1], "s2")}
+    for idx in ("faiss", "milvus"):
+        assert main(["index", "add", str(tmp_path / idx), str(emb_dir)]) == 0
+    rf, rm = Retriever.load(tmp_path / "faiss"), Retriever.load(tmp_path / "milvus")
+    assert len(rm.index.backend) == len(e) and rm.index.backend.n_rows == 2 * len(e)
+    for pid in pids[:6]:
+        a = rf.search_by_id(pid, sensor="s2", k=6, where={"split": ["train", "val", "test"]})
+        b = rm.search_by_id(pid, sensor="s2", k=6, where={"split": ["train", "val", "test"]})
+        assert [(h.id, h.sensor) for h in a] == [(h.id, h.sensor) for h in b]
+    assert sorted(p.name for p in (tmp_path / "milvus").iterdir()) == ["items-2.parquet", "manifest.json"]
+
+
 def test_cli_errors_leave_nothing_behind(built, capsys):
     tmp, emb_dir, _ = built
     with socket.socket() as s:

@@ -275,9 +275,7 @@ class FilterColumns:
             self.labels = np.stack(items["labels"].to_numpy()).astype(bool)
         else:
             self.labels = np.zeros((n, len(self.label_names)), bool)
-        self.live = (
-            items["live"].to_numpy(dtype=bool).copy() if "live" in items else np.ones(n, dtype=bool)
-        )
+        self.live = items["live"].to_numpy(dtype=bool).copy() if "live" in items else np.ones(n, dtype=bool)
         self.sensor_names = sorted({str(s) for s in self.sensor})
         self._cols: dict[str, np.ndarray | None] = {}
         for key in ("country", "season"):

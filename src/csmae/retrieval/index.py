@@ -54,11 +54,25 @@ FORMAT_VERSION = 2
 TARGET_RECALL = 0.95
 #: Geo/metadata columns copied from the embeddings into items.parquet when present (SEAMS.md).
 META_COLUMNS = (
-    "geometry", "bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax", "datetime", "country", "season", "scene",
+    "geometry",
+    "bbox_xmin",
+    "bbox_ymin",
+    "bbox_xmax",
+    "bbox_ymax",
+    "datetime",
+    "country",
+    "season",
+    "scene",
 )
 
 __all__ = [
-    "BLAS_THRESHOLD", "KIND", "SearchIndex", "build_index", "factory_string", "recall_at_k", "set_search_param",
+    "BLAS_THRESHOLD",
+    "KIND",
+    "SearchIndex",
+    "build_index",
+    "factory_string",
+    "recall_at_k",
+    "set_search_param",
 ]
 
 
@@ -125,7 +139,9 @@ class SearchIndex:
     @property
     def sensors(self) -> list[str]:
         counts = self.manifest.get("sensor_counts") or self.manifest.get("sensor_ranges") or {}
-        return [s for s in counts if self._sensor_count(s) > 0] if counts else sorted(set(self.items["sensor"]))
+        return (
+            [s for s in counts if self._sensor_count(s) > 0] if counts else sorted(set(self.items["sensor"]))
+        )
 
     def _sensor_count(self, s: str) -> int:
         counts = self.manifest.get("sensor_counts")
@@ -244,15 +260,21 @@ class SearchIndex:
 
         path = Path(path)
         manifest = read_manifest(path, kind=KIND)
-        entry: dict[str, Any] = manifest.get("backend") or {}
-        legacy = not entry
-        if legacy:  # csmae < format 2: FAISS ids = positions, sensor rows contiguous
-            entry = {"file": "index.faiss", "kind": manifest.get("index_kind"), "factory": manifest.get("factory")}
+        entry: dict[str, Any] | None = manifest.get("backend")
+        legacy = entry is None
+        if entry is None:  # csmae < format 2: FAISS ids = positions, sensor rows contiguous
+            entry = {
+                "file": "index.faiss",
+                "kind": manifest.get("index_kind"),
+                "factory": manifest.get("factory"),
+            }
         items_file = (manifest.get("files") or {}).get("items", "items.parquet")
-        for f in ([entry["file"]] if entry.get("file") else []) + [items_file]:  # a Milvus entry has no file
+        for f in ([entry["file"]] if entry.get("file") else []) + [items_file]:  # Milvus: no file
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
-        backend = load_backend(path, entry, params=dict(manifest.get("search_params") or {}), legacy=legacy)
+        backend = load_backend(
+            path, entry, params=dict(manifest.get("search_params") or {}), legacy=legacy
+        )
         try:
             items = pd.read_parquet(path / items_file)
         except Exception as e:

@@ -296,6 +296,7 @@ class MilvusBackend:
 
     name = "milvus"
     store = None  # no on-disk vector copy in the index folder (FaissBackend's ivfpq has one)
+    tombstones = 0  # Milvus deletes rows itself: nothing for `csmae index compact` to do
 
     def __init__(
         self,
@@ -367,6 +368,10 @@ class MilvusBackend:
             self.client.delete(self.collection, ids=[int(r) for r in rows[lo : lo + 10_000]])
         self.client.flush(self.collection)
         self.count = self._count()
+
+    def compact(self, live_rows: np.ndarray) -> MilvusBackend:
+        """Nothing to rebuild (Milvus compacts deleted rows itself); the same backend."""
+        return self
 
     def _count(self) -> int:
         res = self.client.query(self.collection, filter="", output_fields=["count(*)"])
@@ -705,9 +710,20 @@ def load(
         )
         be.remove(np.array([int(r["row"]) for r in stale], dtype=np.int64))
     count = be._count()
-    if count != be.count:
+    if count > be.count:
         raise ValueError(
             f"Milvus collection {name!r} at {uri} holds {count} vectors, the index manifest says "
             f"{be.count}{where}: the collection was changed outside csmae (rebuild the index)"
+        )
+    if count < be.count:  # an interrupted remove (rows deleted, manifest not yet written)
+        log.warning(
+            "Milvus collection %s at %s holds %d vectors, the index manifest says %d%s: %d rows were "
+            "deleted by an interrupted remove (or outside csmae) and will not be found",
+            name,
+            uri,
+            count,
+            be.count,
+            where,
+            be.count - count,
         )
     return be

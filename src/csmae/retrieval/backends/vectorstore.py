@@ -84,8 +84,9 @@ class VectorStore:
             np.ascontiguousarray(vectors, dtype=_DTYPES[self.dtype]).tofile(tmp)
         c = Chunk(file=name, start=start, rows=len(vectors))
         self.chunks.append(c)
-        self._maps.append(np.memmap(self.folder / name, dtype=_DTYPES[self.dtype], mode="r",
-                                    shape=(c.rows, self.dim)))
+        self._maps.append(
+            np.memmap(self.folder / name, dtype=_DTYPES[self.dtype], mode="r", shape=(c.rows, self.dim))
+        )
         self._starts = np.append(self._starts, start)
         return c
 
