@@ -514,7 +514,7 @@ class MilvusBackend:
         if not self.approximate:
             return None
         if self.index_type.startswith("HNSW"):
-            name, values = "ef", [16, 32, 64, 128, 256, 512]
+            name, values = "ef", [64, 96, 128, 192, 256, 384, 512]  # never below Lite's default 64
         elif self.index_type.startswith("IVF"):
             nlist = int(self.index_params.get("nlist", 1))
             name, values = "nprobe", [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist] or [nlist]
