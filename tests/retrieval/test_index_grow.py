@@ -204,7 +204,7 @@ def test_kill_9_during_add_leaves_old_or_new(tmp_path):
     emb_b = write_emb(b, tmp_path / "b")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     outcomes = set()
-    for delay in (0.3, 0.9, 1.6, 2.4, 3.5):
+    for delay in (0.5, 1.5, 3.0):
         idx = tmp_path / f"idx{delay}"
         subprocess.run(["cp", "-r", str(tmp_path / "idx"), str(idx)], check=True)
         p = subprocess.Popen(

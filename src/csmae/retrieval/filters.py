@@ -202,9 +202,9 @@ class Filter:
         self.check(cols)
         m = cols.live.copy()
         if self.sensor:
-            m &= np.isin(cols.sensor, list(self.sensor))
+            m &= cols.isin("sensor", self.sensor)
         if self.split:
-            m &= np.isin(cols.split, list(self.split))
+            m &= cols.isin("split", self.split)
         lab = cols.labels
         if self.labels_any:
             m &= lab[:, cols.label_index(self.labels_any)].any(axis=1)
@@ -215,7 +215,7 @@ class Filter:
         for key in ("country", "season"):
             names = getattr(self, key)
             if names:
-                m &= np.isin(cols.column(key), list(names))
+                m &= cols.isin(key, names)
         if self.start or self.end:
             t = cols.datetime_ns
             assert t is not None
@@ -276,11 +276,15 @@ class FilterColumns:
         else:
             self.labels = np.zeros((n, len(self.label_names)), bool)
         self.live = items["live"].to_numpy(dtype=bool).copy() if "live" in items else np.ones(n, dtype=bool)
-        self.sensor_names = sorted({str(s) for s in self.sensor})
-        self._cols: dict[str, np.ndarray | None] = {}
-        for key in ("country", "season"):
-            col = items[key].to_numpy(dtype=object) if key in items else None
-            self._cols[key] = col if col is not None and pd.notna(col).any() else None
+        # name columns as category codes once: a filter is then a lookup table, not string compares
+        self._codes: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
+        for key in ("sensor", "split", "country", "season"):
+            if key not in items or not items[key].notna().any():
+                continue
+            cat = pd.Categorical(items[key].where(items[key].notna(), None))
+            names = [str(c) for c in cat.categories]
+            self._codes[key] = (np.asarray(cat.codes, dtype=np.int32), {c: i for i, c in enumerate(names)})
+        self.sensor_names = sorted(self._codes["sensor"][1]) if "sensor" in self._codes else []
         self.datetime_ns: np.ndarray | None = None
         if "datetime" in items and items["datetime"].notna().any():
             t = pd.to_datetime(items["datetime"], utc=True)
@@ -291,16 +295,20 @@ class FilterColumns:
             self.geometry = items["geometry"].to_numpy(dtype=object)
         self.bounds = _bounds(items)
 
-    def column(self, key: str) -> np.ndarray:
-        col = self._cols.get(key)
-        assert col is not None
-        return col
+    def isin(self, key: str, names: Sequence[str]) -> np.ndarray:
+        """(N,) bool: the ``key`` column's value is one of ``names`` (nulls never are)."""
+        if key not in self._codes:
+            return np.zeros(self.n, dtype=bool)
+        codes, pos = self._codes[key]
+        lut = np.zeros(len(pos) + 1, dtype=bool)  # code -1 (null) reads the last entry: False
+        lut[[pos[n] for n in names if n in pos]] = True
+        return lut[codes]
 
     def values(self, key: str) -> list[str] | None:
-        col = self._cols.get(key)
-        if col is None:
+        """Sorted distinct names of a column, None when the archive has no such column."""
+        if key not in self._codes:
             return None
-        return sorted({str(v) for v in col if isinstance(v, str)})
+        return sorted(self._codes[key][1])
 
     def label_index(self, names: Sequence[str]) -> list[int]:
         return [self._label_pos[n] for n in names]

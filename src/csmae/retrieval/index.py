@@ -9,7 +9,9 @@ Index folder::
       index.faiss      FAISS index over row ids (inner product on L2-normalised float32 = cosine);
                        after `csmae index add/remove`: index-<generation>.faiss
       items.parquet    row i = row id i: id, sensor, split, labels (bool multi-hot), live (False =
-                       removed), and the geo columns when the embeddings have them (SEAMS.md);
+                       removed), and when the embeddings have them the geo columns
+                       (embeddings.META_COLUMNS: geometry WKB EPSG:4326, bbox_xmin..bbox_ymax,
+                       datetime UTC, country, season, scene);
                        after add/remove: items-<generation>.parquet
       vectors-*.f16    ivfpq only: the on-disk float16 vectors for exact re-ranking (immutable chunks)
 
@@ -52,18 +54,6 @@ log = logging.getLogger(__name__)
 KIND = "csmae-index"
 FORMAT_VERSION = 2
 TARGET_RECALL = 0.95
-#: Geo/metadata columns copied from the embeddings into items.parquet when present (SEAMS.md).
-META_COLUMNS = (
-    "geometry",
-    "bbox_xmin",
-    "bbox_ymin",
-    "bbox_xmax",
-    "bbox_ymax",
-    "datetime",
-    "country",
-    "season",
-    "scene",
-)
 
 __all__ = [
     "BLAS_THRESHOLD",
@@ -125,6 +115,7 @@ class SearchIndex:
     manifest: dict[str, Any]
     path: Path | None = None
     _cols: FilterColumns | None = field(default=None, repr=False)
+    _allowed: dict[Filter, np.ndarray] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------- properties
     @property
@@ -172,6 +163,7 @@ class SearchIndex:
 
     def invalidate(self) -> None:
         self._cols = None
+        self._allowed = {}
 
     def sensor_range(self, sensor: str) -> tuple[int, int]:
         """Row range of a sensor in a freshly built index (rows are grouped by sensor at build;
@@ -197,11 +189,18 @@ class SearchIndex:
         return flt
 
     def allowed(self, flt: Filter) -> np.ndarray | None:
-        """Sorted allowed row ids of a filter (None = every row is live and allowed)."""
+        """Sorted allowed row ids of a filter (None = every row is live and allowed); the last
+        few filters' rows are kept (paging and repeated searches reuse them)."""
         cols = self.columns
         if flt.is_empty and bool(cols.live.all()):
             return None
-        return np.flatnonzero(flt.mask(cols)).astype(np.int64)
+        rows = self._allowed.get(flt)
+        if rows is None:
+            rows = np.flatnonzero(flt.mask(cols)).astype(np.int64)
+            if len(self._allowed) >= 16:
+                self._allowed.pop(next(iter(self._allowed)))
+            self._allowed[flt] = rows
+        return rows
 
     def search(
         self,
@@ -317,10 +316,9 @@ def items_table(emb: Embeddings, order: np.ndarray) -> Any:
         }
     )
     meta = getattr(emb, "meta", None)
-    if meta is not None:
-        for c in META_COLUMNS:
-            if c in meta:
-                items[c] = meta[c].to_numpy()[order]
+    if meta is not None:  # geo columns (embeddings.META_COLUMNS): geometry, bbox_*, datetime, country...
+        for c in meta.columns:
+            items[c] = meta[c].iloc[order].reset_index(drop=True)
     return items
 
 

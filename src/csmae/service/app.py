@@ -16,20 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, File, Form, Query, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from csmae import __version__
+from csmae.geo.geojson import MEDIA_TYPE as GEOJSON_TYPE
+from csmae.geo.geojson import feature_collection
 from csmae.service.catalog import Catalog
 from csmae.service.errors import ApiError, install_error_handlers
 from csmae.service.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from csmae.service.protocol import (
+    filter_query,
+    filter_vocabulary,
+    geo_info,
     hit_to_dict,
     json_safe,
     precision_at_k,
+    query_geo,
     query_sensors,
     row_to_dict,
     sensor_names,
@@ -43,6 +49,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 UPLOAD_PATH = "/api/search/upload"
 Split = Literal["train", "val", "test"]
+Format = Literal["json", "geojson"]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     c: {"model": ErrorOut} for c in (400, 404, 413, 415, 422)
 }
@@ -62,6 +69,8 @@ class ServiceSettings:
             uploads (lazy dataset/model loading, plotting) are always serialised.
         allowed_hosts: accepted Host headers (DNS-rebinding guard); ``None`` accepts any.
         preview_cache: number of preview PNGs kept in memory.
+        basemap: tile URL template ("https://host/{z}/{x}/{y}.png") the page's map draws under the
+            footprints; None (default): no base map, the page loads nothing from outside.
     """
 
     max_k: int = 100
@@ -71,6 +80,7 @@ class ServiceSettings:
     thread_safe: bool = False
     allowed_hosts: tuple[str, ...] | None = None
     preview_cache: int = 1024
+    basemap: str | None = None
 
 
 class _PngCache:
@@ -95,6 +105,57 @@ class _PngCache:
                 self._data.popitem(last=False)
 
 
+def _origins(url: str | None) -> tuple[str, ...]:
+    """The origin of a tile URL template (``https://{s}.tile.example.org`` -> ``https://*.tile.example.org``)."""
+    if not url:
+        return ()
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.replace("{s}", "*"))
+    return (f"{parts.scheme}://{parts.netloc}",)
+
+
+def _filter_params(
+    split: list[str] | None = Query(None, description="splits (repeat the key for several)"),
+    labels_any: list[str] | None = Query(None, description="results have at least one of these labels"),
+    labels_all: list[str] | None = Query(None, description="results have all of these labels"),
+    labels_none: list[str] | None = Query(None, description="results have none of these labels"),
+    country: list[str] | None = Query(None, description="countries"),
+    season: list[str] | None = Query(None, description="seasons"),
+    start: str | None = Query(None, max_length=40, description="acquired on or after (ISO date, UTC)"),
+    end: str | None = Query(None, max_length=40, description="acquired on or before (ISO date, UTC)"),
+    bbox: str | None = Query(None, max_length=200, description="min_lon,min_lat,max_lon,max_lat (EPSG:4326)"),
+) -> dict[str, Any] | None:
+    return filter_query(split, labels_any, labels_all, labels_none, country, season, start, end, bbox)
+
+
+def _where_kw(fn: Any, where: Any) -> dict[str, Any]:
+    """``{"where": where}`` for a retriever method that filters (a stand-in retriever may not)."""
+    if where is None:
+        return {}
+    import inspect
+
+    try:
+        ok = "where" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ApiError(400, "this archive cannot be filtered (the retriever takes no filter)")
+    return {"where": where}
+
+
+def _where(params: dict[str, Any] | None) -> Any:
+    """The Filter of the query parameters; a malformed one is a 422 naming the problem."""
+    if params is None:
+        return None
+    from csmae.retrieval.filters import Filter
+
+    try:
+        return Filter.from_dict(params)
+    except ValueError as e:
+        raise ApiError(422, str(e)) from None
+
+
 def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> Any:
     """Build the FastAPI app over a loaded retriever.
 
@@ -114,6 +175,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     io_guard = threading.Lock()  # previews and uploads: lazy loads, matplotlib, torch
     search_guard: Any = contextlib.nullcontext() if cfg.thread_safe else io_guard
     previews = _PngCache(cfg.preview_cache)
+    places = geo_info(retriever)
 
     app = FastAPI(
         title="csmae search",
@@ -126,7 +188,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024, upload_max_bytes=cfg.max_upload_bytes,
                        upload_prefix=UPLOAD_PATH)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, img_origins=_origins(cfg.basemap))
     if cfg.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
 
@@ -155,8 +217,12 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     def clamp_k(k: int) -> int:
         return max(1, min(k, len(catalog.rows)))
 
-    def finish(hits: list[Any], query: dict[str, Any], target: str, k: int, t0: float) -> dict[str, Any]:
+    def finish(hits: list[Any], query: dict[str, Any], target: str, k: int, t0: float,
+               fmt: str = "json") -> Any:
         results = [hit_to_dict(h) for h in hits]
+        if fmt == "geojson":  # RFC 7946 FeatureCollection: the query, then the hits by rank
+            body = json_safe(feature_collection(query, results))
+            return JSONResponse(body, media_type=GEOJSON_TYPE)
         lq = query.get("labels")
         if lq:
             for r in results:  # same definition as the retriever's: labels shared with the query
@@ -180,7 +246,9 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
             "sensors": sensors,
             "query_bands": {name: list(specs[name].bands) for name in sensors if name in specs},
             "label_names": label_names,
+            "filters": filter_vocabulary(retriever),
             "model": model_info,
+            "geo": {**places, "basemap": cfg.basemap},
             "limits": {
                 "max_k": cfg.max_k, "max_page": cfg.max_page, "max_upload_bytes": cfg.max_upload_bytes,
                 "max_files": cfg.max_files, "upload_formats": list(ALLOWED_SUFFIXES),
@@ -189,19 +257,24 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
 
     @app.get("/api/items", response_model=ItemsPage, responses=_ERRORS, tags=["archive"])
     def list_items(
-        split: Split | None = Query(None, description="keep only this split"),
         sensor: str | None = Query(None, max_length=16, description="keep only this sensor"),
         label: str | None = Query(None, max_length=200, description="keep items with this label"),
         offset: int = Query(0, ge=0, le=10**9),
         limit: int = Query(50, ge=1, le=cfg.max_page),
+        filters: dict[str, Any] | None = Depends(_filter_params),
     ) -> dict[str, Any]:
-        """A page of archive items, one row per (id, sensor), in archive order."""
+        """A page of archive items, one row per (id, sensor), in archive order (filter keys as in search)."""
         if sensor is not None:
             check_sensor(sensor)
         if label is not None and label not in label_names:
             raise ApiError(422, f"unknown label {label[:200]!r}; see label_names in /api/health")
-        total, rows = call(retriever.items, split=split, sensor=sensor, label=label,
-                           offset=offset, limit=limit)
+        where = _where(filters)  # validates (422) before anything else
+        kw: dict[str, Any] = {}
+        if filters is not None and list(filters) == ["split"] and len(filters["split"]) == 1:
+            kw = {"split": filters["split"][0]}  # the plain listing filter every retriever has
+        else:
+            kw = _where_kw(retriever.items, where)
+        total, rows = call(retriever.items, sensor=sensor, label=label, offset=offset, limit=limit, **kw)
         items = [row_to_dict(r) for r in rows]
         return {"total": int(total), "offset": offset, "limit": limit, "items": items}
 
@@ -247,25 +320,42 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
             previews.put(key, png)
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
-    @app.get("/api/search", response_model=SearchOut, responses=_ERRORS, tags=["search"])
+    @app.get("/api/search", response_model=SearchOut, responses={
+        **_ERRORS, 200: {"content": {GEOJSON_TYPE: {}}}}, tags=["search"])
     def search(
-        id: str = Query(..., max_length=200, description="archive id of the query"),
+        id: str | None = Query(None, max_length=200, description="archive id of the query"),
         sensor: str = Query(..., max_length=16, description="sensor of the query image"),
         target: str = Query("any", max_length=16, description="sensor of the results: s1, s2 or any"),
         k: int = Query(10, ge=1, le=cfg.max_k),
         exclude_self: bool = Query(True, description="leave the query's own pair out of the results"),
-    ) -> dict[str, Any]:
-        """Search the archive with an archive item as the query."""
-        entry = check_id(id)
+        lon: float | None = Query(None, ge=-180, le=180, description="search by place: longitude (WGS 84)"),
+        lat: float | None = Query(None, ge=-90, le=90, description="search by place: latitude (WGS 84)"),
+        format: Format = Query("json", description="json, or geojson: a FeatureCollection of query + hits"),
+        filters: dict[str, Any] | None = Depends(_filter_params),
+    ) -> Any:
+        """Search the archive with an archive item as the query: by its id, or by a place (lon, lat:
+        the item of ``sensor`` whose footprint contains the point), among the items passing the filter."""
         check_sensor(sensor)
         check_sensor(target, allow_any=True, what="target")
+        if (lon is None) != (lat is None):
+            raise ApiError(422, "give both lon and lat for a search by place")
+        if (id is None) == (lon is None):
+            raise ApiError(422, "give either id, or lon and lat (not both)")
+        if lon is not None and lat is not None:
+            if getattr(retriever, "locate", None) is None:
+                raise ApiError(400, "this archive has no footprints: search by place is not available")
+            id = call(retriever.locate, lon, lat, sensor=sensor)
+        assert id is not None
+        entry = check_id(id)
         if sensor not in entry.sensors:
             raise ApiError(404, f"archive id {id} has no {sensor} vector; it has {entry.sensors}")
+        kw = _where_kw(retriever.search_by_id, _where(filters))
         t0 = time.perf_counter()
         hits = call(retriever.search_by_id, id, sensor=sensor, target=target, k=clamp_k(k),
-                    exclude_self=exclude_self)
-        query = {"id": id, "sensor": sensor, "split": entry.split, "labels": entry.labels}
-        return finish(hits, query, target, k, t0)
+                    exclude_self=exclude_self, **kw)
+        query = {"id": id, "sensor": sensor, "split": entry.split, "labels": entry.labels,
+                 **call(query_geo, retriever, id, sensor), "lon": lon, "lat": lat}
+        return finish(hits, query, target, k, t0, format)
 
     @app.post(UPLOAD_PATH, response_model=SearchOut, responses=_ERRORS, tags=["search"])
     def search_upload(
@@ -273,20 +363,39 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         sensor: str = Form(..., max_length=16, description="sensor of the uploaded image"),
         target: str = Form("any", max_length=16, description="sensor of the results: s1, s2 or any"),
         k: int = Form(10, ge=1, le=cfg.max_k),
-    ) -> dict[str, Any]:
-        """Search the archive with uploaded image files as the query."""
+        format: Format = Form("json", description="json, or geojson: a FeatureCollection of query + hits"),
+        filters: dict[str, Any] | None = Depends(_filter_params),
+    ) -> Any:
+        """Search the archive with uploaded image files as the query (filter keys as query parameters)."""
         check_sensor(sensor)
         check_sensor(target, allow_any=True, what="target")
         if len(files) > cfg.max_files:
             raise ApiError(422, f"too many files: {len(files)}, at most {cfg.max_files}")
         uploads = [UploadedFile(name=safe_name(f.filename), data=f.file.read()) for f in files]
         raw = decode_upload(uploads, specs[sensor])  # (C, 120, 120)
+        kw = _where_kw(retriever.search_by_arrays, _where(filters))
         t0 = time.perf_counter()
         hits = call(retriever.search_by_arrays, raw, sensor=sensor, target=target, k=clamp_k(k),
-                    guard=io_guard)
+                    guard=io_guard, **kw)
         query = {"id": None, "sensor": sensor, "labels": None, "files": [u.name for u in uploads],
                  "preview": png_data_url(raw, specs[sensor])}
-        return finish(hits, query, target, k, t0)
+        return finish(hits, query, target, k, t0, format)
+
+    @app.post("/api/reload", responses=_ERRORS, tags=["info"])
+    def reload() -> dict[str, Any]:
+        """Load the index folder again (after ``csmae index add/remove``); the old index keeps
+        serving until the new one is completely loaded, and stays if loading fails."""
+        nonlocal catalog
+        if not hasattr(retriever, "reload"):
+            raise ApiError(400, "this retriever cannot reload")
+        with io_guard, (contextlib.nullcontext() if search_guard is io_guard else search_guard):
+            try:
+                info = retriever.reload()
+            except (ValueError, FileNotFoundError) as e:
+                raise ApiError(400, f"reload failed, still serving the previous index: {e}") from None
+            catalog = Catalog.from_retriever(retriever)
+            app.state.catalog = catalog
+        return json_safe({"status": "reloaded", **info})
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -17,7 +17,10 @@ Filters arrive as allowed row ids and become an ``IDSelectorBitmap`` passed in t
 parameters, so the result is the top-k among allowed rows, not a post-filtered list. Approximate
 kinds search the allowed rows exactly instead when they are few (``EXACT_MAX_ROWS``) or a small
 share of the archive (``EXACT_BELOW``: graph/list search with a very selective filter loses
-recall), and any query that comes back with fewer than min(k, allowed) results is redone exactly.
+recall); above that, HNSW's efSearch and IVF's nprobe are divided by the allowed share (the
+nearest allowed items lie as far as the (k / share)-th nearest overall; a selector makes IVF score
+only allowed entries, so the cost stays about that of an unfiltered search; efSearch is capped at
+``HNSW_MAX_EF``), and any query that comes back with fewer than min(k, allowed) results is redone exactly.
 """
 
 from __future__ import annotations
@@ -41,8 +44,12 @@ log = logging.getLogger(__name__)
 BLAS_THRESHOLD = 4 * 768
 #: Approximate kinds search the allowed rows exactly when at most this many are allowed ...
 EXACT_MAX_ROWS = 20_000
+#: ... (ivfpq: gathered from the on-disk copy, so fewer) ...
+EXACT_MAX_ROWS_DISK = 2_000
 #: ... or when they are less than this share of the stored rows (bench/bench_search.py).
 EXACT_BELOW = 0.02
+#: HNSW under a filter: efSearch / share of allowed rows, at most this.
+HNSW_MAX_EF = 2048
 #: ivfpq: candidates re-ranked exactly per query (at least k).
 RERANK = 100
 _configured = False
@@ -305,7 +312,11 @@ class FaissBackend:
         if (
             self.approximate
             and rows is not None
-            and (n_allowed <= EXACT_MAX_ROWS or n_allowed < EXACT_BELOW * stored)
+            and (
+                n_allowed
+                <= (EXACT_MAX_ROWS if self.store is None else min(EXACT_MAX_ROWS, EXACT_MAX_ROWS_DISK))
+                or n_allowed < EXACT_BELOW * stored
+            )
             and self._can_reconstruct()
         ):
             s, r = self._exact_subset(q, want, rows)
@@ -334,6 +345,14 @@ class FaissBackend:
             sel, bits = _bitmap_selector(faiss, rows, max(self.n_rows, int(rows[-1]) + 1))
         rerank = int((params or {}).get("rerank", self.rerank))
         overrides = {k_: v for k_, v in (params or {}).items() if k_ != "rerank"}
+        if rows is not None:  # the nearest allowed items lie as far as the (k / share)-th nearest of all
+            share = max(len(rows) / max(int(self.index.ntotal), 1), 1e-6)
+            if self.hnsw:  # a filtered graph walk meets share-times fewer allowed nodes
+                ef = int(overrides.get("efSearch", self.params.get("efSearch", 16)))
+                overrides["efSearch"] = int(min(HNSW_MAX_EF, max(ef, k) / share))
+            elif self.ivf is not None:  # more lists, of which only the allowed entries are scored
+                nprobe = int(overrides.get("nprobe", self.params.get("nprobe", 1)))
+                overrides["nprobe"] = int(min(self.ivf.nlist, np.ceil(nprobe / share)))
         kc = max(k, rerank) if self.store is not None and rerank else k
         p = self.search_params(sel, overrides)
         s, r = self.index.search(q, kc, params=p)
@@ -395,15 +414,32 @@ class FaissBackend:
 
     # ------------------------------------------------------------------- tune
     def tune(
-        self, vectors: np.ndarray, *, target: float, n_queries: int = 500, seed: int = 0
+        self,
+        vectors: np.ndarray | None,
+        *,
+        target: float,
+        n_queries: int = 500,
+        seed: int = 0,
+        truth: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> float | None:
-        """Smallest efSearch / nprobe reaching recall@10 ``target`` vs exact on sampled rows of
-        ``vectors`` (the row ids 0..N-1 of this backend); stores it in ``self.params``."""
+        """Smallest efSearch / nprobe (and, for ivfpq, re-rank depth) reaching recall@10 ``target``
+        vs exact on sampled rows of ``vectors`` (the row ids 0..N-1 of this backend), or against
+        ``truth`` = (queries, their exact top-10 row ids) for archives too big to hold; stores the
+        setting in ``self.params``."""
+
+        def measure(params: dict[str, int]) -> float:
+            if truth is None:
+                assert vectors is not None
+                return recall_at_k(self, vectors, n_queries=n_queries, seed=seed, params=params)
+            tq, tr = truth
+            _, got = self._search_index(np.ascontiguousarray(tq, dtype=np.float32), tr.shape[1], None, params)
+            return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, tr)]))
+
         if not self.approximate:
             return None
         name, values = self._tunable()
         if name is None:
-            return recall_at_k(self, vectors, n_queries=n_queries, seed=seed)
+            return measure({})
         # kinds with an on-disk re-rank: more candidates lift the recall cap of the compressed codes
         reranks = [self.rerank] if self.store is None else [RERANK, 2 * RERANK, 4 * RERANK, 10 * RERANK]
         best: tuple[float, int, int] | None = None  # recall, value, rerank
@@ -411,7 +447,7 @@ class FaissBackend:
             prev, flat = -1.0, 0
             for v in values:
                 extra = {"rerank": rr} if self.store is not None else {}
-                r = recall_at_k(self, vectors, n_queries=n_queries, seed=seed, params={name: v, **extra})
+                r = measure({name: v, **extra})
                 if best is None or r > best[0] + 1e-9:
                     best = (r, v, rr)
                 flat = flat + 1 if r <= prev + 0.002 else 0

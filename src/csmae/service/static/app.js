@@ -73,6 +73,9 @@ function showError(message) {
   box.hidden = !message;
 }
 
+/** "2017-06-13T10:10:31Z" -> "2017-06-13 10:10 UTC". */
+function whenText(iso) { return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`; }
+
 function setStatus(message) { $("status").textContent = message; }
 
 // ----- archive info and controls -------------------------------------------------------------
@@ -99,6 +102,7 @@ async function loadHealth() {
   }
   $("k").max = String(h.limits.max_k);
   updateUploadBands();
+  if (window.csmaeMap) window.csmaeMap.init(h);
 }
 
 function updateUploadBands() {
@@ -216,6 +220,7 @@ async function runSearch() {
     let result;
     if (q.kind === "id") {
       const params = new URLSearchParams({ id: q.id, sensor: q.sensor, target, k: String(k) });
+      if (window.csmaeFilters) window.csmaeFilters.apply(params); // filters.js
       result = await api(`/api/search?${params}`);
     } else {
       const form = new FormData();
@@ -223,11 +228,13 @@ async function runSearch() {
       form.append("sensor", q.sensor);
       form.append("target", target);
       form.append("k", String(k));
-      result = await api("/api/search/upload", { method: "POST", body: form });
+      const filter = window.csmaeFilters ? window.csmaeFilters.apply(new URLSearchParams()).toString() : "";
+      result = await api(`/api/search/upload${filter ? `?${filter}` : ""}`, { method: "POST", body: form });
     }
     if (seq !== state.searchSeq) return; // a newer search has started
     renderQuery(result);
     renderResults(result);
+    if (window.csmaeMap) window.csmaeMap.draw(result.query, result.results);
   } catch (err) {
     if (seq !== state.searchSeq) return;
     setStatus("");
@@ -246,6 +253,7 @@ function renderQuery(result) {
   if (q.split) title.append(el("span", { class: "badge badge-split" }, q.split));
   if (q.id) {
     $("query-desc").replaceChildren(el("span", { class: "query-id" }, q.id));
+    if (q.datetime) $("query-desc").append(el("span", { class: "item-sub item-time" }, ` · ${whenText(q.datetime)}`));
   } else {
     $("query-desc").replaceChildren(`Uploaded ${sensorTitle(q.sensor)} image (${(q.files || []).join(", ")})`);
   }
@@ -289,6 +297,7 @@ function renderResults(result) {
             : `${hit.labels.length} label${hit.labels.length === 1 ? "" : "s"}`)),
         el("div", { class: "score-bar", "aria-hidden": "true" }, bar),
         el("span", { class: "item-id", title: hit.id }, hit.id),
+        hit.datetime ? el("span", { class: "item-sub item-time" }, whenText(hit.datetime)) : "",
         chips(hit.labels, result.query.labels ? hit.overlap : null, `Labels of ${hit.id}`),
         el("div", { class: "result-actions" },
           el("button", {
@@ -370,9 +379,12 @@ async function init() {
   $("page-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadPage(); });
   $("page-next").addEventListener("click", () => { state.offset += PAGE_SIZE; loadPage(); });
   $("random-btn").addEventListener("click", randomQuery);
+  // a footprint clicked on the map becomes the query
+  window.addEventListener("csmae:select", (e) => selectItem(e.detail.id, e.detail.sensor));
   $("upload-form").addEventListener("submit", onUpload);
   $("upload-files").addEventListener("change", onFilesChosen);
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
+  document.addEventListener("csmae:filters-changed", runSearch); // filters.js
   $("settings-form").addEventListener("change", (event) => {
     if (event.target.id === "query-sensor") {
       updateUploadBands();
