@@ -7,6 +7,7 @@ import json
 import socket
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'csmae[milvus]')")
@@ -50,6 +51,17 @@ def test_retriever_over_milvus_equals_faiss(built):
     names = rf.label_names
     common = names[int(np.argmax(e.labels.sum(axis=0)))]
     wheres = [None, {"split": ["test", "val"]}, {"labels_any": [common]}, {"labels_none": [common]}]
+    items = rf.index.items
+    if "geometry" in items and items["geometry"].notna().any():  # real footprints (geo readers)
+        import shapely
+
+        b = shapely.bounds(shapely.from_wkb(items["geometry"].dropna().tolist()))
+        mid_x, mid_y = float(np.median(b[:, 0])), float(np.median(b[:, 1]))
+        wheres.append({"bbox": [mid_x - 0.05, mid_y - 0.05, float(b[:, 2].max()), float(b[:, 3].max())]})
+    if "datetime" in items and items["datetime"].notna().any():
+        days = pd.to_datetime(items["datetime"].dropna(), utc=True).sort_values()
+        day = str(days.iloc[len(days) // 4].date())
+        wheres += [{"start": day}, {"end": day, "labels_any": [common]}]
     checked = 0
     for pid in sorted(set(e.ids.tolist()))[:6]:
         for sensor, target in (("s1", "s2"), ("s2", "any"), ("s2", "s2")):
