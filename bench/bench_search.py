@@ -150,7 +150,17 @@ def main() -> None:
     ap.add_argument("--hnsw", type=int, default=0, help="also build HNSW32 over this many vectors")
     ap.add_argument("--work", default="/tmp/bench-search")
     ap.add_argument("--skip-exact", action="store_true")
+    ap.add_argument("--nprobe", type=int, default=6, help="--measure-ivfpq: nprobe for the filtered table")
+    ap.add_argument("--rerank", type=int, default=100, help="--measure-ivfpq: re-rank depth for it")
+    ap.add_argument(
+        "--measure-ivfpq",
+        action="store_true",
+        help="re-measure the ivfpq folder a previous run left in --work (no rebuild)",
+    )
     args = ap.parse_args()
+    if args.measure_ivfpq:
+        measure_ivfpq(args)
+        return
 
     import faiss
 
@@ -176,7 +186,8 @@ def main() -> None:
     new = np.asarray(clustered(work / "new.npy", args.add, d, seed=3, centres=centres, basis=basis))
     tq = np.asarray(clustered(work / "tq.npy", 200, d, seed=5, centres=centres, basis=basis))
     print(
-        f"# N={n:,} D={d}: 1000 clusters in a rank-16 latent space + noise, L2-normalised; generated in {time.perf_counter() - t0:.0f}s; "
+        f"# N={n:,} D={d}: 1000 clusters in a rank-16 latent space + noise, L2-normalised; "
+        f"generated in {time.perf_counter() - t0:.0f}s; "
         f"faiss threads 1; {args.queries} held-out queries",
         flush=True,
     )
@@ -281,7 +292,8 @@ def main() -> None:
     ram = faiss.serialize_index(be.index).nbytes
     print(
         f"{be.factory}: train {t_train:.0f}s, build (train + encode {n:,}) {t_build:.0f}s, "
-        f"tune {t_tune:.0f}s -> {be.params}, rerank {be.rerank} (recall {rec:.3f} on 200 separate tuning queries)"
+        f"tune {t_tune:.0f}s -> {be.params}, rerank {be.rerank} "
+        f"(recall {rec:.3f} on 200 separate tuning queries)"
     )
     print(
         f"index RAM {ram / 1e9:.3f} GB ({ram / n:.1f} B/vector incl. centroids), on-disk float16 vectors "
@@ -301,7 +313,8 @@ def main() -> None:
     del si, be
     rep = add_embeddings(work / "idx-pq2", add_emb)
     print(
-        f"\nivfpq: rebuild {t_build + t_tune + t_save:.0f}s (build + tune + save); `index add` of {args.add:,}: "
+        f"\nivfpq: rebuild {t_build + t_tune + t_save:.0f}s (build + tune + save); "
+        f"`index add` of {args.add:,}: "
         f"{rep.seconds:.1f}s; peak RSS {rss_gb():.2f} GB",
         flush=True,
     )
@@ -339,6 +352,53 @@ def main() -> None:
                     f"{recall(got, gts[nm]):.3f} | {med:.2f} | {p95:.2f} |",
                     flush=True,
                 )
+    print(f"\npeak RSS {rss_gb():.2f} GB")
+
+
+def measure_ivfpq(args: argparse.Namespace) -> None:
+    """nprobe x re-rank sweep and filtered searches on the saved ivfpq index of a previous run
+    (its ``--add`` rows removed again, in memory), against the same data and queries."""
+    import faiss
+
+    from csmae.retrieval.backends import faiss as fb
+    from csmae.retrieval.index import SearchIndex
+
+    faiss.omp_set_num_threads(1)
+    work, n, d, k = Path(args.work), args.n, args.dim, 10
+    x = OnDisk(work / "x.npy", n, d)
+    q = np.load(work / "q.npy")
+    si = SearchIndex.load(work / "idx-pq2")
+    be = si.backend
+    be.remove(np.arange(n, be.n_rows))
+    print(
+        f"# re-measured {be.factory} over {len(be):,} vectors (saved by the run above), faiss threads 1; "
+        f"exact fallback for ivfpq at <= {fb.EXACT_MAX_ROWS_DISK:,} allowed rows\n"
+    )
+    gt = ground_truth(q, x, k)
+    print("| nprobe | rerank | recall@10 after re-rank | median ms | p95 ms |")
+    print("|---:|---:|---:|---:|---:|")
+    for nprobe in (4, 6, 8, 12):
+        for rerank in (100, 200):
+            be.params["nprobe"], be.rerank = nprobe, rerank
+            got, med, p95 = latency(be, q, k, None)
+            print(f"| {nprobe} | {rerank} | {recall(got, gt):.3f} | {med:.2f} | {p95:.2f} |", flush=True)
+    be.params["nprobe"], be.rerank = args.nprobe, args.rerank
+    items = items_for(n, seed=4)
+    from csmae.labels import LABELS_19
+    from csmae.retrieval.filters import Filter, FilterColumns
+
+    cols = FilterColumns(items, label_names=LABELS_19)
+    print(f"\nfiltered, nprobe {args.nprobe} (divided by the allowed share), rerank {args.rerank}:\n")
+    print("| filter | allowed | recall@10 after re-rank | median ms | p95 ms |")
+    print("|---|---:|---:|---:|---:|")
+    for name, buckets in SELECTIVITY.items():
+        rows = np.flatnonzero(Filter(country=buckets).mask(cols)).astype(np.int64)
+        got, med, p95 = latency(be, q, k, rows)
+        print(
+            f"| {name} | {len(rows):,} | {recall(got, ground_truth(q, x, k, rows)):.3f} | {med:.2f} | "
+            f"{p95:.2f} |",
+            flush=True,
+        )
     print(f"\npeak RSS {rss_gb():.2f} GB")
 
 

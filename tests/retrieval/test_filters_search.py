@@ -31,7 +31,7 @@ def archive():
     rng = np.random.default_rng(11)
     centres = rng.normal(size=(50, D))
     x = (centres[rng.integers(0, 50, N)] + 0.35 * rng.normal(size=(N, D))).astype(np.float32)
-    meta = random_items(N, seed=12)
+    meta = random_items(N, seed=12).drop(columns=["live"])
     # buckets A 1 %, B 9 %, C 40 %, D 50 %: country in [A] = 1 %, [A, B] = 10 %, [A, B, C] = 50 %
     meta["country"] = rng.permutation(
         np.repeat(list("ABCD"), [N // 100, 9 * N // 100, 40 * N // 100, N // 2])

@@ -242,3 +242,29 @@ def test_retriever_reload_picks_up_a_grown_index(tmp_path):
     assert r.search_by_id("b000", sensor="s2", k=1, exclude_self=False)[0].id == "b000"
     man = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert man["updates"][-1]["op"] == "add" and "sensor_ranges" not in man
+
+
+def test_updates_keep_checksums_and_skip_nonfinite(tmp_path):
+    from csmae.integrity import IntegrityError, verify_manifest_files
+
+    build_index(make_emb(IDS_A[:30]), "ivfpq", tmp_path / "idx")
+    new = make_emb(IDS_B[:10])
+    new.vectors[3] = np.nan  # one bad vector: skipped, reported
+    rep = add_embeddings(tmp_path / "idx", new)
+    assert rep.added == 19 and rep.skipped_nonfinite == 1
+    remove_items(tmp_path / "idx", [("a001", None)])
+    man = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert sorted(man["checksums"]) == sorted(
+        [
+            man["backend"]["file"],
+            man["files"]["items"],
+            *(c["file"] for c in man["backend"]["vectors"]["chunks"]),
+        ]
+    )
+    assert verify_manifest_files(tmp_path / "idx", man, what="index")
+    chunk = tmp_path / "idx" / man["backend"]["vectors"]["chunks"][-1]["file"]
+    data = bytearray(chunk.read_bytes())
+    data[10] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="corrupted"):
+        SearchIndex.load(tmp_path / "idx")

@@ -14,6 +14,8 @@ Index folder::
                        datetime UTC, country, season, scene);
                        after add/remove: items-<generation>.parquet
       vectors-*.f16    ivfpq only: the on-disk float16 vectors for exact re-ranking (immutable chunks)
+    manifest.json also records skipped_nonfinite (NaN/inf vectors left out) and checksums (size +
+    sha256 of every file of the current version, verified by SearchIndex.load before FAISS reads a byte).
 
 The manifest names the files of the current version, so an update writes new files first and then
 replaces manifest.json atomically: a reader (or a crash at any point) sees the old or the new index,
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from csmae.integrity import checksum_files, verify_manifest_files
 from csmae.retrieval.artifacts import AtomicFolder, base_manifest, read_manifest, write_json_atomic
 from csmae.retrieval.backends.faiss import (  # noqa: F401  (FaissBackend: re-exported)
     BLAS_THRESHOLD,
@@ -45,7 +48,7 @@ from csmae.retrieval.backends.faiss import (  # noqa: F401  (FaissBackend: re-ex
     faiss_module,
 )
 from csmae.retrieval.backends.registry import create_backend, discard_backend, load_backend
-from csmae.retrieval.embeddings import Embeddings, load_embeddings
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
 from csmae.retrieval.filters import Filter, FilterColumns, as_filter
 from csmae.retrieval.topk import l2_normalize
 
@@ -247,6 +250,8 @@ class SearchIndex:
             entry = self.backend.save(tmp, file="index.faiss")
             self.items.to_parquet(tmp / "items.parquet", index=False)
             self.manifest.update(backend=entry, files={"items": "items.parquet"}, generation=0)
+            # integrity: per-file sizes + sha256, verified by load() before FAISS parses the bytes
+            self.manifest = {**self.manifest, "checksums": checksum_files(tmp, data_files(self.manifest))}
             write_json_atomic(tmp / "manifest.json", self.manifest)
         if store is not None:
             store.folder = out
@@ -271,6 +276,9 @@ class SearchIndex:
         for f in ([entry["file"]] if entry.get("file") else []) + [items_file]:  # Milvus: no file
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
+        # integrity: damaged bytes must never reach faiss.read_index (a flipped HNSW header can make
+        # it allocate many GiB; a flipped vector would rank first for every query)
+        verify_manifest_files(path, manifest, what="index")
         backend = load_backend(
             path, entry, params=dict(manifest.get("search_params") or {}), legacy=legacy
         )
@@ -291,6 +299,17 @@ class SearchIndex:
         if backend.dim != int(manifest["dim"]):
             raise ValueError(f"{path}: the index has D={backend.dim}, manifest says {manifest['dim']}")
         return cls(backend=backend, items=items, manifest=manifest, path=path)
+
+
+def data_files(manifest: dict[str, Any]) -> list[str]:
+    """The files of an index folder's current version (what its checksums cover)."""
+    entry = manifest.get("backend")
+    if entry is None:  # a format-1 folder
+        entry = {"file": "index.faiss"}
+    files = [entry["file"]] if entry.get("file") else []  # a Milvus index keeps no vector file here
+    files.append((manifest.get("files") or {}).get("items", "items.parquet"))
+    files += [c["file"] for c in (entry.get("vectors") or {}).get("chunks", [])]
+    return files
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -318,7 +337,8 @@ def items_table(emb: Embeddings, order: np.ndarray) -> Any:
     meta = getattr(emb, "meta", None)
     if meta is not None:  # geo columns (embeddings.META_COLUMNS): geometry, bbox_*, datetime, country...
         for c in meta.columns:
-            items[c] = meta[c].iloc[order].reset_index(drop=True)
+            if c not in items:  # never the core columns (id, sensor, split, labels, live)
+                items[c] = meta[c].iloc[order].reset_index(drop=True)
     return items
 
 
@@ -369,6 +389,7 @@ def build_index(
     dup = _duplicates(emb.ids, emb.sensors)
     if dup:
         raise ValueError(f"the embeddings hold duplicate (id, sensor) rows, e.g. {dup[:3]}")
+    emb, nonfinite = drop_nonfinite(emb, source=source or "the embeddings")  # never index NaN/inf
     order_sensors = emb.sensor_names
     order = np.concatenate([np.flatnonzero(emb.sensors == s) for s in order_sensors])
     vectors = normalized_rows(emb, order)
@@ -422,6 +443,7 @@ def build_index(
         dataset=man.get("dataset"),
         label_names=emb.label_names,
         embed_precision=man.get("precision", "fp32"),
+        skipped_nonfinite=nonfinite,
     )
     manifest["format_version"] = FORMAT_VERSION
     si = SearchIndex(backend=be, items=items, manifest=manifest)

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from csmae.atomic import atomic_path, write_json_atomic
-from csmae.retrieval.embeddings import Embeddings, load_embeddings
-from csmae.retrieval.index import SearchIndex, _duplicates, items_table, normalized_rows
+from csmae.integrity import checksum_files
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
+from csmae.retrieval.index import SearchIndex, _duplicates, data_files, items_table, normalized_rows
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class UpdateReport:
     generation: int = 0
     seconds: float = 0.0
     replaced_ids: list[tuple[str, str]] | None = None
+    skipped_nonfinite: int = 0  # NaN/inf vectors left out
 
 
 @contextmanager
@@ -100,6 +102,7 @@ def add_embeddings(
         if not isinstance(emb, Embeddings):
             emb = load_embeddings(emb)
         check_compatible(si, emb, source)
+        emb, nonfinite = drop_nonfinite(emb, source=source)  # never index NaN/inf
         dup = _duplicates(emb.ids, emb.sensors)
         if dup:
             raise ValueError(f"{source} holds duplicate (id, sensor) rows, e.g. {dup[:3]}: nothing was added")
@@ -128,7 +131,11 @@ def add_embeddings(
             items.loc[old_rows, "live"] = False
         si.items = pd.concat([items, new_items], ignore_index=True)
         rep = UpdateReport(
-            op="add", added=len(emb) - len(replaced), replaced=len(replaced), replaced_ids=replaced[:20]
+            op="add",
+            added=len(emb) - len(replaced),
+            replaced=len(replaced),
+            replaced_ids=replaced[:20],
+            skipped_nonfinite=int((nonfinite or {}).get("count", 0)),
         )
         _commit(si, path, rep, source=str(source))
     rep.seconds = time.perf_counter() - t0
@@ -217,12 +224,18 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
         sensor_counts={s: int(counts.get(s, 0)) for s in (man.get("sensors") or counts.index)},
     )
     man.pop("sensor_ranges", None)  # rows are no longer grouped by sensor
+    # integrity: size + sha256 of the new version's files (unchanged vector chunks keep their entry)
+    old_sums = man.get("checksums") or {}
+    files = data_files(man)
+    fresh = [f for f in files if f not in old_sums or f in (index_file, items_file)]
+    man["checksums"] = {**{f: old_sums[f] for f in files if f not in fresh}, **checksum_files(path, fresh)}
     man.setdefault("updates", []).append(
         {
             "op": rep.op,
             "added": rep.added,
             "replaced": rep.replaced,
             "removed": rep.removed,
+            "skipped_nonfinite": rep.skipped_nonfinite,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **({"source": source} if source else {}),
         }

@@ -20,14 +20,13 @@ from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from csmae import __version__
 from csmae.geo.geojson import MEDIA_TYPE as GEOJSON_TYPE
 from csmae.geo.geojson import feature_collection
 from csmae.service.catalog import Catalog
 from csmae.service.errors import ApiError, install_error_handlers
-from csmae.service.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from csmae.service.middleware import BodyLimitMiddleware, HostGuardMiddleware, SecurityHeadersMiddleware
 from csmae.service.protocol import (
     filter_query,
     filter_vocabulary,
@@ -190,7 +189,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
                        upload_prefix=UPLOAD_PATH)
     app.add_middleware(SecurityHeadersMiddleware, img_origins=_origins(cfg.basemap))
     if cfg.allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
+        app.add_middleware(HostGuardMiddleware, allowed_hosts=cfg.allowed_hosts)
 
     def check_sensor(sensor: str, *, allow_any: bool = False, what: str = "sensor", status: int = 422) -> str:
         valid = sensors + (["any"] if allow_any else [])
@@ -314,6 +313,13 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
                     png = retriever.preview_png(patch_id, sensor)
             except (LookupError, ValueError, FileNotFoundError, RuntimeError) as e:
                 logger.info("no preview for %s/%s: %s", patch_id, sensor, e)
+                from csmae.data.base import DataError
+
+                if isinstance(e, DataError) and e.path:  # integrity: the dataset is damaged
+                    logger.warning("the dataset behind previews is damaged: %s", e)
+                    raise ApiError(404, f"no {sensor} image for {patch_id}: the server's dataset is "
+                                   f"damaged ({Path(e.path).name}: {e.reason}); see the server log"
+                                   ) from None
                 raise ApiError(
                     404, f"no {sensor} image for {patch_id} (was the server started with --data?)"
                 ) from None
