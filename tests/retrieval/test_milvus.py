@@ -245,6 +245,19 @@ def test_hnsw_tunes_to_target_recall(tmp_path):
     recall = be.tune(v, target=0.95, n_queries=100)
     assert recall is not None and recall >= 0.95
     assert be.approximate and "ef" in be.search_params
+    # a very selective filter on the graph still returns every allowed row (widened / widest ef)
+    flt = Filter(labels_all=["L0", "L1", "L2"])
+    allowed = flt.mask(FilterColumns(items, label_names=NAMES))
+    assert 0 < allowed.sum() < 30
+    q = v[:5]
+    _, rows = be.search(q, 30, rows=np.flatnonzero(allowed), where=flt)
+    for r in rows:
+        assert set(r[r >= 0].tolist()) == set(np.flatnonzero(allowed).tolist())
+    ref = brute(q, v, allowed, 10)[1]
+    for params in (None, {"ef": 16}):  # ef 16, not widened: the walk runs dry, redone at the widest ef
+        got = be.search(q, 10, rows=np.flatnonzero(allowed), where=flt, params=params)[1]
+        hits = [len(set(a[a >= 0]) & set(b[b >= 0])) / (b >= 0).sum() for a, b in zip(got, ref)]
+        assert np.mean(hits) >= 0.95, params
 
 
 def free_port() -> int:

@@ -20,11 +20,14 @@ Exactness: a Filter becomes a Milvus boolean expression (native filtering inside
 the index also passes the allowed rows (``rows``), hits outside them are dropped and, if that
 leaves fewer than k, the search is repeated with a larger limit (up to Milvus's topk cap 16384,
 then with the allowed rows as an explicit ``row in [...]`` list), so FLAT returns exactly the
-brute-force top-k among the allowed rows.
+brute-force top-k among the allowed rows. Approximate kinds (HNSW, IVF) widen ``ef`` / ``nprobe``
+by 1 / selectivity under a filter, and a query whose walk still comes back short of
+min(k, allowed) is redone once at the widest setting (ef 4096 / every list).
 
 Crash safety of ``add``: rows are inserted before the index folder's new manifest is written; the
 manifest entry records ``next_row``; on load, rows ``>= next_row`` (an interrupted add) are deleted,
-so the index loads with its old content.
+so the index loads with its old content. ``remove`` deletes at once; a collection found with fewer
+rows than the manifest (an interrupted remove) loads with a warning, one with more is an error.
 """
 
 from __future__ import annotations
@@ -461,12 +464,15 @@ class MilvusBackend:
         scores: np.ndarray,
         out: np.ndarray,
         sp: dict[str, Any],
+        boosted: bool = False,
     ) -> None:
         todo = np.arange(len(q))
         limit = k
+        want = k if allowed is None else min(k, len(allowed))
+        boosted = boosted or not self.approximate  # approximate and short: redo once, widest
         while len(todo):
             hits = self._raw(q[todo], limit, expr, sp)
-            retry = []
+            retry, short = [], []
             for j, qi in enumerate(todo):
                 h = hits[j]
                 rr = np.array([x[0] for x in h], dtype=np.int64)
@@ -475,11 +481,18 @@ class MilvusBackend:
                 if allowed is not None and len(rr):
                     keep = np.isin(rr, allowed, assume_unique=False)
                     rr, ss = rr[keep], ss[keep]
-                if len(rr) >= k or exhausted:
+                if exhausted and len(rr) < want and not boosted:
+                    short.append(qi)
+                elif len(rr) >= k or exhausted:
                     m = min(k, len(rr))
                     out[qi, :m], scores[qi, :m] = rr[:m], ss[:m]
                 else:
                     retry.append(qi)
+            if short:  # the graph / list walk ran dry under the filter: redo at the widest setting
+                sub_s = np.full((len(short), k), -np.inf, dtype=np.float32)
+                sub_r = np.full((len(short), k), -1, dtype=np.int64)
+                self._search_exact(q[short], k, expr, allowed, sub_s, sub_r, self._widest(sp), boosted=True)
+                scores[short], out[short] = sub_s, sub_r
             todo = np.asarray(retry, dtype=np.int64)
             if len(todo) == 0:
                 break
@@ -489,6 +502,14 @@ class MilvusBackend:
                 limit, allowed = k, None
             else:
                 limit = min(TOPK_MAX, limit * 4)
+
+    def _widest(self, sp: dict[str, Any]) -> dict[str, Any]:
+        out = dict(sp)
+        if self.index_type.startswith("HNSW"):
+            out["ef"] = EF_MAX
+        if "nlist" in self.index_params:
+            out["nprobe"] = int(self.index_params["nlist"])
+        return out
 
     def _raw(self, q: np.ndarray, limit: int, expr: str, sp: dict[str, Any]) -> list[list[tuple[int, float]]]:
         params: dict[str, Any] = {"metric_type": "IP"}
