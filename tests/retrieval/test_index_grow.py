@@ -268,3 +268,34 @@ def test_updates_keep_checksums_and_skip_nonfinite(tmp_path):
     chunk.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="corrupted"):
         SearchIndex.load(tmp_path / "idx")
+
+
+def test_format_1_folders_still_search_and_refuse_updates(tmp_path):
+    """An index folder written before row ids (plain FAISS index, positions = rows) loads and filters."""
+    import faiss
+    import pandas as pd
+
+    emb = make_emb(IDS_A[:40])
+    x = emb.vectors / np.linalg.norm(emb.vectors, axis=1, keepdims=True)
+    old = tmp_path / "old"
+    old.mkdir()
+    flat = faiss.IndexFlatIP(24)
+    flat.add(x)
+    faiss.write_index(flat, str(old / "index.faiss"))
+    items = pd.DataFrame(
+        {"id": emb.ids, "sensor": emb.sensors, "split": emb.splits, "labels": list(emb.labels)}
+    )
+    items.to_parquet(old / "items.parquet", index=False)
+    man = base_manifest(
+        "csmae-index", model=MODEL, dim=24, sensors=SENSORS, index_kind="exact", factory="Flat", count=80,
+        sensor_ranges={"s1": [0, 80]}, search_params={},
+    )  # fmt: skip
+    write_json_atomic(old / "manifest.json", man)
+    si = SearchIndex.load(old)
+    q = x[:3]
+    s, rows = si.search(q, 5, where={"labels_none": ["Arable land"]})
+    ok = np.flatnonzero(~emb.labels[:, 1])
+    want = ok[np.argsort(-(q @ x[ok].T), axis=1, kind="stable")[:, :5]]
+    np.testing.assert_array_equal(rows, want)
+    with pytest.raises(ValueError, match="older csmae"):
+        add_embeddings(old, make_emb(IDS_B[:2]))

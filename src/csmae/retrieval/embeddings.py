@@ -35,11 +35,11 @@ from csmae.atomic import atomic_path
 from csmae.retrieval.artifacts import read_manifest
 
 KIND = "csmae-embeddings"
-log = logging.getLogger(__name__)
 #: per-row metadata columns of :attr:`Embeddings.meta` (and of the index items table)
 META_COLUMNS = ("geometry", "bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax", "datetime", "country",
                 "season", "scene")
 _SHARD_META = ("geometry", "bbox", "datetime", "country", "season", "scene")
+log = logging.getLogger(__name__)
 
 
 @dataclass

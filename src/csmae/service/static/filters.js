@@ -94,7 +94,7 @@
     const split = make("select", { id: "f-split" }, make("option", { value: "" }, "any split"));
     for (const s of ["train", "val", "test"]) split.append(make("option", { value: s }, s));
     split.addEventListener("change", () => { f.split = split.value; summary(); changed(); });
-    card.append(make("label", {}, "Split ", split));
+    card.append(make("label", {}, "Results of split ", split));
     if (avail.country && avail.country.length) card.append(multiSelect("f-country", "Country ", avail.country, "country"));
     if (avail.season && avail.season.length) card.append(multiSelect("f-season", "Season ", avail.season, "season"));
     if (avail.datetime) {
