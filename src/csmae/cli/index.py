@@ -20,6 +20,13 @@ Examples:
   csmae index emb/big --out idx/big-pq --kind ivfpq          # 1M x 768: ~0.1 GB RAM + 1.5 GB on disk
   csmae index add idx/reben emb/new-scenes
   csmae index remove idx/reben --ids withdrawn.txt
+  csmae index emb/reben --out idx/reben-m --backend milvus --uri archive.db        # Milvus Lite, in-process
+  csmae index emb/big --out idx/big-m --backend milvus --uri http://host:19530    # a Milvus server
+
+Milvus (optional extra: pip install 'csmae[milvus]'; docs/milvus.md): the vectors and filter columns go
+to a new collection at --uri; the index folder keeps manifest.json + items.parquet, and every csmae
+command that opens an index (search, serve, index add/remove) uses it unchanged. Kinds: exact (FLAT),
+hnsw, ivf, ivf-sq8 or a Milvus index type.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
     p.add_argument("--ids", help="remove: file of ids ('ID' or 'ID SENSOR' per line)")
     p.add_argument("--missing-ok", action="store_true", help="remove: ignore ids not in the index")
+    p.add_argument("--backend", default="faiss", choices=["faiss", "milvus"], help="vector backend")
+    p.add_argument("--uri", default=None, help="milvus: path ending .db (Milvus Lite) or http://host:19530")
+    p.add_argument("--collection", default=None, help="milvus: collection name (default: new, unique)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         target_recall=args.target_recall,
         recall_queries=args.recall_queries,
         overwrite=args.overwrite,
+        backend=args.backend,
+        uri=args.uri,
+        collection=args.collection,
     )
     m = si.manifest
     extra = ""

@@ -41,12 +41,13 @@ import numpy as np
 
 from csmae.integrity import checksum_files, verify_manifest_files
 from csmae.retrieval.artifacts import AtomicFolder, base_manifest, read_manifest, write_json_atomic
-from csmae.retrieval.backends.faiss import (
+from csmae.retrieval.backends.faiss import (  # noqa: F401  (FaissBackend: re-exported)
     BLAS_THRESHOLD,
     FaissBackend,
     factory_string,
     faiss_module,
 )
+from csmae.retrieval.backends.registry import create_backend, discard_backend, load_backend
 from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
 from csmae.retrieval.filters import Filter, FilterColumns, as_filter
 from csmae.retrieval.topk import l2_normalize
@@ -112,7 +113,7 @@ def recall_at_k(
 class SearchIndex:
     """A loaded index: vector backend + items table (row i = row id i) + manifest."""
 
-    backend: FaissBackend
+    backend: Any  # FaissBackend | MilvusBackend (csmae.retrieval.backends.registry)
     items: Any  # pandas.DataFrame: id, sensor, split, labels, live, [geo columns]
     manifest: dict[str, Any]
     path: Path | None = None
@@ -272,13 +273,13 @@ class SearchIndex:
                 "factory": manifest.get("factory"),
             }
         items_file = (manifest.get("files") or {}).get("items", "items.parquet")
-        for f in (entry.get("file", "index.faiss"), items_file):
+        for f in ([entry["file"]] if entry.get("file") else []) + [items_file]:  # Milvus: no file
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
         # integrity: damaged bytes must never reach faiss.read_index (a flipped HNSW header can make
         # it allocate many GiB; a flipped vector would rank first for every query)
         verify_manifest_files(path, manifest, what="index")
-        backend = FaissBackend.load(
+        backend = load_backend(
             path, entry, params=dict(manifest.get("search_params") or {}), legacy=legacy
         )
         try:
@@ -302,8 +303,11 @@ class SearchIndex:
 
 def data_files(manifest: dict[str, Any]) -> list[str]:
     """The files of an index folder's current version (what its checksums cover)."""
-    entry = manifest.get("backend") or {}
-    files = [entry.get("file", "index.faiss"), (manifest.get("files") or {}).get("items", "items.parquet")]
+    entry = manifest.get("backend")
+    if entry is None:  # a format-1 folder
+        entry = {"file": "index.faiss"}
+    files = [entry["file"]] if entry.get("file") else []  # a Milvus index keeps no vector file here
+    files.append((manifest.get("files") or {}).get("items", "items.parquet"))
     files += [c["file"] for c in (entry.get("vectors") or {}).get("chunks", [])]
     return files
 
@@ -352,6 +356,9 @@ def build_index(
     train_size: int = 100_000,
     overwrite: bool = False,
     seed: int = 0,
+    backend: str = "faiss",
+    uri: str | None = None,
+    collection: str | None = None,
 ) -> SearchIndex:
     """Build one index over every sensor's vectors of an embeddings folder (or object).
 
@@ -367,6 +374,9 @@ def build_index(
             recall@10 against exact search on a sample; the measured recall is stored.
         recall_queries: sampled queries for that measurement.
         train_size: vectors used to train IVF/PQ indexes.
+        backend: ``"faiss"`` (in-process, default) or ``"milvus"`` (optional extra; see docs/milvus.md).
+        uri: the Milvus URI: ``path.db`` (Milvus Lite in this process) or ``http://host:19530``.
+        collection: the Milvus collection name (default: a new unique one per build).
     """
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another output or pass --overwrite")
@@ -395,15 +405,23 @@ def build_index(
     store_folder = None
     if kind == "ivfpq":
         store_folder = Path(tempfile.mkdtemp(prefix="csmae-vectors-"))
+    items = items_table(emb, order)
+    be: Any = None
     try:
-        backend = FaissBackend.create(kind, dim=d, n_hint=n, train=train, store_folder=store_folder)
-        backend.add(np.arange(n, dtype=np.int64), vectors)
+        be = create_backend(
+            backend, kind, dim=d, n_hint=n, label_names=list(emb.label_names), train=train,
+            store_folder=store_folder, uri=uri, collection=collection,
+            name_hint=Path(out).name if out is not None else "index",
+        )
+        be.add(np.arange(n, dtype=np.int64), vectors, items)
+        build_s = time.perf_counter() - t0
+        recall = be.tune(vectors, target=target_recall, n_queries=recall_queries, seed=seed)
     except BaseException:
         if store_folder is not None:
             shutil.rmtree(store_folder, ignore_errors=True)
+        if be is not None:
+            discard_backend(be)
         raise
-    build_s = time.perf_counter() - t0
-    recall = backend.tune(vectors, target=target_recall, n_queries=recall_queries, seed=seed)
     man = emb.manifest
     manifest = base_manifest(
         KIND,
@@ -411,13 +429,13 @@ def build_index(
         dim=d,
         sensors=man.get("sensors", {s: {} for s in order_sensors}),
         index_kind=kind,
-        factory=backend.factory,
+        factory=be.factory,
         metric="inner_product (cosine on L2-normalised vectors)",
         count=n,
         rows=n,
         sensor_counts={s: hi - lo for s, (lo, hi) in ranges.items()},
         sensor_ranges=ranges,
-        search_params=backend.params,
+        search_params=be.params,
         recall_at_10=recall,
         recall_queries=recall_queries if recall is not None else 0,
         build_seconds=round(build_s, 3),
@@ -428,9 +446,13 @@ def build_index(
         skipped_nonfinite=nonfinite,
     )
     manifest["format_version"] = FORMAT_VERSION
-    si = SearchIndex(backend=backend, items=items_table(emb, order), manifest=manifest)
+    si = SearchIndex(backend=be, items=items, manifest=manifest)
     if out is not None:
-        si.save(out, overwrite=overwrite)
+        try:
+            si.save(out, overwrite=overwrite)
+        except BaseException:
+            discard_backend(be)
+            raise
         if store_folder is not None:
             shutil.rmtree(store_folder, ignore_errors=True)
     elif store_folder is not None:

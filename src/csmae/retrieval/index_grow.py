@@ -121,14 +121,15 @@ def add_embeddings(
         vectors = normalized_rows(emb, order)
         start = si.backend.n_rows
         new_rows = np.arange(start, start + len(emb), dtype=np.int64)
+        new_items = items_table(emb, order)
         si.backend.remove(old_rows)
-        si.backend.add(new_rows, vectors)
+        si.backend.add(new_rows, vectors, new_items)  # items: Milvus stores the filter columns
         import pandas as pd
 
         items = si.items.copy()
         if len(old_rows):
             items.loc[old_rows, "live"] = False
-        si.items = pd.concat([items, items_table(emb, order)], ignore_index=True)
+        si.items = pd.concat([items, new_items], ignore_index=True)
         rep = UpdateReport(
             op="add",
             added=len(emb) - len(replaced),
@@ -209,9 +210,7 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
     man = si.manifest
     gen = int(man.get("generation", 0)) + 1
     index_file, items_file = f"index-{gen}.faiss", f"items-{gen}.parquet"
-    with atomic_path(path / index_file) as tmp:
-        entry = si.backend.save(path, file=tmp.name)
-    entry["file"] = index_file
+    entry = _save_backend(si, path, index_file)
     with atomic_path(path / items_file) as tmp:
         si.items.to_parquet(tmp, index=False)
     live = si.items["live"].to_numpy(dtype=bool)
@@ -252,6 +251,20 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
             *(c.file for c in (si.backend.store.chunks if si.backend.store else [])),
         },
     )
+
+
+def _save_backend(si: SearchIndex, path: Path, index_file: str) -> dict[str, Any]:
+    """Save the backend's new version as ``index_file`` (atomically); a backend that keeps no file
+    in the folder (Milvus: its manifest entry has no "file") writes nothing here."""
+    tmp = path / f".{Path(index_file).stem}.tmp-{os.getpid()}{Path(index_file).suffix}"
+    try:
+        entry = si.backend.save(path, file=tmp.name)
+        if entry.get("file"):
+            os.replace(tmp, path / index_file)
+            entry["file"] = index_file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return entry
 
 
 def _remove_stale(path: Path, keep: set[str]) -> None:
