@@ -1,0 +1,1 @@
+"""Geospatial: footprints, scenes, GeoParquet."""
