@@ -8,6 +8,7 @@ the README example) on a UTM grid, written as per-band COGs, a ``.SAFE`` folder 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -151,8 +152,8 @@ def write_stac_item(path: Path, *, item_id: str, when: datetime, assets: Mapping
     item = pystac.Item(id=item_id, geometry=shapely.geometry.mapping(shapely.geometry.box(*bbox)),
                        bbox=list(bbox), datetime=when, properties=dict(properties or {}))
     for key, p in assets.items():
-        rel = Path(p).resolve().relative_to(path.parent.resolve()) if Path(p).is_absolute() else Path(p)
-        item.add_asset(key, pystac.Asset(href=str(rel), media_type=pystac.MediaType.COG,
+        rel = os.path.relpath(Path(p).resolve(), path.parent.resolve())
+        item.add_asset(key, pystac.Asset(href=rel, media_type=pystac.MediaType.COG,
                                          extra_fields=dict((extra or {}).get(key, {}))))
     d = item.to_dict(include_self_link=False, transform_hrefs=False)
     path.parent.mkdir(parents=True, exist_ok=True)
