@@ -150,18 +150,17 @@ def test_resume_after_a_kill_gives_the_same_store(tmp_path, mosaic):
     assert killed.returncode == 17, killed.stderr
     assert not (tmp_path / "store").exists()
     assert len(list((tmp_path / "store.partial" / "journal").glob("chunk-*.json"))) == 1
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr
-    assert "resumed 1 of 2 strips" in again.stdout
-    assert not (tmp_path / "store.partial").exists()
     from csmae.geo.scenes import tile_scenes
 
+    again = tile_scenes(tmp_path / "store", s2=[str(tmp_path / "s2")], s1=[str(tmp_path / "s1")])
+    assert (again.chunks, again.chunks_resumed) == (2, 1)
+    assert not (tmp_path / "store.partial").exists()
     tile_scenes(tmp_path / "fresh", s2=[str(tmp_path / "s2")], s1=[str(tmp_path / "s1")])
     a, ids_a = store_arrays(tmp_path / "store")
     b, ids_b = store_arrays(tmp_path / "fresh")
     assert ids_a == ids_b
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
-    # idempotent: the same command on a finished store refuses to overwrite unless asked
-    third = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert third.returncode == 1 and "exists" in third.stderr
+    # a finished store is not rewritten unless asked
+    with pytest.raises(FileExistsError):
+        tile_scenes(tmp_path / "store", s2=[str(tmp_path / "s2")], s1=[str(tmp_path / "s1")])
