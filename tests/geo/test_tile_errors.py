@@ -44,7 +44,8 @@ def _band(scene: Path, band: str) -> Path:
 
 def _fails(capsys, scene: Path, *extra: str, names: Path | str, says: str) -> None:
     out = scene.parent / "store"
-    rc, _, err = _tile(capsys, "--s2", str(scene / "s2"), "--s1", str(scene / "s1"), "--out", str(out), *extra)
+    rc, _, err = _tile(capsys, "--s2", str(scene / "s2"), "--s1", str(scene / "s1"), "--out", str(out),
+                       *extra)
     assert rc == 1
     assert str(names) in err, err
     assert says in err, err
@@ -101,8 +102,9 @@ def test_a_raster_without_crs(capsys, scene, mosaic):
 
 def test_a_stac_item_whose_assets_are_missing(capsys, tmp_path, scene):
     from csmae.geo.scenes.example import write_stac_item
+    from csmae.sensors import S2_BANDS_10
 
-    assets = {b: _band(scene, b) for b in ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")}
+    assets = {b: _band(scene, b) for b in S2_BANDS_10}
     item = write_stac_item(tmp_path / "item.json", item_id="x", when=datetime(2017, 6, 13, tzinfo=UTC),
                            bbox=[0, 0, 1, 1], assets=assets)
     assets["B11"].unlink()
@@ -115,7 +117,7 @@ def test_a_stac_item_whose_assets_are_missing(capsys, tmp_path, scene):
 def test_scenes_too_far_apart_in_time(capsys, scene):
     for p in (scene / "s1").iterdir():
         p.rename(p.with_name(p.name.replace("20170613T165043", "20170901T165043")))
-    _fails(capsys, scene, "--max-days", "10", names=scene / "s2", says="acquired 80.3 days from this S2 scene")
+    _fails(capsys, scene, "--max-days", "10", names=scene / "s2", says="acquired 80.3 days from this S2")
     rc, out, _ = _tile(capsys, "--s2", str(scene / "s2"), "--s1", str(scene / "s1"),
                        "--out", str(scene.parent / "store"))  # no --max-days: the gap is reported
     assert rc == 0 and "acquired 80.28 days apart" in out

@@ -131,7 +131,8 @@ def test_scl_and_nodata_patches_are_skipped_with_reasons(tmp_path, mosaic):
     tile_scenes(tmp_path / "scl", s2=[str(safe)], scl=(), min_valid=0.8)
     rows = {r["patch"][-9:]: r["reason"] for r in csv.DictReader(open(tmp_path / "scl" / "skipped.csv"))}
     assert set(rows) == {"r000_c001", "r001_c002"}
-    assert "S2 valid pixels 0.0%" in rows["r000_c001"] and "SCL cloud/snow/invalid 100.0%" in rows["r000_c001"]
+    assert "S2 valid pixels 0.0%" in rows["r000_c001"]
+    assert "SCL cloud/snow/invalid 100.0%" in rows["r000_c001"]
     assert "S2 valid pixels 50.0%" in rows["r001_c002"]
     res = tile_scenes(tmp_path / "scl2", s2=[str(safe)], scl=(), min_valid=0.9)
     rows = {r["patch"][-9:]: r["reason"] for r in csv.DictReader(open(tmp_path / "scl2" / "skipped.csv"))}
@@ -146,7 +147,8 @@ def test_resume_after_a_kill_gives_the_same_store(tmp_path, mosaic):
     cmd = [sys.executable, "-m", "csmae", "tile", "--s2", str(tmp_path / "s2"), "--s1", str(tmp_path / "s1"),
            "--out", str(tmp_path / "store")]
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    killed = subprocess.run(cmd, env={**env, "CSMAE_TILE_EXIT_AFTER_CHUNKS": "1"}, capture_output=True, text=True)
+    killed = subprocess.run(cmd, env={**env, "CSMAE_TILE_EXIT_AFTER_CHUNKS": "1"}, capture_output=True,
+                            text=True)
     assert killed.returncode == 17, killed.stderr
     assert not (tmp_path / "store").exists()
     assert len(list((tmp_path / "store.partial" / "journal").glob("chunk-*.json"))) == 1

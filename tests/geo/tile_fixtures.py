@@ -62,8 +62,8 @@ def load_real_mosaic() -> RealMosaic:
                 pol[p] = src.read(1)
         s1p.append(pol)
     s1m = mosaic(s1p, COLS)
-    return RealMosaic(names=names, s1_names=s1_names, s2=mosaic(s2p, COLS), s1=np.stack([s1m["VV"], s1m["VH"]]),
-                      crs=crs, transform=transform)
+    return RealMosaic(names=names, s1_names=s1_names, s2=mosaic(s2p, COLS),
+                      s1=np.stack([s1m["VV"], s1m["VH"]]), crs=crs, transform=transform)
 
 
 def write_aligned(root: Path, m: RealMosaic, *, s1_units: str = "db") -> tuple[list[Path], list[Path]]:

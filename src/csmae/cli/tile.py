@@ -34,7 +34,8 @@ def _codes(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--s2", nargs="+", default=[], metavar="PATH", help="S2 L2A inputs (SAFE, band files, stack)")
+    p.add_argument("--s2", nargs="+", default=[], metavar="PATH",
+                   help="S2 L2A inputs (SAFE, band files, stack)")
     p.add_argument("--s1", nargs="+", default=[], metavar="PATH", help="S1 GRD inputs (VV/VH files)")
     p.add_argument("--stac", nargs="+", default=[], metavar="ITEM.json", help="local STAC Item JSON file(s)")
     p.add_argument("--out", required=True, help="store folder to write")
@@ -47,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "nodata, defective, cloud shadow, clouds, cirrus, snow)")
     p.add_argument("--s1-units", choices=["linear", "db"], help="S1 units (default: as the file says, "
                    "else decided from the values)")
-    p.add_argument("--max-days", type=float, help="refuse S1/S2 pairs acquired more than this many days apart")
+    p.add_argument("--max-days", type=float,
+                   help="refuse S1/S2 pairs acquired more than this many days apart")
     p.add_argument("--boa-offset", type=float, help="S2 DN offset of every band when the inputs carry no "
                    "MTD_MSIL2A.xml / STAC offset (e.g. -1000 for processing baseline >= 04.00)")
     p.add_argument("--layout", choices=["float32", "native"], default="float32", help="store layout "
@@ -61,12 +63,13 @@ def run(args: argparse.Namespace) -> int:
 
     from csmae.geo.scenes import tile_scenes
 
-    bar = tqdm(total=0, unit="strip", desc="tile", dynamic_ncols=True)
+    bars: list[tqdm] = []  # created once the scenes are checked (errors come before any bar)
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if not bars:
+            bars.append(tqdm(total=total, unit="strip", desc="tile", dynamic_ncols=True))
+        bars[0].n = done
+        bars[0].refresh()
 
     scl = None if args.scl is None else _codes(args.scl)
     try:
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                           layout=args.layout, boa_offset=args.boa_offset, workers=args.workers,
                           overwrite=args.overwrite, progress=progress)
     finally:
-        bar.close()
+        for b in bars:
+            b.close()
     for g in res.gaps:
         days = "unknown" if g["days"] is None else f"{g['days']:.2f} days"
         print(f"S2 {g['s2']} / S1 {g['s1']}: acquired {days} apart")

@@ -142,8 +142,8 @@ def read_s2(job: SceneJob, r: int, dss: Datasets, sec: dict[str, float]
 
 def warp_s1(job: SceneJob, r: int, dss: Datasets, sec: dict[str, float]) -> np.ndarray:
     """(2, size, W) float32 linear power (VV, VH) of strip ``r`` on the patch grid; 0 = nodata."""
-    from rasterio.enums import Resampling
     from affine import Affine
+    from rasterio.enums import Resampling
     from rasterio.warp import reproject, transform_bounds
     from rasterio.windows import from_bounds
 
@@ -209,8 +209,9 @@ def cut_strip(job: SceneJob, r: int, dss: Datasets) -> Strip:
                               "(outside the S1 scene, border noise or nodata)")
     keep = np.flatnonzero(ok)
     foot = g.footprints(r)
-    for c in np.flatnonzero(~ok):
-        st.skipped.append({"patch": g.patch_id(job.name, r, c), "file": _files(job), "reason": "; ".join(reasons[c])})
+    for cs in np.flatnonzero(~ok).tolist():
+        st.skipped.append({"patch": g.patch_id(job.name, r, cs), "file": _files(job),
+                           "reason": "; ".join(reasons[cs])})
     if not len(keep):
         return st
     t0 = time.perf_counter()
@@ -218,12 +219,12 @@ def cut_strip(job: SceneJob, r: int, dss: Datasets) -> Strip:
     sec["build"] = sec.get("build", 0.0) + time.perf_counter() - t0 - sec.get("_up", 0.0)
     sec.pop("_up", None)
     meta = _scene_meta(job)
-    for c in keep.tolist():
-        row = job.row_base + r * g.cols + c
+    for cc in keep.tolist():
+        row = job.row_base + r * g.cols + cc
         st.rows.append(row)
-        st.entries.append({"id": g.patch_id(job.name, r, c), "row": row, "split": None, "labels": [],
-                           "meta": {"geometry": foot[c].hex(), "crs": g.crs_string(),
-                                    "transform": list(g.patch_transform(r, c))[:6], **meta}})
+        st.entries.append({"id": g.patch_id(job.name, r, cc), "row": row, "split": None, "labels": [],
+                           "meta": {"geometry": foot[cc].hex(), "crs": g.crs_string(),
+                                    "transform": list(g.patch_transform(r, cc))[:6], **meta}})
     return st
 
 

@@ -45,6 +45,10 @@ def _footprint_in(g: PatchGrid | GridInfo, crs: Any) -> Any:
     return shapely.box(*transform_bounds(g.crs, crs, *b, densify_pts=21))
 
 
+def _lonlat(poly: Any) -> tuple[float, ...]:
+    return tuple(round(v, 4) for v in poly.bounds)
+
+
 def _gap_days(s2: S2Scene, s1: S1Scene) -> float | None:
     if s2.datetime is None or s1.datetime is None:
         return None
@@ -91,11 +95,10 @@ def plan_tiling(
             fp = _footprint_in(pg, "EPSG:4326")
             over = [s for s in s1_src if _footprint_in(s.grid, "EPSG:4326").intersection(fp).area > 0]
             if not over:
-                raise DataError(
-                    "S1 and S2 do not overlap: no S1 scene covers any of this S2 scene "
-                    f"(S2 lon/lat bounds {tuple(round(v, 4) for v in fp.bounds)}; S1: " + "; ".join(
-                        f"{s.scene.source} {tuple(round(v, 4) for v in _footprint_in(s.grid, 'EPSG:4326').bounds)}"
-                        for s in s1_src) + ")", path=sc.source)
+                others = "; ".join(f"{s.scene.source} {_lonlat(_footprint_in(s.grid, 'EPSG:4326'))}"
+                                   for s in s1_src)
+                raise DataError("S1 and S2 do not overlap: no S1 scene covers any of this S2 scene "
+                                f"(S2 lon/lat bounds {_lonlat(fp)}; S1: {others})", path=sc.source)
             for s in over:
                 days = _gap_days(sc, s.scene)
                 plan.gaps.append({"s2": sc.name, "s1": s.scene.name, "days": days})
@@ -107,8 +110,8 @@ def plan_tiling(
                         raise DataError("--max-days given but the acquisition time is unknown (no "
                                         "YYYYMMDDTHHMMSS in the name, no STAC datetime)", path=bad)
                     if days > max_days:
-                        raise DataError(f"S1 {s.scene.source} was acquired {days:.1f} days from this S2 scene "
-                                        f"(--max-days {max_days:g})", path=sc.source)
+                        raise DataError(f"S1 {s.scene.source} was acquired {days:.1f} days from this S2 "
+                                        f"scene (--max-days {max_days:g})", path=sc.source)
                 pairs.append((float("inf") if days is None else days, s))
                 used.add(s.scene.source)
             pairs.sort(key=lambda p: p[0])

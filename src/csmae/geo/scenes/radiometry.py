@@ -43,7 +43,7 @@ class S2Radiometry:
 
     @property
     def is_identity(self) -> bool:
-        return self.offset == 0.0 and np.isclose(self.scale * BEN_QUANTIFICATION, 1.0, rtol=0, atol=1e-12)
+        return self.offset == 0.0 and abs(self.scale * BEN_QUANTIFICATION - 1.0) <= 1e-12
 
     def to_dict(self) -> dict[str, object]:
         return {"scale": self.scale, "offset": self.offset, "source": self.source}
@@ -102,7 +102,7 @@ def s2_to_ben_dn(dn: np.ndarray, rad: S2Radiometry) -> np.ndarray:
     valid = dn != 0
     q = rad.scale * BEN_QUANTIFICATION
     add = rad.offset * BEN_QUANTIFICATION
-    if np.isclose(q, 1.0, rtol=0, atol=1e-12) and float(add).is_integer():
+    if abs(q - 1.0) <= 1e-12 and float(add).is_integer():
         v = dn.astype(np.int32) + int(add)  # the common case (-1000): exact integer arithmetic
     else:
         v = np.rint(dn.astype(np.float64) * q + add)

@@ -302,6 +302,6 @@ def _scene_info(j: SceneJob) -> dict[str, Any]:
         d["s2"] = {"source": j.s2.source, "datetime": iso(j.s2.datetime), "scl": j.s2.scl is not None,
                    "radiometry": {b: j.s2.radiometry_of(b).to_dict() for b in j.s2.bands}}
     d["s1"] = [{"source": s.scene.source, "name": s.scene.name, "units": s.scene.units,
-                "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime), "crs": s.grid.crs.to_string(),
-                "pixel": list(s.grid.res)} for s in j.s1]
+                "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime),
+                "crs": s.grid.crs.to_string(), "pixel": list(s.grid.res)} for s in j.s1]
     return d

@@ -112,7 +112,8 @@ def _scene(name: str, source: str, refs: dict[str, BandRef], units: str | None) 
         else:
             units = _units_from_values(refs["VV"], nod["VV"])
             how = "values (negative values mean dB)" if units == "db" else "values (none negative)"
-            log.info("%s: S1 units %s, decided from the values; pass --s1-units to be explicit", source, units)
+            log.info("%s: S1 units %s, decided from the values; pass --s1-units to be explicit",
+                     source, units)
     return S1Scene(name=name, source=source, bands=refs, units=units, units_from=how, nodata=nod,  # type: ignore[arg-type]
                    datetime=datetime_from_name(name))
 
@@ -181,6 +182,7 @@ def check_grid(scene: S1Scene) -> GridInfo:
         grids[p] = grid_of(r.path)
     vv, vh = grids["VV"], grids["VH"]
     if (vv.crs, vv.transform, vv.width, vv.height) != (vh.crs, vh.transform, vh.width, vh.height):
-        raise DataError(f"VV and VH are on different grids ({vv.width}x{vv.height} vs {vh.width}x{vh.height}, "
-                        f"{vv.crs} vs {vh.crs}) (mismatched band sizes)", path=vh.path)
+        raise DataError(f"VV and VH are on different grids ({vv.width}x{vv.height} vs "
+                        f"{vh.width}x{vh.height}, {vv.crs} vs {vh.crs}) (mismatched band sizes)",
+                        path=vh.path)
     return vv

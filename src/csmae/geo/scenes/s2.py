@@ -78,7 +78,8 @@ def product_name(safe: Path) -> str:
 
 
 def is_safe(p: Path) -> bool:
-    return p.is_dir() and (p.name.upper().endswith(".SAFE") or (p / MTD).is_file() or (p / "GRANULE").is_dir())
+    return p.is_dir() and (p.name.upper().endswith(".SAFE") or (p / MTD).is_file()
+                           or (p / "GRANULE").is_dir())
 
 
 def from_safe(p: Path, bands: tuple[str, ...]) -> S2Scene:

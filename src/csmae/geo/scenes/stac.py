@@ -87,7 +87,8 @@ def scene_from_item(path: str, *, bands: tuple[str, ...], s1_units: str | None) 
     if "vv" in keys or "vh" in keys:
         missing = [p for p in ("vv", "vh") if p not in keys]
         if missing:
-            raise DataError(f"the S1 item has no {missing[0]!r} asset (assets: {sorted(item.assets)})", path=path)
+            raise DataError(f"the S1 item has no {missing[0]!r} asset (assets: {sorted(item.assets)})",
+                            path=path)
         refs = {p.upper(): BandRef(_href(path, keys[p], item.assets[keys[p]])) for p in ("vv", "vh")}
         units = s1_units
         if units is None:
