@@ -5,8 +5,8 @@ Work happens in ``<out>.partial/`` (as in ``csmae prepare``): record files are a
 a chunk: its records are written at their rows and synced, then ``journal/chunk-NNNNN.json``
 (table entries, skips, timings) is renamed into place. A re-run with the same inputs and options
 redoes only the strips without a journal; the table, ``skipped.csv`` and the manifest are written
-last and the folder is renamed to ``<out>``. Strips run in ``workers`` threads (rasterio, GDAL,
-torch and ``os.pwrite`` release the GIL).
+last and the folder is renamed to ``<out>``. Strips run in ``workers`` threads, each walking a
+contiguous share of the strips (rasterio, GDAL, torch and ``os.pwrite`` release the GIL).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 #: test hook: exit the process (os._exit(17)) right after committing this many strips in one run
 EXIT_AFTER_ENV = "CSMAE_TILE_EXIT_AFTER_CHUNKS"
 PLAN = "plan.json"
+#: strips whose records are synced to disk together before their journal entries are committed
+SYNC_EVERY = 8
 JOURNAL = "journal"
 
 
@@ -217,22 +220,82 @@ def _run(plan: Plan, tmp: Path, out: Path, *, key: str, options: dict[str, Any],
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-strip upsampling is small; strips run in parallel instead
+    pending: list[tuple[int, dict[str, Any]]] = []
+    last_sync = time.monotonic()
+
+    def flush() -> None:
+        nonlocal n_done, committed, last_sync
+        files.sync()  # records reach the disk before the journal says they are there
+        for k, rec in pending:
+            _commit(journal, k, rec)
+            n_done += 1
+            committed += 1
+            if progress:
+                progress(n_done, len(chunks))
+            if exit_after and committed >= exit_after:
+                os._exit(17)
+        pending.clear()
+        last_sync = time.monotonic()
+
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            for k, rec in pool.map(one, todo):
-                files.sync()
-                _commit(journal, k, rec)
-                n_done += 1
-                committed += 1
-                if progress:
-                    progress(n_done, len(chunks))
-                if exit_after and committed >= exit_after:
-                    os._exit(17)
+        for k, rec in _parallel(one, todo, workers):
+            pending.append((k, rec))
+            if len(pending) >= SYNC_EVERY or time.monotonic() - last_sync > 5.0 or exit_after:
+                flush()
+        flush()
     finally:
         torch.set_num_threads(threads)
         files.close()
     return _finalize(plan, tmp, out, chunks=len(chunks), resumed=len(done), options=options,
                      overwrite=overwrite, sources=sources)
+
+
+def _parallel(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Any:
+    """Yield ``fn(item)`` for every item, ``workers`` threads each walking a contiguous share.
+
+    Contiguous shares keep each thread in its own part of the scene, so the compressed blocks a
+    strip shares with the next are decoded once (GDAL's block cache), not once per thread.
+    """
+    if workers == 1 or len(items) <= 1:
+        for it in items:
+            yield fn(it)
+        return
+    n = len(items)
+    shares = [items[i * n // workers:(i + 1) * n // workers] for i in range(workers)]
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4 * workers)
+    stop = threading.Event()
+
+    def work(share: Sequence[Any]) -> None:
+        try:
+            for it in share:
+                if stop.is_set():
+                    return
+                q.put(("ok", fn(it)))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            q.put(("err", e))
+        finally:
+            q.put(("end", None))
+
+    pool = [threading.Thread(target=work, args=(sh,), daemon=True) for sh in shares]
+    for t in pool:
+        t.start()
+    ended = 0
+    try:
+        while ended < len(pool):
+            kind, val = q.get()
+            if kind == "end":
+                ended += 1
+            elif kind == "err":
+                raise val
+            else:
+                yield val
+    finally:
+        stop.set()
+        while any(t.is_alive() for t in pool):  # drain so blocked workers can finish
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
 
 
 def _commit(journal: Path, k: int, record: dict[str, Any]) -> None:
