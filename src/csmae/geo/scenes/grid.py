@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,6 @@ class PatchGrid:
     def footprints(self, r: int) -> list[bytes]:
         """WKB polygons (EPSG:4326, lon/lat, counter-clockwise) of the patches of row ``r``."""
         import shapely
-        from pyproj import Transformer
 
         t = self.transform
         cols = np.arange(self.cols)
@@ -72,7 +72,7 @@ class PatchGrid:
         xs = np.stack([x0, x1, x1, x0, x0], axis=1)  # (C, 5)
         ys = np.stack([np.full_like(x0, y1), np.full_like(x0, y1), np.full_like(x0, y0),
                        np.full_like(x0, y0), np.full_like(x0, y1)], axis=1)
-        tr = Transformer.from_crs(self.crs.to_wkt(), "EPSG:4326", always_xy=True)
+        tr = _to_lonlat(self.crs.to_wkt())
         lon, lat = tr.transform(xs.ravel(), ys.ravel())
         ring = np.stack([np.asarray(lon), np.asarray(lat)], axis=1).reshape(len(cols), 5, 2)
         polys = shapely.polygons(ring)
@@ -86,6 +86,14 @@ class PatchGrid:
         return {"crs": self.crs_string(), "transform": list(self.transform)[:6], "width": self.width,
                 "height": self.height, "stride": self.stride, "size": self.size, "rows": self.rows,
                 "cols": self.cols}
+
+
+@lru_cache(maxsize=16)
+def _to_lonlat(wkt: str) -> Any:
+    """A pyproj transformer native CRS -> EPSG:4326 in (lon, lat) order (built once per CRS)."""
+    from pyproj import Transformer
+
+    return Transformer.from_crs(wkt, "EPSG:4326", always_xy=True)
 
 
 def grid_from_s2(g10: GridInfo, stride: int) -> PatchGrid:
