@@ -59,6 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    # GDAL's block cache defaults to 5% of RAM; the strips need the blocks of ~2 block rows per
+    # band and thread (~250 MB at 2 threads), so cap it before GDAL starts (set it to override)
+    os.environ.setdefault("GDAL_CACHEMAX", "512")
     from tqdm import tqdm
 
     from csmae.geo.scenes import tile_scenes

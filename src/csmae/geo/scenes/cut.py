@@ -141,7 +141,13 @@ def read_s2(job: SceneJob, r: int, dss: Datasets, sec: dict[str, float]
 
 
 def warp_s1(job: SceneJob, r: int, dss: Datasets, sec: dict[str, float]) -> np.ndarray:
-    """(2, size, W) float32 linear power (VV, VH) of strip ``r`` on the patch grid; 0 = nodata."""
+    """(2, size, W) float32 linear power (VV, VH) of strip ``r`` on the patch grid; NaN = nodata.
+
+    Nodata is NaN through the warp: GDAL's bilinear kernel then gives NaN to every output pixel
+    whose 2x2 source stencil touches nodata (no renormalised extrapolation at swath borders),
+    and it runs GDAL's no-mask fast path (2.5x faster than declaring a nodata value, measured).
+    Several S1 scenes fill each other's gaps, nearest in time first.
+    """
     from affine import Affine
     from rasterio.enums import Resampling
     from rasterio.warp import reproject, transform_bounds
@@ -150,7 +156,7 @@ def warp_s1(job: SceneJob, r: int, dss: Datasets, sec: dict[str, float]) -> np.n
     g = job.grid
     w = g.strip_width
     dst_t = g.strip_transform(r)
-    out = np.zeros((2, g.size, w), dtype=np.float32)
+    out = np.full((2, g.size, w), np.nan, dtype=np.float32)
     left, top = dst_t.c, dst_t.f
     right, bottom = left + dst_t.a * w, top + dst_t.e * g.size
     for src in job.s1:
@@ -168,11 +174,11 @@ def warp_s1(job: SceneJob, r: int, dss: Datasets, sec: dict[str, float]) -> np.n
                                      units=sc.units, nodata=sc.nodata[p]) for p in ("VV", "VH")])
         sec["decode"] = sec.get("decode", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
-        tmp = np.zeros_like(out)
+        tmp = np.full_like(out, np.nan)
         src_t = sg.transform @ Affine.translation(c0, r0)
-        reproject(lin, tmp, src_transform=src_t, src_crs=sg.crs, src_nodata=0.0, dst_transform=dst_t,
-                  dst_crs=g.crs, dst_nodata=0.0, resampling=getattr(Resampling, S1_RESAMPLING))
-        fill = (out == 0) & (tmp > 0)
+        reproject(lin, tmp, src_transform=src_t, src_crs=sg.crs, dst_transform=dst_t, dst_crs=g.crs,
+                  resampling=getattr(Resampling, S1_RESAMPLING), init_dest_nodata=False)
+        fill = np.isnan(out) & ~np.isnan(tmp)
         out[fill] = tmp[fill]
         sec["warp"] = sec.get("warp", 0.0) + time.perf_counter() - t0
     return out
@@ -202,7 +208,7 @@ def cut_strip(job: SceneJob, r: int, dss: Datasets) -> Strip:
             reasons[c].append(why)
     if job.s1:
         s1 = warp_s1(job, r, dss, sec)
-        counts = _window_sums((s1[0] > 0) & (s1[1] > 0), g)
+        counts = _window_sums(~np.isnan(s1[0]) & ~np.isnan(s1[1]), g)
         for c in np.flatnonzero(counts < need):
             ok[c] = False
             reasons[c].append(f"S1 valid pixels {counts[c] / area:.1%} < --min-valid {job.min_valid:.0%} "

@@ -112,7 +112,7 @@ def s2_to_ben_dn(dn: np.ndarray, rad: S2Radiometry) -> np.ndarray:
 
 
 def s1_to_linear(x: np.ndarray, *, units: str, nodata: float | None) -> np.ndarray:
-    """Backscatter in ``units`` ("linear" power or "db") -> float32 linear power, 0 where nodata."""
+    """Backscatter in ``units`` ("linear" power or "db") -> float32 linear power, NaN where nodata."""
     a = x.astype(np.float32, copy=True)
     bad = ~np.isfinite(a)
     if nodata is not None and not np.isnan(nodata):
@@ -125,10 +125,10 @@ def s1_to_linear(x: np.ndarray, *, units: str, nodata: float | None) -> np.ndarr
         lin = a
     else:
         raise ValueError(f"S1 units must be 'linear' or 'db', got {units!r}")
-    lin[bad] = 0.0
+    lin[bad] = np.nan
     return lin
 
 
 def linear_to_db(lin: np.ndarray) -> np.ndarray:
-    """Linear power (0 = nodata) -> float32 dB, floored at ``S1_DB_FLOOR`` (nodata gets the floor)."""
-    return (10.0 * np.log10(np.maximum(lin, np.float32(_LIN_FLOOR)))).astype(np.float32)
+    """Linear power (NaN = nodata) -> float32 dB, floored at ``S1_DB_FLOOR`` (nodata gets the floor)."""
+    return (10.0 * np.log10(np.fmax(lin, np.float32(_LIN_FLOOR)))).astype(np.float32)

@@ -339,7 +339,8 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
         **options,
         "scenes": [_scene_info(j) for j in plan.jobs],
         "time_gaps_days": plan.gaps,
-        "s1_resampling": f"{S1_RESAMPLING} (GDAL warp, in linear power, nodata excluded), then 10*log10",
+        "s1_resampling": f"{S1_RESAMPLING} (GDAL warp, in linear power; an output pixel whose source "
+                         "stencil touches nodata is nodata), then 10*log10",
         "s2_radiometry": "BigEarthNet pre-PB04.00 DN: round((DN*scale+offset)*10000), valid >= 1, 0 = nodata",
         "seconds": seconds,
     }
