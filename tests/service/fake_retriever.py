@@ -49,12 +49,26 @@ class FakeRetriever:
         for i, pid in enumerate(self.ids):
             labels = sorted({self.label_names[j] for j in rng.choice(19, size=rng.integers(1, 4))},
                             key=self.label_names.index)
-            self.meta[pid] = {"split": splits[i % 3], "labels": labels}
+            self.meta[pid] = {"split": splits[i % 3], "labels": labels, "box": self.box(i)}
             for s, spec in self.specs.items():
                 self.pixels[(pid, s)] = _image(rng, spec)
         self.rows = [(pid, s) for pid in self.ids for s in self.sensors]
         self.vectors = np.stack([self.embed(self.pixels[r], r[1]) for r in self.rows])  # (M, D)
         self.calls = 0
+
+    @staticmethod
+    def box(i: int) -> tuple[float, float, float, float]:
+        """Footprint of pair i: a ~1.2 km square on a 6-column grid near 50 N, 10 E (lon/lat)."""
+        x, y = 10 + 0.02 * (i % 6), 50 + 0.02 * (i // 6)
+        return (x, y, x + 0.0166, y + 0.0108)
+
+    def geo_of(self, pid: str, sensor: str) -> dict:
+        """geometry (GeoJSON polygon, counter-clockwise) and datetime of an archive item."""
+        x0, y0, x1, y1 = self.meta[pid]["box"]
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        day = 1 + self.ids.index(pid) % 28
+        return {"geometry": {"type": "Polygon", "coordinates": [ring]},
+                "datetime": f"2017-06-{day:02d}T{'05' if sensor == 's1' else '10'}:00:00Z"}
 
     def embed(self, raw: np.ndarray, sensor: str) -> np.ndarray:
         spec = self.specs[sensor]
@@ -87,7 +101,7 @@ class FakeRetriever:
             labels = self.meta[pid]["labels"]
             overlap = [x for x in labels if qlabels and x in qlabels]
             hits.append(Hit(rank=len(hits) + 1, id=pid, sensor=s, score=float(scores[i]), labels=list(labels),
-                            overlap=overlap))
+                            overlap=overlap, **self.geo_of(pid, s)))
             if len(hits) == k:
                 break
         return hits
@@ -97,6 +111,27 @@ class FakeRetriever:
             raise KeyError(f"unknown id {patch_id!r} for sensor {sensor}")
         q = self.vectors[self.rows.index((patch_id, sensor))]
         return self._rank(q, target, k, patch_id if exclude_self else None, self.meta[patch_id]["labels"])
+
+    @property
+    def geo_info(self):
+        boxes = np.array([self.meta[pid]["box"] for pid in self.ids])
+        return {"footprints": len(self.rows), "synthetic": True,
+                "extent": [boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()]}
+
+    def item(self, patch_id, sensor):
+        if (patch_id, sensor) not in self.pixels:
+            raise KeyError(f"unknown id {patch_id!r} for sensor {sensor}")
+        m = self.meta[patch_id]
+        return {"id": patch_id, "sensor": sensor, "split": m["split"], "labels": list(m["labels"]),
+                **self.geo_of(patch_id, sensor)}
+
+    def locate(self, lon, lat, *, sensor):
+        inside = [pid for pid in self.ids
+                  if self.meta[pid]["box"][0] <= lon <= self.meta[pid]["box"][2]
+                  and self.meta[pid]["box"][1] <= lat <= self.meta[pid]["box"][3]]
+        if not inside:
+            raise ValueError(f"no {sensor} patch of the archive contains lon {lon}, lat {lat}")
+        return inside[0]
 
     def search_by_arrays(self, raw, *, sensor, target="any", k=10):
         spec = self.specs[sensor]

@@ -138,7 +138,8 @@ def test_search_by_id_matches_brute_force(client, fake, sensor, target, k, exclu
     assert [h["rank"] for h in body["results"]] == list(range(1, len(expected) + 1))
     lq = fake.meta[pid]["labels"]
     assert body["query"] == {"id": pid, "sensor": sensor, "split": fake.meta[pid]["split"], "labels": lq,
-                             "files": None, "preview": None}
+                             "files": None, "preview": None, **fake.geo_of(pid, sensor),
+                             "lon": None, "lat": None}
     for h in body["results"]:
         assert h["labels"] == fake.meta[h["id"]]["labels"]
         assert set(h["overlap"]) == set(lq) & set(h["labels"])

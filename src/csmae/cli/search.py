@@ -1,13 +1,17 @@
-"""Search an index by archive id or by image files.
+"""Search an index by archive id, by place or by image files.
 
-Query by an archive item (--id, with --sensor saying which of its images) or by files: GeoTIFF band
-files (one per band, named like *_B02.tif / *_VV.tif; 20 m bands are upsampled) or one .npy/.npz
-(C, 120, 120) in the model's band order. --target picks the archive sensor (s1, s2 or any).
+Query by an archive item (--id, with --sensor saying which of its images), by a place (--at LON,LAT:
+the archive item of --sensor whose footprint contains that point, WGS 84 degrees) or by files:
+GeoTIFF band files (one per band, named like *_B02.tif / *_VV.tif; 20 m bands are upsampled) or one
+.npy/.npz (C, 120, 120) in the model's band order. --target picks the archive sensor (s1, s2 or any).
+--geojson writes the query and the hits as a GeoJSON FeatureCollection (footprints; properties
+role, rank, score, id, sensor, labels, datetime).
 
 Examples:
   csmae search idx/reben --id S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57 --sensor s1 --target s2
   csmae search idx/reben --file patch_B02.tif patch_B03.tif ... --sensor s2 --k 5 --grid out.png
   csmae search idx/reben --file query.npy --sensor s1 --json
+  csmae search idx/v1 --at 13.72,48.222 --sensor s2 --target s1 --geojson hits.geojson
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--id", help="archive pair id to query with")
     q.add_argument("--file", nargs="+", help="query image file(s): GeoTIFF bands or one .npy/.npz")
+    q.add_argument("--at", metavar="LON,LAT", type=_lon_lat,
+                   help="query with the archive patch (of --sensor) whose footprint contains this point "
+                        "(WGS 84 degrees; write --at=-8.5,53.2 when the longitude is negative)")
     p.add_argument("--sensor", required=True, help="sensor of the query image (s1 or s2)")
     p.add_argument("--target", default="any", help="archive sensor to search: s1, s2 or any (default)")
     p.add_argument("--k", type=int, default=10, help="number of results")
@@ -30,6 +37,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", help="dataset source(s) for --grid previews (default: recorded)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--grid", help="also draw the query and results into this PNG")
+    p.add_argument("--geojson", metavar="PATH",
+                   help="also write query + hits as a GeoJSON FeatureCollection (footprints) to PATH")
+
+
+def _lon_lat(text: str) -> tuple[float, float]:
+    """``"13.72,48.22"`` -> (13.72, 48.22) (longitude first, as in GeoJSON)."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        lon, lat = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected LON,LAT in degrees (e.g. 13.72,48.22), got {text!r}") from None
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise argparse.ArgumentTypeError(f"LON,LAT out of range (lon -180..180, lat -90..90): {text!r}")
+    return lon, lat
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from csmae.retrieval.retriever import Retriever
 
     r = Retriever.load(args.index_dir, model_dir=args.model, data=args.data)
+    if args.at:
+        args.id = r.locate(*args.at, sensor=args.sensor)
     if args.id:
         hits = r.search_by_id(
             args.id, sensor=args.sensor, target=args.target, k=args.k, exclude_self=not args.keep_self
@@ -53,14 +77,23 @@ def run(args: argparse.Namespace) -> int:
 
             raw = read_query(args.file, r.model.sensors[args.sensor])
         grid_for_hits(r, hits, args.grid, query_id=args.id, query_sensor=args.sensor, query_raw=raw)
+    if args.geojson:
+        from csmae.geo.geojson import feature_collection, write_geojson
+
+        query = r.item(args.id, args.sensor) if args.id else {"id": None, "sensor": args.sensor}
+        write_geojson(args.geojson, feature_collection(query, hits))
     if args.json:
-        query = {"id": args.id, "file": args.file, "sensor": args.sensor, "target": args.target, "k": args.k}
+        query = {"id": args.id, "file": args.file, "sensor": args.sensor, "target": args.target, "k": args.k,
+                 **({"at": list(args.at)} if args.at else {})}
         print(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, indent=2))
         return 0
+    if args.at:
+        print(f"query: {args.id} ({args.sensor}), its footprint contains lon {args.at[0]}, lat {args.at[1]}")
     print(f"{'rank':>4}  {'score':>7}  {'sensor':<6}  {'id':<60}  labels")
     for h in hits:
         shared = f"  [shared: {len(h.overlap)}]" if args.id else ""
         print(f"{h.rank:>4}  {h.score:7.4f}  {h.sensor:<6}  {h.id:<60}  {'; '.join(h.labels)}{shared}")
-    if args.grid:
-        print(f"wrote {args.grid}")
+    for path in (args.grid, args.geojson):
+        if path:
+            print(f"wrote {path}")
     return 0

@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="FAISS threads per search (default 1: concurrent requests use the cores instead)")
     p.add_argument("--serialize", action="store_true",
                    help="run one retriever call at a time (default: searches by id run concurrently)")
+    p.add_argument("--basemap", metavar="URL_TEMPLATE", default=None,
+                   help="tile URL template drawn under the footprints on the map, e.g. "
+                        "'https://tile.openstreetmap.org/{z}/{x}/{y}.png' "
+                        "(default: none; the page stays offline)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -47,6 +51,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _basemap(url: str | None) -> str | None:
+    """Check a tile URL template: http(s) with {z}, {x} and {y}."""
+    if url is None:
+        return None
+    if not url.startswith(("http://", "https://")) or not all(p in url for p in ("{z}", "{x}", "{y}")):
+        raise ValueError(
+            f"--basemap must be an http(s) URL template with {{z}}, {{x}} and {{y}}, got {url!r}")
+    return url
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         thread_safe=not args.serialize,
         allowed_hosts=("127.0.0.1", "localhost", "::1") if loopback else None,
+        basemap=_basemap(args.basemap),
     )
     app = create_app(retriever, settings=settings)
     shown = f"[{args.host}]" if ":" in args.host else args.host

@@ -10,7 +10,15 @@ A sample is a plain dict (picklable, cheap to collate)::
       "split": "train" | "val" | "test" | None,
       # optional metadata, when the source has it:
       "s1_name": str, "country": str, "season": str, "acquisition_date": str, ...
+      # geo keys (csmae.geo.keys), from every reader of a source that knows them:
+      "geometry": bytes | None,         # WKB polygon, EPSG:4326 (lon, lat); None = no georeferencing
+      "crs": str | None,                # "EPSG:32633": native CRS of the patch grid (S2's, else S1's)
+      "transform": tuple | None,        # affine (a, b, c, d, e, f) of the 120x120 grid
+      "datetime": {"s1": str | None, "s2": str | None},   # ISO 8601 UTC "2017-06-13T10:10:31Z"
+      "scene": {"s1": str | None, "s2": str | None},      # scene / product id per sensor
     }
+
+The footprint is never invented: sources without georeferencing (LMDBs) give ``geometry`` None.
 
 20 m (and 60 m) bands are upsampled to 120x120 with bicubic interpolation, align_corners=True,
 through :func:`upsample_band` so that every reader (and the prepared store) gives identical pixels.

@@ -6,12 +6,18 @@ open time, so no naming rule for ``<tile>``/``<product>`` is assumed).
 LMDB: key ``patch_id`` -> safetensors blob of the S2 bands, key ``s1_name`` -> blob of VV/VH.
 The environment is opened read-only (``lock=False, readahead=False``) lazily in each process, so a
 dataset can be handed to DataLoader workers (an open environment is never pickled).
+
+Geo keys (:mod:`csmae.geo.keys`): acquisition times come from the names (``..._20170613T101031_...``),
+scenes from the name without its row/column suffix (both layouts give the same keys). Folders
+get footprint, CRS and transform from the GeoTIFF georeferencing of B02 (S1-only: VV); the LMDB
+has no georeferencing, so its samples have ``geometry`` None.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,17 @@ def read_metadata(paths: list[Path]) -> dict[str, list[Any]]:
     return cols
 
 
+_ROW_COL = re.compile(r"_\d+_\d+$")
+
+
+def _name_geo(pid: str, s1n: str | None) -> dict[str, Any]:
+    """Times and scenes known from a pair's names."""
+    from csmae.geo.keys import time_from_name
+
+    return {"datetime": {"s1": time_from_name(s1n), "s2": time_from_name(pid)},
+            "scene": {"s1": _ROW_COL.sub("", s1n) if s1n else None, "s2": _ROW_COL.sub("", pid)}}
+
+
 def _records(cols: dict[str, list[Any]], *, source: str, has_s2: Any, has_s1: Any,
              sensors: dict[str, Sensor]) -> list[PatchRecord]:
     label_cache: dict[tuple[str, ...], tuple[np.ndarray | None, str | None]] = {}
@@ -74,7 +91,8 @@ def _records(cols: dict[str, list[Any]], *, source: str, has_s2: Any, has_s1: An
         meta = {k: str(v) for k, v in zip(META_COLUMNS, extra, strict=True) if v is not None}
         rec = PatchRecord(id=pid, loc=(pid, s1n), labels=labels, problem=problem, meta=meta,
                           split=split_cache[split],
-                          aliases=(meta["s2v1_name"],) if "s2v1_name" in meta else ())
+                          aliases=(meta["s2v1_name"],) if "s2v1_name" in meta else (),
+                          geo=_name_geo(pid, s1n))
         if rec.problem is None:
             if "s2" in sensors and not has_s2(pid):
                 rec.problem = "S2 patch missing from the source" + (
@@ -120,6 +138,26 @@ class RebenFolderDataset(RecordDataset):
         self._s2_dirs = {k: v for k, v in s2_dirs.items() if k in keep}
         s1_keep = {loc[1] for loc in self._locs}
         self._s1_dirs = {k: v for k, v in s1_dirs.items() if k in s1_keep}
+
+    def geo(self, i: int) -> dict[str, Any] | None:
+        """Geo keys of pair ``i``: times from the names, footprint from the GeoTIFF georeferencing."""
+        from csmae.geo.footprint import footprint_wkb
+        from csmae.geo.raster import read_georef
+
+        out = super().geo(i) or {}
+        pid, s1n = self._locs[i]
+        s2_dir, s1_dir = self._s2_dirs.get(pid), self._s1_dirs.get(s1n)
+        if "s2" in self.sensors and s2_dir:
+            ref = os.path.join(s2_dir, f"{pid}_B02.tif")
+        elif s1_dir:
+            ref = os.path.join(s1_dir, f"{s1n}_VV.tif")
+        else:
+            return out
+        georef = read_georef(ref, patch=pid)
+        if georef is not None:
+            crs, transform, width, height = georef
+            out.update(crs=crs, transform=transform, geometry=footprint_wkb(crs, transform, width, height))
+        return out
 
     def read_arrays(self, i: int) -> dict[str, Any]:
         pid, s1n = self._locs[i]

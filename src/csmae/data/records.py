@@ -44,6 +44,8 @@ class PatchRecord:
     meta: dict[str, str] = field(default_factory=dict)
     problem: str | None = None
     aliases: tuple[str, ...] = ()  # other names users may give for this pair (e.g. the v1 S2 name)
+    #: geo keys known at open time (datetime/scene per sensor, ...); the footprint is read lazily
+    geo: dict[str, Any] | None = None
 
 
 def normalise_split(value: Any, *, where: str = "") -> str | None:
@@ -196,6 +198,7 @@ class RecordDataset(PairedDataset):
         self._locs = [r.loc for r in records]
         self._splits = [r.split for r in records]
         self._meta = [r.meta for r in records]
+        self._geo: list[dict[str, Any] | None] = [r.geo for r in records]
         have = [r.labels is not None for r in records]
         self._labels: np.ndarray | None = None
         if records and all(have):
@@ -209,8 +212,26 @@ class RecordDataset(PairedDataset):
         """(N, 19) bool labels known without reading pixels, or None if the source stores them inline."""
         return None if self._labels is None else self._labels.copy()
 
-    def metadata(self, i: int) -> dict[str, str]:
-        return dict(self._meta[i])
+    def metadata(self, i: int) -> dict[str, Any]:
+        """Metadata of pair ``i`` without pixels: the source's fields and the geo keys, if any."""
+        out: dict[str, Any] = dict(self._meta[i])
+        geo = self.geo(i)
+        if geo is not None:
+            out.update(geo)
+        return out
+
+    def geo(self, i: int) -> dict[str, Any] | None:
+        """The sample geo keys of pair ``i`` (see :mod:`csmae.geo.keys`), or None if the source has none.
+
+        The base class returns what the reader knew at open time, completed with null geometry;
+        georeferenced readers override it to read the footprint.
+        """
+        known = self._geo[i]
+        if known is None:
+            return None
+        from csmae.geo.keys import no_geo
+
+        return {**no_geo(), **known}
 
     def read_arrays(self, i: int) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -229,7 +250,7 @@ class RecordDataset(PairedDataset):
                 raise DataError("no labels", patch=patch_id, path=self.source)
             sample["labels"] = labels
         sample["split"] = self._splits[i]
-        sample.update(self._meta[i])
+        sample.update(self.metadata(i))
         return sample
 
 

@@ -5,7 +5,10 @@ Layout of a store folder::
     manifest.json      {"kind": "csmae-store", version, layout, source, sensors (band order), groups,
                         units, resampling, counts, created, producer}
     pairs.parquet      one row per pair: id, row (record index in the arrays), split, labels
-                       (fixed-size list<bool>[19]) and the source's metadata columns (country, ...)
+                       (fixed-size list<bool>[19]) and the source's metadata columns (country, ...);
+                       with a georeferenced source also the geo columns of csmae.geo.columns
+                       (geometry WKB EPSG:4326, crs, transform, datetime_s1/_s2, scene_s1/_s2;
+                       manifest "geo": true), returned as the sample geo keys
     <group>.npy        (rows, bands, side, side) records. Layout "float32" (default):
                          s1.npy float32 (R, 2, 120, 120) dB; s2.npy float32 (R, 10, 120, 120) DN,
                          20 m bands already upsampled (bicubic, align_corners=True)
@@ -199,7 +202,11 @@ class StoreDataset(PairedDataset):
         flat = table.column("labels").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         self._labels = np.asarray(flat, dtype=bool).reshape(len(keep), len(LABELS_19))
         self._splits: list[str | None] = table.column("split").to_pylist()
-        self._meta = {c: table.column(c).to_pylist() for c in table.column_names if c not in _BASE_COLUMNS}
+        from csmae.geo.columns import STORE_GEO_COLUMNS, read_columns
+
+        self._geo = read_columns(table)  # per-pair geo values, or None (store without geo columns)
+        self._meta = {c: table.column(c).to_pylist() for c in table.column_names
+                      if c not in _BASE_COLUMNS and c not in STORE_GEO_COLUMNS}
         # per sensor: [(group, stored band positions, output channels)]
         self._plan: dict[str, list[tuple[ArrayGroup, np.ndarray, np.ndarray]]] = {}
         for name, sensor in chosen.items():
@@ -311,13 +318,17 @@ class StoreDataset(PairedDataset):
             sample[name] = b[name][0]
         sample["labels"] = b["labels"][0]
         sample["split"] = self._splits[i]
-        for col, values in self._meta.items():
-            if values[i] is not None:
-                sample[col] = values[i]
+        sample.update(self.metadata(i))
         return sample
 
     def metadata(self, i: int) -> dict[str, Any]:
-        return {c: v[i] for c, v in self._meta.items() if v[i] is not None}
+        """Metadata of pair ``i`` (no pixels): the source's columns and, if stored, the geo keys."""
+        from csmae.geo.columns import sample_keys
+
+        out = {c: v[i] for c, v in self._meta.items() if v[i] is not None}
+        if self._geo is not None:
+            out.update(sample_keys(self._geo, i))
+        return out
 
 
 def open_store(path: str | os.PathLike[str], **kwargs: Any) -> StoreDataset:

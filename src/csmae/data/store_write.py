@@ -131,8 +131,11 @@ def _meta_value(v: Any) -> Any:
 
 
 def pair_entry(sample: Mapping[str, Any], row: int, sensors: Sequence[str]) -> dict[str, Any]:
-    """The JSON-able table entry of one stored pair."""
-    skip = {"id", "labels", "split", *sensors}
+    """The JSON-able table entry of one stored pair (geo keys under ``"geo"``, see csmae.geo.columns)."""
+    from csmae.geo.columns import entry_geo
+    from csmae.geo.keys import GEO_KEYS
+
+    skip = {"id", "labels", "split", *sensors, *GEO_KEYS}
     labels = np.asarray(sample["labels"], dtype=bool)
     if labels.shape != (len(LABELS_19),):
         raise DataError(f"labels have shape {labels.shape}, expected ({len(LABELS_19)},)",
@@ -144,13 +147,17 @@ def pair_entry(sample: Mapping[str, Any], row: int, sensors: Sequence[str]) -> d
         "labels": np.flatnonzero(labels).tolist(),
         "meta": {k: _meta_value(v) for k, v in sample.items()
                  if k not in skip and not isinstance(v, np.ndarray)},
+        "geo": entry_geo(sample),
     }
 
 
 def write_table(folder: Path, entries: Sequence[Mapping[str, Any]]) -> None:
-    """pairs.parquet from pair entries (see :func:`pair_entry`)."""
+    """pairs.parquet from pair entries (see :func:`pair_entry`); a GeoParquet file when they have geo."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from csmae.geo.columns import table_columns
+    from csmae.geo.parquet import geo_metadata, with_geo_metadata
 
     n = len(entries)
     labels = np.zeros((n, len(LABELS_19)), dtype=bool)
@@ -171,7 +178,12 @@ def write_table(folder: Path, entries: Sequence[Mapping[str, Any]]) -> None:
             cols[k] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             cols[k] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    pq.write_table(pa.table(cols), folder / TABLE)
+    geo = table_columns([e.get("geo") or {} for e in entries])
+    cols.update(geo)
+    table = pa.table(cols)
+    if geo:
+        table = with_geo_metadata(table, geo_metadata(cols["geometry"].to_pylist(), covering=False))
+    pq.write_table(table, folder / TABLE)
 
 
 def write_skipped(folder: Path, skipped: Sequence[Mapping[str, Any]]) -> None:
@@ -211,6 +223,7 @@ def write_manifest(
         "table": TABLE,
         "labels": list(LABELS_19),
         "counts": {"pairs": len(entries), "rows": rows, "skipped": skipped, "by_split": by_split},
+        "geo": any((e.get("geo") or {}).get("geometry") for e in entries),
         **(extra or {}),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

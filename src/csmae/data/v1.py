@@ -4,6 +4,14 @@ Pairing: through the side table ``s1_s2_name_country_season.csv.bz2`` when ``tab
 (it also gives country, season and, from ``train/val/test.csv.bz2``, the split), else through the
 S1 ``*_labels_metadata.json`` ``corresponding_s2_patch`` (every S1 JSON is read once at open time;
 nothing is cached on disk). Labels: the 43-class JSON labels mapped to the 19 classes.
+
+Geo keys (:mod:`csmae.geo.keys`): the footprint, CRS and transform come from the GeoTIFF
+georeferencing of the 10 m reference band (S2 B02, or S1 VV for an S1-only dataset), read when a
+pair's metadata is asked for; when the file carries no CRS, from the patch JSON's ``coordinates``
+(``ulx``/``uly``; the real S1 JSONs say ``lly`` where S2 says ``lry``) and ``projection`` WKT.
+Acquisition times: S2 from the JSON ``acquisition_date`` (else the name), S1 from its name
+(``..._20170613T165043_...``; same value as its JSON ``acquisition_time``). Scenes: the S2 JSON
+``tile_source`` and the S1 JSON ``scene_source``.
 """
 
 from __future__ import annotations
@@ -121,8 +129,73 @@ def read_tables(
     return pairs, splits
 
 
+def _json_grid(doc: dict[str, Any]) -> tuple[str, float, float] | None:
+    """(projection WKT, ulx, uly) of a patch JSON, or None when it lacks them."""
+    coords, proj = doc.get("coordinates"), doc.get("projection")
+    if not isinstance(coords, dict) or not proj:
+        return None
+    try:
+        return str(proj), float(coords["ulx"]), float(coords["uly"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _open_geo(rec: PatchRecord, doc: dict[str, Any], *, s2_doc: bool) -> dict[str, Any]:
+    """Geo facts known from the names and the JSON read at open time."""
+    from csmae.geo.keys import iso_utc, time_from_name
+
+    s1n = rec.meta.get("s1_name") or (rec.loc[2] if rec.loc else None)
+    if s2_doc:
+        t2 = iso_utc(doc.get("acquisition_date")) or time_from_name(rec.id)
+        t1 = time_from_name(s1n)
+        scenes = {"s2": doc.get("tile_source"), "s1": None}
+    else:
+        t1 = iso_utc(doc.get("acquisition_time")) or time_from_name(s1n)
+        t2 = time_from_name(rec.id)
+        scenes = {"s2": None, "s1": doc.get("scene_source")}
+    return {"datetime": {"s1": t1, "s2": t2}, "scene": scenes, "_json_grid": _json_grid(doc)}
+
+
 class V1Dataset(RecordDataset):
     """Samples read from the v1.0 per-band GeoTIFFs (use :func:`open_v1`)."""
+
+    def geo(self, i: int) -> dict[str, Any] | None:
+        """Geo keys of pair ``i``: footprint from the reference band's georeferencing (see module doc)."""
+        from csmae.geo.footprint import crs_string, footprint_wkb
+        from csmae.geo.keys import no_geo
+        from csmae.geo.raster import read_georef
+
+        known = dict(self._geo[i] or {})
+        grid = known.pop("_json_grid", None)
+        out = {**no_geo(), **known, "scene": dict(known.get("scene") or {"s1": None, "s2": None})}
+        pid = self._ids[i]
+        s2_dir, s1_dir, s1_name = self._locs[i]
+        if "s2" in self.sensors and s2_dir:
+            ref = os.path.join(s2_dir, f"{pid}_B02.tif")
+        else:
+            ref = os.path.join(s1_dir, f"{s1_name}_VV.tif")
+        georef = read_georef(ref, patch=pid)
+        crs: str | None = None
+        transform: tuple[float, ...] | None = None
+        size = (120, 120)
+        if georef is not None:
+            crs, transform, width, height = georef
+            size = (width, height)
+        elif grid is not None:
+            try:
+                crs = crs_string(grid[0])
+            except DataError:
+                crs = None
+            if crs is not None:
+                transform = (10.0, 0.0, grid[1], 0.0, -10.0, grid[2])
+        if crs is not None and transform is not None:
+            out.update(crs=crs, transform=transform,
+                       geometry=footprint_wkb(crs, transform, size[0], size[1]))
+        if out["scene"].get("s1") is None and s1_dir and s1_name:
+            doc = _read_json(Path(s1_dir) / f"{s1_name}_labels_metadata.json")
+            if isinstance(doc, dict) and doc.get("scene_source"):
+                out["scene"]["s1"] = str(doc["scene_source"])
+        return out
 
     def read_arrays(self, i: int) -> dict[str, Any]:
         pid = self._ids[i]
@@ -249,5 +322,6 @@ def open_v1(
         date = doc.get("acquisition_date") or doc.get("acquisition_time")
         if date:
             rec.meta["acquisition_date"] = str(date)
+        rec.geo = _open_geo(rec, doc, s2_doc=want_s2)
     records, problems = finalize(records, source=source, on_error=on_error, problems=problems)
     return V1Dataset(records=records, sensors=sensors, source=source, kind="v1", problems=problems)

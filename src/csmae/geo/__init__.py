@@ -1,1 +1,13 @@
-"""Geospatial: footprints, scenes, GeoParquet."""
+"""Geospatial metadata carried from readers to search results.
+
+- :mod:`csmae.geo.footprint`: patch footprints (EPSG:4326 WKB) from a native CRS and affine grid.
+- :mod:`csmae.geo.keys`: the sample geo keys (see SEAMS / :mod:`csmae.data.base`), acquisition times.
+- :mod:`csmae.geo.raster`: georeferencing of a GeoTIFF (rasterio).
+- :mod:`csmae.geo.parquet`: GeoParquet 1.1 columns and ``geo`` file metadata.
+- :mod:`csmae.geo.geojson`: RFC 7946 FeatureCollections of a query and its hits.
+"""
+
+from csmae.geo.footprint import footprint, footprint_wkb, wkb_to_geojson
+from csmae.geo.keys import GEO_KEYS, iso_utc
+
+__all__ = ["GEO_KEYS", "footprint", "footprint_wkb", "iso_utc", "wkb_to_geojson"]

@@ -130,6 +130,8 @@ class EmbedJob:
     n: int
     precision: str
     acc: dict[str, list[Any]] = field(default_factory=dict)
+    #: pair index -> metadata (geo keys, country, season) without pixels; None = the source has none
+    pair_meta: Callable[[int], dict[str, Any]] | None = None
 
     def shard_range(self, si: int) -> tuple[int, int]:
         return si * self.shard_pairs, min(self.n, (si + 1) * self.shard_pairs)
@@ -170,11 +172,27 @@ class EmbedJob:
         self.acc.setdefault("ids", []).extend(raw["id"])
         lo, hi = self.shard_range(si)
         if idx[-1] + 1 == hi:  # shard complete
-            self._write(self.work / self.shards[si]["file"], self.splits[lo:hi])
+            self._write(self.work / self.shards[si]["file"], self.splits[lo:hi], lo, hi)
             log.info("wrote %s (%d pairs)", self.shards[si]["file"], hi - lo)
             self.acc = {}
 
-    def _write(self, path: Path, splits: list[Any]) -> None:
+    def _meta(self, lo: int, hi: int) -> dict[str, list[Any]] | None:
+        """Per-row geo columns of pairs lo..hi (rows interleaved per sensor like the vectors)."""
+        if self.pair_meta is None:
+            return None
+        rows: dict[str, list[Any]] = {c: [] for c in ("geometry", "datetime", "country", "season", "scene")}
+        for i in range(lo, hi):
+            m = self.pair_meta(i)
+            times, scenes = m.get("datetime") or {}, m.get("scene") or {}
+            for s in self.want:
+                rows["geometry"].append(m.get("geometry"))
+                rows["datetime"].append(times.get(s))
+                rows["scene"].append(scenes.get(s))
+                rows["country"].append(m.get("country"))
+                rows["season"].append(m.get("season"))
+        return rows
+
+    def _write(self, path: Path, splits: list[Any], lo: int, hi: int) -> None:
         acc, want = self.acc, self.want
         lab = np.concatenate(acc["labels"])
         m = len(lab)
@@ -187,6 +205,7 @@ class EmbedJob:
             splits=[sp for sp in splits for _ in want],
             labels=np.repeat(lab, len(want), axis=0),
             vectors=vec,
+            meta=self._meta(lo, hi),
         )
 
 
@@ -314,7 +333,7 @@ def embed_dataset(
     job = EmbedJob(
         model=model, want=want, model_sensors=model_sensors, read=_reader(ds, want, perms), ids=ids,
         splits=list(ds.splits()), work=work, shards=shards, shard_pairs=shard_pairs, batch_size=batch_size,
-        n=n, precision=precision,
+        n=n, precision=precision, pair_meta=getattr(ds, "metadata", None),
     )
     if distributed:
         from csmae.retrieval.embed_distributed import predict_shards
@@ -336,7 +355,8 @@ def embed_dataset(
         dim=info["dim"],
         sensors={s: model_sensors[s].to_dict() for s in want},
         normalisation="per-band (x - mean) / std with the sensors' mean/std",
-        dataset={"sources": plan["sources"], "split": split, "kind": getattr(ds, "kind", ""), "pairs": n},
+        dataset={"sources": plan["sources"], "split": split, "kind": getattr(ds, "kind", ""), "pairs": n,
+                 **_geo_facts(ds)},
         label_names=list(getattr(ds, "label_names", [])),
         precision=precision,
         count=n * len(want),
@@ -346,6 +366,14 @@ def embed_dataset(
     (work / "plan.json").unlink(missing_ok=True)
     replace_folder(work, out)
     return out
+
+
+def _geo_facts(ds: Any) -> dict[str, Any]:
+    """What a store's manifest says about its footprints ("geo", "geo_synthetic"), for the manifests."""
+    man = getattr(ds, "manifest", None)
+    if not isinstance(man, dict):
+        return {}
+    return {k: man[k] for k in ("geo", "geo_synthetic") if k in man}
 
 
 def _embed_here(

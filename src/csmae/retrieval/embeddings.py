@@ -1,4 +1,4 @@
-"""The embeddings folder: Parquet shards (id, sensor, split, labels, vector) + manifest.json.
+"""The embeddings folder: GeoParquet 1.1 shards (id, sensor, split, labels, vector, geo) + manifest.json.
 
 Layout::
 
@@ -6,7 +6,14 @@ Layout::
       manifest.json        kind "csmae-embeddings": model (sha256, name, variant, pooling, dim),
                            sensors (band order + normalisation), dataset, label names, shards, count
       part-00000.parquet   columns id (str), sensor (str), split (str|null),
-      part-00001.parquet   labels (fixed_size_list<bool>[L]), vector (fixed_size_list<float32>[D])
+      part-00001.parquet   labels (fixed_size_list<bool>[L]), vector (fixed_size_list<float32>[D]),
+                           geometry (binary WKB, EPSG:4326), bbox (struct xmin, ymin, xmax, ymax:
+                           the GeoParquet covering column), datetime (timestamp[us, UTC]: the
+                           acquisition time of this row's sensor), country, season, scene (str);
+                           the geo columns are nullable; file metadata ``geo`` (GeoParquet 1.1)
+
+``geopandas.read_parquet(shard)`` reads a shard as it is. Shards written before the geo columns
+existed are read too (``Embeddings.meta`` is then None).
 
 Rows keep dataset order, sensors interleaved per shard; :meth:`Embeddings.select` picks a sensor /
 split while keeping that order.
@@ -26,6 +33,10 @@ from csmae.atomic import atomic_path
 from csmae.retrieval.artifacts import read_manifest
 
 KIND = "csmae-embeddings"
+#: per-row metadata columns of :attr:`Embeddings.meta` (and of the index items table)
+META_COLUMNS = ("geometry", "bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax", "datetime", "country",
+                "season", "scene")
+_SHARD_META = ("geometry", "bbox", "datetime", "country", "season", "scene")
 
 
 @dataclass
@@ -38,6 +49,8 @@ class Embeddings:
     labels: np.ndarray  # (M, L) bool
     vectors: np.ndarray  # (M, D) float32
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: per-row geo/metadata (:data:`META_COLUMNS`, row order), None when the source had none
+    meta: Any = None  # pandas.DataFrame | None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,8 +95,9 @@ class Embeddings:
         m = self.mask(sensor=sensor, split=split)
         if mask is not None:
             m &= mask
+        meta = None if self.meta is None else self.meta.loc[m].reset_index(drop=True)
         return Embeddings(
-            self.ids[m], self.sensors[m], self.splits[m], self.labels[m], self.vectors[m], self.manifest
+            self.ids[m], self.sensors[m], self.splits[m], self.labels[m], self.vectors[m], self.manifest, meta
         )
 
 
@@ -101,10 +115,18 @@ def write_shard(
     splits: list[str | None],
     labels: np.ndarray,
     vectors: np.ndarray,
+    meta: dict[str, list[Any]] | None = None,
 ) -> None:
-    """Write one Parquet shard atomically (temp file + rename)."""
+    """Write one GeoParquet shard atomically (temp file + rename).
+
+    Args:
+        meta: per row ``geometry`` (WKB bytes | None), ``datetime`` (ISO UTC str | None),
+            ``country``, ``season``, ``scene`` (str | None); missing keys are null. None = all null.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from csmae.geo.parquet import geo_columns, geo_metadata, timestamps, with_geo_metadata
 
     labels = np.asarray(labels, dtype=bool)
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -117,6 +139,16 @@ def write_shard(
             "vector": _fixed_list(vectors, vectors.shape[1]),
         }
     )
+    n = len(ids)
+    meta = meta or {}
+    wkbs = list(meta.get("geometry") or [None] * n)
+    for name, arr in geo_columns(wkbs).items():
+        table = table.append_column(name, arr)
+    table = table.append_column("datetime", timestamps(meta.get("datetime") or [None] * n))
+    for c in ("country", "season", "scene"):
+        values = meta.get(c) or [None] * n
+        table = table.append_column(c, pa.array([None if v is None else str(v) for v in values], pa.string()))
+    table = with_geo_metadata(table, geo_metadata(wkbs))
     path = Path(path)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -142,12 +174,44 @@ def read_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         return np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=dtype).reshape(-1, width)
 
     return {
+        "meta": _read_meta(t),
         "ids": np.asarray(t.column("id").to_pylist(), dtype=object),
         "sensors": np.asarray(t.column("sensor").to_pylist(), dtype=object),
         "splits": np.asarray(t.column("split").to_pylist(), dtype=object),
         "labels": flat("labels", bool),
         "vectors": flat("vector", np.float32),
     }
+
+
+def _read_meta(t: Any) -> Any:
+    """The :data:`META_COLUMNS` DataFrame of a shard table, or None for a shard without geo columns."""
+    import pandas as pd
+
+    names = set(t.column_names)
+    if not names & set(_SHARD_META):
+        return None
+    n = t.num_rows
+    cols: dict[str, Any] = {}
+    cols["geometry"] = t.column("geometry").to_pylist() if "geometry" in names else [None] * n
+    if "bbox" in names:
+        bbox = t.column("bbox").combine_chunks()
+        for f in ("xmin", "ymin", "xmax", "ymax"):
+            cols[f"bbox_{f}"] = bbox.field(f).to_numpy(zero_copy_only=False).astype(np.float64)
+    else:
+        from csmae.geo.parquet import bounds_array
+
+        b = bounds_array(cols["geometry"])
+        for j, f in enumerate(("xmin", "ymin", "xmax", "ymax")):
+            cols[f"bbox_{f}"] = b[:, j]
+    if "datetime" in names:
+        cols["datetime"] = t.column("datetime").to_pandas()
+    else:
+        cols["datetime"] = pd.Series([None] * n, dtype="datetime64[us, UTC]")
+    for c in ("country", "season", "scene"):
+        cols[c] = t.column(c).to_pylist() if c in names else [None] * n
+    df = pd.DataFrame({c: (v.to_numpy() if isinstance(v, pd.Series) else v) for c, v in cols.items()})
+    df["datetime"] = pd.to_datetime(df["datetime"], utc=True)
+    return df[list(META_COLUMNS)]
 
 
 def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
@@ -185,6 +249,14 @@ def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
             np.zeros((0, dim), np.float32),
             manifest,
         )
+    metas = [p.pop("meta", None) for p in parts]
+    meta = None
+    if any(m is not None for m in metas):
+        import pandas as pd
+
+        filled = [m if m is not None else _empty_meta(len(p["ids"]))
+                  for m, p in zip(metas, parts, strict=True)]
+        meta = pd.concat(filled, ignore_index=True)
     emb = Embeddings(
         ids=np.concatenate([p["ids"] for p in parts]),
         sensors=np.concatenate([p["sensors"] for p in parts]),
@@ -192,12 +264,45 @@ def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
         labels=np.concatenate([p["labels"] for p in parts]),
         vectors=into if into is not None else np.concatenate([p["vectors"] for p in parts]),
         manifest=manifest,
+        meta=meta,
     )
     if dim and emb.dim != dim:
         raise ValueError(f"{path}: vectors have D={emb.dim} but manifest.json says dim={dim}")
     if "count" in manifest and int(manifest["count"]) != len(emb):
         raise ValueError(f"{path}: {len(emb)} rows in the shards but manifest.json says {manifest['count']}")
     return emb
+
+
+def _empty_meta(n: int) -> Any:
+    """A :data:`META_COLUMNS` DataFrame of ``n`` null rows."""
+    import pandas as pd
+
+    df = pd.DataFrame({c: [None] * n for c in META_COLUMNS})
+    for c in ("bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax"):
+        df[c] = np.full(n, np.nan)
+    df["datetime"] = pd.Series([None] * n, dtype="datetime64[us, UTC]")
+    return df
+
+
+def meta_frame(rows: dict[str, list[Any]]) -> Any:
+    """A :data:`META_COLUMNS` DataFrame from per-row lists (``geometry`` WKB, ``datetime`` ISO, ...)."""
+    import pandas as pd
+
+    from csmae.geo.parquet import bounds_array
+
+    n = len(next(iter(rows.values()))) if rows else 0
+    df = _empty_meta(n)
+    if "geometry" in rows:
+        df["geometry"] = list(rows["geometry"])
+        b = bounds_array(list(rows["geometry"]))
+        for j, f in enumerate(("xmin", "ymin", "xmax", "ymax")):
+            df[f"bbox_{f}"] = b[:, j]
+    if "datetime" in rows:
+        df["datetime"] = pd.to_datetime(pd.Series(list(rows["datetime"]), dtype=object), utc=True)
+    for c in ("country", "season", "scene"):
+        if c in rows:
+            df[c] = list(rows[c])
+    return df
 
 
 def embeddings_from_arrays(
@@ -208,8 +313,12 @@ def embeddings_from_arrays(
     labels: np.ndarray,
     vectors: np.ndarray,
     manifest: dict[str, Any] | None = None,
+    meta: dict[str, list[Any]] | Any = None,
 ) -> Embeddings:
-    """Build an in-memory :class:`Embeddings` (tests, benchmarks, training callbacks)."""
+    """Build an in-memory :class:`Embeddings` (tests, benchmarks, training callbacks).
+
+    ``meta``: a :data:`META_COLUMNS` DataFrame or per-row lists for :func:`meta_frame`.
+    """
     n = len(vectors)
     splits = list(splits) if splits is not None else [None] * n
     man = {"kind": KIND, "dim": int(np.asarray(vectors).shape[1]), **(manifest or {})}
@@ -220,4 +329,5 @@ def embeddings_from_arrays(
         np.asarray(labels, dtype=bool),
         np.asarray(vectors, dtype=np.float32),
         man,
+        meta_frame(meta) if isinstance(meta, dict) else meta,
     )

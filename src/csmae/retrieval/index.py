@@ -6,7 +6,9 @@ Index folder::
       manifest.json    kind "csmae-index": model (sha256, name, variant, pooling, dim), sensors, kind,
                        factory, count, sensor row ranges, search params, recall@10 vs exact (approximate)
       index.faiss      inner product on L2-normalised float32 vectors (= cosine)
-      items.parquet    row i = faiss id i: id, sensor, split, labels (bool multi-hot)
+      items.parquet    row i = faiss id i: id, sensor, split, labels (bool multi-hot), and when the
+                       embeddings have them the geo columns (embeddings.META_COLUMNS: geometry WKB
+                       EPSG:4326, bbox_xmin..bbox_ymax, datetime UTC, country, season, scene)
 
 Rows are grouped by sensor (all S1, then all S2, each in embeddings order), so a sensor filter is a
 contiguous id range (``faiss.IDSelectorRange``), which every FAISS index type honours.
@@ -314,6 +316,9 @@ def build_index(
             "labels": list(emb.labels[order]),
         }
     )
+    if emb.meta is not None:  # geo columns (META_COLUMNS): geometry WKB, bbox_*, datetime, country, ...
+        for c in emb.meta.columns:
+            items[c] = emb.meta[c].iloc[order].reset_index(drop=True)
     man = emb.manifest
     manifest = base_manifest(
         KIND,

@@ -27,6 +27,10 @@ class Hit:
     score: float
     labels: list[str]
     overlap: list[str] = field(default_factory=list)
+    #: footprint as a GeoJSON geometry mapping (EPSG:4326 lon/lat), None when the archive has none
+    geometry: dict[str, Any] | None = None
+    #: acquisition time of this item's sensor, ISO 8601 UTC ("2017-06-13T10:10:31Z"), or None
+    datetime: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +65,7 @@ class Retriever:
             np.stack(items["labels"].to_numpy()).astype(bool) if len(items) else np.zeros((0, 19), bool)
         )
         self._row = {(i, s): r for r, (i, s) in enumerate(zip(self._ids, self._sensors))}
+        self._geom, self._bbox, self._times = _item_geo(items)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -190,6 +195,7 @@ class Retriever:
                 continue
             lab = self._labels[r]
             overlap = self._label_list(lab & query_labels) if query_labels is not None else []
+            geometry, when = self._geo_row(int(r))
             hits.append(
                 Hit(
                     rank=len(hits) + 1,
@@ -198,6 +204,8 @@ class Retriever:
                     score=float(s),
                     labels=self._label_list(lab),
                     overlap=overlap,
+                    geometry=geometry,
+                    datetime=when,
                 )
             )
             if len(hits) == k:
@@ -233,6 +241,89 @@ class Retriever:
         vec = self.index.index.reconstruct(row)
         scores, rows = self.index.search(vec[None], k + int(exclude_self), target=target)
         return self._hits(scores[0], rows[0], k, self._labels[row], row if exclude_self else None)
+
+    # ----------------------------------------------------------------- places
+    def _geo_row(self, row: int) -> tuple[dict[str, Any] | None, str | None]:
+        from csmae.geo.footprint import wkb_to_geojson
+
+        geom = self._geom[row] if self._geom is not None else None
+        when = self._times[row] if self._times is not None else None
+        return wkb_to_geojson(geom), when
+
+    def item(self, patch_id: str, sensor: str) -> dict[str, Any]:
+        """An archive item as a dict: id, sensor, split, labels, geometry (GeoJSON), datetime."""
+        row = self.row_of(patch_id, sensor)
+        geometry, when = self._geo_row(row)
+        split = self._splits[row]
+        return {"id": str(patch_id), "sensor": sensor, "split": split if isinstance(split, str) else None,
+                "labels": self._label_list(self._labels[row]), "geometry": geometry, "datetime": when}
+
+    @property
+    def geo_info(self) -> dict[str, Any]:
+        """Footprints known (count), their extent [W, S, E, N], and whether they are synthetic (demo)."""
+        ext = self.extent()
+        n = 0 if self._bbox is None else int(np.isfinite(self._bbox[:, 0]).sum())
+        dataset = self.index.manifest.get("dataset") or {}
+        return {"footprints": n, "extent": list(ext) if ext else None,
+                "synthetic": bool(dataset.get("geo_synthetic", False))}
+
+    def extent(self, sensor: str | None = None) -> tuple[float, float, float, float] | None:
+        """(min lon, min lat, max lon, max lat) of the footprints (of one sensor), None without any."""
+        if self._bbox is None:
+            return None
+        m = np.isfinite(self._bbox[:, 0])
+        if sensor is not None:
+            m &= self._sensors == sensor
+        if not m.any():
+            return None
+        b = self._bbox[m]
+        return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())
+
+    def locate(self, lon: float, lat: float, *, sensor: str) -> str:
+        """Id of the archive item of ``sensor`` whose footprint contains (lon, lat).
+
+        Where several do (neighbouring patches share edges, S2 tiles overlap), the one whose
+        footprint centre is nearest to the point.
+
+        Raises:
+            ValueError: bad coordinates, an archive without footprints, or no footprint contains the
+                point (the message gives the archive's extent).
+        """
+        import shapely
+
+        if sensor not in self.sensors:
+            raise ValueError(f"the index has no {sensor!r} items; it holds {self.sensors}")
+        if not (np.isfinite(lon) and np.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+            raise ValueError(f"lon, lat must be degrees within [-180, 180] x [-90, 90], got {lon}, {lat}")
+        ext = self.extent(sensor)
+        if ext is None or self._geom is None:
+            raise ValueError(
+                f"the archive's {sensor} items have no footprints (the indexed source had no "
+                "georeferencing, e.g. an LMDB): search by place needs a georeferenced archive"
+            )
+        b = self._bbox
+        assert b is not None  # extent() is None without boxes
+        cand = np.flatnonzero((self._sensors == sensor) & (b[:, 0] <= lon) & (b[:, 2] >= lon)
+                              & (b[:, 1] <= lat) & (b[:, 3] >= lat))
+        if len(cand):
+            geoms = shapely.from_wkb([self._geom[r] for r in cand])
+            inside = shapely.covers(geoms, shapely.points(lon, lat))
+            cand, geoms = cand[inside], geoms[inside]
+        if not len(cand):
+            raise ValueError(
+                f"no {sensor} patch of the archive contains lon {lon:.6f}, lat {lat:.6f}; its {sensor} "
+                f"footprints span lon {ext[0]:.4f} to {ext[2]:.4f}, lat {ext[1]:.4f} to {ext[3]:.4f}"
+            )
+        dist = shapely.distance(shapely.centroid(geoms), shapely.points(lon, lat))
+        return str(self._ids[cand[int(np.argmin(dist))]])
+
+    def search_by_point(
+        self, lon: float, lat: float, *, sensor: str, target: str = "any", k: int = 10,
+        exclude_self: bool = True,
+    ) -> list[Hit]:
+        """Query with the archive item of ``sensor`` whose footprint contains (lon, lat) (:meth:`locate`)."""
+        return self.search_by_id(self.locate(lon, lat, sensor=sensor), sensor=sensor, target=target, k=k,
+                                 exclude_self=exclude_self)
 
     def search_by_vectors(self, vectors: np.ndarray, *, target: str = "any", k: int = 10) -> list[list[Hit]]:
         """Batch search with descriptors (N, D) (L2-normalised here)."""
@@ -310,6 +401,24 @@ class Retriever:
         buf = io.BytesIO()
         plt.imsave(buf, self.preview_rgb(patch_id, sensor), format="png")
         return buf.getvalue()
+
+
+def _item_geo(items: Any) -> tuple[list[Any] | None, np.ndarray | None, list[str | None] | None]:
+    """(WKB per row, (N, 4) bbox, ISO datetime per row) of an items table; None parts when absent."""
+    from csmae.geo.parquet import bounds_array, iso_list
+
+    geom = items["geometry"].tolist() if "geometry" in items.columns else None
+    if geom is not None and not any(g is not None for g in geom):
+        geom = None
+    bbox = None
+    if geom is not None:
+        cols = [f"bbox_{f}" for f in ("xmin", "ymin", "xmax", "ymax")]
+        if all(c in items.columns for c in cols):
+            bbox = items[cols].to_numpy(dtype=np.float64)
+        else:
+            bbox = bounds_array(geom)
+    times = iso_list(items["datetime"]) if "datetime" in items.columns else None
+    return geom, bbox, times
 
 
 def _check_model(model_dir: Path, recorded: dict[str, Any], dim: int) -> None:

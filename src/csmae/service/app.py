@@ -18,18 +18,22 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from csmae import __version__
+from csmae.geo.geojson import MEDIA_TYPE as GEOJSON_TYPE
+from csmae.geo.geojson import feature_collection
 from csmae.service.catalog import Catalog
 from csmae.service.errors import ApiError, install_error_handlers
 from csmae.service.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from csmae.service.protocol import (
+    geo_info,
     hit_to_dict,
     json_safe,
     precision_at_k,
+    query_geo,
     query_sensors,
     row_to_dict,
     sensor_names,
@@ -43,6 +47,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 UPLOAD_PATH = "/api/search/upload"
 Split = Literal["train", "val", "test"]
+Format = Literal["json", "geojson"]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     c: {"model": ErrorOut} for c in (400, 404, 413, 415, 422)
 }
@@ -62,6 +67,8 @@ class ServiceSettings:
             uploads (lazy dataset/model loading, plotting) are always serialised.
         allowed_hosts: accepted Host headers (DNS-rebinding guard); ``None`` accepts any.
         preview_cache: number of preview PNGs kept in memory.
+        basemap: tile URL template ("https://host/{z}/{x}/{y}.png") the page's map draws under the
+            footprints; None (default): no base map, the page loads nothing from outside.
     """
 
     max_k: int = 100
@@ -71,6 +78,7 @@ class ServiceSettings:
     thread_safe: bool = False
     allowed_hosts: tuple[str, ...] | None = None
     preview_cache: int = 1024
+    basemap: str | None = None
 
 
 class _PngCache:
@@ -95,6 +103,16 @@ class _PngCache:
                 self._data.popitem(last=False)
 
 
+def _origins(url: str | None) -> tuple[str, ...]:
+    """The origin of a tile URL template (``https://{s}.tile.example.org`` -> ``https://*.tile.example.org``)."""
+    if not url:
+        return ()
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.replace("{s}", "*"))
+    return (f"{parts.scheme}://{parts.netloc}",)
+
+
 def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> Any:
     """Build the FastAPI app over a loaded retriever.
 
@@ -114,6 +132,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     io_guard = threading.Lock()  # previews and uploads: lazy loads, matplotlib, torch
     search_guard: Any = contextlib.nullcontext() if cfg.thread_safe else io_guard
     previews = _PngCache(cfg.preview_cache)
+    places = geo_info(retriever)
 
     app = FastAPI(
         title="csmae search",
@@ -126,7 +145,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024, upload_max_bytes=cfg.max_upload_bytes,
                        upload_prefix=UPLOAD_PATH)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, img_origins=_origins(cfg.basemap))
     if cfg.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
 
@@ -155,8 +174,12 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     def clamp_k(k: int) -> int:
         return max(1, min(k, len(catalog.rows)))
 
-    def finish(hits: list[Any], query: dict[str, Any], target: str, k: int, t0: float) -> dict[str, Any]:
+    def finish(hits: list[Any], query: dict[str, Any], target: str, k: int, t0: float,
+               fmt: str = "json") -> Any:
         results = [hit_to_dict(h) for h in hits]
+        if fmt == "geojson":  # RFC 7946 FeatureCollection: the query, then the hits by rank
+            body = json_safe(feature_collection(query, results))
+            return JSONResponse(body, media_type=GEOJSON_TYPE)
         lq = query.get("labels")
         if lq:
             for r in results:  # same definition as the retriever's: labels shared with the query
@@ -181,6 +204,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
             "query_bands": {name: list(specs[name].bands) for name in sensors if name in specs},
             "label_names": label_names,
             "model": model_info,
+            "geo": {**places, "basemap": cfg.basemap},
             "limits": {
                 "max_k": cfg.max_k, "max_page": cfg.max_page, "max_upload_bytes": cfg.max_upload_bytes,
                 "max_files": cfg.max_files, "upload_formats": list(ALLOWED_SUFFIXES),
@@ -247,25 +271,40 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
             previews.put(key, png)
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
-    @app.get("/api/search", response_model=SearchOut, responses=_ERRORS, tags=["search"])
+    @app.get("/api/search", response_model=SearchOut, responses={
+        **_ERRORS, 200: {"content": {GEOJSON_TYPE: {}}}}, tags=["search"])
     def search(
-        id: str = Query(..., max_length=200, description="archive id of the query"),
+        id: str | None = Query(None, max_length=200, description="archive id of the query"),
         sensor: str = Query(..., max_length=16, description="sensor of the query image"),
         target: str = Query("any", max_length=16, description="sensor of the results: s1, s2 or any"),
         k: int = Query(10, ge=1, le=cfg.max_k),
         exclude_self: bool = Query(True, description="leave the query's own pair out of the results"),
-    ) -> dict[str, Any]:
-        """Search the archive with an archive item as the query."""
-        entry = check_id(id)
+        lon: float | None = Query(None, ge=-180, le=180, description="search by place: longitude (WGS 84)"),
+        lat: float | None = Query(None, ge=-90, le=90, description="search by place: latitude (WGS 84)"),
+        format: Format = Query("json", description="json, or geojson: a FeatureCollection of query + hits"),
+    ) -> Any:
+        """Search the archive with an archive item as the query: by its id, or by a place (lon, lat:
+        the item of ``sensor`` whose footprint contains the point)."""
         check_sensor(sensor)
         check_sensor(target, allow_any=True, what="target")
+        if (lon is None) != (lat is None):
+            raise ApiError(422, "give both lon and lat for a search by place")
+        if (id is None) == (lon is None):
+            raise ApiError(422, "give either id, or lon and lat (not both)")
+        if lon is not None and lat is not None:
+            if getattr(retriever, "locate", None) is None:
+                raise ApiError(400, "this archive has no footprints: search by place is not available")
+            id = call(retriever.locate, lon, lat, sensor=sensor)
+        assert id is not None
+        entry = check_id(id)
         if sensor not in entry.sensors:
             raise ApiError(404, f"archive id {id} has no {sensor} vector; it has {entry.sensors}")
         t0 = time.perf_counter()
         hits = call(retriever.search_by_id, id, sensor=sensor, target=target, k=clamp_k(k),
                     exclude_self=exclude_self)
-        query = {"id": id, "sensor": sensor, "split": entry.split, "labels": entry.labels}
-        return finish(hits, query, target, k, t0)
+        query = {"id": id, "sensor": sensor, "split": entry.split, "labels": entry.labels,
+                 **call(query_geo, retriever, id, sensor), "lon": lon, "lat": lat}
+        return finish(hits, query, target, k, t0, format)
 
     @app.post(UPLOAD_PATH, response_model=SearchOut, responses=_ERRORS, tags=["search"])
     def search_upload(
@@ -273,7 +312,8 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         sensor: str = Form(..., max_length=16, description="sensor of the uploaded image"),
         target: str = Form("any", max_length=16, description="sensor of the results: s1, s2 or any"),
         k: int = Form(10, ge=1, le=cfg.max_k),
-    ) -> dict[str, Any]:
+        format: Format = Form("json", description="json, or geojson: a FeatureCollection of query + hits"),
+    ) -> Any:
         """Search the archive with uploaded image files as the query."""
         check_sensor(sensor)
         check_sensor(target, allow_any=True, what="target")
@@ -286,7 +326,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
                     guard=io_guard)
         query = {"id": None, "sensor": sensor, "labels": None, "files": [u.name for u in uploads],
                  "preview": png_data_url(raw, specs[sensor])}
-        return finish(hits, query, target, k, t0)
+        return finish(hits, query, target, k, t0, format)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -82,9 +82,12 @@ async def _send_json(send: Any, status: int, detail: str) -> None:
 class SecurityHeadersMiddleware:
     """Add no-sniff, no-framing, no-referrer and (outside the FastAPI docs pages) a strict CSP."""
 
-    def __init__(self, app: Any, *, csp_exempt: tuple[str, ...] = ("/docs", "/redoc")):
+    def __init__(self, app: Any, *, csp_exempt: tuple[str, ...] = ("/docs", "/redoc"),
+                 img_origins: tuple[str, ...] = ()):
         self.app = app
         self.csp_exempt = csp_exempt
+        # extra image origins (a base-map tile server chosen with ``csmae serve --basemap``)
+        self.csp = CSP.replace("img-src 'self'", " ".join(("img-src 'self'", *img_origins)))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -98,7 +101,7 @@ class SecurityHeadersMiddleware:
                 headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                             (b"x-frame-options", b"DENY")]
                 if not exempt:
-                    headers.append((b"content-security-policy", CSP.encode()))
+                    headers.append((b"content-security-policy", self.csp.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 

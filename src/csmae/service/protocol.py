@@ -41,6 +41,28 @@ class RetrieverLike(Protocol):
 
     def preview_png(self, patch_id: str, sensor: str) -> bytes: ...
 
+    # Places (optional: a retriever without them serves no footprints and no search by place)
+    #   item(patch_id, sensor) -> {"id", "sensor", "split", "labels", "geometry", "datetime"}
+    #   locate(lon, lat, *, sensor) -> patch id whose footprint contains the point (ValueError if none)
+    #   geo_info -> {"footprints": int, "extent": [W, S, E, N] | None, "synthetic": bool}
+
+
+def query_geo(retriever: Any, patch_id: str, sensor: str) -> dict[str, Any]:
+    """``{"geometry": GeoJSON | None, "datetime": str | None}`` of an archive item."""
+    item = getattr(retriever, "item", None)
+    if item is None:
+        return {"geometry": None, "datetime": None}
+    got = item(patch_id, sensor)
+    return {"geometry": json_safe(got.get("geometry")), "datetime": got.get("datetime")}
+
+
+def geo_info(retriever: Any) -> dict[str, Any]:
+    """What the archive knows about places (see :class:`RetrieverLike`); no footprints when absent."""
+    info = getattr(retriever, "geo_info", None)
+    if not isinstance(info, Mapping):
+        return {"footprints": 0, "extent": None, "synthetic": False}
+    return json_safe(dict(info))
+
 
 def sensor_names(retriever: Any) -> list[str]:
     """Names of the sensors a retriever's index holds, in a stable order."""
@@ -106,6 +128,8 @@ def hit_to_dict(hit: Any) -> dict[str, Any]:
         "score": float(get("score")),
         "labels": [str(x) for x in (get("labels") or [])],
         "overlap": [str(x) for x in (get("overlap") or [])],
+        "geometry": json_safe(get("geometry")),
+        "datetime": None if get("datetime") is None else str(get("datetime")),
     }
 
 

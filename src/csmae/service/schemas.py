@@ -35,6 +35,8 @@ class HealthOut(BaseModel):
     label_names: list[str]
     model: dict[str, Any]
     limits: Limits
+    geo: dict[str, Any] | None = Field(
+        None, description="footprints (count), extent [W, S, E, N], synthetic (demo archive), basemap URL")
 
 
 class ItemOut(BaseModel):
@@ -65,6 +67,9 @@ class HitOut(BaseModel):
     score: float = Field(description="cosine similarity to the query")
     labels: list[str]
     overlap: list[str] = Field(description="labels shared with the query (empty when its labels are unknown)")
+    geometry: dict[str, Any] | None = Field(
+        None, description="footprint as a GeoJSON geometry (EPSG:4326 lon/lat); null when unknown")
+    datetime: str | None = Field(None, description="acquisition time of this image, ISO 8601 UTC")
 
 
 class QueryOut(BaseModel):
@@ -74,6 +79,10 @@ class QueryOut(BaseModel):
     labels: list[str] | None = Field(None, description="query labels when known")
     files: list[str] | None = Field(None, description="uploaded file names")
     preview: str | None = Field(None, description="PNG data URL of an uploaded query")
+    geometry: dict[str, Any] | None = Field(None, description="footprint of an archive query (GeoJSON)")
+    datetime: str | None = Field(None, description="acquisition time of an archive query, ISO 8601 UTC")
+    lon: float | None = Field(None, description="the point of a search by place")
+    lat: float | None = Field(None, description="the point of a search by place")
 
 
 class SearchOut(BaseModel):

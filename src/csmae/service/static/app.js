@@ -99,6 +99,7 @@ async function loadHealth() {
   }
   $("k").max = String(h.limits.max_k);
   updateUploadBands();
+  if (window.csmaeMap) window.csmaeMap.init(h);
 }
 
 function updateUploadBands() {
@@ -228,6 +229,7 @@ async function runSearch() {
     if (seq !== state.searchSeq) return; // a newer search has started
     renderQuery(result);
     renderResults(result);
+    if (window.csmaeMap) window.csmaeMap.draw(result.query, result.results);
   } catch (err) {
     if (seq !== state.searchSeq) return;
     setStatus("");
@@ -370,6 +372,8 @@ async function init() {
   $("page-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadPage(); });
   $("page-next").addEventListener("click", () => { state.offset += PAGE_SIZE; loadPage(); });
   $("random-btn").addEventListener("click", randomQuery);
+  // a footprint clicked on the map becomes the query
+  window.addEventListener("csmae:select", (e) => selectItem(e.detail.id, e.detail.sensor));
   $("upload-form").addEventListener("submit", onUpload);
   $("upload-files").addEventListener("change", onFilesChosen);
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
