@@ -92,6 +92,14 @@ def test_footprints_crs_transform_and_times(aligned, mosaic):
                                                meta["lrx"] - meta["ulx"]), atol=1e-9)
     man = json.loads((root / "store" / "manifest.json").read_text())
     assert man["geo"] is True
+    # the same footprints as csmae.geo's (the readers' seam), and the sample geo keys
+    from csmae.data import open_dataset
+    from csmae.geo import footprint_wkb
+
+    s = open_dataset(root / "store")[0]
+    assert s["geometry"] == rows[0]["geometry"] == footprint_wkb(s["crs"], s["transform"])
+    assert s["datetime"] == {"s1": "2017-06-13T16:50:43Z", "s2": "2017-06-13T10:10:31Z"}
+    assert s["scene"] == {"s1": S1_NAME, "s2": S2_SCENE}
     assert man["tiling"]["time_gaps_days"][0]["days"] == pytest.approx((6 * 3600 + 40 * 60 + 12) / 86400)
 
 

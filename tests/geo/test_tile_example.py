@@ -1,4 +1,4 @@
-"""The README "Your own imagery" example: scripts/make_example_scene.py -> tile -> embed -> index -> search."""
+"""README "Your own imagery": scripts/make_example_scene.py -> tile -> embed -> index -> search."""
 
 from __future__ import annotations
 

@@ -46,6 +46,8 @@ def test_single_sensor_stores_open_as_such(stores):
     assert len(s2) == len(s1) == 6
     assert s1.ids[0] == f"{S1_NAME}_r000_c000"  # S1 only: the S1 grid (10 m UTM) defines the patches
     assert "s1" not in s2[0] and "s2" not in s1[0]
+    assert s2[0]["datetime"]["s1"] is None and s2[0]["scene"]["s2"] == "T33UUP_20170613T101031"
+    assert s1[0]["datetime"] == {"s1": "2017-06-13T16:50:43Z", "s2": None}
     man = json.loads((stores / "s1only" / "manifest.json").read_text())
     assert list(man["sensors"]) == ["s1"] and man["geo"] is True
 

@@ -229,8 +229,8 @@ def cut_strip(job: SceneJob, r: int, dss: Datasets) -> Strip:
         row = job.row_base + r * g.cols + cc
         st.rows.append(row)
         st.entries.append({"id": g.patch_id(job.name, r, cc), "row": row, "split": None, "labels": [],
-                           "meta": {"geometry": foot[cc].hex(), "crs": g.crs_string(),
-                                    "transform": list(g.patch_transform(r, cc))[:6], **meta}})
+                           "meta": {}, "geo": {"geometry": foot[cc].hex(), "crs": g.crs_string(),
+                                               "transform": list(g.patch_transform(r, cc))[:6], **meta}})
     return st
 
 
@@ -240,12 +240,14 @@ def _files(job: SceneJob) -> str:
 
 
 def _scene_meta(job: SceneJob) -> dict[str, Any]:
-    m: dict[str, Any] = {}
-    if job.s2 is not None:
-        m["scene_s2"], m["datetime_s2"] = job.s2.name, iso(job.s2.datetime)
-    if job.s1:
-        m["scene_s1"], m["datetime_s1"] = job.s1[0].scene.name, iso(job.s1[0].scene.datetime)
-    return m
+    """Scene ids and acquisition times per sensor (the store's geo columns; None for a missing sensor).
+
+    With several S1 scenes over one S2 tile, the nearest in time (the first one used) is named.
+    """
+    s1 = job.s1[0].scene if job.s1 else None
+    s2 = job.s2
+    return {"scene_s2": s2.name if s2 else None, "datetime_s2": iso(s2.datetime) if s2 else None,
+            "scene_s1": s1.name if s1 else None, "datetime_s1": iso(s1.datetime) if s1 else None}
 
 
 def _records(job: SceneJob, s2: dict[str, np.ndarray] | None, s1: np.ndarray | None, keep: np.ndarray,

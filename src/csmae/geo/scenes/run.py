@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -304,16 +303,6 @@ def _commit(journal: Path, k: int, record: dict[str, Any]) -> None:
     os.replace(tmp, journal / f"chunk-{k:05d}.json")
 
 
-def _typed(entry: dict[str, Any]) -> dict[str, Any]:
-    """Journal entry (JSON-safe) -> table entry with WKB bytes and UTC datetimes (the seam's types)."""
-    meta = dict(entry["meta"])
-    meta["geometry"] = bytes.fromhex(meta["geometry"])
-    for k in ("datetime_s1", "datetime_s2"):
-        if meta.get(k):
-            meta[k] = datetime.fromisoformat(meta[k].replace("Z", "+00:00"))
-    return {**entry, "meta": meta}
-
-
 def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, options: dict[str, Any],
               overwrite: bool, sources: list[str]) -> TileResult:
     journal = tmp / JOURNAL
@@ -322,17 +311,13 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
     seconds: dict[str, float] = {}
     for k in range(chunks):
         rec = json.loads((journal / f"chunk-{k:05d}.json").read_text())
-        entries.extend(_typed(e) for e in rec["entries"])
+        entries.extend(rec["entries"])  # store_write entries: geo columns under "geo" (csmae.geo.columns)
         skipped.extend(rec["skipped"])
         for s, v in rec["seconds"].items():
             seconds[s] = seconds.get(s, 0.0) + v
     if not entries:
         raise DataError(f"every one of the {plan.patches} patches was skipped (see the reasons in "
                         f"{journal}); lower --min-valid or check the inputs", path=", ".join(sources))
-    for key in ("datetime_s1", "datetime_s2", "scene_s1", "scene_s2"):  # a sensor's columns only if present
-        if all(e["meta"].get(key) is None for e in entries):
-            for e in entries:
-                e["meta"].pop(key, None)
     write_table(tmp, entries)
     write_skipped(tmp, skipped)
     tiling = {
@@ -347,7 +332,7 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
     write_manifest(tmp, sensors=plan.sensors, groups=plan.groups, layout=options["layout"], rows=plan.patches,
                    entries=entries, skipped=len(skipped), producer="csmae tile",
                    source={"paths": [os.path.abspath(s) for s in sources], "kind": "scenes"},
-                   extra={"geo": True, "tiling": tiling})
+                   extra={"tiling": tiling})
     shutil.rmtree(journal)
     (tmp / PLAN).unlink()
     (tmp / ".lock").unlink(missing_ok=True)
