@@ -9,10 +9,12 @@ Writes once (then deletes, unless --keep) a synthetic scene in real COG layout:
   pixels are smooth land-cover-like fields with sensor noise (compress like real bands, ~1.5-2x);
 - S1: VV and VH float32 linear power COGs in the neighbouring UTM zone at 20 m, covering the tile
   (so every strip is a real reprojection, not a copy).
-Then runs ``csmae tile`` in a child process (wall time, peak RSS of the child from getrusage) and
+Then runs ``csmae tile`` in a child process (wall time, CPU seconds and peak RSS of the child from
+getrusage; on a shared machine CPU seconds / workers is the wall time 2 free cores would need) and
 reads the per-stage seconds the run records in its manifest (decode, harmonise, warp, upsample,
-build, write; summed over worker threads). The floor: the same bytes decoded alone (every band
-read whole-block-row by block-row in one thread, no other work) divided by the workers.
+build, write; wall seconds summed over worker threads, so they include waiting for a core or the
+disk). The floor: the same S2 bytes decoded alone (every band read block row by block row in one
+thread, no other work): its wall time divided by the workers, and its CPU seconds.
 Prints one Markdown table row and a JSON line.
 """
 
@@ -99,19 +101,19 @@ def make_scene(work: Path, size: int) -> tuple[Path, Path]:
     return s2, s1
 
 
-def decode_floor(files: list[Path]) -> tuple[int, float]:
-    """(bytes decoded, seconds) to read every band whole, block row by block row, in one thread."""
+def decode_floor(files: list[Path]) -> tuple[int, float, float]:
+    """(bytes decoded, wall s, CPU s) to read every band whole, block row by block row, in one thread."""
     import rasterio
     from rasterio.windows import Window
 
-    nbytes, t0 = 0, time.perf_counter()
+    nbytes, t0, c0 = 0, time.perf_counter(), time.process_time()
     for f in files:
         with rasterio.open(f) as src:
             bh = src.block_shapes[0][0]
             for y in range(0, src.height, bh):
                 a = src.read(1, window=Window(0, y, src.width, min(bh, src.height - y)))
                 nbytes += a.nbytes
-    return nbytes, time.perf_counter() - t0
+    return nbytes, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> int:
@@ -148,24 +150,27 @@ def main() -> int:
     if proc.returncode:
         print(proc.stderr, file=sys.stderr)
         return 1
-    rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss_gb = ru.ru_maxrss * 1024 / 1e9
+    cpu = ru.ru_utime + ru.ru_stime  # CPU seconds the run used: what load cannot inflate much
     man = json.loads((store / "manifest.json").read_text())
     patches = man["counts"]["pairs"]
     sec = man["tiling"]["seconds"]
     store_bytes = sum(f.stat().st_blocks * 512 for f in store.iterdir())
     s2_files = sorted(s2.iterdir())
-    nbytes, dec = decode_floor(s2_files)  # S2 only: S1 is read per strip through its own windows
+    nbytes, dec, dec_cpu = decode_floor(s2_files)  # S2 only: S1 is read per strip through its own windows
     floor = dec / args.workers
     out = {"size": args.size, "workers": args.workers, "layout": args.layout, "patches": patches,
-           "wall_s": round(wall, 1), "patches_per_s": round(patches / wall, 1), "peak_rss_gb": round(rss_gb, 2),
-           "stage_thread_s": {k: round(v, 1) for k, v in sec.items()},
+           "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "patches_per_s": round(patches / wall, 1),
+           "peak_rss_gb": round(rss_gb, 2), "stage_thread_s": {k: round(v, 1) for k, v in sec.items()},
            "s2_decoded_gb": round(nbytes / 1e9, 2), "decode_alone_s_1thread": round(dec, 1),
+           "decode_alone_cpu_s": round(dec_cpu, 1), "decode_gb_per_cpu_s": round(nbytes / 1e9 / dec_cpu, 3),
            "floor_s": round(floor, 1), "cog_bytes_gb": round(src_bytes / 1e9, 2),
            "store_gb": round(store_bytes / 1e9, 2), "load": os.getloadavg()}
     print(json.dumps(out))
     print(f"| {args.size}x{args.size} | {args.layout} | {args.workers} | {patches:,} | {wall:.1f} s | "
-          f"{patches / wall:.0f} | {rss_gb:.2f} GB | " + ", ".join(f"{k} {v:.0f}" for k, v in sec.items())
-          + f" | {floor:.1f} s |")
+          f"{cpu:.0f} s | {patches / wall:.0f} | {rss_gb:.2f} GB | "
+          + ", ".join(f"{k} {v:.0f}" for k, v in sec.items()) + f" | {floor:.1f} s | {dec_cpu:.1f} s |")
     shutil.rmtree(store, ignore_errors=True)
     if made and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
