@@ -178,3 +178,43 @@ def test_stride_overlapping_patches(tmp_path, mosaic):
     from csmae.data.base import upsample_band
 
     np.testing.assert_array_equal(arrays["s2"][i, 4], upsample_band(mosaic.s2["B05"][30:90, 30:90]))
+
+
+def test_native_layout_reads_the_same(tmp_path, aligned):
+    from csmae.geo.scenes import tile_scenes
+
+    root, _ = aligned
+    tile_scenes(tmp_path / "native", s2=[str(root / "s2")], s1=[str(root / "s1")], layout="native")
+    man = json.loads((tmp_path / "native" / "manifest.json").read_text())
+    assert [g["name"] for g in man["groups"]] == ["s1", "s2_10m", "s2_20m"]
+    a, ids_a = store_arrays(tmp_path / "native")  # 20 m bands upsampled when read
+    b, ids_b = store_arrays(root / "store")  # upsampled when tiled
+    assert ids_a == ids_b
+    for k in b:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_two_s1_scenes_fill_each_other_nearest_in_time_first(tmp_path, mosaic):
+    """S1 in two overlapping scenes (left and right part): every patch is covered, values unchanged."""
+    from affine import Affine
+
+    from csmae.geo.scenes import tile_scenes
+    from csmae.geo.scenes.example import write_band_files, write_s1
+
+    write_band_files(tmp_path / "s2", mosaic.s2, crs=mosaic.crs, transform=mosaic.transform)
+    left, right = mosaic.s1[:, :, :200], mosaic.s1[:, :, 160:]
+    write_s1(tmp_path / "a", left[0], left[1], crs=mosaic.crs, transform=mosaic.transform,
+             name="S1A_IW_GRDH_1SDV_20170614T165043_L")  # 1 day after S2
+    write_s1(tmp_path / "b", right[0], right[1], crs=mosaic.crs,
+             transform=mosaic.transform @ Affine.translation(160, 0),
+             name="S1A_IW_GRDH_1SDV_20170613T165043_R")  # the same day: nearest, used first
+    res = tile_scenes(tmp_path / "store", s2=[str(tmp_path / "s2")],
+                      s1=[str(tmp_path / "a"), str(tmp_path / "b")])
+    assert res.patches == ROWS * COLS and sorted(round(g["days"], 2) for g in res.gaps) == [0.28, 1.28]
+    arrays, _ = store_arrays(tmp_path / "store")
+    s1 = arrays["s1"].reshape(ROWS, COLS, 2, 120, 120).transpose(2, 0, 3, 1, 4).reshape(2, 240, 360)
+    np.testing.assert_allclose(s1, mosaic.s1, atol=2e-3)
+    import pyarrow.parquet as pq
+
+    assert set(pq.read_table(tmp_path / "store" / "pairs.parquet").column("scene_s1").to_pylist()) == {
+        "S1A_IW_GRDH_1SDV_20170613T165043_R"}
