@@ -18,7 +18,7 @@ Examples:
       --s1 S1A_IW_GRDH_1SDV_20230613T165043_VV.tif S1A_IW_GRDH_1SDV_20230613T165043_VH.tif \\
       --out stores/t33uup --scl --max-days 3
   csmae tile --stac items/s2.json items/s1.json --out stores/aoi --workers 2
-  csmae tile --s1 s1_scene_vv_vh.tif --s1-units linear --out stores/s1only
+  csmae tile --s1 s1_scene.tif --s1-units linear --out stores/s1only   # one 2-band file (VV, VH)
 """
 
 from __future__ import annotations
