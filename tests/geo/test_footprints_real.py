@@ -1,8 +1,9 @@
 """Footprints of the six real v1 pairs against an independent pyproj computation from their JSONs.
 
-The reader takes CRS and transform from the GeoTIFF georeferencing of B02 (S1-only: VV); the reference
-here projects the JSON ``coordinates`` corners with the JSON ``projection`` WKT. They must agree to
-1e-6 degrees, through the reader, through ``csmae prepare`` (store columns) and back.
+The reference here projects the JSON ``coordinates`` corners with the JSON ``projection`` WKT; the
+reader's CRS and transform are also checked against the GeoTIFF georeferencing (rasterio), and a copy
+whose JSONs lack coordinates takes the same footprints from the GeoTIFFs. They must agree to 1e-6
+degrees, through the reader, through ``csmae prepare`` (store columns) and back.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 shapely = pytest.importorskip("shapely")
+rasterio = pytest.importorskip("rasterio")
 pyproj = pytest.importorskip("pyproj")
 
 
@@ -60,6 +62,30 @@ def test_v1_pairs_footprints_match_json(v1_roots, v1_tables):
         s1doc = _json(s1_root / s["s1_name"])
         assert s["datetime"]["s1"] == s1doc["acquisition_time"] + "Z"
         assert s["scene"] == {"s2": doc["tile_source"], "s1": s1doc["scene_source"]}
+        with rasterio.open(s2_root / s["id"] / f"{s['id']}_B02.tif") as src:  # the GeoTIFF agrees
+            assert f"EPSG:{src.crs.to_epsg()}" == s["crs"] and tuple(src.transform)[:6] == s["transform"]
+
+
+def test_v1_without_json_coordinates_uses_the_geotiffs(v1_roots, tmp_path):
+    """JSONs stripped of coordinates/projection: the grid comes from the GeoTIFFs, same footprints."""
+    import shutil
+
+    from csmae.data import open_dataset
+
+    roots = []
+    for root in v1_roots:
+        shutil.copytree(root, tmp_path / root.name)
+        roots.append(tmp_path / root.name)
+        for p in roots[-1].glob("*/*_labels_metadata.json"):
+            doc = json.loads(p.read_text())
+            doc.pop("coordinates"), doc.pop("projection")
+            p.write_text(json.dumps(doc))
+    for sensors, srcs in ((("s1", "s2"), roots), (("s1",), roots[1:])):
+        ds = open_dataset(*srcs, sensors=sensors)
+        for i in range(len(ds)):
+            s = ds[i]
+            folder = v1_roots[0] / s["id"] if "s2" in sensors else v1_roots[1] / s["s1_name"]
+            _assert_same_polygon(s["geometry"], _reference(_json(folder)))
 
 
 def test_s1_only_footprints_from_vv_match_s1_json(v1_roots):

@@ -13,7 +13,7 @@ from csmae.geo.keys import iso_utc, time_from_name
     ("2017-06-13T16:50:43", "2017-06-13T16:50:43Z"),
     ("2017-06-13T18:50:43+02:00", "2017-06-13T16:50:43Z"),
     ("2017-06-13T16:50:43Z", "2017-06-13T16:50:43Z"),
-    ("20170924T93020", "2017-09-24T09:30:20Z"),  # v1 names: unpadded hour
+    ("20170924T93020", None),  # 5-digit v1 stamps are ambiguous (see test_time_from_name)
     ("20170613T101031", "2017-06-13T10:10:31Z"),
     ("not a date", None), ("", None), (None, None),
 ])
@@ -22,8 +22,10 @@ def test_iso_utc(value, want):
 
 
 def test_time_from_name():
-    # a real v1 name whose stamp is no valid time (its JSON says 09:41:56): None, never a guess
+    # real v1 names with 5-digit stamps: one reads as 09:30:20 (right), the other cannot be 09:41:56
+    # (what its JSON says) by any padding: both give None, never a guess
     assert time_from_name("S2B_MSIL2A_20180204T94161_57_38") is None
+    assert time_from_name("S2B_MSIL2A_20170924T93020_69_24") is None
     assert time_from_name("S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48") == "2017-06-13T16:50:43Z"
     assert time_from_name("no stamp") is None
 

@@ -89,3 +89,22 @@ def test_search_at_point_outside_names_the_extent(v1_index, capsys):
     assert "footprints span lon" in err
     with pytest.raises(SystemExit):
         main(["search", str(v1_index), "--at", "13.7", "--sensor", "s2"])
+
+
+def test_real_embeddings_shard_is_geoparquet(v1_index, v1_roots):
+    """The shard written by ``embed_dataset`` from the real pairs: geopandas reads it as it is."""
+    import geopandas as gpd
+
+    emb = v1_index.parent / "emb"
+    gdf = gpd.read_parquet(next(emb.glob("part-*.parquet")))
+    assert len(gdf) == 12 and set(gdf["sensor"]) == {"s1", "s2"}
+    assert gdf.crs.equals("OGC:CRS84") or gdf.crs.to_epsg() == 4326
+    polys = _json_polygons(v1_roots[0])
+    for pid, sensor, geom, when in zip(gdf["id"], gdf["sensor"], gdf.geometry, gdf["datetime"], strict=True):
+        ref = np.asarray(polys[pid].exterior.coords)[:-1]
+        got = np.asarray(geom.exterior.coords)[:-1]
+        assert np.abs(got[:, None] - ref[None]).max(axis=2).min(axis=1).max() < 1e-6
+        folder = v1_roots[0] / pid if sensor == "s2" else next(v1_roots[1].glob(f"*{pid.split('_', 3)[-1]}"))
+        doc = json.loads(next(folder.glob("*_labels_metadata.json")).read_text())
+        stamp = doc.get("acquisition_date") or doc["acquisition_time"]
+        assert when.strftime("%Y-%m-%d %H:%M:%S") == stamp.replace("T", " ")

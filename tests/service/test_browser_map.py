@@ -115,7 +115,7 @@ def test_map_draws_query_and_hits(page, live_server, page_retriever, v1_roots):
         "([id, sensor]) => { const f = window.csmaeMap.footprints();"
         " return f.length > 0 && f[0].id === id && f[0].sensor === sensor; }",
         arg=[expected["id"], expected["sensor"]])
-    assert page.locator("#query-desc").inner_text() == expected["id"]
+    assert page.locator("#query-desc .query-id").inner_text() == expected["id"]
     assert not page.external, f"the page loaded external resources: {page.external}"
     assert not page.js_errors, page.js_errors
 

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         faiss.omp_set_num_threads(args.search_threads)
     except ImportError:  # the retriever reports a missing FAISS itself
         pass
+    args.host = args.host.strip("[]")  # "[::1]" as written in URLs
     loopback = is_loopback(args.host)
     if not loopback:
         logging.getLogger(__name__).warning(
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         max_k=args.max_k,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         thread_safe=not args.serialize,
-        allowed_hosts=("127.0.0.1", "localhost", "::1") if loopback else None,
+        allowed_hosts=tuple(dict.fromkeys(("127.0.0.1", "localhost", "::1", args.host))) if loopback
+        else None,
         basemap=_basemap(args.basemap),
     )
     app = create_app(retriever, settings=settings)

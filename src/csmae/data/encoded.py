@@ -110,7 +110,11 @@ def open_encoded(
                 name = line.strip().split(",")[0]
                 if name and splits.setdefault(name, split_name) != split_name:
                     clash[name] = f"listed in both {splits[name]}.csv and {fname}"
-    records = [PatchRecord(id=k, loc=k, split=splits.get(k), problem=clash.get(k)) for k in keys]
+    from csmae.geo.keys import time_from_name
+
+    # geo keys: no georeferencing in the LMDB (geometry None); the S2 time where the name gives it
+    records = [PatchRecord(id=k, loc=k, split=splits.get(k), problem=clash.get(k),
+                           geo={"datetime": {"s1": None, "s2": time_from_name(k)}}) for k in keys]
     records, problems = finalize(records, source=source, on_error=on_error, ids=ids, split=split)
     return EncodedDataset(records=records, sensors=sensors, source=source, kind="encoded-lmdb",
                           problems=problems, lmdb_path=source)

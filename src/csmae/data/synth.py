@@ -7,6 +7,9 @@
 ``train/val/test.csv.bz2``, empty exclusion lists), so the v1 reader, ``csmae prepare`` and the
 demo exercise the same code as real data. ``format="store"`` writes a prepared store directly.
 
+Footprints and acquisition times are synthetic but plausible (:mod:`csmae.geo.synthetic`: tiles near
+the centre of their country on the UTM grid); stores say so (manifest ``"geo_synthetic": true``).
+
 Labels are the 19-class classes covering at least ``min_fraction`` of the patch; in the v1 JSON
 each is written as a 43-class name that maps to it, plus now and then a 43-class label that maps to
 none (roads), which readers must drop.
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from csmae.data import synth_scene as scene
+from csmae.geo.synthetic import crs_wkt, place, sample_geo
 from csmae.labels import LABEL_43_TO_19, LABELS_19
 from csmae.sensors import S1, Sensor, get_sensor
 
@@ -122,15 +126,19 @@ def _write_v1(tmp: Path, names: list[dict[str, str]], splits: list[str], rng: np
         for b, a in pair["s1"].items():
             _write_tif(d1 / f"{nm['s1']}_{b}.tif", a)
         labels43 = _json_43(rng, pair["labels"])
-        coords = {"ulx": 400000, "uly": 5300000, "lrx": 401200}
+        # synthetic but plausible places (csmae.geo.synthetic); TIFFs carry no georeferencing, so
+        # the v1 reader takes the grid from these JSON coordinates and projection, as for real v1
+        ulx, uly = float(nm["transform"][2]), float(nm["transform"][5])
+        coords = {"ulx": ulx, "uly": uly, "lrx": ulx + 1200}
+        wkt = crs_wkt(nm["crs"])
         (d2 / f"{nm['s2']}_labels_metadata.json").write_text(json.dumps({
-            "labels": labels43, "coordinates": {**coords, "lry": 5298800},
-            "projection": "synthetic (csmae synth)", "tile_source": f"synthetic_{nm['tile']}",
+            "labels": labels43, "coordinates": {**coords, "lry": uly - 1200},
+            "projection": wkt, "tile_source": f"synthetic_{nm['tile']}",
             "acquisition_date": nm["s2_date"],
         }))
         (d1 / f"{nm['s1']}_labels_metadata.json").write_text(json.dumps({
-            "labels": labels43, "coordinates": {**coords, "lly": 5298800},
-            "projection": "synthetic (csmae synth)", "corresponding_s2_patch": nm["s2"],
+            "labels": labels43, "coordinates": {**coords, "lly": uly - 1200},
+            "projection": wkt, "corresponding_s2_patch": nm["s2"],
             "scene_source": f"synthetic_{nm['tile']}", "acquisition_time": nm["s1_date"],
         }))
     _write_names_bz2(tables / "s1_s2_name_country_season.csv.bz2",
@@ -163,7 +171,8 @@ def _write_store(tmp: Path, names: list[dict[str, str]], splits: list[str], sens
         for g, rec in records_from_native(pair, groups).items():
             mm[g][row] = rec
         sample = {"id": nm["s2"], "labels": pair["labels"], "split": split, "s1_name": nm["s1"],
-                  "country": nm["country"], "season": nm["season"], "acquisition_date": nm["s2_date"]}
+                  "country": nm["country"], "season": nm["season"], "acquisition_date": nm["s2_date"],
+                  **sample_geo(nm)}
         entries.append(pair_entry(sample, row, list(sensors)))
     for a in mm.values():
         a.flush()
@@ -171,7 +180,7 @@ def _write_store(tmp: Path, names: list[dict[str, str]], splits: list[str], sens
     write_table(tmp, entries)
     write_skipped(tmp, [])
     write_manifest(tmp, sensors=sensors, groups=groups, layout=layout, rows=len(names), entries=entries,
-                   skipped=0, source=source, producer="csmae synth")
+                   skipped=0, source=source, producer="csmae synth", extra={"geo_synthetic": True})
 
 
 def write_synthetic(
@@ -200,6 +209,7 @@ def write_synthetic(
             raise FileExistsError(f"{out} exists (pass overwrite=True / --overwrite to replace it)")
     rng = np.random.default_rng(seed)
     names = _pair_names(rng, n)
+    place(names, seed)  # synthetic footprints: own random stream, names and pixels unchanged
     splits = _splits(rng, n, split_fractions)
     pixel_rng = np.random.default_rng([seed, 1])
     meta_rng = np.random.default_rng([seed, 2])

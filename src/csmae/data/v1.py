@@ -5,10 +5,12 @@ Pairing: through the side table ``s1_s2_name_country_season.csv.bz2`` when ``tab
 S1 ``*_labels_metadata.json`` ``corresponding_s2_patch`` (every S1 JSON is read once at open time;
 nothing is cached on disk). Labels: the 43-class JSON labels mapped to the 19 classes.
 
-Geo keys (:mod:`csmae.geo.keys`): the footprint, CRS and transform come from the GeoTIFF
-georeferencing of the 10 m reference band (S2 B02, or S1 VV for an S1-only dataset), read when a
-pair's metadata is asked for; when the file carries no CRS, from the patch JSON's ``coordinates``
-(``ulx``/``uly``; the real S1 JSONs say ``lly`` where S2 says ``lry``) and ``projection`` WKT.
+Geo keys (:mod:`csmae.geo.keys`): the 10 m grid (CRS and transform, hence the footprint) comes from
+the patch JSON read at open time: ``coordinates`` (``ulx``/``uly``; the real S1 JSONs say ``lly``
+where S2 says ``lry``) and the ``projection`` WKT, the same georeferencing as the GeoTIFFs' (tested on
+the real pairs); when the JSON lacks it, from the GeoTIFF georeferencing of the reference band (S2
+B02, or S1 VV for an S1-only dataset). Reading the JSON costs nothing more (it is read for the
+labels); opening a GeoTIFF with GDAL costs about as much as reading the pair's pixels.
 Acquisition times: S2 from the JSON ``acquisition_date`` (else the name), S1 from its name
 (``..._20170613T165043_...``; same value as its JSON ``acquisition_time``). Scenes: the S2 JSON
 ``tile_source`` and the S1 JSON ``scene_source``.
@@ -160,7 +162,7 @@ class V1Dataset(RecordDataset):
     """Samples read from the v1.0 per-band GeoTIFFs (use :func:`open_v1`)."""
 
     def geo(self, i: int) -> dict[str, Any] | None:
-        """Geo keys of pair ``i``: footprint from the reference band's georeferencing (see module doc)."""
+        """Geo keys of pair ``i``: footprint from the JSON grid, else the GeoTIFF's (see module doc)."""
         from csmae.geo.footprint import crs_string, footprint_wkb
         from csmae.geo.keys import no_geo
         from csmae.geo.raster import read_georef
@@ -170,24 +172,24 @@ class V1Dataset(RecordDataset):
         out = {**no_geo(), **known, "scene": dict(known.get("scene") or {"s1": None, "s2": None})}
         pid = self._ids[i]
         s2_dir, s1_dir, s1_name = self._locs[i]
-        if "s2" in self.sensors and s2_dir:
-            ref = os.path.join(s2_dir, f"{pid}_B02.tif")
-        else:
-            ref = os.path.join(s1_dir, f"{s1_name}_VV.tif")
-        georef = read_georef(ref, patch=pid)
         crs: str | None = None
         transform: tuple[float, ...] | None = None
         size = (120, 120)
-        if georef is not None:
-            crs, transform, width, height = georef
-            size = (width, height)
-        elif grid is not None:
+        if grid is not None:
             try:
                 crs = crs_string(grid[0])
+                transform = (10.0, 0.0, grid[1], 0.0, -10.0, grid[2])
             except DataError:
                 crs = None
-            if crs is not None:
-                transform = (10.0, 0.0, grid[1], 0.0, -10.0, grid[2])
+        if crs is None:
+            if "s2" in self.sensors and s2_dir:
+                ref = os.path.join(s2_dir, f"{pid}_B02.tif")
+            else:
+                ref = os.path.join(s1_dir, f"{s1_name}_VV.tif")
+            georef = read_georef(ref, patch=pid)
+            if georef is not None:
+                crs, transform, width, height = georef
+                size = (width, height)
         if crs is not None and transform is not None:
             out.update(crs=crs, transform=transform,
                        geometry=footprint_wkb(crs, transform, size[0], size[1]))

@@ -241,6 +241,15 @@ def write_demo_report(ctx: Any) -> tuple[dict[str, Path], dict[str, Any]]:
     rep.paragraph(f"An exact FAISS index of the CSMAE descriptors of the synthetic validation and test pairs "
                   f"(both sensors) is in {ctx.path('index')}. Open the search page with:")
     rep.code(f"csmae serve {ctx.path('index')}")
+    place = _place_example(ctx.path("index"))
+    if place is not None:
+        rep.paragraph("The page draws the query and the results as footprints on a map (no base map: the "
+                      "page works offline). The footprints and acquisition dates of the synthetic archive "
+                      "are synthetic too: plausible places (tiles near the centre of their country, on its "
+                      "UTM grid; csmae.geo.synthetic), not real acquisitions. Search by place and export "
+                      "GeoJSON:")
+        rep.code(f"csmae search {ctx.path('index')} --at={place[0]:.5f},{place[1]:.5f} --sensor s2 "
+                 "--target s1 --geojson hits.geojson")
     facts = _run_facts(ctx)
     rep.heading("Run facts")
     rep.table(["stage", "seconds", "details"], facts["stage_rows"],
@@ -280,6 +289,21 @@ def _stage_details(st: dict[str, Any]) -> str:
     if st.get("resumed"):
         det.append("done by an earlier run (resumed)")
     return "; ".join(det)
+
+
+def _place_example(index_dir: Path) -> tuple[float, float] | None:
+    """(lon, lat) inside the first S2 footprint of an index, or None when it has no footprints."""
+    import pandas as pd
+    import shapely
+
+    items = pd.read_parquet(index_dir / "items.parquet")
+    if "geometry" not in items.columns:
+        return None
+    for geom, sensor in zip(items["geometry"], items["sensor"], strict=True):
+        if geom is not None and sensor == "s2":
+            c = shapely.from_wkb(geom).centroid
+            return float(c.x), float(c.y)
+    return None
 
 
 def _run_facts(ctx: Any) -> dict[str, Any]:

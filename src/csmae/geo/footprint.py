@@ -26,20 +26,30 @@ def _transformer(crs: str) -> Any:
 
 @functools.lru_cache(maxsize=256)
 def _crs_from_text(text: str) -> str:
-    return crs_string(text)
+    return _parse_crs(text)
 
 
 def crs_string(crs: Any) -> str:
     """``"EPSG:32633"`` for anything pyproj understands (WKT, EPSG code, rasterio CRS), else its WKT.
 
+    Text is parsed once per process (cached): archives have a few distinct CRSs.
+
     Raises:
         DataError: ``crs`` is not a coordinate reference system pyproj can read.
     """
+    if isinstance(crs, str):
+        return _crs_from_text(crs)
+    if hasattr(crs, "to_wkt"):
+        return _crs_from_text(crs.to_wkt())
+    return _parse_crs(crs)
+
+
+def _parse_crs(crs: Any) -> str:
     from pyproj import CRS
     from pyproj.exceptions import CRSError
 
     try:
-        c = CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
+        c = CRS.from_user_input(crs)
     except CRSError as exc:
         raise DataError(f"not a coordinate reference system ({str(exc)[:200]})") from None
     code = c.to_epsg()
@@ -79,7 +89,7 @@ def footprint(crs: Any, transform: Sequence[float], width: int = 120, height: in
 
     if len(transform) < 6:
         raise DataError(f"an affine transform has 6 coefficients, got {list(transform)}")
-    key = _crs_from_text(crs) if isinstance(crs, str) else crs_string(crs)
+    key = crs_string(crs)
     ring = grid_corners(transform, width, height, densify)
     xs, ys = zip(*ring, strict=True)
     lon, lat = _transformer(key).transform(xs, ys)

@@ -20,8 +20,9 @@ from typing import Any
 
 GEO_KEYS = ("geometry", "crs", "transform", "datetime", "scene")
 SENSORS = ("s1", "s2")
-#: 8-digit date, T, then 5 or 6 digits (v1 names have an unpadded hour: T93020 = 09:30:20)
-_NAME_TIME = re.compile(r"(?<!\d)(\d{8})T(\d{5,6})(?!\d)")
+#: 8-digit date, T, then 6 digits. Some v1 S2 names carry 5 digits, which are not a reliable time
+#: (S2B_MSIL2A_20180204T94161: its JSON says 09:41:56), so those give None, never a guess.
+_NAME_TIME = re.compile(r"(?<!\d)(\d{8})T(\d{6})(?!\d)")
 
 
 def iso_utc(value: Any) -> str | None:
@@ -29,7 +30,7 @@ def iso_utc(value: Any) -> str | None:
 
     Accepts datetimes (naive = UTC), ISO strings with or without zone (``"2017-06-13 10:10:31"``,
     ``"2017-06-13T16:50:43"``, ``"...Z"``, ``"...+02:00"``) and Sentinel name stamps
-    (``"20170613T101031"``, ``"20170924T93020"``).
+    (``"20170613T101031"``; 5-digit v1 stamps are ambiguous and give None).
     """
     if value is None:
         return None
@@ -52,8 +53,7 @@ def iso_utc(value: Any) -> str | None:
 
 
 def stamp_to_iso(day: str, clock: str) -> str | None:
-    """``("20170924", "93020")`` -> ``"2017-09-24T09:30:20Z"`` (None if not a valid time)."""
-    clock = clock.zfill(6)
+    """``("20170924", "093020")`` -> ``"2017-09-24T09:30:20Z"`` (None if not a valid time)."""
     try:
         dt = datetime.strptime(day + clock, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
     except ValueError:

@@ -354,7 +354,11 @@ class Retriever:
         # same precision as the archive descriptors, so a file query of an archive image gives its vector
         bf16 = self.index.manifest.get("embed_precision") == "bf16"
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model.embed(normalize_batch({sensor: x}, {sensor: spec}))[sensor].float().numpy()
+            vec = model.embed(normalize_batch({sensor: x}, {sensor: spec}))[sensor].float().numpy()
+        if not np.isfinite(vec).all():  # else FAISS silently returns no neighbours
+            raise ValueError(f"the model gives a non-finite descriptor for this {sensor} query; are its "
+                             "values in the sensor's units (S1 dB, S2 reflectance x 10000)?")
+        return vec
 
     def search_by_arrays(
         self, raw: np.ndarray, *, sensor: str, target: str = "any", k: int = 10

@@ -20,14 +20,13 @@ from fastapi import FastAPI, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from csmae import __version__
 from csmae.geo.geojson import MEDIA_TYPE as GEOJSON_TYPE
 from csmae.geo.geojson import feature_collection
 from csmae.service.catalog import Catalog
 from csmae.service.errors import ApiError, install_error_handlers
-from csmae.service.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from csmae.service.middleware import BodyLimitMiddleware, HostGuardMiddleware, SecurityHeadersMiddleware
 from csmae.service.protocol import (
     geo_info,
     hit_to_dict,
@@ -147,7 +146,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
                        upload_prefix=UPLOAD_PATH)
     app.add_middleware(SecurityHeadersMiddleware, img_origins=_origins(cfg.basemap))
     if cfg.allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
+        app.add_middleware(HostGuardMiddleware, allowed_hosts=cfg.allowed_hosts)
 
     def check_sensor(sensor: str, *, allow_any: bool = False, what: str = "sensor", status: int = 422) -> str:
         valid = sensors + (["any"] if allow_any else [])

@@ -1,4 +1,4 @@
-"""Pure-ASGI middlewares: a request-body size limit and security headers."""
+"""Pure-ASGI middlewares: a Host-header guard, a request-body size limit and security headers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,46 @@ CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+def host_of(header: str) -> str:
+    """The host name of a Host header, without port or IPv6 brackets (``[::1]:8000`` -> ``::1``)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        return header[1:end] if end > 0 else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostGuardMiddleware:
+    """Answer only requests whose Host header names an allowed host (a DNS-rebinding guard).
+
+    Unlike Starlette's ``TrustedHostMiddleware`` it understands bracketed IPv6 hosts
+    (``[::1]:8000``) and refuses with a JSON 400 like every other client error. ``allowed_hosts``
+    are exact names/addresses, or ``*.domain`` for any subdomain.
+    """
+
+    def __init__(self, app: Any, *, allowed_hosts: tuple[str, ...] | list[str]):
+        self.app = app
+        self.allowed = {h.lower().strip("[]") for h in allowed_hosts}
+        self.suffixes = tuple(h[1:] for h in self.allowed if h.startswith("*."))
+
+    def allows(self, header: str) -> bool:
+        host = host_of(header)
+        return host in self.allowed or (bool(self.suffixes) and host.endswith(self.suffixes))
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket") or "*" in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        header = headers.get(b"host", b"").decode("latin-1")
+        if self.allows(header):
+            await self.app(scope, receive, send)
+            return
+        shown = "".join(ch for ch in header if ch.isprintable())[:100]
+        await _send_json(send, 400, f"Host header {shown!r} is not allowed; this server answers to "
+                                    f"{', '.join(sorted(self.allowed))} (see csmae serve --host)")
 
 
 class BodyLimitMiddleware:

@@ -9,29 +9,34 @@ Accepted uploads (for the query sensor's band order, see :class:`csmae.sensors.S
   single such array or one array per band name.
 
 Uploads are never written to disk and file names are never used as paths: only a band token taken
-from a fixed list is read from them. ``.npy``/``.npz`` are loaded with ``allow_pickle=False``.
+from a fixed list is read from them. Nothing is decoded before its declared size is checked: TIFF
+strips/tiles are decompressed with their output capped at what the declared (at most 120 px) band
+needs (:func:`csmae.data.tiff.decode_tiff`), ``.npy`` headers and ``.npz`` members are checked
+before their data is read, never unpickled (:mod:`csmae.data.npyfiles`). Decoded images whose
+values are outside the sensor's plausible range (wrong units, corrupt data) are refused.
+Size-limit refusals are 413, every other bad upload a 400 naming the file.
 """
 
 from __future__ import annotations
 
 import io
 import re
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
 
 import numpy as np
 
+from csmae.data.base import DataError
+from csmae.data.npyfiles import NPY_MAGIC, ZIP_MAGIC, read_npy, read_npz
+from csmae.data.tiff import TIFF_MAGIC, decode_tiff
+from csmae.data.tiff_codecs import TooLargeError
+from csmae.retrieval.queryfiles import MAX_QUERY_ARRAY_BYTES, implausible_values
 from csmae.sensors import BAND_STATS, IMAGE_SIZE, Sensor
 
 ALLOWED_SUFFIXES = (".tif", ".tiff", ".npy", ".npz")
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = b"PK\x03\x04"
 _BAND_RE = re.compile(r"(?:^|[_\-.\s])(B0[1-9]|B1[0-2]|B8A|VV|VH)\.tiff?$", re.IGNORECASE)
-#: Largest decoded array we accept from an .npz (guards against compressed "zip bombs").
-MAX_DECODED_BYTES = 64 * 1024 * 1024
+#: Largest decoded array accepted from a .npy or an .npz member (guards against "zip bombs").
+MAX_DECODED_BYTES = MAX_QUERY_ARRAY_BYTES
 
 
 class UploadError(ValueError):
@@ -82,11 +87,18 @@ def decode_upload(files: Sequence[UploadedFile], sensor: Sensor) -> np.ndarray:
         if len(files) != 1:
             raise UploadError("send either GeoTIFF band files or exactly one .npy/.npz file, not a mix")
         f = arrays[0]
+        if f.suffix == ".npy" and not f.data.startswith(NPY_MAGIC):
+            raise UploadError(f"{f.name}: not a .npy file (bad magic bytes)")
+        if f.suffix == ".npz" and not f.data.startswith(ZIP_MAGIC):
+            raise UploadError(f"{f.name}: not a .npz file (bad magic bytes)")
         out = _from_npy(f, sensor) if f.suffix == ".npy" else _from_npz(f, sensor)
     else:
         out = _from_tiffs(files, sensor)
     if not np.isfinite(out).all():
         raise UploadError(f"the uploaded {sensor.name} image has NaN or infinite pixels")
+    problem = implausible_values(out, sensor)
+    if problem:
+        raise UploadError(f"the uploaded {sensor.name} image {problem}")
     return out
 
 
@@ -102,49 +114,24 @@ def _check_full(arr: np.ndarray, sensor: Sensor, where: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _check_npy_header(fp: IO[bytes], where: str) -> None:
-    """Refuse object arrays and arrays whose declared size exceeds :data:`MAX_DECODED_BYTES`
-    before numpy allocates them (a tiny file can declare a huge shape)."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(fp)
-        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, _, dtype = read(fp)
-    except (ValueError, EOFError, OSError) as e:
-        raise UploadError(f"{where}: not a valid .npy array ({e})") from None
-    if dtype.hasobject:
-        raise UploadError(f"{where}: object arrays need pickle, which is not allowed; save a numeric array")
-    if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > MAX_DECODED_BYTES:
-        raise UploadError(f"{where}: array of shape {shape} is over {MAX_DECODED_BYTES} bytes", status=413)
+def _status(e: DataError) -> int:
+    """413 for input that decodes past a size limit (bombs, huge declared shapes), else 400."""
+    return 413 if isinstance(e, TooLargeError) else 400
 
 
 def _from_npy(f: UploadedFile, sensor: Sensor) -> np.ndarray:
-    if not f.data.startswith(_NPY_MAGIC):
-        raise UploadError(f"{f.name}: not a .npy file (bad magic bytes)")
-    _check_npy_header(io.BytesIO(f.data), f.name)
     try:
-        arr = np.load(io.BytesIO(f.data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise UploadError(f"{f.name}: cannot read .npy: {e}") from None
-    return _check_full(np.asarray(arr), sensor, f.name)
+        arr = read_npy(io.BytesIO(f.data), max_bytes=MAX_DECODED_BYTES)
+    except DataError as e:
+        raise UploadError(f"{f.name}: cannot read .npy: {e.reason}", status=_status(e)) from None
+    return _check_full(arr, sensor, f.name)
 
 
 def _from_npz(f: UploadedFile, sensor: Sensor) -> np.ndarray:
-    if not f.data.startswith(_ZIP_MAGIC):
-        raise UploadError(f"{f.name}: not a .npz file (bad magic bytes)")
     try:
-        with zipfile.ZipFile(io.BytesIO(f.data)) as zf:
-            if sum(i.file_size for i in zf.infolist()) > MAX_DECODED_BYTES:
-                raise UploadError(f"{f.name}: decompresses to over {MAX_DECODED_BYTES} bytes", status=413)
-            for info in zf.infolist():
-                with zf.open(info) as member:
-                    _check_npy_header(member, f"{f.name}[{info.filename[:60]}]")
-        with np.load(io.BytesIO(f.data), allow_pickle=False) as npz:
-            data = {key: np.asarray(npz[key]) for key in npz.files}
-    except UploadError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise UploadError(f"{f.name}: cannot read .npz: {e}") from None
+        data = read_npz(f.data, max_bytes=MAX_DECODED_BYTES)
+    except DataError as e:
+        raise UploadError(f"{f.name}: cannot read .npz: {e.reason}", status=_status(e)) from None
     by_band = {key.upper(): arr for key, arr in data.items()}  # band names as in read_query
     if all(b in by_band for b in sensor.bands):
         return _stack_bands({b: by_band[b] for b in sensor.bands}, sensor, f.name)
@@ -160,26 +147,22 @@ def _from_npz(f: UploadedFile, sensor: Sensor) -> np.ndarray:
 
 
 def _read_tiff(f: UploadedFile) -> np.ndarray:
+    """One band from a GeoTIFF upload: at most 120 px a side, decoded with bounded decompression."""
     import tifffile
 
-    if f.data[:4] not in _TIFF_MAGIC:
+    if f.data[:4] not in TIFF_MAGIC:
         raise UploadError(f"{f.name}: not a TIFF file (bad magic bytes)")
     try:
         with tifffile.TiffFile(io.BytesIO(f.data)) as tif:
-            if len(tif.pages) != 1:
-                raise UploadError(f"{f.name}: expected a single-band GeoTIFF (1 page), got {len(tif.pages)}")
-            page = tif.pages[0]
-            shape = tuple(page.shape)  # type: ignore[union-attr]
-            if len(shape) != 2 or max(shape) > IMAGE_SIZE:
-                raise UploadError(f"{f.name}: expected one band of at most {IMAGE_SIZE} px, got {shape}")
-            arr = page.asarray()  # type: ignore[union-attr]
-    except UploadError:
-        raise
+            pages = len(tif.pages)
     except Exception as e:  # tifffile raises many types for corrupt files
         raise UploadError(f"{f.name}: cannot read TIFF: {type(e).__name__}: {e}") from None
-    if arr.dtype.kind not in "fiu":
-        raise UploadError(f"{f.name}: expected numeric pixels, got dtype {arr.dtype}")
-    return arr
+    if pages != 1:
+        raise UploadError(f"{f.name}: expected a single-band GeoTIFF (1 page), got {pages}")
+    try:
+        return decode_tiff(f.data, max_side=IMAGE_SIZE)
+    except DataError as e:
+        raise UploadError(f"{f.name}: cannot read TIFF: {e.reason}", status=_status(e)) from None
 
 
 def _from_tiffs(files: Sequence[UploadedFile], sensor: Sensor) -> np.ndarray:

@@ -73,6 +73,9 @@ function showError(message) {
   box.hidden = !message;
 }
 
+/** "2017-06-13T10:10:31Z" -> "2017-06-13 10:10 UTC". */
+function whenText(iso) { return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`; }
+
 function setStatus(message) { $("status").textContent = message; }
 
 // ----- archive info and controls -------------------------------------------------------------
@@ -248,6 +251,7 @@ function renderQuery(result) {
   if (q.split) title.append(el("span", { class: "badge badge-split" }, q.split));
   if (q.id) {
     $("query-desc").replaceChildren(el("span", { class: "query-id" }, q.id));
+    if (q.datetime) $("query-desc").append(el("span", { class: "item-sub item-time" }, ` · ${whenText(q.datetime)}`));
   } else {
     $("query-desc").replaceChildren(`Uploaded ${sensorTitle(q.sensor)} image (${(q.files || []).join(", ")})`);
   }
@@ -291,6 +295,7 @@ function renderResults(result) {
             : `${hit.labels.length} label${hit.labels.length === 1 ? "" : "s"}`)),
         el("div", { class: "score-bar", "aria-hidden": "true" }, bar),
         el("span", { class: "item-id", title: hit.id }, hit.id),
+        hit.datetime ? el("span", { class: "item-sub item-time" }, whenText(hit.datetime)) : "",
         chips(hit.labels, result.query.labels ? hit.overlap : null, `Labels of ${hit.id}`),
         el("div", { class: "result-actions" },
           el("button", {
