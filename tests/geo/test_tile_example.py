@@ -54,3 +54,12 @@ def test_readme_example_from_scenes_to_search(tmp_path, capsys):
                  "--k", "5", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert len(hits) == 5 and {h["id"] for h in hits} <= set(ids) and all(h["sensor"] == "s2" for h in hits)
+    # README: by place (the point lies in patch r001_c001), hits as GeoJSON with the patches' footprints
+    assert main(["search", str(tmp_path / "idx"), "--at=13.8338,48.623", "--sensor", "s1", "--target", "s2",
+                 "--k", "5", "--geojson", str(tmp_path / "hits.geojson")]) == 0
+    fc = json.loads((tmp_path / "hits.geojson").read_text())
+    query = [f for f in fc["features"] if f["properties"]["role"] == "query"]
+    assert len(query) == 1 and query[0]["properties"]["id"].endswith("_r001_c001")
+    lon, lat = np.asarray(query[0]["geometry"]["coordinates"][0]).T
+    assert lon.min() < 13.8338 < lon.max() and lat.min() < 48.623 < lat.max()
+    assert len(fc["features"]) == 6
