@@ -80,3 +80,29 @@ def test_embed_index_search_with_one_sensor(stores, model_dir, tmp_path, capsys)
     q = e1.vectors[list(e1.ids).index(ids[2])]
     assert [h["id"] for h in hits] == [e2.ids[i] for i in _cosine_topk(q, e2.vectors, 6)]
     assert all(h["sensor"] == "s2" for h in hits)
+
+
+def test_s1_only_in_geographic_coordinates_gets_a_utm_10m_grid(tmp_path):
+    """S1 delivered in EPSG:4326: the patches are cut on a 10 m grid of the scene's UTM zone."""
+    from affine import Affine
+
+    from csmae.geo.scenes import tile_scenes
+    from csmae.geo.scenes.example import _write
+
+    t = Affine(1e-4, 0, 13.70, 0, -1e-4, 48.25)  # ~7.4 x 11 m pixels at 48 N
+    (tmp_path / "s1").mkdir()
+    for p, v in (("VV", 0.05), ("VH", 0.01)):
+        _write(tmp_path / "s1" / f"S1A_IW_GRDH_1SDV_20170613T165043_{p}.tif",
+               [np.full((400, 500), v, np.float32)], crs="EPSG:4326", transform=t)
+    res = tile_scenes(tmp_path / "store", s1=[str(tmp_path / "s1")])
+    arrays, ids = store_arrays(tmp_path / "store")
+    man = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    grid = man["tiling"]["scenes"][0]["grid"]
+    assert grid["crs"] == "EPSG:32633" and grid["transform"][0] == 10.0 and grid["transform"][4] == -10.0
+    assert res.patches == len(ids) >= 6  # 3.7 x 4.4 km of data, minus the rim outside the rotated footprint
+    from csmae.geo.scenes.radiometry import S1_DB_FLOOR
+
+    valid = arrays["s1"] != np.float32(S1_DB_FLOOR)  # rim patches keep < 10% nodata pixels (the floor)
+    assert valid.mean() > 0.95 and valid.reshape(len(ids), -1).mean(axis=1).min() >= 0.9
+    np.testing.assert_allclose(arrays["s1"][:, 0][valid[:, 0]], 10 * np.log10(0.05), atol=1e-4)
+    np.testing.assert_allclose(arrays["s1"][:, 1][valid[:, 1]], 10 * np.log10(0.01), atol=1e-4)

@@ -131,4 +131,5 @@ def s1_to_linear(x: np.ndarray, *, units: str, nodata: float | None) -> np.ndarr
 
 def linear_to_db(lin: np.ndarray) -> np.ndarray:
     """Linear power (NaN = nodata) -> float32 dB, floored at ``S1_DB_FLOOR`` (nodata gets the floor)."""
-    return (10.0 * np.log10(np.fmax(lin, np.float32(_LIN_FLOOR)))).astype(np.float32)
+    db = 10.0 * np.log10(np.fmax(lin, np.float32(_LIN_FLOOR)))
+    return np.maximum(db, np.float32(S1_DB_FLOOR)).astype(np.float32)  # the floor exactly, not -50.000004
