@@ -20,14 +20,14 @@ import torch
 from csmae.data import open_dataset
 from csmae.models import create_model, normalize_batch
 from csmae.training.datamodule import BatchDataset
+from csmae.training.sample_rng import flip_draws, sample_keys
 from csmae.training.sampler import BatchRequest
 
 
 def earlier_getitem(ds: BatchDataset, request: BatchRequest) -> dict:
     raw = ds.raw_batch(request.positions)
     batch = dict(normalize_batch({s: raw[s] for s in ds.sensors}, ds.sensors))
-    g = torch.Generator().manual_seed(request.seed)
-    flips = torch.rand(len(request.positions), 2, generator=g) < 0.5
+    flips = flip_draws(request.keys)
     for s in ds.sensors:
         x = torch.where(flips[:, 0, None, None, None], batch[s].flip(-1), batch[s])
         x = torch.where(flips[:, 1, None, None, None], x.flip(-2), x)
@@ -47,7 +47,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     def request(i: int) -> BatchRequest:
-        return BatchRequest(sorted(rng.choice(len(ds), args.batch, replace=False).tolist()), i)
+        pos = sorted(rng.choice(len(ds), args.batch, replace=False).tolist())
+        return BatchRequest(pos, sample_keys(0, i, range(len(pos))), len(pos))
 
     first = request(0)
     new, old = ds[first], earlier_getitem(ds, first)  # also warms the page cache

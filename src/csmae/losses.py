@@ -7,6 +7,7 @@ The model composes them with weights (see CrossSensorMAE.training_loss).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -72,17 +73,41 @@ def reconstruction_terms(
     return terms
 
 
-def nt_xent(z1: Tensor, z2: Tensor, tau: float = 0.5) -> Tensor:
+class RowGatherLike(Protocol):
+    """Gathers this rank's rows into the global batch (``csmae.training.gather.RowGather``)."""
+
+    @property
+    def offset(self) -> int: ...  # index of this rank's first row in the gathered tensor
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+def nt_xent(z1: Tensor, z2: Tensor, tau: float = 0.5, *, gather: RowGatherLike | None = None) -> Tensor:
     """NT-Xent (InfoNCE) over the 2B rows of [z1; z2].
 
     Rows are L2-normalised; row i's positive is its other-sensor partner; the denominator runs
     over all 2B-1 other rows; the loss is the mean over the 2B rows.
+
+    With ``gather`` (several ranks), the B pairs here are this rank's slice of a global batch of
+    M pairs: this rank's 2B rows are scored against all 2M rows of the global batch (the
+    negatives of one device at batch M) and the mean is over this rank's rows. The global loss is
+    the row-weighted mean over ranks.
     """
-    z = F.normalize(_upcast(torch.cat([z1, z2], dim=0)), dim=1)  # (2B, D)
-    b = z1.shape[0]
-    logits = z @ z.T / tau  # (2B, 2B)
-    logits = logits.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
-    partner = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    a, b_ = F.normalize(_upcast(z1), dim=1), F.normalize(_upcast(z2), dim=1)  # (B, D) each
+    b = a.shape[0]
+    if gather is None:
+        g1, g2, offset = a, b_, 0
+    else:
+        g1, g2, offset = gather(a), gather(b_), gather.offset  # (M, D) each
+    m = g1.shape[0]
+    rows = torch.cat([a, b_], dim=0)  # (2B, D)
+    cols = torch.cat([g1, g2], dim=0)  # (2M, D)
+    logits = rows @ cols.T / tau  # (2B, 2M)
+    own = torch.arange(offset, offset + b, device=rows.device)  # global index of this rank's pairs
+    self_col = torch.cat([own, own + m])  # (2B,) each row's own column
+    partner = torch.cat([own + m, own])  # (2B,) the other sensor of the same pair
+    logits = logits.index_put((torch.arange(2 * b, device=rows.device), self_col),
+                              torch.tensor(float("-inf"), device=rows.device, dtype=logits.dtype))
     return F.cross_entropy(logits, partner)
 
 

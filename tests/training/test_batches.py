@@ -9,12 +9,20 @@ import torch
 from csmae.data import open_dataset
 from csmae.models import create_model
 from csmae.training.datamodule import BatchDataset
+from csmae.training.sample_rng import flip_draws, sample_keys
 from csmae.training.sampler import BatchRequest
 
 
+def _request(positions, seed):
+    return BatchRequest(list(positions), sample_keys(seed, 0, range(len(positions))), len(positions))
+
+
 def _expected(dataset, sensors, positions, seed, hflip, vflip):
-    """Per sample: the dataset's own sample, bands picked by name, (x - mean) / std, then flips."""
-    flips = torch.rand(len(positions), 2, generator=torch.Generator().manual_seed(seed)) < 0.5
+    """Per sample: the dataset's own sample, bands picked by name, (x - mean) / std, then flips.
+
+    The flip draws are the per-sample keys' (checked against a pure-Python hash in test_sample_rng.py).
+    """
+    flips = flip_draws(sample_keys(seed, 0, range(len(positions))))
     out = {s: [] for s in sensors}
     for i, pos in enumerate(positions):
         smp = dataset[int(pos)]
@@ -44,7 +52,7 @@ def test_batch_equals_per_sample_reference(source, flips):
     dataset = open_dataset(source)
     ds = BatchDataset(dataset, sensors, hflip=flips[0], vflip=flips[1])
     positions = [5, 0, 3, 7, 1, 2]
-    batch = ds[BatchRequest(positions, 1234)]
+    batch = ds[_request(positions, 1234)]
     want = _expected(dataset, sensors, positions, 1234, *flips)
     for s in sensors:
         assert batch[s].dtype == torch.float32 and batch[s].is_contiguous()
@@ -56,7 +64,7 @@ def test_batch_from_a_loader_worker_is_the_same(synth_store):
     """In a DataLoader worker the buffers are in shared memory; the batch must not change."""
     sensors = create_model("csmae_sesd_tiny").sensors
     ds = BatchDataset(open_dataset(synth_store), sensors, hflip=True, vflip=True)
-    req = BatchRequest([3, 1, 4, 15, 9, 2], 7)
+    req = _request([3, 1, 4, 15, 9, 2], 7)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=[req], num_workers=1)
     (got,) = list(loader)
     here = ds[req]

@@ -40,14 +40,15 @@ def test_fit_real_reben_lmdb_writes_a_complete_run_folder(tmp_path, reben_lmdb, 
     )
     run = tmp_path / "run"
     res = fit(cfg, out=run)
-    assert res.steps == 18 // 4 and res.epochs == 1 and res.final_loss is not None
+    # 18 pairs at batch 4: four full batches and the last partial one (data.drop_last false, as the reference)
+    assert res.steps == 5 and res.epochs == 1 and res.final_loss is not None
     assert res.model_dir == run / "model" and "final loss" in res.summary()
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["kind"] == "csmae-run" and manifest["status"] == "completed" and manifest["steps"] == 4
+    assert manifest["kind"] == "csmae-run" and manifest["status"] == "completed" and manifest["steps"] == 5
     assert load_config(run / "config.yaml") == cfg  # resolved config reloads to the same config
     rows = _metrics(run)
     losses = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
-    assert len(losses) == 4 and all(v == v for v in losses)
+    assert len(losses) == 5 and all(v == v for v in losses)
     assert any(r.get("val/loss") for r in rows) and any(r.get("train/umr_s2_step") for r in rows)
     assert any(r.get("train/mim_step") for r in rows) and any(r.get("perf/samples_per_s") for r in rows)
     assert list((run / "logs").glob("events.out.tfevents.*"))

@@ -17,6 +17,11 @@ def _batches(s: ResumableBatchSampler) -> list[list[int]]:
     return [r.positions for r in s]
 
 
+def _requests(s: ResumableBatchSampler) -> list[tuple[list[int], list[int], int]]:
+    """Comparable requests: (positions, keys, global batch size)."""
+    return [(r.positions, r.keys.tolist(), r.global_n) for r in s]
+
+
 def test_epoch_order_is_a_function_of_seed_and_epoch():
     a = ResumableBatchSampler(50, 8, seed=1, shuffle=True, drop_last=True)
     b = ResumableBatchSampler(50, 8, seed=1, shuffle=True, drop_last=True)
@@ -27,7 +32,7 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
     assert len(set(flat)) == 48 and set(flat) <= set(range(50))
     b.set_epoch(4)
     assert _batches(a) != _batches(b)
-    assert [r.seed for r in a] != [r.seed for r in b]
+    assert [r.keys.tolist() for r in a] != [r.keys.tolist() for r in b]
 
 
 def test_ranks_split_each_global_batch():
@@ -42,23 +47,66 @@ def test_ranks_split_each_global_batch():
     assert len(per_rank[0]) == len(per_rank[1]) == len(single) == 6
     for b, whole in enumerate(_batches(single)):
         assert per_rank[0][b] + per_rank[1][b] == whole
+    # the per-sample keys (flips, mask noise) follow the sample's place in the global batch, not the rank
+    for whole, r0, r1 in zip(single, *ranks, strict=True):
+        assert whole.keys.tolist() == r0.keys.tolist() + r1.keys.tolist()
+        assert whole.global_n == r0.global_n == r1.global_n == 6
     # validation order (no shuffle, keep the tail on one process)
     val = ResumableBatchSampler(10, 4, seed=0, shuffle=False, drop_last=False)
     assert _batches(val) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
-def test_resume_skips_exactly_the_consumed_batches_once():
+@pytest.mark.parametrize("world", [2, 3])
+def test_incomplete_last_batch_is_kept_and_split_over_ranks(world):
+    # 37 items, global batch 12: three full batches and a tail of 1 (dropped: fewer than the ranks)
+    # or, with 41 items, a tail of 5 split into slices of sizes differing by at most one
+    for n, tail in ((37, 1), (41, 5)):
+        single = ResumableBatchSampler(n, 12, seed=7, shuffle=True, drop_last=False)
+        ranks = [
+            ResumableBatchSampler(
+                n, 12 // world, seed=7, shuffle=True, drop_last=False, rank=r, world_size=world
+            )
+            for r in range(world)
+        ]
+        one = _requests(single)
+        assert len(one) == 4 and one[-1][2] == tail and sum(len(p) for p, _, _ in one) == n
+        parts = [_requests(s) for s in ranks]
+        kept = 4 if tail >= world else 3
+        assert all(len(p) == len(s) == kept for p, s in zip(parts, ranks, strict=True))
+        for b in range(kept):
+            assert sum((parts[r][b][0] for r in range(world)), []) == one[b][0]
+            assert sum((parts[r][b][1] for r in range(world)), []) == one[b][1]
+            sizes = [len(parts[r][b][0]) for r in range(world)]
+            assert max(sizes) - min(sizes) <= 1 and all(parts[r][b][2] == one[b][2] for r in range(world))
+        dropped = ResumableBatchSampler(n, 12, seed=7, shuffle=True, drop_last=True)
+        assert _requests(dropped) == one[:3]
+
+
+def test_resume_skips_exactly_the_consumed_batches():
     s = ResumableBatchSampler(40, 4, seed=5, shuffle=True, drop_last=True)
     s.set_epoch(1)
-    full = list(s)
+    full = _requests(s)
     s.resume(1, 3)
-    assert list(s) == full[3:]  # same requests (positions and flip seeds)
-    assert list(s) == full  # the skip applies once
-    s.resume(1, 3)
-    s.set_epoch(2)
+    assert _requests(s) == full[3:]  # same requests (positions and per-sample keys)
+    # a DataLoader with workers iterates its sampler twice while building one iterator: the skip
+    # must hold for every iteration of the resumed epoch (issue 14.1)
+    assert _requests(s) == full[3:]
+    s.set_epoch(1)
+    assert _requests(s) == full[3:]
+    s.set_epoch(2)  # the next epoch starts from its beginning
     s2 = ResumableBatchSampler(40, 4, seed=5, shuffle=True, drop_last=True)
     s2.set_epoch(2)
-    assert list(s) == list(s2)  # a skip for another epoch is dropped
+    assert _requests(s) == _requests(s2)
+    s.resume(1, 3)
+    s.set_epoch(2)
+    assert _requests(s) == _requests(s2)  # a skip for another epoch is dropped
+    # while restoring, Lightning builds iterators with an epoch number below the resumed one: the
+    # checkpoint's position wins until the loop has moved past the resumed epoch
+    s.resume(1, 3)
+    s.set_epoch(0)
+    assert _requests(s) == full[3:] and s.epoch == 1
+    s.set_epoch(2)
+    assert _requests(s) == _requests(s2)
 
 
 def test_loader_state_moves_to_the_next_epoch_at_the_end():
@@ -133,16 +181,20 @@ def test_flips_are_the_same_for_both_sensors_of_a_pair(v1_roots):
     from csmae.data import open_dataset
     from csmae.sensors import get_sensor
     from csmae.training.datamodule import BatchDataset
+    from csmae.training.sample_rng import sample_keys
     from csmae.training.sampler import BatchRequest
+
+    def req(seed):
+        return BatchRequest(list(range(6)), sample_keys(seed, 0, range(6)), 6)
 
     sensors = {"s1": get_sensor("s1"), "s2": get_sensor("s2")}
     ds = open_dataset(*v1_roots)
     plain = BatchDataset(ds, sensors)
     flipped = BatchDataset(ds, sensors, hflip=True, vflip=True)
-    ref = plain[BatchRequest(list(range(6)), 0)]
+    ref = plain[req(0)]
     seen = set()
     for seed in range(4):
-        out = flipped[BatchRequest(list(range(6)), seed)]
+        out = flipped[req(seed)]
         assert out["id"] == ref["id"]
         for i in range(6):
             kinds = []

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("csmae.cli.search", "search an index by archive id or image files"),
     "evaluate": ("csmae.cli.evaluate", "evaluate retrieval in every direction"),
     "serve": ("csmae.cli.serve", "serve the search page and HTTP API"),
+    "verify": ("csmae.cli.verify", "check an artefact's files against their recorded checksums"),
 }
 
 

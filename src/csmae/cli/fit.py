@@ -61,9 +61,11 @@ def dry_run_report(cfg) -> list[str]:  # type: ignore[no-untyped-def]
     n_params = sum(p.numel() for p in model.parameters())
     sensors = ", ".join(f"{s}: {list(v.bands)}" for s, v in model.sensors.items())
     t, d = cfg.trainer, cfg.data
+    batch = d.global_batch_size or d.batch_size
+    where = "global, split over devices" if d.global_batch_size else "per device"
     lines = [
         f"config OK: model {cfg.model.name} ({n_params / 1e6:.1f} M parameters), sensors {sensors}",
-        f"batch {d.batch_size} per device, peak lr {scaled_lr(cfg.optim, d.batch_size):.3g} at one device "
+        f"batch {batch} {where}, peak lr {scaled_lr(cfg.optim, batch):.3g} at one device "
         f"(lr_scaling {cfg.optim.lr_scaling}), {t.max_epochs} epochs, precision {t.precision}, seed {t.seed}",
     ]
     for key in ("sources", "ids", "val_sources", "val_ids"):

@@ -88,7 +88,11 @@ def upsample_stack(bands: Sequence[np.ndarray], size: int = IMAGE_SIZE) -> np.nd
 
 
 def check_band(arr: np.ndarray, *, band: str, expected_side: int, patch: str, path: str) -> None:
-    """Raise :class:`DataError` for a band of the wrong shape or with NaN/inf pixels."""
+    """Raise :class:`DataError` for a band of the wrong shape or type, or with NaN/inf pixels."""
+    if arr.dtype.kind not in "uif":  # complex, bool, object...: casting would drop data silently
+        what = "complex-valued" if arr.dtype.kind == "c" else f"of type {arr.dtype}"
+        raise DataError(f"band {band} is {what} ({arr.dtype}); expected real numbers (an integer or "
+                        "float image)", patch=patch, path=path)
     if arr.shape != (expected_side, expected_side):
         raise DataError(
             f"band {band} has shape {tuple(arr.shape)}, expected ({expected_side}, {expected_side})",

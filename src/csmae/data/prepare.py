@@ -133,7 +133,54 @@ def _do_chunk(k: int, start: int, stop: int, stop_on_error: bool) -> tuple[int, 
         entries.append(entry)
     for a in mm.values():
         a.flush()
-    return k, {"chunk": k, "start": start, "stop": stop, "entries": entries, "skipped": skipped}
+    return k, {"chunk": k, "start": start, "stop": stop, "entries": entries, "skipped": skipped,
+               "digests": {name: _rows_digest(a, start, stop) for name, a in mm.items()}}
+
+
+def _rows_digest(a: np.ndarray, start: int, stop: int) -> str:
+    """SHA-256 of records ``start:stop`` of a record file (checked when a prepare resumes)."""
+    return hashlib.sha256(np.ascontiguousarray(a[start:stop]).view(np.uint8).reshape(-1).data).hexdigest()
+
+
+def _verify_committed(tmp: Path, groups: Sequence[ArrayGroup], n: int, done: set[int]) -> set[int]:
+    """Committed chunks whose records still hash as when committed; the others are redone."""
+    from csmae.data.store_check import npy_layout
+
+    mm = {}
+    for g in groups:
+        path = tmp / g.file
+        shape, _, offset = npy_layout(path) if path.exists() else ((), None, 0)
+        need = offset + n * int(np.prod(g.record_shape())) * np.dtype(g.dtype).itemsize
+        size = path.stat().st_size if path.exists() else 0
+        if shape != (n, *g.record_shape()) or size != need:
+            raise DataError(f"record file of the unfinished prepare is damaged (shape {shape}, "
+                            f"{size} bytes, expected {need}); delete {tmp} to start over", path=str(path))
+        mm[g.name] = np.load(path, mmap_mode="r")
+    ok = set()
+    legacy = 0
+    for k in sorted(done):
+        f = tmp / JOURNAL / f"chunk-{k:05d}.json"
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            rec = None
+        digests = rec.get("digests") if isinstance(rec, dict) else None
+        if rec is None:
+            log.warning("%s is damaged; redoing chunk %d", f, k)
+        elif digests is None:
+            legacy += 1
+            ok.add(k)
+        elif all(_rows_digest(mm[name], rec["start"], rec["stop"]) == d for name, d in digests.items()):
+            ok.add(k)
+        else:
+            log.warning("%s: records of chunk %d (pairs %d-%d) changed since they were committed; "
+                        "redoing the chunk", tmp, k, rec["start"], rec["stop"] - 1)
+        if k not in ok:
+            f.unlink(missing_ok=True)
+    if legacy:
+        log.warning("%s: %d committed chunk(s) have no checksums (an older csmae); resumed unverified",
+                    tmp, legacy)
+    return ok
 
 
 def _commit(journal: Path, k: int, record: dict[str, Any]) -> None:
@@ -247,6 +294,8 @@ def _run(ds: PairedDataset, tmp: Path, out: Path, *, key: str, info: dict[str, A
         (tmp / PLAN).write_text(json.dumps({"key": key, **info, "pairs": n}, indent=2))
     chunks = [(k, s, min(s + chunk_size, n)) for k, s in enumerate(range(0, n, chunk_size))]
     done = {int(p.stem.split("-")[1]) for p in journal.glob("chunk-*.json")}
+    if done:  # integrity: re-hash the committed records before trusting them
+        done = _verify_committed(tmp, groups, n, done)
     todo = [c for c in chunks if c[0] not in done]
     if done:
         log.info("resuming %s: %d of %d chunks already committed", tmp, len(done), len(chunks))

@@ -3,7 +3,8 @@
 Layout of a store folder::
 
     manifest.json      {"kind": "csmae-store", version, layout, source, sensors (band order), groups,
-                        units, resampling, counts, created, producer}
+                        units, resampling, counts, created, producer, checksums: size + sha256 per
+                        file; sizes and counts checked on open, digests by ``csmae verify``}
     pairs.parquet      one row per pair: id, row (record index in the arrays), split, labels
                        (fixed-size list<bool>[19]) and the source's metadata columns (country, ...);
                        with a georeferenced source also the geo columns of csmae.geo.columns
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from csmae.data.base import DataError, PairedDataset, Sample
+from csmae.data.store_check import check_rows, check_store_files, read_table
 from csmae.labels import LABELS_19
 from csmae.sensors import IMAGE_SIZE, Sensor, get_sensor
 
@@ -178,7 +180,6 @@ class StoreDataset(PairedDataset):
     def __init__(self, path: str | os.PathLike[str], *, sensors: Iterable[str] | None = None,
                  ids: Iterable[str] | str | os.PathLike[str] | None = None,
                  split: str | Sequence[str] | None = None, s2_bands: Any = None):
-        import pyarrow.parquet as pq
 
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
@@ -186,7 +187,10 @@ class StoreDataset(PairedDataset):
         stored = {k: Sensor.from_dict(v) for k, v in self.manifest["sensors"].items()}
         chosen = _resolve_sensors(stored, sensors, s2_bands, src)
         groups = [ArrayGroup.from_dict(g) for g in self.manifest["groups"]]
-        table = pq.read_table(self.path / self.manifest.get("table", TABLE))
+        table = read_table(self.path, self.manifest)  # integrity: the table's sha256 is checked
+        # integrity: cheap checks of the record files and table against the manifest (sizes, counts)
+        check_store_files(self.path, self.manifest, table_rows=table.num_rows)
+        check_rows(self.path, self.manifest, table.column("row").to_numpy())
         all_ids = [str(v) for v in table.column("id").to_pylist()]
         keep = np.arange(len(all_ids))
         if split is not None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from csmae import __version__
+from csmae.atomic import clean_stale_temps
 from csmae.data.base import DataError, Sample
 from csmae.data.store import (
     MANIFEST,
@@ -27,6 +28,7 @@ from csmae.data.store import (
     TABLE,
     ArrayGroup,
 )
+from csmae.integrity import checksum_files
 from csmae.labels import LABELS_19
 from csmae.sensors import IMAGE_SIZE, Sensor
 
@@ -225,6 +227,9 @@ def write_manifest(
         "counts": {"pairs": len(entries), "rows": rows, "skipped": skipped, "by_split": by_split},
         "geo": any((e.get("geo") or {}).get("geometry") for e in entries),
         **(extra or {}),
+        # integrity: sizes + sha256 of every file; sizes checked on open, digests by `csmae verify`
+        "checksums": checksum_files(folder, [g.file for g in groups] + [TABLE] +
+                                    ([SKIPPED] if (folder / SKIPPED).exists() else [])),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -240,6 +245,7 @@ def write_store(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass overwrite=True to replace it)")
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    clean_stale_temps(out)  # folders of killed earlier runs (dead pid, over an hour old)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from csmae.atomic import clean_stale_temps
 from csmae.data import synth_scene as scene
 from csmae.geo.synthetic import crs_wkt, place, sample_geo
 from csmae.labels import LABEL_43_TO_19, LABELS_19
@@ -220,6 +221,7 @@ def write_synthetic(
     source = {"synthetic": {"n": n, "seed": seed, "split_fractions": list(split_fractions),
                             "min_fraction": min_fraction}}
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    clean_stale_temps(out)  # folders of killed earlier runs (dead pid, over an hour old)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

@@ -231,8 +231,14 @@ class CrossSensorMAE(nn.Module):
         batch: Mapping[str, Any] | None = None,
         noise: Mapping[str, Tensor] | None = None,
         out: TrainOutput | None = None,
+        *,
+        gather: losses.RowGatherLike | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Weighted total loss and the unweighted terms (plus ``reconstruction`` = their sum, ``loss``)."""
+        """Weighted total loss and the unweighted terms (plus ``reconstruction`` = their sum, ``loss``).
+
+        ``gather``: under DDP, gathers the descriptors of every rank so that the MIM negatives are
+        the whole global batch (``csmae.training.gather.RowGather``; see ``losses.nt_xent``).
+        """
         c = self.config
         if out is None:
             if batch is None:
@@ -244,7 +250,7 @@ class CrossSensorMAE(nn.Module):
         if c.w_mim > 0 or c.w_mde > 0:
             z1, z2 = (out.features[s] for s in c.sensors[:2])
             if c.w_mim > 0:
-                terms["mim"] = losses.nt_xent(z1, z2, c.mim_tau)
+                terms["mim"] = losses.nt_xent(z1, z2, c.mim_tau, gather=gather)
             if c.w_mde > 0:
                 terms["mde"] = losses.mde_loss(z1, z2)
         total = losses.weighted_total(terms, self.loss_weights())

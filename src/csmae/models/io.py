@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from csmae.atomic import replace_folder
+from csmae.atomic import OWNER_FILE, clean_stale_temps, mark_owner, replace_folder
+from csmae.integrity import IntegrityError, checksum_files, verify_manifest_files, warn_unverified
 from csmae.models.config import ModelConfig
 from csmae.sensors import Sensor
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 KIND = "csmae-model"
+MANIFEST = "manifest.json"
+VERIFIED = (WEIGHTS, CONFIG)  # files whose checksums the manifest records (the card may be edited)
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
@@ -132,8 +135,10 @@ def save_pretrained(model: Any, path: str | Path, *, extra: Mapping[str, Any] | 
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    clean_stale_temps(final)  # folders of killed earlier saves
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    mark_owner(tmp)
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in _strip_prefixes(model.state_dict()).items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "kind": KIND})
@@ -156,8 +161,10 @@ def save_pretrained(model: Any, path: str | Path, *, extra: Mapping[str, Any] | 
             "model": model.config.name,
             "files": [WEIGHTS, CONFIG, "README.md"],
             **dict(extra or {}),
+            "checksums": checksum_files(tmp, VERIFIED),  # verified by from_pretrained
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (tmp / OWNER_FILE).unlink()
         _atomic_replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -174,12 +181,38 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Sensor]]:
         raise FileNotFoundError(
             f"{path} is not a csmae model folder (no {CONFIG}); make one with save_pretrained"
         )
-    d = json.loads(cfg_file.read_text())
-    if d.get("kind") != KIND:
-        raise ValueError(f"{cfg_file}: kind {d.get('kind')!r}, expected {KIND!r}")
+    try:
+        d = json.loads(cfg_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_file} is damaged (not valid JSON: {e})") from None
+    if not isinstance(d, dict) or d.get("kind") != KIND:
+        got = d.get("kind") if isinstance(d, dict) else None
+        raise ValueError(f"{cfg_file}: kind {got!r}, expected {KIND!r}")
     config = ModelConfig.from_dict(d["config"])
     sensors = {s: Sensor.from_dict(sd) for s, sd in d["sensors"].items()}
     return config, sensors
+
+
+def verify_model_folder(path: str | Path, *, full: bool = True) -> bool:
+    """Check model.safetensors and config.json against manifest.json's checksums.
+
+    Returns False (warning logged once) for folders saved before checksums were recorded.
+
+    Raises:
+        IntegrityError: a file is missing, resized or changed (named in the message).
+    """
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.exists():
+        warn_unverified(path, "model folder")
+        return False
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"{mpath} is damaged (not valid JSON: {e})", path=mpath) from None
+    if not isinstance(manifest, dict):
+        raise IntegrityError(f"{mpath} is damaged (not a JSON object)", path=mpath)
+    return verify_manifest_files(path, manifest, what="model folder", full=full)
 
 
 def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu", **overrides: Any):
@@ -193,6 +226,7 @@ def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu
     from csmae.models.csmae import CrossSensorMAE
 
     path = Path(path)
+    verify_model_folder(path)
     config, sensors = read_config(path)
     if overrides:
         config = config.replace(**overrides)
@@ -202,7 +236,12 @@ def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu
     specs = {s: sensors[s] for s in config.sensors if s in sensors}
     rebands = any(k == "bands" or k.endswith("_bands") for k in overrides)
     model = CrossSensorMAE(config, sensors=None if rebands or len(specs) != len(config.sensors) else specs)
-    load_weights(model, load_file(str(weights), device=str(map_location)), source=str(weights))
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except Exception as e:  # noqa: BLE001 - SafetensorError and OSError for damaged/foreign files
+        raise ValueError(f"{weights} is not a readable safetensors file ({type(e).__name__}: "
+                         f"{str(e)[:200]}); re-save the model or restore the folder") from None
+    load_weights(model, state, source=str(weights))
     model.to(map_location)
     model.eval()
     return model

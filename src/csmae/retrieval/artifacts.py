@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -11,22 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from csmae import __version__
-from csmae.atomic import replace_folder, write_json_atomic
+from csmae.atomic import OWNER_FILE, clean_stale_temps, mark_owner, replace_folder, write_json_atomic
+from csmae.integrity import file_digest
 
 __all__ = [
     "AtomicFolder", "base_manifest", "read_manifest", "replace_folder", "sha256_file", "write_json_atomic"
 ]
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file (see :func:`csmae.integrity.file_digest`)."""
+    return file_digest(path, algorithm="sha256")
 
 
 def read_manifest(folder: str | os.PathLike[str], *, kind: str) -> dict[str, Any]:
@@ -77,14 +71,17 @@ class AtomicFolder:
         if self.out.exists() and not self.overwrite:
             raise FileExistsError(f"{self.out} already exists; choose another output or pass --overwrite")
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(self.out)  # folders of killed earlier runs
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir()
+        mark_owner(self.tmp)
         return self.tmp
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        (self.tmp / OWNER_FILE).unlink(missing_ok=True)
         replace_folder(self.tmp, self.out)
 

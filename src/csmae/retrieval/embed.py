@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from csmae.integrity import checksum_files
 from csmae.retrieval.artifacts import base_manifest, replace_folder, sha256_file, write_json_atomic
 from csmae.retrieval.embeddings import KIND, write_shard
 from csmae.sensors import Sensor
@@ -198,6 +199,7 @@ class EmbedJob:
         m = len(lab)
         # interleave rows pair by pair: (pair0, s1), (pair0, s2), (pair1, s1), ...
         vec = np.stack([np.concatenate(acc[s]) for s in want], axis=1).reshape(m * len(want), -1)
+        _report_nonfinite(path, vec, [str(i) for i in acc["ids"]], want)
         write_shard(
             path,
             ids=[str(i) for i in acc["ids"] for _ in want],
@@ -207,6 +209,18 @@ class EmbedJob:
             vectors=vec,
             meta=self._meta(lo, hi),
         )
+
+
+def _report_nonfinite(path: Path, vec: np.ndarray, ids: list[str], want: list[str]) -> None:
+    """Warn about NaN/inf descriptors (rows interleaved pair by pair); ``csmae index`` skips them."""
+    from csmae.integrity import finite_rows
+
+    bad = np.flatnonzero(~finite_rows(vec))
+    if len(bad):
+        shown = ", ".join(f"{ids[r // len(want)]}/{want[r % len(want)]}" for r in bad[:10])
+        log.warning("%s: the model gave %d descriptor(s) with NaN/inf values (%s%s); they are kept "
+                    "in the shard but never indexed", path.name, len(bad), shown,
+                    " ..." if len(bad) > 10 else "")
 
 
 def is_launched_rank() -> bool:
@@ -361,6 +375,7 @@ def embed_dataset(
         precision=precision,
         count=n * len(want),
         shards=shards,
+        checksums=checksum_files(work, [s["file"] for s in shards]),  # verified when read
     )
     write_json_atomic(work / "manifest.json", manifest)
     (work / "plan.json").unlink(missing_ok=True)

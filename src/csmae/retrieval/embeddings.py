@@ -4,7 +4,8 @@ Layout::
 
     EMB_DIR/
       manifest.json        kind "csmae-embeddings": model (sha256, name, variant, pooling, dim),
-                           sensors (band order + normalisation), dataset, label names, shards, count
+                           sensors (band order + normalisation), dataset, label names, shards, count,
+                           checksums (size + sha256 per shard, verified when a shard is read)
       part-00000.parquet   columns id (str), sensor (str), split (str|null),
       part-00001.parquet   labels (fixed_size_list<bool>[L]), vector (fixed_size_list<float32>[D]),
                            geometry (binary WKB, EPSG:4326), bbox (struct xmin, ymin, xmax, ymax:
@@ -21,6 +22,7 @@ split while keeping that order.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ KIND = "csmae-embeddings"
 META_COLUMNS = ("geometry", "bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax", "datetime", "country",
                 "season", "scene")
 _SHARD_META = ("geometry", "bbox", "datetime", "country", "season", "scene")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -154,11 +157,20 @@ def write_shard(
         pq.write_table(table, tmp)
 
 
-def read_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def read_shard(path: str | os.PathLike[str], *, checksum: dict[str, Any] | None = None
+               ) -> dict[str, np.ndarray]:
+    """One shard's columns; ``checksum`` (its manifest entry): the bytes are verified first."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    source: Any = path
+    if checksum is not None:  # integrity: parse exactly the bytes that were verified
+        from csmae.integrity import read_verified
+
+        source = pa.BufferReader(read_verified(path, checksum, what="embeddings shard",
+                                               alloc=pa.allocate_buffer))
     try:
-        t = pq.read_table(path)
+        t = pq.read_table(source)
     except Exception as e:  # pyarrow raises several types for damaged files
         raise ValueError(f"{path}: cannot read Parquet shard ({e})") from None
     missing = {"id", "sensor", "split", "labels", "vector"} - set(t.column_names)
@@ -214,6 +226,24 @@ def _read_meta(t: Any) -> Any:
     return df[list(META_COLUMNS)]
 
 
+def _checksums(path: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    from csmae.integrity import recorded, warn_unverified
+
+    sums = recorded(manifest)
+    if sums is None:
+        warn_unverified(path, "embeddings folder")
+    return sums
+
+
+def _entry(sums: dict[str, Any], f: Path) -> dict[str, Any]:
+    from csmae.integrity import IntegrityError
+
+    if f.name not in sums:
+        raise IntegrityError(f"embeddings shard {f} has no checksum in manifest.json (the folder was "
+                             "altered after it was written)", path=f)
+    return dict(sums[f.name])
+
+
 def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
     """Load an embeddings folder written by ``csmae embed`` (all shards, in order)."""
     path = Path(path)
@@ -224,11 +254,12 @@ def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
     # vectors go straight into one array when the manifest gives every shard's rows: half the peak memory
     into = np.empty((sum(rows), dim), np.float32) if dim and shards and None not in rows else None
     parts, start = [], 0
+    sums = _checksums(path, manifest)
     for sh in shards:
         f = path / sh["file"]
         if not f.exists():
             raise ValueError(f"{path}: shard {sh['file']} listed in manifest.json is missing")
-        part = read_shard(f)
+        part = read_shard(f, checksum=None if sums is None else _entry(sums, f))
         if into is not None:
             n = len(part["vectors"])
             if n != sh["rows"] or part["vectors"].shape[1] != dim:
@@ -303,6 +334,28 @@ def meta_frame(rows: dict[str, list[Any]]) -> Any:
         if c in rows:
             df[c] = list(rows[c])
     return df
+
+
+def drop_nonfinite(emb: Embeddings, *, source: str = "the embeddings", show: int = 20
+                   ) -> tuple[Embeddings, dict[str, Any] | None]:
+    """Rows with NaN/inf vectors removed, and a report of them (None when every row is finite).
+
+    A non-finite vector cannot be ranked (it is never returned, or ranks first for every query),
+    so indexes never hold one; the report (count, first ids) goes to the log and the manifest.
+    """
+    from csmae.integrity import finite_rows
+
+    ok = finite_rows(emb.vectors)
+    bad = np.flatnonzero(~ok)
+    if len(bad) == 0:
+        return emb, None
+    shown = [f"{emb.ids[i]}/{emb.sensors[i]}" for i in bad[:show]]
+    if len(bad) == len(emb):
+        raise ValueError(f"{source}: every one of the {len(emb)} vectors has NaN/inf values: nothing "
+                         "to index (the model or its input is broken; re-embed)")
+    log.warning("%s: skipping %d of %d vectors with NaN/inf values (not indexed): %s%s", source,
+                len(bad), len(emb), ", ".join(shown), " ..." if len(bad) > show else "")
+    return emb.select(ok), {"count": int(len(bad)), "items": shown}
 
 
 def embeddings_from_arrays(

@@ -4,7 +4,9 @@ Index folder::
 
     INDEX_DIR/
       manifest.json    kind "csmae-index": model (sha256, name, variant, pooling, dim), sensors, kind,
-                       factory, count, sensor row ranges, search params, recall@10 vs exact (approximate)
+                       factory, count, sensor row ranges, search params, recall@10 vs exact (approximate),
+                       skipped_nonfinite (NaN/inf vectors left out), checksums (size + sha256 per
+                       file, verified by SearchIndex.load before FAISS reads a byte)
       index.faiss      inner product on L2-normalised float32 vectors (= cosine)
       items.parquet    row i = faiss id i: id, sensor, split, labels (bool multi-hot), and when the
                        embeddings have them the geo columns (embeddings.META_COLUMNS: geometry WKB
@@ -25,13 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from csmae.integrity import checksum_files, verify_manifest_files
 from csmae.retrieval.artifacts import AtomicFolder, base_manifest, read_manifest, write_json_atomic
-from csmae.retrieval.embeddings import Embeddings, load_embeddings
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
 from csmae.retrieval.topk import l2_normalize
 
 log = logging.getLogger(__name__)
 
 KIND = "csmae-index"
+DATA_FILES = ("index.faiss", "items.parquet")
 TARGET_RECALL = 0.95
 
 
@@ -190,6 +194,8 @@ class SearchIndex:
         with AtomicFolder(out, overwrite=overwrite) as tmp:
             faiss.write_index(self.index, str(tmp / "index.faiss"))
             self.items.to_parquet(tmp / "items.parquet", index=False)
+            # integrity: per-file sizes + sha256, verified by load() before FAISS parses the bytes
+            self.manifest = {**self.manifest, "checksums": checksum_files(tmp, DATA_FILES)}
             write_json_atomic(tmp / "manifest.json", self.manifest)
         self.path = Path(out)
         return self.path
@@ -201,9 +207,12 @@ class SearchIndex:
         faiss = _faiss()
         path = Path(path)
         manifest = read_manifest(path, kind=KIND)
-        for f in ("index.faiss", "items.parquet"):
+        for f in DATA_FILES:
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
+        # integrity: damaged bytes must never reach faiss.read_index (a flipped HNSW header can make
+        # it allocate many GiB; a flipped vector would rank first for every query)
+        verify_manifest_files(path, manifest, what="index")
         try:
             index = faiss.read_index(str(path / "index.faiss"))
         except RuntimeError as e:
@@ -256,6 +265,7 @@ def build_index(
         emb = load_embeddings(emb)
     if len(emb) == 0:
         raise ValueError("the embeddings are empty: nothing to index")
+    emb, nonfinite = drop_nonfinite(emb, source=source or "the embeddings")  # never index NaN/inf
     order_sensors = emb.sensor_names
     order = np.concatenate([np.flatnonzero(emb.sensors == s) for s in order_sensors])
     vectors = l2_normalize(emb.vectors[order])
@@ -338,6 +348,7 @@ def build_index(
         dataset=man.get("dataset"),
         label_names=emb.label_names,
         embed_precision=man.get("precision", "fp32"),
+        skipped_nonfinite=nonfinite,
     )
     si = SearchIndex(index=index, items=items, manifest=manifest)
     if out is not None:

@@ -251,6 +251,7 @@ def write_report(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the report folder atomically: metrics.json, metrics.md, plots, grids, manifest.json."""
+    from csmae.integrity import checksum_files
     from csmae.retrieval.artifacts import AtomicFolder, base_manifest, write_json_atomic
 
     result = res.to_dict()
@@ -267,6 +268,7 @@ def write_report(
                 protocol=_jsonable(result["protocol"]),
                 files=["metrics.json", "metrics.md", *files],
                 **(extra or {}),
+                checksums=checksum_files(tmp, ["metrics.json", "metrics.md", *files]),  # csmae verify
             ),
         )
     return Path(out)

@@ -264,6 +264,13 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
                     png = retriever.preview_png(patch_id, sensor)
             except (LookupError, ValueError, FileNotFoundError, RuntimeError) as e:
                 logger.info("no preview for %s/%s: %s", patch_id, sensor, e)
+                from csmae.data.base import DataError
+
+                if isinstance(e, DataError) and e.path:  # integrity: the dataset is damaged
+                    logger.warning("the dataset behind previews is damaged: %s", e)
+                    raise ApiError(404, f"no {sensor} image for {patch_id}: the server's dataset is "
+                                   f"damaged ({Path(e.path).name}: {e.reason}); see the server log"
+                                   ) from None
                 raise ApiError(
                     404, f"no {sensor} image for {patch_id} (was the server started with --data?)"
                 ) from None

@@ -43,7 +43,9 @@ class DataSection:
     ``sources`` are paths for ``csmae.data.open_dataset`` (a prepared store, v1 S2 + S1 roots, a reBEN
     LMDB, ...; relative paths are relative to the working directory); ``tables`` the v1 side tables
     (official splits for v1 folders). ``batch_size`` is per device (the global batch is
-    batch_size x devices x nodes x accumulation).
+    batch_size x devices x nodes x accumulation); ``global_batch_size``, when set, replaces it and
+    is split over devices x nodes x accumulation (it must divide). ``drop_last``: drop the
+    incomplete last batch of an epoch (default False, as the reference implementation).
     ``split``/``ids`` select the training pairs; ``val_*`` the validation pairs (validation loss,
     pictures, retrieval callback); ``val_split: null`` and no ``val_ids`` disable validation.
     """
@@ -58,6 +60,8 @@ class DataSection:
     val_split: str | list[str] | None = "val"
     val_max_samples: int | None = 1024
     batch_size: int = 128
+    global_batch_size: int | None = None
+    drop_last: bool = False
     val_batch_size: int | None = None
     num_workers: int = 8
     hflip: bool = True
@@ -94,7 +98,12 @@ class ScheduleSection:
 
 @dataclass
 class TrainerSection:
-    """Lightning Trainer settings (and the seed)."""
+    """Lightning Trainer settings (and the seed).
+
+    ``mim_per_rank``: compute the MIM (NT-Xent) negatives over each device's own batch only (the
+    default, False, gathers the descriptors of all devices: the negatives are the whole global
+    batch, as on one device). ``compile``: ``torch.compile`` the encoder and decoder.
+    """
 
     max_epochs: int = 150
     max_steps: int = -1
@@ -113,6 +122,7 @@ class TrainerSection:
     deterministic: bool = False
     matmul_precision: str | None = "high"
     compile: bool = False
+    mim_per_rank: bool = False
     enable_progress_bar: bool = True
 
 
@@ -358,6 +368,7 @@ def check_values(cfg: FitConfig) -> None:
         "data.max_samples": d.max_samples,
         "data.val_max_samples": d.val_max_samples,
         "data.val_batch_size": d.val_batch_size,
+        "data.global_batch_size": d.global_batch_size,
         "callbacks.checkpoint_every_n_steps": c.checkpoint_every_n_steps,
         "callbacks.keep_every_n_epochs": c.keep_every_n_epochs,
         "schedule.warmup_steps": s.warmup_steps,

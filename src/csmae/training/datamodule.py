@@ -3,8 +3,10 @@
 A worker receives a :class:`~csmae.training.sampler.BatchRequest` and returns a finished batch:
 ``{sensor: float32 (B, C, 120, 120) normalised, "labels": bool (B, 19), "id": [...]}``. Datasets with a
 ``get_batch`` (the prepared store) are read in one call per batch; others sample by sample.
-Horizontal/vertical flips are drawn per pair from the request's seed and applied to every sensor
-of the pair alike (keeps them co-registered).
+Horizontal/vertical flips are drawn per pair from its key (:mod:`csmae.training.sample_rng`, a
+function of the pair's place in the global batch) and applied to every sensor of the pair alike
+(keeps them co-registered). The batch also carries ``"key"`` (int64 (B,), the per-sample keys the
+training step draws the mask noise from) and ``"global_n"`` (the size of the whole global batch).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from torch.utils.data import DataLoader
 
 from csmae.models.batch import normalize_
 from csmae.sensors import IMAGE_SIZE, Sensor
-from csmae.training.config import DataSection, expand_placeholders
-from csmae.training.sampler import BatchRequest, ResumableBatchSampler, ResumableLoader
+from csmae.training.config import ConfigError, DataSection, expand_placeholders
+from csmae.training.sample_rng import VAL_STREAM, flip_draws, keys_to_tensor
+from csmae.training.sampler import BatchRequest, ResumableBatchSampler, ResumableLoader, batches_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +119,7 @@ class BatchDataset:
                 x.numpy()[...] = _checked(raw[s], spec)
             batch[s] = normalize_(x, spec)
         if self.hflip or self.vflip:
-            g = torch.Generator().manual_seed(request.seed)
-            flips = torch.rand(n, 2, generator=g) < 0.5  # (B, 2): same draw for every sensor
+            flips = flip_draws(request.keys)  # (B, 2): same draw for every sensor
             for s in self.sensors:
                 x = batch[s]
                 for axis, (on, dim) in enumerate(((self.hflip, -1), (self.vflip, -2))):
@@ -126,6 +128,8 @@ class BatchDataset:
                         x[rows] = x[rows].flip(dim)
         batch["labels"] = torch.from_numpy(raw["labels"])
         batch["id"] = raw["id"]
+        batch["key"] = keys_to_tensor(request.keys)  # (B,) int64
+        batch["global_n"] = int(request.global_n)
         return batch
 
 
@@ -213,6 +217,7 @@ class PairDataModule(pl.LightningDataModule):
         self.cfg = cfg
         self.sensors = dict(sensors)
         self.seed = seed
+        self.batch_size = cfg.batch_size  # per rank; resolved from data.global_batch_size in setup()
         self.train_set: BatchDataset | None = None
         self.val_set: BatchDataset | None = None
         self._train_loader: ResumableLoader | None = None
@@ -226,10 +231,32 @@ class PairDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def resolve_batch_size(self) -> int:
+        """The per-rank batch: ``data.batch_size``, or ``data.global_batch_size`` split over ranks.
+
+        Raises:
+            ConfigError: the global batch does not divide over ranks x gradient accumulation.
+        """
+        c = self.cfg
+        if c.global_batch_size is None:
+            self.batch_size = c.batch_size
+            return self.batch_size
+        _, world = self._world()
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        parts = world * accumulate
+        if c.global_batch_size % parts:
+            raise ConfigError(
+                f"data.global_batch_size {c.global_batch_size} does not divide over {world} device(s) x "
+                f"{accumulate} accumulated batch(es) = {parts}: use a multiple of {parts} or other devices"
+            )
+        self.batch_size = c.global_batch_size // parts
+        return self.batch_size
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         c = self.cfg
+        bs = self.resolve_batch_size()
         train = open_pairs(
             c.sources,
             sensors=self.sensors,
@@ -242,9 +269,9 @@ class PairDataModule(pl.LightningDataModule):
         n = len(train) if c.max_samples is None else min(len(train), c.max_samples)
         self.train_set = BatchDataset(train, self.sensors, positions=range(n), hflip=c.hflip, vflip=c.vflip)
         _, world = self._world()
-        if n < c.batch_size * world:
+        if n < bs * world:
             raise ValueError(
-                f"data.batch_size {c.batch_size} x {world} device(s) is larger than the {n} training pairs "
+                f"data.batch_size {bs} x {world} device(s) is larger than the {n} training pairs "
                 f"of {train!r}: lower data.batch_size or use more data"
             )
         log.info("training on %d pairs from %r", n, train)
@@ -282,25 +309,35 @@ class PairDataModule(pl.LightningDataModule):
         done = getattr(trainer.fit_loop.epoch_loop.batch_progress.current, "processed", 0)
         return int(done), int(trainer.num_training_batches)
 
+    def _epoch(self) -> int:
+        """The training loop's current epoch (the one a new train iterator serves)."""
+        return int(self.trainer.current_epoch) if self.trainer is not None else 0
+
     def batches_per_epoch(self) -> int:
         """Training batches per epoch on each rank (before ``limit_train_batches``)."""
         assert self.train_set is not None, "setup() first"
-        return len(self.train_set) // (self.cfg.batch_size * self._world()[1])
+        return batches_per_epoch(
+            len(self.train_set), self.batch_size, self._world()[1], drop_last=self.cfg.drop_last
+        )
 
     def train_dataloader(self) -> ResumableLoader:
         assert self.train_set is not None, "setup() first"
         rank, world = self._world()
         sampler = ResumableBatchSampler(
             len(self.train_set),
-            self.cfg.batch_size,
+            self.batch_size,
             seed=self.seed,
             shuffle=True,
-            drop_last=True,
+            drop_last=self.cfg.drop_last,
             rank=rank,
             world_size=world,
         )
         self._train_loader = ResumableLoader(
-            self.train_set, batch_sampler=sampler, progress=self._progress, **self._loader_kwargs()
+            self.train_set,
+            batch_sampler=sampler,
+            progress=self._progress,
+            epoch=self._epoch,
+            **self._loader_kwargs(),
         )
         if self._pending_position is not None:
             self._train_loader.load_state_dict(self._pending_position)
@@ -325,10 +362,18 @@ class PairDataModule(pl.LightningDataModule):
         if self.val_set is None:
             return []
         rank, world = self._world()
-        bs = self.cfg.val_batch_size or self.cfg.batch_size
+        bs = self.cfg.val_batch_size or self.batch_size
         bs = min(bs, max(1, len(self.val_set) // world))
         sampler = ResumableBatchSampler(
-            len(self.val_set), bs, seed=self.seed, shuffle=False, drop_last=False, rank=rank, world_size=world
+            len(self.val_set),
+            bs,
+            seed=self.seed,
+            shuffle=False,
+            drop_last=False,
+            rank=rank,
+            world_size=world,
+            stream=VAL_STREAM,
+            fixed_epoch=0,  # the same validation masks every epoch
         )
         kwargs = self._loader_kwargs()
         return DataLoader(self.val_set, sampler=sampler, batch_size=None, **kwargs)  # type: ignore[arg-type]

@@ -1,7 +1,11 @@
 """The LightningModule: the model's own ``training_loss``, AdamW and the per-step schedule.
 
-Randomness inside a step (mask noise, anything else drawn from torch's global generators) is
-re-seeded from ``(seed, epoch, batch index, rank)`` at the start of every training step, so a
+Global-batch semantics: on N devices at per-device batch B a step computes what one device
+computes at N x B. The mask noise of each sample is drawn from its key (its place in the global
+batch, :mod:`csmae.training.sample_rng`), the MIM negatives are the descriptors of all ranks
+(:mod:`csmae.training.gather`), and each rank's loss is its share of the global loss, so DDP's
+gradient average is the one-device gradient (:func:`step_loss`). Anything else drawn from torch's
+global generators is re-seeded from ``(seed, epoch, batch index)`` at the start of every step, so a
 resumed run draws exactly what an uninterrupted one would, without carrying RNG state around.
 """
 
@@ -17,14 +21,57 @@ from torch import Tensor, nn
 
 from csmae.training.config import FitConfig
 from csmae.training.datamodule import model_inputs
+from csmae.training.gather import RowGather, check_gather_possible
 from csmae.training.optim import build_optimizer, lr_lambda, scaled_lr
-from csmae.training.sampler import mix_seed
+from csmae.training.sample_rng import mask_noise
+from csmae.training.sampler import mix_seed, rank_sizes
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss (or the gradient) became NaN/inf; the step was not applied."""
+
+
+def step_loss(
+    model: Any,
+    batch: dict[str, Any],
+    sensors: list[str],
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    per_rank_mim: bool = False,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """This rank's loss of one step, such that the mean over ranks is the global-batch loss.
+
+    Args:
+        model: a csmae model.
+        batch: this rank's share of a global batch: sensor tensors, ``"key"`` (B,) int64 per-sample
+            keys (mask noise; without it the noise comes from torch's global generator) and
+            ``"global_n"`` (the global batch size; default B x world_size).
+        sensors: the model's sensor names.
+        rank, world_size: this process in the process group.
+        per_rank_mim: NT-Xent negatives from this rank's batch only (no gather).
+
+    Returns:
+        (loss to back-propagate, the unweighted terms of this rank's rows). The loss is scaled by
+        ``B x world_size / global_n`` (exactly 1 for equal shares), so that DDP's mean over ranks of
+        the gradients is the gradient of the global batch's loss.
+    """
+    inputs = model_inputs(batch, sensors)
+    n = next(iter(inputs.values())).shape[0]
+    noise = None
+    if "key" in batch:
+        cfg = model.config
+        noise = mask_noise(batch["key"], cfg.sensors, cfg.num_patches, device=inputs[sensors[0]].device)
+    global_n = int(batch.get("global_n", n * world_size))
+    gather = None
+    if world_size > 1 and not per_rank_mim:
+        gather = RowGather(tuple(rank_sizes(global_n, world_size)), rank)
+    loss, terms = model.training_loss(inputs, noise=noise, gather=gather)
+    if n * world_size != global_n:  # an uneven share (the incomplete last batch)
+        loss = loss * (n * world_size / global_n)
+    return loss, terms
 
 
 class CSMAEModule(pl.LightningModule):
@@ -45,13 +92,37 @@ class CSMAEModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------ steps
     def _seed_step(self, batch_idx: int, salt: int) -> None:
-        torch.manual_seed(
-            mix_seed(self.cfg.trainer.seed, self.current_epoch, batch_idx, self.global_rank, salt)
+        torch.manual_seed(mix_seed(self.cfg.trainer.seed, self.current_epoch, batch_idx, salt))
+
+    def _step_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        return step_loss(
+            self.model,
+            batch,
+            self.sensor_names,
+            rank=self.global_rank,
+            world_size=self.trainer.world_size,
+            per_rank_mim=self.cfg.trainer.mim_per_rank,
         )
+
+    def on_train_epoch_end(self) -> None:
+        # Resumed from a checkpoint written at an epoch's end with validation on and max_steps set,
+        # Lightning 2.6 replays that epoch's end as an empty epoch and counts it as processed a
+        # second time: the resumed run stopped an epoch early (issue 14.1). Between the processed and
+        # the completed increments of an epoch's end they differ by exactly one in every consistent
+        # state; restore that before the checkpoint callbacks (which run after this hook) save it.
+        progress = self.trainer.fit_loop.epoch_progress
+        counters: list[Any] = [progress.current, progress.total]  # _ProcessedTracker
+        for counts in counters:
+            if counts.processed > counts.completed + 1:
+                counts.processed = counts.completed + 1
+
+    def on_fit_start(self) -> None:
+        if not self.cfg.trainer.mim_per_rank and getattr(self.model.config, "w_mim", 0) > 0:
+            check_gather_possible(self.trainer.world_size)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         self._seed_step(batch_idx, 0x7A11)
-        loss, terms = self.model.training_loss(model_inputs(batch, self.sensor_names))
+        loss, terms = self._step_loss(batch)
         self._check_finite(loss, terms, batch_idx)
         n = batch[self.sensor_names[0]].shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
@@ -62,8 +133,8 @@ class CSMAEModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(mix_seed(self.cfg.trainer.seed, batch_idx, self.global_rank, 0x7A12))
-            loss, terms = self.model.training_loss(model_inputs(batch, self.sensor_names))
+            torch.manual_seed(mix_seed(self.cfg.trainer.seed, batch_idx, 0x7A12))
+            loss, terms = self._step_loss(batch)
         n = batch[self.sensor_names[0]].shape[0]
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=n)
         for name, value in terms.items():
@@ -102,7 +173,9 @@ class CSMAEModule(pl.LightningModule):
     # --------------------------------------------------------------------- optimisation
     def global_batch(self) -> int:
         t = self.trainer
-        return self.cfg.data.batch_size * t.world_size * t.accumulate_grad_batches
+        dm = getattr(t, "datamodule", None)
+        per_rank = getattr(dm, "batch_size", None) or self.cfg.data.batch_size
+        return int(per_rank) * t.world_size * t.accumulate_grad_batches
 
     def schedule_steps(self) -> tuple[int, int]:
         """(total optimiser steps, steps per epoch), from the DataModule, without building loaders.

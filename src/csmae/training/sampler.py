@@ -1,9 +1,11 @@
 """A resumable, rank-aware batch sampler and the DataLoader that checkpoints its position.
 
-The order of an epoch is a pure function of ``(seed, epoch)``; the flips of a batch are a pure
-function of ``(seed, epoch, batch number, rank)``. The only state to checkpoint is therefore the
-epoch and how many batches of it the training loop has consumed; on resume the sampler skips
-those batches, so a run killed mid-epoch sees exactly the batches an uninterrupted run would.
+The order of an epoch is a pure function of ``(seed, epoch)``; the random draws of a sample
+(flips, mask noise) are a pure function of ``(seed, epoch, its place in the epoch's global
+order)`` (:mod:`csmae.training.sample_rng`), never of the rank or the loader worker. The only
+state to checkpoint is therefore the epoch and how many batches of it the training loop has
+consumed; on resume the sampler skips those batches, so a run killed mid-epoch sees exactly the
+batches an uninterrupted run would, whatever ``num_workers``.
 """
 
 from __future__ import annotations
@@ -17,14 +19,29 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from csmae.training.sample_rng import TRAIN_STREAM, sample_keys
+
 log = logging.getLogger(__name__)
 
 
 class BatchRequest(NamedTuple):
-    """What a worker fetches: dataset positions of one batch and the seed of its augmentation."""
+    """What a worker fetches: one rank's share of a global batch.
+
+    Attributes:
+        positions: dataset positions of this rank's samples.
+        keys: (len(positions),) uint64 per-sample keys (:func:`csmae.training.sample_rng.sample_keys`).
+        global_n: size of the whole global batch this share belongs to (all ranks together).
+    """
 
     positions: list[int]
-    seed: int
+    keys: np.ndarray
+    global_n: int
+
+
+def rank_sizes(global_n: int, world_size: int) -> list[int]:
+    """How a global batch of ``global_n`` splits over ranks: contiguous slices, sizes differing by <= 1."""
+    base, extra = divmod(int(global_n), int(world_size))
+    return [base + (1 if r < extra else 0) for r in range(world_size)]
 
 
 def mix_seed(*parts: int) -> int:
@@ -38,15 +55,19 @@ class ResumableBatchSampler(Sampler[BatchRequest]):
 
     Global batch ``b`` of an epoch is positions ``perm[b*B*W:(b+1)*B*W]`` and rank ``r`` takes its
     ``r``-th slice of ``B`` (B = per-rank batch, W = world size), so the union over ranks is the same
-    for any W with the same global batch.
+    for any W with the same global batch. An incomplete last global batch (``drop_last=False``) is
+    split into slices whose sizes differ by at most one (:func:`rank_sizes`); when it has fewer
+    samples than there are ranks it is dropped (every rank must take part in every step).
 
     Args:
         n: number of items.
         batch_size: per-rank batch size.
         seed: base seed (order and augmentation).
         shuffle: random order per epoch (train) or ``0..n-1`` (validation).
-        drop_last: drop the incomplete last global batch (always done when ``world_size > 1``
-            so that every rank runs the same number of steps).
+        drop_last: drop the incomplete last global batch.
+        stream: key stream of the per-sample draws (training and validation differ).
+        fixed_epoch: draw every epoch's keys as epoch ``fixed_epoch`` (validation: the same masks
+            every epoch); None: the real epoch.
     """
 
     def __init__(
@@ -59,11 +80,14 @@ class ResumableBatchSampler(Sampler[BatchRequest]):
         drop_last: bool,
         rank: int = 0,
         world_size: int = 1,
+        stream: int = TRAIN_STREAM,
+        fixed_epoch: int | None = None,
     ):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.shuffle = shuffle
-        self.drop_last = drop_last or world_size > 1
+        self.drop_last = drop_last
         self.rank, self.world_size = rank, world_size
+        self.stream, self.fixed_epoch = stream, fixed_epoch
         self.epoch = 0
         self._skip: tuple[int, int] | None = None  # (epoch, batches to skip) after a resume
 
@@ -76,8 +100,7 @@ class ResumableBatchSampler(Sampler[BatchRequest]):
         self._skip = (int(epoch), int(batches_done))
 
     def __len__(self) -> int:
-        gb = self.batch_size * self.world_size
-        return self.n // gb if self.drop_last else -(-self.n // gb)
+        return batches_per_epoch(self.n, self.batch_size, self.world_size, drop_last=self.drop_last)
 
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
@@ -86,21 +109,42 @@ class ResumableBatchSampler(Sampler[BatchRequest]):
         return torch.randperm(self.n, generator=g).numpy()
 
     def __iter__(self) -> Iterator[BatchRequest]:
-        epoch = self.epoch
+        # After a resume the checkpoint's position is authoritative until the loop has moved past the
+        # resumed epoch: the iterators Lightning builds while it restores (with an epoch number one
+        # too low or one too high, depending on where the checkpoint was written) serve the resumed
+        # epoch after its consumed batches. The skip holds for every iteration of that epoch, not
+        # only the first: a DataLoader with workers calls iter() on its sampler twice when it builds
+        # its iterator (issue 14.1: a one-shot skip was spent on the first and the resumed run
+        # replayed the epoch's first batches).
         skip = 0
         if self._skip is not None:
-            if self._skip[0] == epoch:
-                skip = self._skip[1]
-            self._skip = None
+            if self.epoch <= self._skip[0]:
+                self.epoch, skip = self._skip
+            else:
+                self._skip = None  # the resumed epoch is over
+        epoch = self.epoch
         perm = self.order(epoch)
         gb = self.batch_size * self.world_size
+        key_epoch = epoch if self.fixed_epoch is None else self.fixed_epoch
         batches = []
         for b in range(skip, len(self)):
-            start = b * gb + self.rank * self.batch_size
-            pos = perm[start : min(start + self.batch_size, self.n)].tolist()
-            if pos:
-                batches.append(BatchRequest(pos, mix_seed(self.seed, epoch, b, self.rank, 0xF11B)))
+            global_n = min(gb, self.n - b * gb)
+            sizes = rank_sizes(global_n, self.world_size)
+            start = b * gb + sum(sizes[: self.rank])  # place of this rank's first sample in the epoch
+            index = np.arange(start, start + sizes[self.rank])
+            keys = sample_keys(self.seed, key_epoch, index, stream=self.stream)
+            batches.append(BatchRequest(perm[index].tolist(), keys, global_n))
         return iter(batches)
+
+
+def batches_per_epoch(n: int, batch_size: int, world_size: int, *, drop_last: bool) -> int:
+    """Steps of an epoch of ``n`` items at ``batch_size`` per rank on ``world_size`` ranks.
+
+    Without ``drop_last`` the incomplete last global batch counts when every rank gets a sample.
+    """
+    gb = batch_size * world_size
+    full, rest = divmod(n, gb)
+    return full + (1 if rest and not drop_last and rest >= world_size else 0)
 
 
 class ResumableLoader(DataLoader):
@@ -109,6 +153,12 @@ class ResumableLoader(DataLoader):
     Lightning stores ``state_dict()`` of every stateful train loader in its checkpoints and calls
     ``load_state_dict`` on resume. ``progress`` returns ``(batches consumed by the training loop in
     this epoch, batches in an epoch)``; the batches fetched ahead by workers do not count.
+
+    ``epoch``: returns the training loop's current epoch; when given, every new iterator takes its
+    epoch from it rather than from Lightning's ``set_epoch`` calls (after a resume from a
+    checkpoint written at an epoch's last batch, Lightning 2.6 calls ``set_epoch`` with one more
+    than the epoch it runs, so the resumed run trained on a later epoch's order and draws: issue
+    14.1). Until the loop has moved past a resumed epoch, the sampler serves that epoch.
     """
 
     def __init__(
@@ -117,15 +167,19 @@ class ResumableLoader(DataLoader):
         *,
         batch_sampler: ResumableBatchSampler,
         progress: Callable[[], tuple[int, int]] | None = None,
+        epoch: Callable[[], int] | None = None,
         **kwargs: Any,
     ):
         super().__init__(dataset, sampler=batch_sampler, batch_size=None, **kwargs)
         self.batch_request_sampler = batch_sampler
         self.progress = progress
+        self.epoch_fn = epoch
         self.wait_s = 0.0  # time the training loop spent waiting in next() (data loading)
         self.batches_out = 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        if self.epoch_fn is not None:
+            self.batch_request_sampler.set_epoch(self.epoch_fn())
         return _TimedIterator(super().__iter__(), self)
 
     def state_dict(self) -> dict[str, int]:

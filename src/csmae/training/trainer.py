@@ -16,6 +16,7 @@ from csmae.training.checkpoint import AtomicCheckpointIO
 from csmae.training.config import ConfigError, FitConfig
 from csmae.training.datamodule import PairDataModule
 from csmae.training.module import CSMAEModule
+from csmae.training.step_checkpoint import StepCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,45 @@ def check_precision(cfg: FitConfig) -> None:
         )
 
 
+def compile_model(model: Any, cfg: FitConfig) -> None:
+    """``trainer.compile``: ``torch.compile`` the encoder and decoder in place (state-dict keys unchanged).
+
+    Raises:
+        ConfigError: the accelerator has no ``torch.compile`` backend here (checked before training,
+            never silently ignored).
+    """
+    import shutil
+
+    acc = _accelerator(cfg)
+    if acc == "cpu":
+        from torch._inductor import config as inductor_config
+
+        cxx = inductor_config.cpp.cxx[0] if isinstance(inductor_config.cpp.cxx, tuple) else None
+        candidates = [c for c in (cxx, "g++", "c++", "clang++") if c]
+        if not any(shutil.which(c) for c in candidates):
+            raise ConfigError(
+                "trainer.compile=true on CPU needs a C++ compiler for torch.compile's inductor backend "
+                f"(none of {candidates} found): install one (e.g. g++) or set trainer.compile=false"
+            )
+    elif acc in ("gpu", "cuda"):
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise ConfigError(
+                "trainer.compile=true on GPU needs Triton (pip install triton) for torch.compile's "
+                "inductor backend; or set trainer.compile=false"
+            )
+    else:
+        raise ConfigError(
+            f"trainer.compile=true is not supported on accelerator {acc!r} (torch.compile's inductor "
+            "backend runs on cpu and cuda): set trainer.compile=false"
+        )
+    parts = [name for name in ("encoder", "decoder") if getattr(model, name, None) is not None]
+    for name in parts:
+        getattr(model, name).compile()
+    log.info("torch.compile: %s (inductor, %s)", ", ".join(parts), acc)
+
+
 def checkpoint_callbacks(cfg: FitConfig, ckpt_dir: Path) -> list[ModelCheckpoint]:
     """``last.ckpt`` every N steps and at epoch ends; optionally ``epoch-XXX.ckpt`` kept for good."""
     c = cfg.callbacks
@@ -48,7 +88,11 @@ def checkpoint_callbacks(cfg: FitConfig, ckpt_dir: Path) -> list[ModelCheckpoint
          dict(dirpath=ckpt_dir, filename="epoch-{epoch:03d}", every_n_epochs=c.keep_every_n_epochs,
               save_top_k=-1, save_on_train_epoch_end=True, auto_insert_metric_name=False)),
     ]
-    return [ModelCheckpoint(**kwargs) for enabled, kwargs in wanted if enabled]
+    out: list[ModelCheckpoint] = []
+    for i, (enabled, kwargs) in enumerate(wanted):
+        if enabled:
+            out.append(StepCheckpoint(**kwargs) if i == 0 else ModelCheckpoint(**kwargs))
+    return out
 
 
 def build_trainer(
@@ -67,6 +111,8 @@ def build_trainer(
     """
     check_precision(cfg)
     t, c = cfg.trainer, cfg.callbacks
+    if t.compile:
+        compile_model(model, cfg)
     module = CSMAEModule(model, cfg)
     dm = PairDataModule(cfg.data, model.sensors, seed=t.seed)
     throughput = Throughput()
