@@ -100,6 +100,9 @@ def test_footprints_crs_transform_and_times(aligned, mosaic):
     assert s["geometry"] == rows[0]["geometry"] == footprint_wkb(s["crs"], s["transform"])
     assert s["datetime"] == {"s1": "2017-06-13T16:50:43Z", "s2": "2017-06-13T10:10:31Z"}
     assert s["scene"] == {"s1": S1_NAME, "s2": S2_SCENE}
+    from csmae.cli import main
+
+    assert main(["verify", str(root / "store")]) == 0  # checksums written by the shared store writer
     assert man["tiling"]["time_gaps_days"][0]["days"] == pytest.approx((6 * 3600 + 40 * 60 + 12) / 86400)
 
 
