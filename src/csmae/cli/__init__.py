@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("csmae.cli.synth", "write a synthetic paired S1/S2 archive"),
     "subset": ("csmae.cli.subset", "build a reproducible list of patch names (BEN-14K, BEN-270K, filters)"),
     "prepare": ("csmae.cli.prepare", "convert any BigEarthNet source into the fast prepared store"),
+    "tile": ("csmae.cli.tile", "cut your own georeferenced S1/S2 scenes into a prepared store"),
     "info": ("csmae.cli.info", "describe a dataset source, store, model, embeddings or index"),
     "fit": ("csmae.cli.fit", "train a model from a YAML config"),
     "import-reference": ("csmae.cli.import_reference", "import a reference CSMAE checkpoint"),

@@ -1,49 +1,124 @@
-"""Build one search index over both sensors' descriptors of an embeddings folder.
+"""Build a search index over descriptors, or grow / shrink one in place.
 
-Kinds: exact (FAISS IndexFlatIP, default), hnsw (HNSW32), hnsw-sq8 (HNSW32 over 8-bit quantised
-vectors: a third of the memory, approximate scores), ivf (IVF with sqrt-sized lists), or any FAISS
-factory string (e.g. "IVF4096_HNSW32,PQ96"). Cosine similarity = inner product on
-L2-normalised vectors. Approximate kinds are tuned (efSearch / nprobe) to reach --target-recall
-recall@10 against exact search on a sample, and the measured recall is stored in manifest.json.
+Build: kinds exact (FAISS Flat, default), hnsw (HNSW32), hnsw-sq8 (HNSW32 over 8-bit quantised
+vectors: a third of the memory, approximate scores), ivf (IVF with sqrt-sized lists), ivfpq (IVF
+with 4-bit PQ codes in RAM, D/8 bytes a vector, re-ranked exactly from on-disk float16 vectors: for
+archives beyond RAM), or any FAISS factory string. Cosine similarity = inner product on
+L2-normalised vectors. Approximate kinds are tuned (efSearch / nprobe / re-rank depth) to reach
+--target-recall recall@10 against exact search on a sample; the measured recall is stored.
+
+Update in place (crash-safe: a kill leaves the old or the new index, never a mix):
+  add IDX EMB_DIR        append new embeddings (same model, D, sensors, band order); an (id, sensor)
+                         already in the index is replaced, and the command says so
+  remove IDX --ids FILE  remove items; FILE lines are "ID" (every sensor) or "ID SENSOR"
+  compact IDX            rebuild an HNSW graph without removed rows (other kinds need nothing)
+A running `csmae serve` picks the new version up on POST /api/reload (or a restart).
 
 Examples:
   csmae index emb/reben --out idx/reben
   csmae index emb/big --out idx/big-hnsw --kind hnsw
-  csmae index emb/big --out idx/big-sq8 --kind hnsw-sq8     # 1M x 768: 1.0 GB instead of 3.3 GB
+  csmae index emb/big --out idx/big-pq --kind ivfpq          # 1M x 768: ~0.1 GB RAM + 1.5 GB on disk
+  csmae index add idx/reben emb/new-scenes
+  csmae index remove idx/reben --ids withdrawn.txt
+  csmae index emb/reben --out idx/reben-m --backend milvus --uri archive.db        # Milvus Lite, in-process
+  csmae index emb/big --out idx/big-m --backend milvus --uri http://host:19530    # a Milvus server
+
+Milvus (optional extra: pip install 'csmae[milvus]'; docs/milvus.md): the vectors and filter columns go
+to a new collection at --uri; the index folder keeps manifest.json + items.parquet, and every csmae
+command that opens an index (search, serve, index add/remove) uses it unchanged. Kinds: exact (FLAT),
+hnsw, ivf, ivf-sq8 or a Milvus index type.
 """
 
 from __future__ import annotations
 
 import argparse
 
+OPS = ("add", "remove", "compact")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("embeddings", help="embeddings folder (csmae embed)")
-    p.add_argument("--out", required=True, help="output index folder")
-    p.add_argument("--kind", default="exact", help="exact | hnsw | hnsw-sq8 | ivf | FAISS factory string")
+    p.add_argument(
+        "target",
+        nargs="+",
+        metavar="EMB_DIR | add IDX EMB_DIR | remove IDX | compact IDX",
+        help="embeddings folder to build from, or an update of an existing index",
+    )
+    p.add_argument("--out", help="output index folder (build)")
+    p.add_argument(
+        "--kind", default="exact", help="exact | hnsw | hnsw-sq8 | ivf | ivfpq | FAISS factory string"
+    )
     p.add_argument("--target-recall", type=float, default=0.95, help="recall@10 to tune approximate kinds to")
     p.add_argument("--recall-queries", type=int, default=500, help="sampled queries for the recall check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
+    p.add_argument("--ids", help="remove: file of ids ('ID' or 'ID SENSOR' per line)")
+    p.add_argument("--missing-ok", action="store_true", help="remove: ignore ids not in the index")
+    p.add_argument("--backend", default="faiss", choices=["faiss", "milvus"], help="vector backend")
+    p.add_argument("--uri", default=None, help="milvus: path ending .db (Milvus Lite) or http://host:19530")
+    p.add_argument("--collection", default=None, help="milvus: collection name (default: new, unique)")
 
 
 def run(args: argparse.Namespace) -> int:
+    t = args.target
+    if t[0] in OPS and len(t) >= 2:
+        return _update(args)
+    if len(t) != 1:
+        raise ValueError(f"expected one embeddings folder or one of {OPS}, got {t}")
+    if not args.out:
+        raise ValueError("building an index needs --out FOLDER")
     from csmae.retrieval.index import build_index
 
     si = build_index(
-        args.embeddings,
+        t[0],
         args.kind,
         args.out,
         target_recall=args.target_recall,
         recall_queries=args.recall_queries,
         overwrite=args.overwrite,
+        backend=args.backend,
+        uri=args.uri,
+        collection=args.collection,
     )
     m = si.manifest
     extra = ""
     if m.get("recall_at_10") is not None:
         extra = f", recall@10 {m['recall_at_10']:.3f} vs exact with {m['search_params']}"
-    ranges = ", ".join(f"{s}: {hi - lo:,}" for s, (lo, hi) in m["sensor_ranges"].items())
+    counts = ", ".join(f"{s}: {c:,}" for s, c in m["sensor_counts"].items())
     print(
-        f"wrote {args.out}: {m['factory']} over {m['count']:,} vectors ({ranges}), D={m['dim']}, "
+        f"wrote {args.out}: {m['factory']} over {m['count']:,} vectors ({counts}), D={m['dim']}, "
         f"built in {m['build_seconds']:.1f}s{extra}"
     )
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    from csmae.retrieval import index_grow
+
+    op, idx, rest = args.target[0], args.target[1], args.target[2:]
+    if op == "add":
+        if len(rest) != 1:
+            raise ValueError("usage: csmae index add IDX EMB_DIR")
+        rep = index_grow.add_embeddings(idx, rest[0])
+        if rep.replaced:
+            print(
+                f"replaced {rep.replaced:,} items already in the index (same id and sensor), e.g. "
+                + ", ".join(f"{i} ({s})" for i, s in (rep.replaced_ids or [])[:5])
+            )
+        print(
+            f"added {rep.added:,} new items to {idx}: {rep.count:,} items (version {rep.generation}), "
+            f"{rep.seconds:.1f}s"
+        )
+    elif op == "remove":
+        if rest or not args.ids:
+            raise ValueError("usage: csmae index remove IDX --ids FILE")
+        rep = index_grow.remove_items(idx, index_grow.read_id_file(args.ids), missing_ok=args.missing_ok)
+        print(
+            f"removed {rep.removed:,} items from {idx}: {rep.count:,} items left (version {rep.generation})"
+        )
+    else:
+        if rest:
+            raise ValueError("usage: csmae index compact IDX")
+        rep = index_grow.compact_index(idx)
+        print(
+            f"compacted {idx}: {rep.removed:,} removed rows dropped from the graph (version {rep.generation})"
+        )
     return 0

@@ -7,16 +7,24 @@ GeoTIFF band files (one per band, named like *_B02.tif / *_VV.tif; 20 m bands ar
 --geojson writes the query and the hits as a GeoJSON FeatureCollection (footprints; properties
 role, rank, score, id, sensor, labels, datetime).
 
+Filters (the true top-k among the archive items that pass; flags repeat for several values):
+--label NAME with --label-mode any|all (default any), --exclude-label NAME, --split, --country,
+--season, --start/--end YYYY-MM-DD (inclusive, UTC acquisition date), --bbox W S E N (EPSG:4326;
+items whose footprint intersects the box; items without a footprint never match).
+
 Examples:
   csmae search idx/reben --id S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57 --sensor s1 --target s2
   csmae search idx/reben --file patch_B02.tif patch_B03.tif ... --sensor s2 --k 5 --grid out.png
   csmae search idx/reben --file query.npy --sensor s1 --json
+  csmae search idx/reben --id ID --sensor s1 --target s2 --label "Coniferous forest" --country Portugal \
+      --start 2018-06-01 --end 2018-08-31 --bbox -9.5 36.9 -6.2 42.2
   csmae search idx/v1 --at 13.72,48.222 --sensor s2 --target s1 --geojson hits.geojson
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,6 +43,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", help="model folder (default: the one recorded in the index)")
     p.add_argument("--data", nargs="+", help="dataset source(s) for --grid previews (default: recorded)")
+    f = p.add_argument_group("filters")
+    f.add_argument("--label", action="append", metavar="NAME", help="results with this label (repeat)")
+    f.add_argument("--label-mode", choices=("any", "all"), default="any",
+                   help="--label: any of them (default) or all of them")
+    f.add_argument("--exclude-label", action="append", metavar="NAME", help="results without this label")
+    f.add_argument("--split", action="append", choices=("train", "val", "test"), help="results of this split")
+    f.add_argument("--country", action="append", metavar="NAME", help="results from this country")
+    f.add_argument("--season", action="append", metavar="NAME", help="results of this season")
+    f.add_argument("--start", metavar="YYYY-MM-DD", help="acquired on or after this UTC date")
+    f.add_argument("--end", metavar="YYYY-MM-DD", help="acquired on or before this UTC date")
+    f.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
+                   help="footprint intersects this lon/lat box")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--grid", help="also draw the query and results into this PNG")
     p.add_argument("--geojson", metavar="PATH",
@@ -59,15 +79,17 @@ def run(args: argparse.Namespace) -> int:
 
     from csmae.retrieval.retriever import Retriever
 
+    where = filter_from_args(args)
     r = Retriever.load(args.index_dir, model_dir=args.model, data=args.data)
     if args.at:
         args.id = r.locate(*args.at, sensor=args.sensor)
     if args.id:
         hits = r.search_by_id(
-            args.id, sensor=args.sensor, target=args.target, k=args.k, exclude_self=not args.keep_self
+            args.id, sensor=args.sensor, target=args.target, k=args.k, exclude_self=not args.keep_self,
+            where=where,
         )
     else:
-        hits = r.search_by_files(args.file, sensor=args.sensor, target=args.target, k=args.k)
+        hits = r.search_by_files(args.file, sensor=args.sensor, target=args.target, k=args.k, where=where)
     if args.grid:
         from csmae.retrieval.report import grid_for_hits
 
@@ -84,11 +106,13 @@ def run(args: argparse.Namespace) -> int:
         write_geojson(args.geojson, feature_collection(query, hits))
     if args.json:
         query = {"id": args.id, "file": args.file, "sensor": args.sensor, "target": args.target, "k": args.k,
-                 **({"at": list(args.at)} if args.at else {})}
+                 "where": where.to_dict(), **({"at": list(args.at)} if args.at else {})}
         print(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, indent=2))
         return 0
     if args.at:
         print(f"query: {args.id} ({args.sensor}), its footprint contains lon {args.at[0]}, lat {args.at[1]}")
+    if not where.is_empty:
+        print(f"filter: {where.to_dict()}: {len(hits)} results")
     print(f"{'rank':>4}  {'score':>7}  {'sensor':<6}  {'id':<60}  labels")
     for h in hits:
         shared = f"  [shared: {len(h.overlap)}]" if args.id else ""
@@ -97,3 +121,20 @@ def run(args: argparse.Namespace) -> int:
         if path:
             print(f"wrote {path}")
     return 0
+
+
+def filter_from_args(args: argparse.Namespace) -> Any:
+    """The search Filter of the command-line flags (validated: bad dates/boxes are errors here)."""
+    from csmae.retrieval.filters import Filter
+
+    return Filter(
+        split=args.split,
+        labels_any=args.label if args.label_mode == "any" else None,
+        labels_all=args.label if args.label_mode == "all" else None,
+        labels_none=args.exclude_label,
+        country=args.country,
+        season=args.season,
+        start=args.start,
+        end=args.end,
+        bbox=tuple(args.bbox) if args.bbox else None,
+    )

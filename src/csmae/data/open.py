@@ -85,7 +85,7 @@ def _sensors(sensors: Sequence[str], s2_bands: Any) -> dict[str, Sensor]:
 
 def open_dataset(
     *sources: str | os.PathLike[str],
-    sensors: Sequence[str] = ("s1", "s2"),
+    sensors: Sequence[str] | None = None,
     s2_bands: str | Sequence[str] | None = None,
     tables: str | os.PathLike[str] | None = None,
     split: str | Sequence[str] | None = None,
@@ -97,6 +97,8 @@ def open_dataset(
     Args:
         sources: path(s); the kind is detected (module docstring). v1 needs both roots for pairs.
         sensors: which sensors samples carry; a single-sensor dataset needs only that sensor's data.
+            None (default): both, or for a prepared store every sensor it holds (a single-sensor
+            store from ``csmae tile --s2`` / ``--s1`` opens as such).
         s2_bands: None (10 bands), ``"all"`` (12) or an ordered list of band names.
         tables: v1 side-table folder (pairing, country/season, official splits).
         split: keep only pairs of this split (or list of splits).
@@ -116,7 +118,7 @@ def open_dataset(
         raise DataError("no source given")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    sens = _sensors(sensors, s2_bands)
+    sens = _sensors(("s1", "s2") if sensors is None else sensors, s2_bands)
     id_list = read_ids_arg(ids)
     split_set = read_split_arg(split)
     kinds: dict[str, list[Path]] = {}
@@ -161,5 +163,6 @@ def open_dataset(
     if kind == "encoded":
         return encoded.open_encoded(path, sensors=sens, **opts)
     store = _store_module()
-    return store.StoreDataset(path, sensors=tuple(sens), ids=id_list, split=split,  # type: ignore[no-any-return]
+    chosen = None if sensors is None else tuple(sens)
+    return store.StoreDataset(path, sensors=chosen, ids=id_list, split=split,  # type: ignore[no-any-return]
                               s2_bands=s2_bands)

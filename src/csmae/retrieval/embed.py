@@ -282,6 +282,20 @@ def is_launched_rank() -> bool:
     return any(os.environ.get(v, "0") not in ("", "0") for v in _RANK_VARS)
 
 
+def _default_sensors(model_sensors: dict[str, Sensor], sources: Sequence[Any], dataset: Any) -> list[str]:
+    """The model's sensors that the data has (a single-sensor store embeds its one sensor)."""
+    from csmae.data.store import is_store, read_manifest
+
+    have: Any = None
+    if dataset is not None:
+        have = dataset.sensors
+    elif len(sources) == 1 and is_store(sources[0]):
+        have = read_manifest(sources[0])["sensors"]
+    if have is None:
+        return list(model_sensors)
+    return [s for s in model_sensors if s in have] or list(model_sensors)
+
+
 def embed_dataset(
     model_dir: str | os.PathLike[str],
     sources: Sequence[str | os.PathLike[str]],
@@ -348,7 +362,7 @@ def embed_dataset(
 
         cast_matmul_weights(model)
     model_sensors: dict[str, Sensor] = dict(model.sensors)
-    want = list(sensors) if sensors else list(model_sensors)
+    want = list(sensors) if sensors else _default_sensors(model_sensors, sources, dataset)
     lacking = [s for s in want if s not in model_sensors]
     if lacking:
         raise ValueError(f"the model has no sensor(s) {lacking}; it embeds {list(model_sensors)}")

@@ -1,27 +1,39 @@
-"""A FAISS index over both sensors' descriptors, with item metadata and a sensor filter.
+"""A search index over both sensors' descriptors: a vector backend + the items table + a manifest.
 
 Index folder::
 
     INDEX_DIR/
       manifest.json    kind "csmae-index": model (sha256, name, variant, pooling, dim), sensors, kind,
-                       factory, count, sensor row ranges, search params, recall@10 vs exact (approximate),
-                       skipped_nonfinite (NaN/inf vectors left out), checksums (size + sha256 per
-                       file, verified by SearchIndex.load before FAISS reads a byte)
-      index.faiss      inner product on L2-normalised float32 vectors (= cosine)
-      items.parquet    row i = faiss id i: id, sensor, split, labels (bool multi-hot), and when the
-                       embeddings have them the geo columns (embeddings.META_COLUMNS: geometry WKB
-                       EPSG:4326, bbox_xmin..bbox_ymax, datetime UTC, country, season, scene)
+                       factory, count (live items), rows (row ids ever given), search params, recall@10
+                       vs exact (approximate kinds), "backend" (its files and state), "files"
+      index.faiss      FAISS index over row ids (inner product on L2-normalised float32 = cosine);
+                       after `csmae index add/remove`: index-<generation>.faiss
+      items.parquet    row i = row id i: id, sensor, split, labels (bool multi-hot), live (False =
+                       removed), and when the embeddings have them the geo columns
+                       (embeddings.META_COLUMNS: geometry WKB EPSG:4326, bbox_xmin..bbox_ymax,
+                       datetime UTC, country, season, scene);
+                       after add/remove: items-<generation>.parquet
+      vectors-*.f16    ivfpq only: the on-disk float16 vectors for exact re-ranking (immutable chunks)
+    manifest.json also records skipped_nonfinite (NaN/inf vectors left out) and checksums (size +
+    sha256 of every file of the current version, verified by SearchIndex.load before FAISS reads a byte).
 
-Rows are grouped by sensor (all S1, then all S2, each in embeddings order), so a sensor filter is a
-contiguous id range (``faiss.IDSelectorRange``), which every FAISS index type honours.
+The manifest names the files of the current version, so an update writes new files first and then
+replaces manifest.json atomically: a reader (or a crash at any point) sees the old or the new index,
+never a mix. Every search evaluates a :class:`~csmae.retrieval.filters.Filter` (sensor, split,
+labels, country, season, dates, bbox) on the items table into the allowed rows, which the backend
+applies inside the search (module csmae.retrieval.backends.faiss).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,82 +41,41 @@ import numpy as np
 
 from csmae.integrity import checksum_files, verify_manifest_files
 from csmae.retrieval.artifacts import AtomicFolder, base_manifest, read_manifest, write_json_atomic
+from csmae.retrieval.backends.faiss import (  # noqa: F401  (FaissBackend: re-exported)
+    BLAS_THRESHOLD,
+    FaissBackend,
+    factory_string,
+    faiss_module,
+)
+from csmae.retrieval.backends.registry import create_backend, discard_backend, load_backend
 from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
+from csmae.retrieval.filters import Filter, FilterColumns, as_filter
 from csmae.retrieval.topk import l2_normalize
 
 log = logging.getLogger(__name__)
 
 KIND = "csmae-index"
-DATA_FILES = ("index.faiss", "items.parquet")
+FORMAT_VERSION = 2
 TARGET_RECALL = 0.95
 
-
-def factory_string(kind: str, n: int) -> str:
-    """FAISS factory string for a kind name (anything else is passed through as a factory string)."""
-    if kind == "exact":
-        return "Flat"
-    if kind == "hnsw":
-        return "HNSW32,Flat"
-    if kind == "hnsw-sq8":  # 8-bit scalar-quantised vectors: ~1/3 of the memory, scores approximate
-        return "HNSW32,SQ8"
-    if kind == "ivf":
-        nlist = int(max(1, min(65536, 4 * np.sqrt(max(n, 1)))))
-        return f"IVF{nlist}_HNSW32,Flat" if n >= 200_000 else f"IVF{nlist},Flat"
-    return kind
-
-
-#: FAISS's flat (exact) search scans query by query until n_queries * D reaches
-#: ``distance_compute_blas_threshold`` (128,000 in faiss 1.15: 167 queries at D=768), then uses BLAS.
-#: Measured on the dev CPU, one thread, 100k x 768 (bench/bench_flat_batch.py): BLAS is 1.6x faster
-#: from 4 queries per call and 6x from 50; one query stays on the scan. csmae sets 4 * 768 once.
-BLAS_THRESHOLD = 4 * 768
-_configured = False
+__all__ = [
+    "BLAS_THRESHOLD",
+    "KIND",
+    "SearchIndex",
+    "build_index",
+    "factory_string",
+    "recall_at_k",
+    "set_search_param",
+]
 
 
 def _faiss() -> Any:
-    global _configured
-    try:
-        import faiss
-    except ImportError as e:  # pragma: no cover - faiss-cpu is a dependency
-        raise ImportError("csmae index needs FAISS: pip install faiss-cpu (or faiss-gpu)") from e
-    if not _configured:  # once, so that a user's own later setting stands
-        faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
-        _configured = True
-    return faiss
+    return faiss_module()
 
 
 def set_search_param(index: Any, name: str, value: int) -> None:
     faiss = _faiss()
     faiss.ParameterSpace().set_index_parameter(index, name, value)
-
-
-def _search_params(index: Any, sel: Any, params: dict[str, int]) -> Any:
-    faiss = _faiss()
-    base = faiss.downcast_index(index)
-    if isinstance(base, faiss.IndexHNSW):
-        p = faiss.SearchParametersHNSW(sel=sel)
-        if "efSearch" in params:
-            p.efSearch = int(params["efSearch"])
-        return p
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        p = faiss.SearchParametersIVF(sel=sel)
-        if "nprobe" in params:
-            p.nprobe = int(params["nprobe"])
-        return p
-    return faiss.SearchParameters(sel=sel)
-
-
-def _tunable(index: Any) -> tuple[str, list[int]] | None:
-    faiss = _faiss()
-    if isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
-        return "efSearch", [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        return "nprobe", [
-            p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if p <= ivf.nlist
-        ]
-    return None
 
 
 def recall_at_k(
@@ -116,8 +87,8 @@ def recall_at_k(
     seed: int = 0,
     params: dict[str, int] | None = None,
 ) -> float:
-    """Mean recall@k of ``index`` against exact inner-product search, on sampled archive items as
-    queries (each query's own row excluded from both result lists)."""
+    """Mean recall@k of a raw FAISS ``index`` (ids = positions) against exact inner-product search,
+    sampled archive items as queries (each query's own row excluded from both lists)."""
     faiss = _faiss()
     n = len(vectors)
     if n < 2:
@@ -127,8 +98,9 @@ def recall_at_k(
     qi = np.sort(rng.choice(n, size=min(n_queries, n), replace=False))
     q = vectors[qi]
     _, exact = faiss.knn(q, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    p = _search_params(index, None, params or {})
-    _, approx = index.search(q, k + 1, params=p)
+    for name, v in (params or {}).items():
+        set_search_param(index, name, v)
+    _, approx = index.search(q, k + 1)
     hits = 0
     for row, own in enumerate(qi):
         e = [j for j in exact[row] if j != own][:k]
@@ -139,12 +111,20 @@ def recall_at_k(
 
 @dataclass
 class SearchIndex:
-    """A loaded index folder: FAISS index + items table + manifest."""
+    """A loaded index: vector backend + items table (row i = row id i) + manifest."""
 
-    index: Any
-    items: Any  # pandas.DataFrame: id, sensor, split, labels
+    backend: Any  # FaissBackend | MilvusBackend (csmae.retrieval.backends.registry)
+    items: Any  # pandas.DataFrame: id, sensor, split, labels, live, [geo columns]
     manifest: dict[str, Any]
     path: Path | None = None
+    _cols: FilterColumns | None = field(default=None, repr=False)
+    _allowed: dict[Filter, np.ndarray] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------- properties
+    @property
+    def index(self) -> Any:
+        """The raw FAISS index (ids = row ids)."""
+        return self.backend.index
 
     @property
     def dim(self) -> int:
@@ -152,84 +132,218 @@ class SearchIndex:
 
     @property
     def sensors(self) -> list[str]:
-        return list(self.manifest["sensor_ranges"])
+        counts = self.manifest.get("sensor_counts") or self.manifest.get("sensor_ranges") or {}
+        return (
+            [s for s in counts if self._sensor_count(s) > 0] if counts else sorted(set(self.items["sensor"]))
+        )
+
+    def _sensor_count(self, s: str) -> int:
+        counts = self.manifest.get("sensor_counts")
+        if counts is not None:
+            return int(counts.get(s, 0))
+        lo, hi = self.manifest["sensor_ranges"][s]
+        return int(hi) - int(lo)
+
+    @property
+    def label_names(self) -> list[str]:
+        names = self.manifest.get("label_names")
+        if names:
+            return list(names)
+        from csmae.labels import LABELS_19
+
+        return list(LABELS_19)
 
     @property
     def params(self) -> dict[str, int]:
         return dict(self.manifest.get("search_params") or {})
 
+    @property
+    def columns(self) -> FilterColumns:
+        """The items table prepared for filter masks (cached; rebuilt after add/remove)."""
+        if self._cols is None:
+            self._cols = FilterColumns(self.items, label_names=self.label_names)
+        return self._cols
+
+    def invalidate(self) -> None:
+        self._cols = None
+        self._allowed = {}
+
     def sensor_range(self, sensor: str) -> tuple[int, int]:
-        ranges = self.manifest["sensor_ranges"]
+        """Row range of a sensor in a freshly built index (rows are grouped by sensor at build;
+        after add/remove they are not: filter with ``where`` instead)."""
+        ranges = self.manifest.get("sensor_ranges")
+        if not ranges:
+            raise ValueError("this index has been updated since it was built: sensor rows are not contiguous")
         if sensor not in ranges:
             raise ValueError(f"the index has no {sensor!r} items; it holds {list(ranges)}")
         lo, hi = ranges[sensor]
         return int(lo), int(hi)
 
-    def search(self, queries: np.ndarray, k: int, *, target: str = "any") -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows for (Q, D) query vectors (L2-normalised here) among ``target`` items.
+    # ----------------------------------------------------------------- search
+    def filter_for(self, where: Filter | Mapping[str, Any] | None = None, target: str = "any") -> Filter:
+        """The filter of a search: ``where`` plus the ``target`` sensor (``"any"`` = no constraint)."""
+        flt = as_filter(where)
+        if target != "any":
+            if target not in self.sensors:
+                raise ValueError(f"the index has no {target!r} items; it holds {self.sensors}")
+            if flt.sensor is not None and target not in flt.sensor:
+                raise ValueError(f"target {target!r} is not among the filter's sensors {list(flt.sensor)}")
+            flt = flt.replace(sensor=(target,))
+        return flt
 
-        Returns scores (Q, k') float32 and row ids (Q, k') int64 with k' = min(k, items searched);
-        approximate indexes may return -1 for missing results (dropped by callers).
+    def allowed(self, flt: Filter) -> np.ndarray | None:
+        """Sorted allowed row ids of a filter (None = every row is live and allowed); the last
+        few filters' rows are kept (paging and repeated searches reuse them)."""
+        cols = self.columns
+        if flt.is_empty and bool(cols.live.all()):
+            return None
+        rows = self._allowed.get(flt)
+        if rows is None:
+            rows = np.flatnonzero(flt.mask(cols)).astype(np.int64)
+            if len(self._allowed) >= 16:
+                self._allowed.pop(next(iter(self._allowed)))
+            self._allowed[flt] = rows
+        return rows
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        target: str = "any",
+        where: Filter | Mapping[str, Any] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows for (Q, D) query vectors (L2-normalised here) among the items that pass
+        ``where`` and ``target`` (a sensor or ``"any"``).
+
+        Returns scores (Q, k') float32 and row ids (Q, k') int64 with k' = min(k, items allowed);
+        -1 marks a missing result (approximate kinds only; dropped by callers).
         """
-        faiss = _faiss()
         q = l2_normalize(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
         if q.shape[1] != self.dim:
             raise ValueError(f"query vectors have D={q.shape[1]}, the index holds D={self.dim}")
-        if target == "any":
-            lo, hi = 0, self.index.ntotal
-        else:
-            lo, hi = self.sensor_range(target)
-        if hi <= lo:
-            raise ValueError("the archive is empty: nothing to search")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        k = min(k, hi - lo)
-        sel = None if (lo, hi) == (0, self.index.ntotal) else faiss.IDSelectorRange(lo, hi)
-        params = _search_params(self.index, sel, self.params)
-        scores, rows = self.index.search(q, k, params=params)
-        return scores, rows
+        if len(self.backend) == 0:
+            raise ValueError("the archive is empty: nothing to search")
+        flt = self.filter_for(where, target)
+        rows = self.allowed(flt)
+        n_allowed = len(self.backend) if rows is None else len(rows)
+        kk = min(k, n_allowed)
+        if kk == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        scores, out = self.backend.search(q, kk, rows=rows, where=flt)
+        return scores, out
 
+    def reconstruct(self, row: int) -> np.ndarray:
+        return self.backend.reconstruct(np.array([row], dtype=np.int64))[0]
+
+    # --------------------------------------------------------------- save/load
     def save(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        faiss = _faiss()
+        """Write a complete index folder atomically (a new folder, generation 0)."""
+        out = Path(out)
+        store = self.backend.store
         with AtomicFolder(out, overwrite=overwrite) as tmp:
-            faiss.write_index(self.index, str(tmp / "index.faiss"))
+            if store is not None:
+                for c in store.chunks:
+                    _link_or_copy(store.folder / c.file, tmp / c.file)
+            entry = self.backend.save(tmp, file="index.faiss")
             self.items.to_parquet(tmp / "items.parquet", index=False)
+            self.manifest.update(backend=entry, files={"items": "items.parquet"}, generation=0)
             # integrity: per-file sizes + sha256, verified by load() before FAISS parses the bytes
-            self.manifest = {**self.manifest, "checksums": checksum_files(tmp, DATA_FILES)}
+            self.manifest = {**self.manifest, "checksums": checksum_files(tmp, data_files(self.manifest))}
             write_json_atomic(tmp / "manifest.json", self.manifest)
-        self.path = Path(out)
-        return self.path
+        if store is not None:
+            store.folder = out
+        self.path = out
+        return out
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SearchIndex:
         import pandas as pd
 
-        faiss = _faiss()
         path = Path(path)
         manifest = read_manifest(path, kind=KIND)
-        for f in DATA_FILES:
+        entry: dict[str, Any] | None = manifest.get("backend")
+        legacy = entry is None
+        if entry is None:  # csmae < format 2: FAISS ids = positions, sensor rows contiguous
+            entry = {
+                "file": "index.faiss",
+                "kind": manifest.get("index_kind"),
+                "factory": manifest.get("factory"),
+            }
+        items_file = (manifest.get("files") or {}).get("items", "items.parquet")
+        for f in ([entry["file"]] if entry.get("file") else []) + [items_file]:  # Milvus: no file
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
         # integrity: damaged bytes must never reach faiss.read_index (a flipped HNSW header can make
         # it allocate many GiB; a flipped vector would rank first for every query)
         verify_manifest_files(path, manifest, what="index")
+        backend = load_backend(
+            path, entry, params=dict(manifest.get("search_params") or {}), legacy=legacy
+        )
         try:
-            index = faiss.read_index(str(path / "index.faiss"))
-        except RuntimeError as e:
-            raise ValueError(f"{path}/index.faiss is corrupted: {str(e).splitlines()[0]}") from None
-        try:
-            items = pd.read_parquet(path / "items.parquet")
+            items = pd.read_parquet(path / items_file)
         except Exception as e:
-            raise ValueError(f"{path}/items.parquet is corrupted: {e}") from None
+            raise ValueError(f"{path}/{items_file} is corrupted: {e}") from None
+        if "live" not in items:
+            items["live"] = True
         n = int(manifest.get("count", -1))
-        if index.ntotal != n or len(items) != n:
+        n_rows = int(manifest.get("rows", n))
+        live = int(items["live"].sum())
+        if len(backend) != n or live != n or len(items) != n_rows or backend.n_rows != n_rows:
             raise ValueError(
-                f"{path}: inconsistent index folder (manifest count {n}, index.faiss {index.ntotal} "
-                f"vectors, items.parquet {len(items)} rows)"
+                f"{path}: inconsistent index folder (manifest count {n} of {n_rows} rows, the index "
+                f"holds {len(backend)} live vectors, items.parquet {len(items)} rows of which {live} live)"
             )
-        if index.d != int(manifest["dim"]):
-            raise ValueError(f"{path}: index.faiss has D={index.d}, manifest says {manifest['dim']}")
-        return cls(index=index, items=items, manifest=manifest, path=path)
+        if backend.dim != int(manifest["dim"]):
+            raise ValueError(f"{path}: the index has D={backend.dim}, manifest says {manifest['dim']}")
+        return cls(backend=backend, items=items, manifest=manifest, path=path)
+
+
+def data_files(manifest: dict[str, Any]) -> list[str]:
+    """The files of an index folder's current version (what its checksums cover)."""
+    entry = manifest.get("backend")
+    if entry is None:  # a format-1 folder
+        entry = {"file": "index.faiss"}
+    files = [entry["file"]] if entry.get("file") else []  # a Milvus index keeps no vector file here
+    files.append((manifest.get("files") or {}).get("items", "items.parquet"))
+    files += [c["file"] for c in (entry.get("vectors") or {}).get("chunks", [])]
+    return files
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def items_table(emb: Embeddings, order: np.ndarray) -> Any:
+    """The items rows of ``emb`` rows ``order`` (live), with its geo columns when it has them."""
+    import pandas as pd
+
+    items = pd.DataFrame(
+        {
+            "id": emb.ids[order].astype(str),
+            "sensor": emb.sensors[order].astype(str),
+            "split": emb.splits[order],
+            "labels": list(emb.labels[order]),
+            "live": np.ones(len(order), dtype=bool),
+        }
+    )
+    meta = getattr(emb, "meta", None)
+    if meta is not None:  # geo columns (embeddings.META_COLUMNS): geometry, bbox_*, datetime, country...
+        for c in meta.columns:
+            if c not in items:  # never the core columns (id, sensor, split, labels, live)
+                items[c] = meta[c].iloc[order].reset_index(drop=True)
+    return items
+
+
+def normalized_rows(emb: Embeddings, order: np.ndarray) -> np.ndarray:
+    return l2_normalize(np.ascontiguousarray(emb.vectors[order], dtype=np.float32))
 
 
 def build_index(
@@ -242,93 +356,72 @@ def build_index(
     train_size: int = 100_000,
     overwrite: bool = False,
     seed: int = 0,
+    backend: str = "faiss",
+    uri: str | None = None,
+    collection: str | None = None,
 ) -> SearchIndex:
     """Build one index over every sensor's vectors of an embeddings folder (or object).
 
     Args:
         emb: :class:`Embeddings` or an embeddings folder.
-        kind: ``"exact"`` (IndexFlatIP), ``"hnsw"`` (HNSW32), ``"hnsw-sq8"`` (HNSW32 over 8-bit
+        kind: ``"exact"`` (Flat), ``"hnsw"`` (HNSW32), ``"hnsw-sq8"`` (HNSW32 over 8-bit
             scalar-quantised vectors: about a third of the memory, approximate scores), ``"ivf"``
-            (IVF, sqrt-sized lists) or any FAISS factory string (built with METRIC_INNER_PRODUCT).
+            (IVF, sqrt-sized lists), ``"ivfpq"`` (OPQ + IVF + PQ codes in RAM, candidates
+            re-ranked exactly from on-disk float16 vectors: for archives beyond RAM) or any FAISS
+            factory string (built with METRIC_INNER_PRODUCT).
         out: folder to save to (atomically); None = keep in memory.
         target_recall: approximate kinds get the smallest efSearch/nprobe that reaches this
             recall@10 against exact search on a sample; the measured recall is stored.
         recall_queries: sampled queries for that measurement.
         train_size: vectors used to train IVF/PQ indexes.
+        backend: ``"faiss"`` (in-process, default) or ``"milvus"`` (optional extra; see docs/milvus.md).
+        uri: the Milvus URI: ``path.db`` (Milvus Lite in this process) or ``http://host:19530``.
+        collection: the Milvus collection name (default: a new unique one per build).
     """
-    import pandas as pd
-
-    faiss = _faiss()
+    if out is not None and Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; choose another output or pass --overwrite")
     source = None
     if not isinstance(emb, Embeddings):
         source = str(Path(emb).resolve())
         emb = load_embeddings(emb)
     if len(emb) == 0:
         raise ValueError("the embeddings are empty: nothing to index")
+    dup = _duplicates(emb.ids, emb.sensors)
+    if dup:
+        raise ValueError(f"the embeddings hold duplicate (id, sensor) rows, e.g. {dup[:3]}")
     emb, nonfinite = drop_nonfinite(emb, source=source or "the embeddings")  # never index NaN/inf
     order_sensors = emb.sensor_names
     order = np.concatenate([np.flatnonzero(emb.sensors == s) for s in order_sensors])
-    vectors = l2_normalize(emb.vectors[order])
+    vectors = normalized_rows(emb, order)
     ranges, start = {}, 0
     for s in order_sensors:
         c = int((emb.sensors == s).sum())
         ranges[s] = [start, start + c]
         start += c
     n, d = vectors.shape
-    factory = factory_string(kind, n)
     t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    train = vectors[np.sort(rng.choice(n, size=min(n, train_size), replace=False))]
+    store_folder = None
+    if kind == "ivfpq":
+        store_folder = Path(tempfile.mkdtemp(prefix="csmae-vectors-"))
+    items = items_table(emb, order)
+    be: Any = None
     try:
-        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        raise ValueError(f"FAISS cannot build {factory!r}: {str(e).splitlines()[0]}") from None
-    if not index.is_trained:
-        rng = np.random.default_rng(seed)
-        tr = vectors[rng.choice(n, size=min(n, train_size), replace=False)]
-        index.train(tr)
-    index.add(vectors)
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        ivf.make_direct_map()  # search by id reconstructs stored vectors
-    build_s = time.perf_counter() - t0
-    params: dict[str, int] = {}
-    recall = None
-    tun = _tunable(index)
-    if tun is not None:
-        name, values = tun
-        tried: list[tuple[int, float]] = []
-        for v in values:
-            r = recall_at_k(index, vectors, n_queries=recall_queries, seed=seed, params={name: v})
-            tried.append((v, r))
-            if r >= target_recall:
-                break
-        v, recall = tried[-1]
-        if recall < target_recall:  # quantised vectors cap recall: take the cheapest setting at the cap
-            best = max(r for _, r in tried)
-            v, recall = next((v, r) for v, r in tried if r == best)
-            log.warning(
-                "%s cannot reach recall@10 %.3f on this archive (best %.3f, from %s=%d on); "
-                "a kind with exact vectors (hnsw, exact) can",
-                factory,
-                target_recall,
-                recall,
-                name,
-                v,
-            )
-        params = {name: v}
-        log.info("%s: %s=%d gives recall@10 %.3f", factory, name, v, recall)
-    elif factory != "Flat":
-        recall = recall_at_k(index, vectors, n_queries=recall_queries, seed=seed)
-    items = pd.DataFrame(
-        {
-            "id": emb.ids[order].astype(str),
-            "sensor": emb.sensors[order].astype(str),
-            "split": emb.splits[order],
-            "labels": list(emb.labels[order]),
-        }
-    )
-    if emb.meta is not None:  # geo columns (META_COLUMNS): geometry WKB, bbox_*, datetime, country, ...
-        for c in emb.meta.columns:
-            items[c] = emb.meta[c].iloc[order].reset_index(drop=True)
+        be = create_backend(
+            backend, kind, dim=d, n_hint=n, label_names=list(emb.label_names), train=train,
+            store_folder=store_folder, uri=uri, collection=collection,
+            name_hint=Path(out).name if out is not None else "index",
+        )
+        be.add(np.arange(n, dtype=np.int64), vectors, items)
+        build_s = time.perf_counter() - t0
+        recall = be.tune(vectors, target=target_recall, n_queries=recall_queries, seed=seed)
+    except BaseException:
+        if store_folder is not None:
+            shutil.rmtree(store_folder, ignore_errors=True)
+        if be is not None:
+            discard_backend(be)
+        raise
     man = emb.manifest
     manifest = base_manifest(
         KIND,
@@ -336,11 +429,13 @@ def build_index(
         dim=d,
         sensors=man.get("sensors", {s: {} for s in order_sensors}),
         index_kind=kind,
-        factory=factory,
+        factory=be.factory,
         metric="inner_product (cosine on L2-normalised vectors)",
         count=n,
+        rows=n,
+        sensor_counts={s: hi - lo for s, (lo, hi) in ranges.items()},
         sensor_ranges=ranges,
-        search_params=params,
+        search_params=be.params,
         recall_at_10=recall,
         recall_queries=recall_queries if recall is not None else 0,
         build_seconds=round(build_s, 3),
@@ -350,7 +445,26 @@ def build_index(
         embed_precision=man.get("precision", "fp32"),
         skipped_nonfinite=nonfinite,
     )
-    si = SearchIndex(index=index, items=items, manifest=manifest)
+    manifest["format_version"] = FORMAT_VERSION
+    si = SearchIndex(backend=be, items=items, manifest=manifest)
     if out is not None:
-        si.save(out, overwrite=overwrite)
+        try:
+            si.save(out, overwrite=overwrite)
+        except BaseException:
+            discard_backend(be)
+            raise
+        if store_folder is not None:
+            shutil.rmtree(store_folder, ignore_errors=True)
+    elif store_folder is not None:
+        weakref.finalize(si, shutil.rmtree, str(store_folder), True)
     return si
+
+
+def _duplicates(ids: np.ndarray, sensors: np.ndarray) -> list[tuple[str, str]]:
+    seen: set[tuple[str, str]] = set()
+    dup = []
+    for key in zip(ids.tolist(), sensors.tolist()):
+        if key in seen:
+            dup.append(key)
+        seen.add(key)
+    return dup

@@ -5,16 +5,19 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from csmae.retrieval.filters import Filter
 from csmae.retrieval.index import SearchIndex
 
 log = logging.getLogger(__name__)
+
+Where = Filter | Mapping[str, Any] | None
 
 
 @dataclass
@@ -51,21 +54,40 @@ class Retriever:
         data: Sequence[str | os.PathLike[str]] | None = None,
         model: Any = None,
     ):
-        self.index = index
         self.model_dir = Path(model_dir) if model_dir else None
         self.data = [str(d) for d in data] if data else []
         self._model = model
         self._model_ok = False  # model_dir checked against the index manifest
         self._dataset: Any = None
+        self._use(index)
+
+    def _use(self, index: SearchIndex) -> None:
+        """Point the retriever at a (re)loaded index."""
+        self.index = index
         items = index.items
+        cols = index.columns
         self._ids = items["id"].to_numpy(dtype=object)
-        self._sensors = items["sensor"].to_numpy(dtype=object)
-        self._splits = items["split"].to_numpy(dtype=object)
-        self._labels = (
-            np.stack(items["labels"].to_numpy()).astype(bool) if len(items) else np.zeros((0, 19), bool)
-        )
-        self._row = {(i, s): r for r, (i, s) in enumerate(zip(self._ids, self._sensors))}
+        self._sensors = cols.sensor
+        self._splits = cols.split
+        self._labels = cols.labels
+        self._live = cols.live
+        self._row = {
+            (i, s): r for r, (i, s, ok) in enumerate(zip(self._ids, self._sensors, self._live)) if ok
+        }
         self._geom, self._bbox, self._times = _item_geo(items)
+
+    def reload(self) -> dict[str, Any]:
+        """Load the index folder again (after ``csmae index add/remove``); returns the new counts.
+
+        The new index is loaded completely before it replaces the old one, so a failed reload
+        leaves the retriever serving the old index.
+        """
+        if self.index.path is None:
+            raise ValueError("this retriever's index was not loaded from a folder: nothing to reload")
+        before = int(self.index.manifest.get("count", 0))
+        self._use(SearchIndex.load(self.index.path))
+        return {"count_before": before, "count": int(self.index.manifest.get("count", 0)),
+                "generation": int(self.index.manifest.get("generation", 0))}
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -157,9 +179,10 @@ class Retriever:
         label: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        where: Where = None,
     ) -> tuple[int, list[dict[str, Any]]]:
         """Filtered archive rows: (total matching, rows[offset:offset + limit])."""
-        m = np.ones(len(self._ids), dtype=bool)
+        m = self.index.filter_for(where).mask(self.index.columns)
         if split is not None:
             m &= self._splits == split
         if sensor is not None:
@@ -230,16 +253,24 @@ class Retriever:
         return self._label_list(self._labels[self.row_of(patch_id, sensor)])
 
     def vector_of(self, patch_id: str, sensor: str) -> np.ndarray:
-        return self.index.index.reconstruct(self.row_of(patch_id, sensor))
+        return self.index.reconstruct(self.row_of(patch_id, sensor))
 
     def search_by_id(
-        self, patch_id: str, *, sensor: str, target: str = "any", k: int = 10, exclude_self: bool = True
+        self,
+        patch_id: str,
+        *,
+        sensor: str,
+        target: str = "any",
+        k: int = 10,
+        exclude_self: bool = True,
+        where: Where = None,
     ) -> list[Hit]:
-        """Query with an archive item's own descriptor (its (id, sensor) row left out if exclude_self)."""
+        """Query with an archive item's own descriptor (its (id, sensor) row left out if exclude_self)
+        among the items that pass ``where`` (a :class:`Filter` or its plain-dict form)."""
         self._check_target(target)
         row = self.row_of(patch_id, sensor)
-        vec = self.index.index.reconstruct(row)
-        scores, rows = self.index.search(vec[None], k + int(exclude_self), target=target)
+        vec = self.index.reconstruct(row)
+        scores, rows = self.index.search(vec[None], k + int(exclude_self), target=target, where=where)
         return self._hits(scores[0], rows[0], k, self._labels[row], row if exclude_self else None)
 
     # ----------------------------------------------------------------- places
@@ -303,7 +334,7 @@ class Retriever:
             )
         b = self._bbox
         assert b is not None  # extent() is None without boxes
-        cand = np.flatnonzero((self._sensors == sensor) & (b[:, 0] <= lon) & (b[:, 2] >= lon)
+        cand = np.flatnonzero(self._live & (self._sensors == sensor) & (b[:, 0] <= lon) & (b[:, 2] >= lon)
                               & (b[:, 1] <= lat) & (b[:, 3] >= lat))
         if len(cand):
             geoms = shapely.from_wkb([self._geom[r] for r in cand])
@@ -319,16 +350,18 @@ class Retriever:
 
     def search_by_point(
         self, lon: float, lat: float, *, sensor: str, target: str = "any", k: int = 10,
-        exclude_self: bool = True,
+        exclude_self: bool = True, where: Where = None,
     ) -> list[Hit]:
         """Query with the archive item of ``sensor`` whose footprint contains (lon, lat) (:meth:`locate`)."""
         return self.search_by_id(self.locate(lon, lat, sensor=sensor), sensor=sensor, target=target, k=k,
-                                 exclude_self=exclude_self)
+                                 exclude_self=exclude_self, where=where)
 
-    def search_by_vectors(self, vectors: np.ndarray, *, target: str = "any", k: int = 10) -> list[list[Hit]]:
-        """Batch search with descriptors (N, D) (L2-normalised here)."""
+    def search_by_vectors(
+        self, vectors: np.ndarray, *, target: str = "any", k: int = 10, where: Where = None
+    ) -> list[list[Hit]]:
+        """Batch search with descriptors (N, D) (L2-normalised here) among items passing ``where``."""
         self._check_target(target)
-        scores, rows = self.index.search(np.atleast_2d(vectors), k, target=target)
+        scores, rows = self.index.search(np.atleast_2d(vectors), k, target=target, where=where)
         return [self._hits(s, r, k, None) for s, r in zip(scores, rows)]
 
     def embed_arrays(self, raw: np.ndarray, *, sensor: str) -> np.ndarray:
@@ -361,16 +394,22 @@ class Retriever:
         return vec
 
     def search_by_arrays(
-        self, raw: np.ndarray, *, sensor: str, target: str = "any", k: int = 10
+        self, raw: np.ndarray, *, sensor: str, target: str = "any", k: int = 10, where: Where = None
     ) -> list[Hit]:
         """Query with a raw image (C, 120, 120) in ``model.sensors[sensor]`` band order."""
         self._check_target(target)
         vec = self.embed_arrays(raw, sensor=sensor)
-        scores, rows = self.index.search(vec, k, target=target)
+        scores, rows = self.index.search(vec, k, target=target, where=where)
         return self._hits(scores[0], rows[0], k, None)
 
     def search_by_files(
-        self, paths: Sequence[str | os.PathLike[str]], *, sensor: str, target: str = "any", k: int = 10
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        sensor: str,
+        target: str = "any",
+        k: int = 10,
+        where: Where = None,
     ) -> list[Hit]:
         """Query with GeoTIFF band files or one .npy/.npz (see ``queryfiles.read_query``)."""
         from csmae.retrieval.queryfiles import read_query
@@ -379,7 +418,7 @@ class Retriever:
         if sensor not in model.sensors:
             raise ValueError(f"the model has no sensor {sensor!r}; it embeds {list(model.sensors)}")
         return self.search_by_arrays(
-            read_query(paths, model.sensors[sensor]), sensor=sensor, target=target, k=k
+            read_query(paths, model.sensors[sensor]), sensor=sensor, target=target, k=k, where=where
         )
 
     # ---------------------------------------------------------------- previews

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, File, Form, Query, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,6 +28,8 @@ from csmae.service.catalog import Catalog
 from csmae.service.errors import ApiError, install_error_handlers
 from csmae.service.middleware import BodyLimitMiddleware, HostGuardMiddleware, SecurityHeadersMiddleware
 from csmae.service.protocol import (
+    filter_query,
+    filter_vocabulary,
     geo_info,
     hit_to_dict,
     json_safe,
@@ -110,6 +112,47 @@ def _origins(url: str | None) -> tuple[str, ...]:
 
     parts = urlsplit(url.replace("{s}", "*"))
     return (f"{parts.scheme}://{parts.netloc}",)
+
+
+def _filter_params(
+    split: list[str] | None = Query(None, description="splits (repeat the key for several)"),
+    labels_any: list[str] | None = Query(None, description="results have at least one of these labels"),
+    labels_all: list[str] | None = Query(None, description="results have all of these labels"),
+    labels_none: list[str] | None = Query(None, description="results have none of these labels"),
+    country: list[str] | None = Query(None, description="countries"),
+    season: list[str] | None = Query(None, description="seasons"),
+    start: str | None = Query(None, max_length=40, description="acquired on or after (ISO date, UTC)"),
+    end: str | None = Query(None, max_length=40, description="acquired on or before (ISO date, UTC)"),
+    bbox: str | None = Query(None, max_length=200, description="min_lon,min_lat,max_lon,max_lat (EPSG:4326)"),
+) -> dict[str, Any] | None:
+    return filter_query(split, labels_any, labels_all, labels_none, country, season, start, end, bbox)
+
+
+def _where_kw(fn: Any, where: Any) -> dict[str, Any]:
+    """``{"where": where}`` for a retriever method that filters (a stand-in retriever may not)."""
+    if where is None:
+        return {}
+    import inspect
+
+    try:
+        ok = "where" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ApiError(400, "this archive cannot be filtered (the retriever takes no filter)")
+    return {"where": where}
+
+
+def _where(params: dict[str, Any] | None) -> Any:
+    """The Filter of the query parameters; a malformed one is a 422 naming the problem."""
+    if params is None:
+        return None
+    from csmae.retrieval.filters import Filter
+
+    try:
+        return Filter.from_dict(params)
+    except ValueError as e:
+        raise ApiError(422, str(e)) from None
 
 
 def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> Any:
@@ -202,6 +245,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
             "sensors": sensors,
             "query_bands": {name: list(specs[name].bands) for name in sensors if name in specs},
             "label_names": label_names,
+            "filters": filter_vocabulary(retriever),
             "model": model_info,
             "geo": {**places, "basemap": cfg.basemap},
             "limits": {
@@ -212,19 +256,24 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
 
     @app.get("/api/items", response_model=ItemsPage, responses=_ERRORS, tags=["archive"])
     def list_items(
-        split: Split | None = Query(None, description="keep only this split"),
         sensor: str | None = Query(None, max_length=16, description="keep only this sensor"),
         label: str | None = Query(None, max_length=200, description="keep items with this label"),
         offset: int = Query(0, ge=0, le=10**9),
         limit: int = Query(50, ge=1, le=cfg.max_page),
+        filters: dict[str, Any] | None = Depends(_filter_params),
     ) -> dict[str, Any]:
-        """A page of archive items, one row per (id, sensor), in archive order."""
+        """A page of archive items, one row per (id, sensor), in archive order (filter keys as in search)."""
         if sensor is not None:
             check_sensor(sensor)
         if label is not None and label not in label_names:
             raise ApiError(422, f"unknown label {label[:200]!r}; see label_names in /api/health")
-        total, rows = call(retriever.items, split=split, sensor=sensor, label=label,
-                           offset=offset, limit=limit)
+        where = _where(filters)  # validates (422) before anything else
+        kw: dict[str, Any] = {}
+        if filters is not None and list(filters) == ["split"] and len(filters["split"]) == 1:
+            kw = {"split": filters["split"][0]}  # the plain listing filter every retriever has
+        else:
+            kw = _where_kw(retriever.items, where)
+        total, rows = call(retriever.items, sensor=sensor, label=label, offset=offset, limit=limit, **kw)
         items = [row_to_dict(r) for r in rows]
         return {"total": int(total), "offset": offset, "limit": limit, "items": items}
 
@@ -288,9 +337,10 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         lon: float | None = Query(None, ge=-180, le=180, description="search by place: longitude (WGS 84)"),
         lat: float | None = Query(None, ge=-90, le=90, description="search by place: latitude (WGS 84)"),
         format: Format = Query("json", description="json, or geojson: a FeatureCollection of query + hits"),
+        filters: dict[str, Any] | None = Depends(_filter_params),
     ) -> Any:
         """Search the archive with an archive item as the query: by its id, or by a place (lon, lat:
-        the item of ``sensor`` whose footprint contains the point)."""
+        the item of ``sensor`` whose footprint contains the point), among the items passing the filter."""
         check_sensor(sensor)
         check_sensor(target, allow_any=True, what="target")
         if (lon is None) != (lat is None):
@@ -305,9 +355,10 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         entry = check_id(id)
         if sensor not in entry.sensors:
             raise ApiError(404, f"archive id {id} has no {sensor} vector; it has {entry.sensors}")
+        kw = _where_kw(retriever.search_by_id, _where(filters))
         t0 = time.perf_counter()
         hits = call(retriever.search_by_id, id, sensor=sensor, target=target, k=clamp_k(k),
-                    exclude_self=exclude_self)
+                    exclude_self=exclude_self, **kw)
         query = {"id": id, "sensor": sensor, "split": entry.split, "labels": entry.labels,
                  **call(query_geo, retriever, id, sensor), "lon": lon, "lat": lat}
         return finish(hits, query, target, k, t0, format)
@@ -319,20 +370,38 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         target: str = Form("any", max_length=16, description="sensor of the results: s1, s2 or any"),
         k: int = Form(10, ge=1, le=cfg.max_k),
         format: Format = Form("json", description="json, or geojson: a FeatureCollection of query + hits"),
+        filters: dict[str, Any] | None = Depends(_filter_params),
     ) -> Any:
-        """Search the archive with uploaded image files as the query."""
+        """Search the archive with uploaded image files as the query (filter keys as query parameters)."""
         check_sensor(sensor)
         check_sensor(target, allow_any=True, what="target")
         if len(files) > cfg.max_files:
             raise ApiError(422, f"too many files: {len(files)}, at most {cfg.max_files}")
         uploads = [UploadedFile(name=safe_name(f.filename), data=f.file.read()) for f in files]
         raw = decode_upload(uploads, specs[sensor])  # (C, 120, 120)
+        kw = _where_kw(retriever.search_by_arrays, _where(filters))
         t0 = time.perf_counter()
         hits = call(retriever.search_by_arrays, raw, sensor=sensor, target=target, k=clamp_k(k),
-                    guard=io_guard)
+                    guard=io_guard, **kw)
         query = {"id": None, "sensor": sensor, "labels": None, "files": [u.name for u in uploads],
                  "preview": png_data_url(raw, specs[sensor])}
         return finish(hits, query, target, k, t0, format)
+
+    @app.post("/api/reload", responses=_ERRORS, tags=["info"])
+    def reload() -> dict[str, Any]:
+        """Load the index folder again (after ``csmae index add/remove``); the old index keeps
+        serving until the new one is completely loaded, and stays if loading fails."""
+        nonlocal catalog
+        if not hasattr(retriever, "reload"):
+            raise ApiError(400, "this retriever cannot reload")
+        with io_guard, (contextlib.nullcontext() if search_guard is io_guard else search_guard):
+            try:
+                info = retriever.reload()
+            except (ValueError, FileNotFoundError) as e:
+                raise ApiError(400, f"reload failed, still serving the previous index: {e}") from None
+            catalog = Catalog.from_retriever(retriever)
+            app.state.catalog = catalog
+        return json_safe({"status": "reloaded", **info})
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -27,16 +27,31 @@ class RetrieverLike(Protocol):
     model_info: Mapping[str, Any]
 
     def items(
-        self, split: str | None = None, sensor: str | None = None, label: str | None = None,
-        offset: int = 0, limit: int = 50,
+        self,
+        split: str | None = None,
+        sensor: str | None = None,
+        label: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
     ) -> tuple[int, list[dict[str, Any]]]: ...
 
     def search_by_id(
-        self, patch_id: str, *, sensor: str, target: str = "any", k: int = 10, exclude_self: bool = True,
+        self,
+        patch_id: str,
+        *,
+        sensor: str,
+        target: str = "any",
+        k: int = 10,
+        exclude_self: bool = True,
     ) -> list[Any]: ...
 
     def search_by_arrays(
-        self, raw: np.ndarray, *, sensor: str, target: str = "any", k: int = 10,
+        self,
+        raw: np.ndarray,
+        *,
+        sensor: str,
+        target: str = "any",
+        k: int = 10,
     ) -> list[Any]: ...
 
     def preview_png(self, patch_id: str, sensor: str) -> bytes: ...
@@ -146,3 +161,66 @@ def precision_at_k(query_labels: Sequence[str], hits: Sequence[Mapping[str, Any]
         lr = set(h["labels"])
         total += len(lq & lr) / len(lr) if lr else 0.0
     return total / len(hits)
+
+
+# ----------------------------------------------------------------------------- filters
+#: HTTP query parameters of a search filter (csmae.retrieval.filters.Filter keys; the result sensor
+#: is the search's ``target``). List keys repeat: ``labels_any=A&labels_any=B`` (label names hold
+#: commas, so one value is never split).
+FILTER_PARAMS = (
+    "split",
+    "labels_any",
+    "labels_all",
+    "labels_none",
+    "country",
+    "season",
+    "start",
+    "end",
+    "bbox",
+)
+
+
+def filter_query(
+    split: list[str] | None = None,
+    labels_any: list[str] | None = None,
+    labels_all: list[str] | None = None,
+    labels_none: list[str] | None = None,
+    country: list[str] | None = None,
+    season: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    bbox: str | None = None,
+) -> dict[str, Any] | None:
+    """The filter query parameters as the Filter plain-dict form (None when none is set).
+
+    Used as a FastAPI dependency (the list parameters are declared as ``Query`` in app.py).
+    """
+    d = {
+        "split": split,
+        "labels_any": labels_any,
+        "labels_all": labels_all,
+        "labels_none": labels_none,
+        "country": country,
+        "season": season,
+        "start": start,
+        "end": end,
+        "bbox": bbox,
+    }
+    d = {k: v for k, v in d.items() if v not in (None, [], "")}
+    return d or None
+
+
+def filter_vocabulary(retriever: Any) -> dict[str, Any]:
+    """What the archive can be filtered by: country / season names, whether it has datetimes and
+    footprints (for the page's filter controls). Empty for retrievers without an items table."""
+    index = getattr(retriever, "index", None)
+    cols = getattr(index, "columns", None)
+    if cols is None:
+        return {"keys": list(FILTER_PARAMS)}
+    return {
+        "keys": list(FILTER_PARAMS),
+        "country": cols.values("country") or [],
+        "season": cols.values("season") or [],
+        "datetime": cols.datetime_ns is not None,
+        "geometry": cols.geometry is not None,
+    }

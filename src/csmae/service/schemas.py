@@ -33,6 +33,10 @@ class HealthOut(BaseModel):
     sensors: list[str] = Field(description="sensors with vectors in the index")
     query_bands: dict[str, list[str]] = Field(description="band order expected for uploaded queries")
     label_names: list[str]
+    filters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="filter keys, and the country/season names, datetime and footprint presence",
+    )
     model: dict[str, Any]
     limits: Limits
     geo: dict[str, Any] | None = Field(

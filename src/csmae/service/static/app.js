@@ -220,6 +220,7 @@ async function runSearch() {
     let result;
     if (q.kind === "id") {
       const params = new URLSearchParams({ id: q.id, sensor: q.sensor, target, k: String(k) });
+      if (window.csmaeFilters) window.csmaeFilters.apply(params); // filters.js
       result = await api(`/api/search?${params}`);
     } else {
       const form = new FormData();
@@ -227,7 +228,8 @@ async function runSearch() {
       form.append("sensor", q.sensor);
       form.append("target", target);
       form.append("k", String(k));
-      result = await api("/api/search/upload", { method: "POST", body: form });
+      const filter = window.csmaeFilters ? window.csmaeFilters.apply(new URLSearchParams()).toString() : "";
+      result = await api(`/api/search/upload${filter ? `?${filter}` : ""}`, { method: "POST", body: form });
     }
     if (seq !== state.searchSeq) return; // a newer search has started
     renderQuery(result);
@@ -382,6 +384,7 @@ async function init() {
   $("upload-form").addEventListener("submit", onUpload);
   $("upload-files").addEventListener("change", onFilesChosen);
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
+  document.addEventListener("csmae:filters-changed", runSearch); // filters.js
   $("settings-form").addEventListener("change", (event) => {
     if (event.target.id === "query-sensor") {
       updateUploadBands();

@@ -1,0 +1,10 @@
+"""Users' own Sentinel-1/Sentinel-2 scenes -> a prepared store of 120x120 patches (``csmae tile``).
+
+Modules: :mod:`.rasters` (opening files), :mod:`.s2` / :mod:`.s1` / :mod:`.stac` (finding bands),
+:mod:`.radiometry` (BigEarthNet DN, dB), :mod:`.grid` (patch grid, ids, footprints), :mod:`.plan`
+(pairing and checks), :mod:`.cut` (one strip of patches), :mod:`.run` (resumable store writing).
+"""
+
+from csmae.geo.scenes.run import TileResult, tile_scenes
+
+__all__ = ["TileResult", "tile_scenes"]

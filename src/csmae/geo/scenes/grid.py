@@ -1,0 +1,131 @@
+"""The patch grid: 120x120 windows of a 10 m grid at a stride, their ids and footprints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from csmae.data.base import DataError
+from csmae.geo.scenes.rasters import GridInfo
+from csmae.sensors import IMAGE_SIZE
+
+#: pixel size (m) of the patch grid
+PATCH_RES = 10.0
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Patches of ``size`` pixels every ``stride`` pixels over a north-up 10 m grid.
+
+    Patch (r, c) covers pixels [r*stride, r*stride+size) x [c*stride, c*stride+size).
+    """
+
+    crs: Any  # rasterio CRS
+    transform: Any  # affine.Affine of pixel (0, 0)
+    width: int
+    height: int
+    stride: int = IMAGE_SIZE
+    size: int = IMAGE_SIZE
+
+    @property
+    def rows(self) -> int:
+        return max(0, (self.height - self.size) // self.stride + 1)
+
+    @property
+    def cols(self) -> int:
+        return max(0, (self.width - self.size) // self.stride + 1)
+
+    @property
+    def strip_width(self) -> int:
+        """Pixels read per strip: up to the right edge of the last patch column."""
+        return (self.cols - 1) * self.stride + self.size if self.cols else 0
+
+    def strip_transform(self, r: int) -> Any:
+        from affine import Affine
+
+        return self.transform @ Affine.translation(0, r * self.stride)
+
+    def patch_transform(self, r: int, c: int) -> Any:
+        from affine import Affine
+
+        return self.transform @ Affine.translation(c * self.stride, r * self.stride)
+
+    def patch_id(self, scene: str, r: int, c: int) -> str:
+        """BigEarthNet-style id: ``<scene>_r012_c034`` (patch row and column at this stride)."""
+        d = max(3, len(str(max(self.rows, self.cols) - 1)))
+        return f"{scene}_r{r:0{d}d}_c{c:0{d}d}"
+
+    def footprints(self, r: int) -> list[bytes]:
+        """WKB polygons (EPSG:4326, lon/lat, counter-clockwise) of the patches of row ``r``."""
+        import shapely
+
+        t = self.transform
+        cols = np.arange(self.cols)
+        x0 = t.c + t.a * cols * self.stride
+        x1 = x0 + t.a * self.size
+        y0 = t.f + t.e * r * self.stride  # top
+        y1 = y0 + t.e * self.size  # bottom
+        # exterior ring: lower-left, lower-right, upper-right, upper-left, closed (CCW for north-up)
+        xs = np.stack([x0, x1, x1, x0, x0], axis=1)  # (C, 5)
+        ys = np.stack([np.full_like(x0, y1), np.full_like(x0, y1), np.full_like(x0, y0),
+                       np.full_like(x0, y0), np.full_like(x0, y1)], axis=1)
+        tr = _to_lonlat(self.crs.to_wkt())
+        lon, lat = tr.transform(xs.ravel(), ys.ravel())
+        ring = np.stack([np.asarray(lon), np.asarray(lat)], axis=1).reshape(len(cols), 5, 2)
+        polys = shapely.polygons(ring)
+        return [bytes(b) for b in shapely.to_wkb(polys)]
+
+    def crs_string(self) -> str:
+        epsg = self.crs.to_epsg()
+        return f"EPSG:{epsg}" if epsg else self.crs.to_string()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"crs": self.crs_string(), "transform": list(self.transform)[:6], "width": self.width,
+                "height": self.height, "stride": self.stride, "size": self.size, "rows": self.rows,
+                "cols": self.cols}
+
+
+@lru_cache(maxsize=16)
+def _to_lonlat(wkt: str) -> Any:
+    """A pyproj transformer native CRS -> EPSG:4326 in (lon, lat) order (built once per CRS)."""
+    from pyproj import Transformer
+
+    return Transformer.from_crs(wkt, "EPSG:4326", always_xy=True)
+
+
+def grid_from_s2(g10: GridInfo, stride: int) -> PatchGrid:
+    if stride < 1 or stride % 2:
+        raise ValueError(f"--stride must be a positive even number of 10 m pixels (20 m bands are cut "
+                         f"at half the offset), got {stride}")
+    return PatchGrid(crs=g10.crs, transform=g10.transform, width=g10.width, height=g10.height, stride=stride)
+
+
+def grid_from_s1(g: GridInfo, stride: int) -> PatchGrid:
+    """The S1 scene's own grid if it is a north-up 10 m projected grid; else a 10 m UTM grid over it."""
+    if stride < 1:
+        raise ValueError(f"--stride must be positive, got {stride}")
+    t = g.transform
+    if g.crs.is_projected and abs(abs(t.a) - PATCH_RES) < 1e-6 and abs(abs(t.e) - PATCH_RES) < 1e-6 \
+            and t.a > 0 and t.e < 0:
+        return PatchGrid(crs=g.crs, transform=t, width=g.width, height=g.height, stride=stride)
+    from affine import Affine
+    from pyproj.aoi import AreaOfInterest
+    from pyproj.database import query_utm_crs_info
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_bounds
+
+    w, s, e, n = transform_bounds(g.crs, "EPSG:4326", *g.bounds(), densify_pts=21)
+    found = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(
+        (w + e) / 2, (s + n) / 2, (w + e) / 2, (s + n) / 2))
+    if not found:
+        raise DataError("no UTM zone for the S1 scene's centre", path=g.path)
+    utm = CRS.from_epsg(int(found[0].code))
+    left, bottom, right, top = transform_bounds(g.crs, utm, *g.bounds(), densify_pts=21)
+    left, top = np.floor(left / PATCH_RES) * PATCH_RES, np.ceil(top / PATCH_RES) * PATCH_RES
+    width = int(np.ceil((right - left) / PATCH_RES))
+    height = int(np.ceil((top - bottom) / PATCH_RES))
+    return PatchGrid(crs=utm, transform=Affine(PATCH_RES, 0, left, 0, -PATCH_RES, top), width=width,
+                     height=height, stride=stride)

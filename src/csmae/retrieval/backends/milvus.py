@@ -1,0 +1,750 @@
+"""Milvus vector backend (optional extra ``pip install 'csmae[milvus]'``): Lite in-process or a server.
+
+URIs:
+
+* a path ending ``.db`` (or ``file:///abs/path.db``) runs **Milvus Lite** in this process (pymilvus
+  starts it; the ``.db`` is a folder; one process at a time may open it);
+* ``http(s)://host:19530`` talks to a Milvus **standalone or cluster** server with the same code.
+  A token (``user:password``) comes from the ``CSMAE_MILVUS_TOKEN`` environment variable, never
+  from the manifest.
+
+The index folder keeps ``manifest.json`` and ``items.parquet`` as for FAISS; the vectors and the
+filter columns live in one Milvus collection per build (unique name, recorded in the manifest
+entry), so a failed build or ``--overwrite`` never touches the collection an existing index uses.
+
+Collection schema: see :mod:`csmae.retrieval.backends.milvus_expr` (``row`` INT64 primary key = row
+of the items table, ``vec`` FLOAT_VECTOR, scalar filter columns). Vectors are L2-normalised and
+searched with metric IP, so scores equal the FAISS backend's (cosine).
+
+Exactness: a Filter becomes a Milvus boolean expression (native filtering inside the search). When
+the index also passes the allowed rows (``rows``), hits outside them are dropped and, if that
+leaves fewer than k, the search is repeated with a larger limit (up to Milvus's topk cap 16384,
+then with the allowed rows as an explicit ``row in [...]`` list), so FLAT returns exactly the
+brute-force top-k among the allowed rows. Approximate kinds (HNSW, IVF) widen ``ef`` / ``nprobe``
+by 1 / selectivity under a filter, and a query whose walk still comes back short of
+min(k, allowed) is redone once at the widest setting (ef 4096 / every list).
+
+Crash safety of ``add``: rows are inserted before the index folder's new manifest is written; the
+manifest entry records ``next_row``; on load, rows ``>= next_row`` (an interrupted add) are deleted,
+so the index loads with its old content. ``remove`` deletes at once; a collection found with fewer
+rows than the manifest (an interrupted remove) loads with a warning, one with more is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csmae.retrieval.backends.milvus_expr import filter_expression, rows_expression
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MilvusBackend",
+    "MilvusUnavailable",
+    "MissingExtra",
+    "TOPK_MAX",
+    "connect",
+    "create",
+    "is_lite_uri",
+    "load",
+]
+
+EXTRA_HINT = "pip install 'csmae[milvus]'  (pymilvus and milvus-lite)"
+#: Milvus's per-search limit on topk (and on nq): documented server maximum.
+TOPK_MAX = 16384
+CONNECT_TIMEOUT_S = 10.0
+INSERT_BYTES = 8 << 20  # per insert request: well under the server's 64 MB gRPC message limit
+QUERY_BATCH = 256
+#: the largest HNSW ef a filtered search widens to
+EF_MAX = 4096
+
+#: csmae kind -> Milvus index type; any Milvus index type name is also accepted.
+KINDS = {"exact": "FLAT", "flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT", "ivf-sq8": "IVF_SQ8"}
+INDEX_TYPES = ("FLAT", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "DISKANN", "AUTOINDEX")
+SCALAR_FIELDS = ("sensor", "split", "labels", "country", "season", "t")
+#: one BOOL column per label up to this many labels (Milvus's default limit is 64 fields)
+MAX_LABEL_COLUMNS = 32
+BBOX_FIELDS = ("bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax")
+
+
+class MilvusUnavailable(ConnectionError, RuntimeError):
+    """Milvus at a URI does not answer / a Lite .db cannot be opened (a RuntimeError too, so the
+    CLI reports it as a one-line error)."""
+
+
+class MissingExtra(ImportError, RuntimeError):
+    """The optional ``[milvus]`` extra is not installed (message says what to install)."""
+
+
+def _pymilvus() -> Any:
+    try:
+        import pymilvus
+    except ImportError as e:
+        raise MissingExtra(f"the Milvus backend needs pymilvus: {EXTRA_HINT}") from e
+    return pymilvus
+
+
+def is_lite_uri(uri: str) -> bool:
+    """True for a Milvus Lite URI: a local path ending ``.db`` (optionally ``file://``)."""
+    return not re.match(r"^[a-z][a-z0-9+.-]*://", uri, re.I) or uri.lower().startswith("file://")
+
+
+def _lite_path(uri: str) -> Path:
+    path = Path(uri[len("file://") :] if uri.lower().startswith("file://") else uri).expanduser()
+    if path.suffix != ".db":
+        raise ValueError(
+            f"Milvus URI {uri!r}: a Milvus Lite path must end in .db (e.g. ./archive.db), a server "
+            "URI looks like http://host:19530"
+        )
+    return path.resolve()
+
+
+def normalise_uri(uri: str) -> str:
+    """An absolute ``.db`` path for Lite, the URI unchanged for a server."""
+    uri = str(uri).strip()
+    if not uri:
+        raise ValueError("empty Milvus URI")
+    return str(_lite_path(uri)) if is_lite_uri(uri) else uri
+
+
+def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None = None) -> Any:
+    """A ``MilvusClient`` for ``uri``; a clear error naming the URI when it does not answer in time."""
+    pymilvus = _pymilvus()
+    uri = normalise_uri(uri)
+    if is_lite_uri(uri):
+        try:
+            import milvus_lite  # noqa: F401
+        except ImportError as e:
+            raise MissingExtra(
+                f"{uri}: a .db URI runs Milvus Lite, which is not installed: {EXTRA_HINT}"
+            ) from e
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return pymilvus.MilvusClient(uri, timeout=timeout)
+        except Exception as e:
+            why = _msg(e)
+            if _lite_locked(Path(uri)):
+                why = (
+                    "another process has it open (Milvus Lite allows one process per .db: stop "
+                    "`csmae serve` or the other csmae command using it, or use a Milvus server)"
+                )
+            raise MilvusUnavailable(f"Milvus Lite could not open {uri}: {why}") from None
+    token = token if token is not None else os.environ.get("CSMAE_MILVUS_TOKEN", "")
+    try:
+        client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout)
+        client.list_collections(timeout=timeout)
+    except Exception as e:
+        raise MilvusUnavailable(
+            f"Milvus at {uri} did not answer within {timeout:g} s ({_msg(e)}); is the server running "
+            "and is this its gRPC port (default 19530)? See docs/milvus.md"
+        ) from None
+    return client
+
+
+def _lite_locked(path: Path) -> bool:
+    """True when another process holds Milvus Lite's advisory lock on ``path/LOCK`` (Unix)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    lock = path / "LOCK"
+    if not lock.exists():
+        return False
+    with open(lock, "a+b") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return False
+
+
+def _msg(e: BaseException) -> str:
+    m = getattr(e, "message", None) or str(e)
+    return str(m).splitlines()[0][:300]
+
+
+def _index_type(kind: str) -> str:
+    t = KINDS.get(kind.lower(), kind.upper())
+    if t not in INDEX_TYPES:
+        raise ValueError(
+            f"unknown Milvus index kind {kind!r}; use one of {sorted(KINDS)} or {list(INDEX_TYPES)}"
+        )
+    return t
+
+
+def _build_params(index_type: str, n: int, dim: int) -> dict[str, Any]:
+    if index_type in ("HNSW", "HNSW_SQ"):
+        return {"M": 32, "efConstruction": 200}
+    if index_type.startswith("IVF"):
+        p: dict[str, Any] = {"nlist": int(max(1, min(65536, 4 * np.sqrt(max(n, 1)))))}
+        if index_type == "IVF_PQ":
+            p["m"] = next(m for m in (96, 64, 48, 32, 24, 16, 8, 4, 2, 1) if dim % m == 0)
+            p["nbits"] = 8
+        return p
+    return {}
+
+
+def _collection_name(hint: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9_]", "_", hint)[:40].strip("_") or "index"
+    return f"csmae_{base}_{uuid.uuid4().hex[:8]}"
+
+
+def _schema(pymilvus: Any, dim: int, n_labels: int) -> Any:
+    dt_ = pymilvus.DataType
+    s = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    s.add_field("row", dt_.INT64, is_primary=True)
+    s.add_field("vec", dt_.FLOAT_VECTOR, dim=dim)
+    s.add_field("id", dt_.VARCHAR, max_length=512)
+    s.add_field("sensor", dt_.VARCHAR, max_length=64)
+    s.add_field("split", dt_.VARCHAR, max_length=64)
+    s.add_field("labels", dt_.ARRAY, element_type=dt_.INT64, max_capacity=max(1, n_labels))
+    if n_labels <= MAX_LABEL_COLUMNS:
+        for i in range(n_labels):
+            s.add_field(f"label_{i}", dt_.BOOL)
+    s.add_field("country", dt_.VARCHAR, max_length=256, nullable=True)
+    s.add_field("season", dt_.VARCHAR, max_length=64, nullable=True)
+    s.add_field("t", dt_.INT64, nullable=True)
+    for f in BBOX_FIELDS:
+        s.add_field(f, dt_.DOUBLE, nullable=True)
+    return s
+
+
+def _column(items: Any, name: str) -> list[Any]:
+    import pandas as pd
+
+    if name not in items:
+        return [None] * len(items)
+    return [
+        None if (v is None or (not isinstance(v, (list, np.ndarray)) and pd.isna(v))) else v
+        for v in items[name].tolist()
+    ]
+
+
+def _epoch_seconds(items: Any) -> list[int | None]:
+    import pandas as pd
+
+    if "datetime" not in items:
+        return [None] * len(items)
+    t = pd.to_datetime(items["datetime"], utc=True)
+    ns = t.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    na = t.isna().to_numpy()
+    return [None if bad else int(v // 1_000_000_000) for v, bad in zip(ns, na)]
+
+
+def _bounds(items: Any) -> np.ndarray:
+    """(N, 4) float64 bounds of each row's footprint (``geometry`` WKB), NaN where none."""
+    out = np.full((len(items), 4), np.nan)
+    if "geometry" not in items:
+        return out
+    import shapely
+
+    wkb = items["geometry"].to_numpy(dtype=object)
+    have = np.array([g is not None and not (isinstance(g, float) and np.isnan(g)) for g in wkb], bool)
+    if have.any():
+        geoms = shapely.from_wkb(list(wkb[have]), on_invalid="ignore")
+        out[have] = shapely.bounds(geoms)
+    return out
+
+
+def _records(
+    rows: np.ndarray, vectors: np.ndarray, items: Any, label_names: Sequence[str], label_columns: bool
+) -> list[dict]:
+    n = len(rows)
+    labels = items["labels"].to_numpy() if "labels" in items else [np.zeros(0, bool)] * n
+    country, season = _column(items, "country"), _column(items, "season")
+    t = _epoch_seconds(items)
+    b = _bounds(items)
+    ids = items["id"].astype(str).tolist() if "id" in items else [""] * n
+    sensors = items["sensor"].astype(str).tolist()
+    splits = [str(s) if s is not None else "" for s in _column(items, "split")]
+    out = []
+    for i in range(n):
+        lab = np.asarray(labels[i])
+        lab_ids = np.flatnonzero(lab).tolist() if lab.dtype == bool else [int(x) for x in lab]
+        rec: dict[str, Any] = {
+            "row": int(rows[i]),
+            "vec": vectors[i],
+            "id": ids[i],
+            "sensor": sensors[i],
+            "split": splits[i],
+            "labels": lab_ids,
+            "country": None if country[i] is None else str(country[i]),
+            "season": None if season[i] is None else str(season[i]),
+            "t": t[i],
+        }
+        for j, f in enumerate(BBOX_FIELDS):
+            rec[f] = None if np.isnan(b[i, j]) else float(b[i, j])
+        if label_columns:
+            have = set(lab_ids)
+            for j in range(len(label_names)):
+                rec[f"label_{j}"] = j in have
+        out.append(rec)
+    return out
+
+
+class MilvusBackend:
+    """Vectors by row id in one Milvus collection (see the module docstring).
+
+    Build with :func:`create` (new collection) or :func:`load` (an index folder's manifest entry).
+    """
+
+    name = "milvus"
+    store = None  # no on-disk vector copy in the index folder (FaissBackend's ivfpq has one)
+    tombstones = 0  # Milvus deletes rows itself: nothing for `csmae index compact` to do
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        uri: str,
+        collection: str,
+        dim: int,
+        label_names: Sequence[str],
+        index_type: str,
+        index_params: dict[str, Any],
+        search_params: dict[str, Any],
+        count: int,
+        next_row: int,
+    ):
+        self.client = client
+        self.uri = uri
+        self.collection = collection
+        self.dim = int(dim)
+        self.label_names = list(label_names)
+        self.index_type = index_type
+        self.index_params = dict(index_params)
+        self.search_params = dict(search_params)
+        self.count = int(count)
+        self.next_row = int(next_row)
+        self.label_columns = len(self.label_names) <= MAX_LABEL_COLUMNS
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def n_rows(self) -> int:
+        """Row ids ever given: 0..n_rows-1 (removed rows are not reused)."""
+        return self.next_row
+
+    @property
+    def approximate(self) -> bool:
+        return self.index_type != "FLAT"
+
+    # ------------------------------------------------------------------ writes
+    def add(self, rows: np.ndarray, vectors: np.ndarray, items: Any = None) -> None:
+        """Insert (upsert: re-adding a row replaces it) vectors (R, D) under rows (R,)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if items is None:
+            raise ValueError("the Milvus backend stores the filter columns: add() needs the items rows")
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or not len(vectors) == len(rows) == len(items):
+            raise ValueError(
+                f"add: {len(rows)} rows, vectors {vectors.shape}, {len(items)} items; "
+                f"the index holds D={self.dim}"
+            )
+        if len(rows) == 0:
+            return
+        step = max(1, INSERT_BYTES // (4 * self.dim + 256))
+        items = items.reset_index(drop=True)
+        for lo in range(0, len(rows), step):
+            hi = min(len(rows), lo + step)
+            recs = _records(
+                rows[lo:hi], vectors[lo:hi], items.iloc[lo:hi], self.label_names, self.label_columns
+            )
+            self.client.upsert(self.collection, recs)
+        self.client.flush(self.collection)
+        self.count = self._count()
+        self.next_row = max(self.next_row, int(rows.max()) + 1)
+
+    def remove(self, rows: np.ndarray) -> None:
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        for lo in range(0, len(rows), 10_000):
+            self.client.delete(self.collection, ids=[int(r) for r in rows[lo : lo + 10_000]])
+        self.client.flush(self.collection)
+        self.count = self._count()
+
+    def compact(self, live_rows: np.ndarray) -> MilvusBackend:
+        """Nothing to rebuild (Milvus compacts deleted rows itself); the same backend."""
+        return self
+
+    def _count(self) -> int:
+        res = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    # ----------------------------------------------------------------- reads
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.zeros((len(rows), self.dim), dtype=np.float32)
+        uniq = np.unique(rows)
+        found: dict[int, Any] = {}
+        for lo in range(0, len(uniq), 1000):
+            res = self.client.get(
+                self.collection, ids=[int(r) for r in uniq[lo : lo + 1000]], output_fields=["vec"]
+            )
+            found.update({int(r["row"]): r["vec"] for r in res})
+        missing = [int(r) for r in uniq if int(r) not in found]
+        if missing:
+            raise KeyError(
+                f"rows {missing[:10]} are not in Milvus collection {self.collection} at {self.uri}"
+            )
+        for i, r in enumerate(rows):
+            out[i] = np.asarray(found[int(r)], dtype=np.float32)
+        return out
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        rows: np.ndarray | None = None,
+        where: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows by inner product, among ``rows`` / the ``where`` filter (module docstring).
+
+        ``params`` overrides the search parameters (``ef`` / ``nprobe``: tuning, benchmarks).
+        Returns scores (Q, k) float32 and rows (Q, k) int64, padded with -inf / -1.
+        """
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.dim:
+            raise ValueError(f"query vectors have D={q.shape[1]}, the index holds D={self.dim}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if k > TOPK_MAX:
+            raise ValueError(f"Milvus returns at most {TOPK_MAX} results per query; asked for k={k}")
+        allowed = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if where is not None and not getattr(where, "is_empty", False):
+            expr = filter_expression(where, label_names=self.label_names, label_columns=self.label_columns)
+        elif allowed is not None:
+            expr = rows_expression(allowed)
+            allowed = None  # the expression is exact
+        else:
+            expr = ""
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        out = np.full((len(q), k), -1, dtype=np.int64)
+        if allowed is not None and len(allowed) == 0:
+            return scores, out
+        sp = {**self.search_params, **(params or {})}
+        if self.approximate and allowed is not None and not params:
+            sp = self._widen(sp, len(allowed), k)
+        for lo in range(0, len(q), QUERY_BATCH):
+            hi = min(len(q), lo + QUERY_BATCH)
+            self._search_exact(q[lo:hi], k, expr, allowed, scores[lo:hi], out[lo:hi], sp)
+        return scores, out
+
+    def _widen(self, sp: dict[str, Any], n_allowed: int, k: int) -> dict[str, Any]:
+        """Scale ef / nprobe by 1 / selectivity for a filtered approximate search: a graph or list
+        walk under a filter meets allowed items in that proportion (capped at EF_MAX / nlist)."""
+        share = max(n_allowed, 1) / max(self.count, 1)
+        if share >= 1:
+            return sp
+        out = dict(sp)
+        if "ef" in out:
+            out["ef"] = int(min(EF_MAX, max(int(out["ef"]), k) / share))
+        if "nprobe" in out:
+            nlist = int(self.index_params.get("nlist", out["nprobe"]))
+            out["nprobe"] = int(min(nlist, np.ceil(int(out["nprobe"]) / share)))
+        return out
+
+    def _search_exact(
+        self,
+        q: np.ndarray,
+        k: int,
+        expr: str,
+        allowed: np.ndarray | None,
+        scores: np.ndarray,
+        out: np.ndarray,
+        sp: dict[str, Any],
+        boosted: bool = False,
+    ) -> None:
+        todo = np.arange(len(q))
+        limit = k
+        want = k if allowed is None else min(k, len(allowed))
+        boosted = boosted or not self.approximate  # approximate and short: redo once, widest
+        while len(todo):
+            hits = self._raw(q[todo], limit, expr, sp)
+            retry, short = [], []
+            for j, qi in enumerate(todo):
+                h = hits[j]
+                rr = np.array([x[0] for x in h], dtype=np.int64)
+                ss = np.array([x[1] for x in h], dtype=np.float32)
+                exhausted = len(h) < limit
+                if allowed is not None and len(rr):
+                    keep = np.isin(rr, allowed, assume_unique=False)
+                    rr, ss = rr[keep], ss[keep]
+                if exhausted and len(rr) < want and not boosted:
+                    short.append(qi)
+                elif len(rr) >= k or exhausted:
+                    m = min(k, len(rr))
+                    out[qi, :m], scores[qi, :m] = rr[:m], ss[:m]
+                else:
+                    retry.append(qi)
+            if short:  # the graph / list walk ran dry under the filter: redo at the widest setting
+                sub_s = np.full((len(short), k), -np.inf, dtype=np.float32)
+                sub_r = np.full((len(short), k), -1, dtype=np.int64)
+                self._search_exact(q[short], k, expr, allowed, sub_s, sub_r, self._widest(sp), boosted=True)
+                scores[short], out[short] = sub_s, sub_r
+            todo = np.asarray(retry, dtype=np.int64)
+            if len(todo) == 0:
+                break
+            if limit >= TOPK_MAX:  # the expression admits many rows the index excludes: list them
+                assert allowed is not None
+                expr = f"({expr}) and {rows_expression(allowed)}" if expr else rows_expression(allowed)
+                limit, allowed = k, None
+            else:
+                limit = min(TOPK_MAX, limit * 4)
+
+    def _widest(self, sp: dict[str, Any]) -> dict[str, Any]:
+        out = dict(sp)
+        if self.index_type.startswith("HNSW"):
+            out["ef"] = EF_MAX
+        if "nlist" in self.index_params:
+            out["nprobe"] = int(self.index_params["nlist"])
+        return out
+
+    def _raw(self, q: np.ndarray, limit: int, expr: str, sp: dict[str, Any]) -> list[list[tuple[int, float]]]:
+        params: dict[str, Any] = {"metric_type": "IP"}
+        if sp:
+            params["params"] = dict(sp)
+        res = self.client.search(
+            self.collection,
+            data=[v for v in q],
+            limit=limit,
+            filter=expr,
+            output_fields=["row"],
+            search_params=params,
+            anns_field="vec",
+        )
+        return [[(int(h["row"]), float(h["distance"])) for h in hits] for hits in res]
+
+    def tune(
+        self, vectors: np.ndarray, *, target: float, n_queries: int = 500, seed: int = 0
+    ) -> float | None:
+        """Smallest ``ef`` (HNSW) / ``nprobe`` (IVF) reaching recall@10 ``target`` against exact
+        search over ``vectors`` (rows 0..N-1 of this backend, L2-normalised), on sampled rows as
+        queries; stored in ``search_params``. Returns the measured recall (None for FLAT)."""
+        if not self.approximate:
+            return None
+        if self.index_type.startswith("HNSW"):
+            name, values = "ef", [64, 96, 128, 192, 256, 384, 512]  # never below Lite's default 64
+        elif self.index_type.startswith("IVF"):
+            nlist = int(self.index_params.get("nlist", 1))
+            name, values = "nprobe", [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist] or [nlist]
+        else:
+            return None
+        v = np.ascontiguousarray(vectors, dtype=np.float32)
+        n = len(v)
+        if n < 2:
+            return 1.0
+        kk = min(10, n - 1)
+        rng = np.random.default_rng(seed)
+        qi = np.sort(rng.choice(n, size=min(n_queries, n), replace=False))
+        sims = v[qi] @ v.T  # (Q, N)
+        sims[np.arange(len(qi)), qi] = -np.inf
+        exact = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        recall, best = 0.0, values[-1]
+        for val in values:
+            _, got = self.search(v[qi], kk + 1, params={name: val})
+            hits = sum(len(set(exact[j]) & set(got[j][got[j] != qi[j]][:kk])) for j in range(len(qi)))
+            recall, best = hits / (kk * len(qi)), val
+            if recall >= target:
+                break
+        if recall < target:
+            log.warning(
+                "Milvus %s reaches recall@10 %.3f < %.3f at %s=%d",
+                self.index_type,
+                recall,
+                target,
+                name,
+                best,
+            )
+        self.search_params[name] = best
+        log.info("Milvus %s: %s=%d gives recall@10 %.3f", self.index_type, name, best, recall)
+        return recall
+
+    # ------------------------------------------------------------- metadata
+    @property
+    def kind(self) -> str:
+        return self.index_type
+
+    @property
+    def factory(self) -> str:
+        """What the index manifest shows as the index type (FAISS: its factory string)."""
+        return f"Milvus {self.index_type}"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The search parameters (``ef`` / ``nprobe``), as FaissBackend.params."""
+        return self.search_params
+
+    @classmethod
+    def load(
+        cls, folder: Path | None, entry: dict[str, Any], *, params: dict[str, Any] | None = None, **_: Any
+    ) -> MilvusBackend:
+        """:func:`load` as a classmethod (the FaissBackend shape)."""
+        return load(folder, entry, params=params)
+
+    def save(self, folder: Path, **_: Any) -> dict[str, Any]:
+        """Nothing to write into the index folder (the vectors live in Milvus); the manifest entry."""
+        self.client.flush(self.collection)
+        return self.entry()
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "uri": self.uri,
+            "lite": is_lite_uri(self.uri),
+            "collection": self.collection,
+            "dim": self.dim,
+            "metric": "IP",
+            "index_type": self.index_type,
+            "index_params": self.index_params,
+            "search_params": self.search_params,
+            "count": self.count,
+            "next_row": self.next_row,
+            "label_names": self.label_names,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "uri": self.uri,
+            "deployment": "Milvus Lite (in-process)" if is_lite_uri(self.uri) else "Milvus server",
+            "collection": self.collection,
+            "index_type": self.index_type,
+            "index_params": self.index_params,
+            "search_params": self.search_params,
+            "count": self.count,
+            "dim": self.dim,
+        }
+
+    def drop(self) -> None:
+        """Drop the collection (used when a build fails or an overwritten index is replaced)."""
+        if self.client.has_collection(self.collection):
+            self.client.drop_collection(self.collection)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+
+def create(
+    uri: str,
+    *,
+    dim: int,
+    label_names: Sequence[str],
+    kind: str = "exact",
+    n_hint: int = 0,
+    collection: str | None = None,
+    name_hint: str = "index",
+    search_params: dict[str, Any] | None = None,
+    timeout: float = CONNECT_TIMEOUT_S,
+) -> MilvusBackend:
+    """Create a new, empty, loaded collection (fails if ``collection`` exists) and its backend.
+
+    Args:
+        uri: ``path.db`` (Milvus Lite) or ``http://host:19530``.
+        dim: vector dimension.
+        label_names: the index's label names (labels are stored as indices into this list).
+        kind: ``exact`` (FLAT), ``hnsw``, ``ivf`` (IVF_FLAT), ``ivf-sq8`` or a Milvus index type.
+        n_hint: expected number of vectors (sizes IVF lists).
+        collection: name; default a unique ``csmae_<hint>_<hex>``.
+        search_params: per-search parameters (``ef`` for HNSW, ``nprobe`` for IVF).
+    """
+    pymilvus = _pymilvus()
+    index_type = _index_type(kind)
+    client = connect(uri, timeout=timeout)
+    uri = normalise_uri(uri)
+    name = collection or _collection_name(name_hint)
+    if client.has_collection(name):
+        raise FileExistsError(f"Milvus collection {name!r} already exists at {uri}; choose another name")
+    ip = client.prepare_index_params()
+    bparams = _build_params(index_type, n_hint, dim)
+    ip.add_index("vec", index_type=index_type, metric_type="IP", params=bparams)
+    client.create_collection(name, schema=_schema(pymilvus, dim, len(label_names)), index_params=ip)
+    client.load_collection(name)
+    if search_params is None:
+        search_params = {"ef": 128} if index_type.startswith("HNSW") else {}
+        if index_type.startswith("IVF"):
+            search_params = {"nprobe": min(bparams["nlist"], 32)}
+    log.info("created Milvus collection %s at %s (%s, IP, D=%d)", name, uri, index_type, dim)
+    return MilvusBackend(
+        client=client,
+        uri=uri,
+        collection=name,
+        dim=dim,
+        label_names=label_names,
+        index_type=index_type,
+        index_params=bparams,
+        search_params=search_params,
+        count=0,
+        next_row=0,
+    )
+
+
+def load(
+    folder: Path | None,
+    entry: dict[str, Any],
+    *,
+    params: dict[str, Any] | None = None,
+    timeout: float = CONNECT_TIMEOUT_S,
+) -> MilvusBackend:
+    """Open the collection an index folder's manifest entry names; roll back an interrupted add.
+
+    ``params`` override the recorded search parameters."""
+    uri = str(entry["uri"])
+    client = connect(uri, timeout=timeout)
+    name = str(entry["collection"])
+    where = f" (index {folder})" if folder is not None else ""
+    if not client.has_collection(name):
+        raise ValueError(f"Milvus collection {name!r} is missing at {uri}{where}: was it dropped?")
+    client.load_collection(name)
+    be = MilvusBackend(
+        client=client,
+        uri=normalise_uri(uri),
+        collection=name,
+        dim=int(entry["dim"]),
+        label_names=entry.get("label_names") or [],
+        index_type=str(entry.get("index_type", "FLAT")),
+        index_params=entry.get("index_params") or {},
+        search_params={**(entry.get("search_params") or {}), **(params or {})},
+        count=int(entry.get("count", 0)),
+        next_row=int(entry.get("next_row", 0)),
+    )
+    while stale := client.query(name, filter=f"row >= {be.next_row}", output_fields=["row"], limit=TOPK_MAX):
+        log.warning(
+            "Milvus collection %s holds %d rows from an interrupted add%s: removing them",
+            name,
+            len(stale),
+            where,
+        )
+        be.remove(np.array([int(r["row"]) for r in stale], dtype=np.int64))
+    count = be._count()
+    if count > be.count:
+        raise ValueError(
+            f"Milvus collection {name!r} at {uri} holds {count} vectors, the index manifest says "
+            f"{be.count}{where}: the collection was changed outside csmae (rebuild the index)"
+        )
+    if count < be.count:  # an interrupted remove (rows deleted, manifest not yet written)
+        log.warning(
+            "Milvus collection %s at %s holds %d vectors, the index manifest says %d%s: %d rows were "
+            "deleted by an interrupted remove (or outside csmae) and will not be found",
+            name,
+            uri,
+            count,
+            be.count,
+            where,
+            be.count - count,
+        )
+    return be

@@ -1,0 +1,149 @@
+"""Translate a :class:`~csmae.retrieval.filters.Filter` into a Milvus boolean filter expression.
+
+Pure functions, no pymilvus import: unit-tested on their own and evaluated by Milvus (Lite or server).
+
+Collection fields the expression refers to (see :mod:`csmae.retrieval.backends.milvus`):
+
+========== ====================== ==============================================================
+field      Milvus type            value
+========== ====================== ==============================================================
+row        INT64 (primary key)    row of the index's items table
+sensor     VARCHAR                "s1" / "s2"
+split      VARCHAR                "train" / "val" / "test" / ...
+labels     ARRAY<INT64>           indices into the index's ``label_names`` (empty: no label)
+label_<i>  BOOL                   the item has label i (one column per label, up to 32 labels)
+country    VARCHAR, nullable      country name, null when unknown
+season     VARCHAR, nullable      season name, null when unknown
+t          INT64, nullable        acquisition time of this row's sensor, epoch seconds UTC (floor)
+bbox_*     DOUBLE, nullable       footprint bounds (xmin, ymin, xmax, ymax) in EPSG:4326 degrees
+========== ====================== ==============================================================
+
+Semantics (the same as the FAISS backend's item mask):
+
+* ``sensor`` / ``split`` / ``country`` / ``season``: the item's value is one of the listed ones;
+  an item with no value (null) never matches.
+* ``labels_any`` / ``labels_all`` / ``labels_none``: any / all / none of the listed labels present.
+* ``start`` / ``end``: inclusive UTC dates; ``start <= date(t) <= end``; no datetime never matches.
+  With ``t`` stored as floor(epoch seconds), ``t >= epoch(start)`` and ``t < epoch(end + 1 day)`` is
+  exact for sub-second timestamps too.
+* ``bbox``: here the *footprint-bbox* intersection, a superset of the footprint intersection the
+  Filter defines (``bbox_*`` are the footprint's own bounds). The backend makes the result exact by
+  keeping only the hits in the allowed rows the index passes (computed with shapely on the items
+  table), fetching more candidates in the rare case an edge item's bbox meets the box but its
+  footprint does not.
+
+Labels are tested on the BOOL columns when the collection has them: Milvus Lite 3.2.2 evaluates
+``ARRAY_CONTAINS_ANY`` row by row in Python (67 ms per query over 5,000 rows, measured) but
+boolean columns vectorised (2.3 ms). The ARRAY column stays for other Milvus clients.
+
+Milvus's three-valued logic differs between Lite and the server around ``not`` over null fields
+(``not (country in [..])`` is true for null country on Lite 3.2.2, ``not (x >= 1)`` is false), so the
+expressions use only positive predicates on nullable fields, each guarded by ``is not null``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["epoch_seconds", "filter_expression", "quote", "rows_expression"]
+
+#: an expression that matches nothing (Milvus has no literal ``false`` on every version)
+NOTHING = "row < 0"
+
+
+def quote(value: str) -> str:
+    """A Milvus string literal (double-quoted, backslash escapes; non-ASCII kept as is)."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def epoch_seconds(day: dt.date) -> int:
+    """Seconds since 1970-01-01T00:00:00Z at the start of ``day`` (UTC)."""
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+
+
+def _in(field: str, values: Iterable[str], *, nullable: bool) -> str:
+    vals = list(values)
+    if not vals:
+        return NOTHING
+    guard = f"{field} is not null and " if nullable else ""
+    return f"({guard}{field} in [{', '.join(quote(v) for v in vals)}])"
+
+
+def _label_ids(names: Sequence[str], label_names: Sequence[str]) -> list[int]:
+    index = {n: i for i, n in enumerate(label_names)}
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        raise ValueError(f"unknown label name(s) {unknown}; valid: {list(label_names)}")
+    return sorted({index[n] for n in names})
+
+
+def rows_expression(rows: np.ndarray | Sequence[int]) -> str:
+    """``row`` restricted to a set of rows: a range test when contiguous, else an ``in`` list."""
+    r = np.unique(np.asarray(rows, dtype=np.int64))
+    if len(r) == 0:
+        return NOTHING
+    lo, hi = int(r[0]), int(r[-1])
+    if hi - lo + 1 == len(r):
+        return f"(row >= {lo} and row <= {hi})"
+    return f"(row in [{', '.join(str(int(x)) for x in r)}])"
+
+
+def _labels(op: str, ids: list[int], columns: bool) -> str:
+    if columns:
+        return "(" + f" {'and' if op == 'all' else 'or'} ".join(f"label_{i}" for i in ids) + ")"
+    return f"ARRAY_CONTAINS_{op.upper()}(labels, {ids})"
+
+
+def filter_expression(
+    where: Any,
+    *,
+    label_names: Sequence[str],
+    label_columns: bool = True,
+    exclude_rows: np.ndarray | Sequence[int] | None = None,
+) -> str:
+    """Milvus boolean expression for a Filter; ``""`` when nothing filters.
+
+    Args:
+        where: a :class:`~csmae.retrieval.filters.Filter` (or None).
+        label_names: the index's label names; labels are stored as indices into this list.
+        label_columns: the collection has one BOOL column ``label_<i>`` per label (else ARRAY tests).
+        exclude_rows: rows to leave out.
+    """
+    parts: list[str] = []
+    if where is not None:
+        if where.sensor is not None:
+            parts.append(_in("sensor", where.sensor, nullable=False))
+        if where.split is not None:
+            parts.append(_in("split", where.split, nullable=False))
+        if where.labels_any is not None:
+            ids = _label_ids(where.labels_any, label_names)
+            parts.append(_labels("any", ids, label_columns) if ids else NOTHING)
+        if where.labels_all:
+            parts.append(_labels("all", _label_ids(where.labels_all, label_names), label_columns))
+        if where.labels_none:
+            parts.append(f"(not {_labels('any', _label_ids(where.labels_none, label_names), label_columns)})")
+        if where.country is not None:
+            parts.append(_in("country", where.country, nullable=True))
+        if where.season is not None:
+            parts.append(_in("season", where.season, nullable=True))
+        if where.start is not None or where.end is not None:
+            t = ["t is not null"]
+            if where.start is not None:
+                t.append(f"t >= {epoch_seconds(where.start)}")
+            if where.end is not None:
+                t.append(f"t < {epoch_seconds(where.end + dt.timedelta(days=1))}")
+            parts.append(f"({' and '.join(t)})")
+        if where.bbox is not None:
+            w, s, e, n = (float(x) for x in where.bbox)
+            parts.append(
+                f"(bbox_xmin is not null and bbox_xmax >= {w!r} and bbox_xmin <= {e!r} "
+                f"and bbox_ymax >= {s!r} and bbox_ymin <= {n!r})"
+            )
+    if exclude_rows is not None and len(exclude_rows):
+        parts.append(f"(not {rows_expression(exclude_rows)})")
+    return " and ".join(parts)

@@ -1,0 +1,103 @@
+"""An on-disk, memory-mapped copy of the vectors by row id, for exact re-ranking beyond RAM.
+
+Rows are append-only, so the store is a list of immutable chunk files, each holding a contiguous
+range of row ids (``vectors-000000.f16``: raw little-endian float16 or float32, C order, no header).
+``index add`` writes one new chunk; existing chunks are never rewritten, which keeps every older
+index manifest valid (crash safety) and the cost of an add proportional to what is added.
+Only the pages a query touches are read (the OS page cache keeps the hot ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csmae.atomic import atomic_path
+
+_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass
+class Chunk:
+    file: str
+    start: int  # first row id
+    rows: int
+
+
+class VectorStore:
+    """Memory-mapped vectors (N, D) by row id, in chunk files of one folder."""
+
+    def __init__(self, folder: Path, *, dim: int, dtype: str, chunks: list[Chunk]):
+        if dtype not in _DTYPES:
+            raise ValueError(f"vector store dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+        self.folder = Path(folder)
+        self.dim = dim
+        self.dtype = dtype
+        self.chunks = chunks
+        self._maps: list[np.ndarray] = []
+        for c in chunks:
+            f = self.folder / c.file
+            want = c.rows * dim * np.dtype(_DTYPES[dtype]).itemsize
+            if not f.exists():
+                raise ValueError(f"{self.folder}: vector file {c.file} is missing")
+            if f.stat().st_size != want:
+                raise ValueError(
+                    f"{f}: {f.stat().st_size} bytes, expected {want} ({c.rows} rows x D={dim} {dtype})"
+                )
+            self._maps.append(np.memmap(f, dtype=_DTYPES[dtype], mode="r", shape=(c.rows, dim)))
+        self._starts = np.array([c.start for c in chunks], dtype=np.int64)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.chunks[-1].start + self.chunks[-1].rows) if self.chunks else 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.rows for c in self.chunks) * self.dim * np.dtype(_DTYPES[self.dtype]).itemsize
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """(R,) row ids -> (R, D) float32 (any order, repeats allowed)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        if len(rows) == 0:
+            return out
+        if rows.min() < 0 or rows.max() >= self.n_rows:
+            raise IndexError(f"row ids outside the vector store (0..{self.n_rows - 1})")
+        which = np.searchsorted(self._starts, rows, side="right") - 1
+        for ci in np.unique(which):
+            sel = np.flatnonzero(which == ci)
+            local = rows[sel] - self._starts[ci]
+            order = np.argsort(local, kind="stable")  # sequential page reads
+            out[sel[order]] = self._maps[ci][local[order]]
+        return out
+
+    def append(self, start: int, vectors: np.ndarray) -> Chunk:
+        """Write ``vectors`` as a new chunk for rows [start, start + R) (atomically) and map it."""
+        if start != self.n_rows:
+            raise ValueError(f"new rows must start at {self.n_rows}, got {start}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"vectors-{start:012d}.{'f16' if self.dtype == 'float16' else 'f32'}"
+        with atomic_path(self.folder / name) as tmp:
+            np.ascontiguousarray(vectors, dtype=_DTYPES[self.dtype]).tofile(tmp)
+        c = Chunk(file=name, start=start, rows=len(vectors))
+        self.chunks.append(c)
+        self._maps.append(
+            np.memmap(self.folder / name, dtype=_DTYPES[self.dtype], mode="r", shape=(c.rows, self.dim))
+        )
+        self._starts = np.append(self._starts, start)
+        return c
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dtype": self.dtype,
+            "dim": self.dim,
+            "chunks": [{"file": c.file, "start": c.start, "rows": c.rows} for c in self.chunks],
+        }
+
+    @classmethod
+    def from_entry(cls, folder: Path, entry: dict[str, Any]) -> VectorStore:
+        chunks = [Chunk(file=c["file"], start=int(c["start"]), rows=int(c["rows"])) for c in entry["chunks"]]
+        return cls(folder, dim=int(entry["dim"]), dtype=str(entry["dtype"]), chunks=chunks)

@@ -1,0 +1,300 @@
+"""An index that grows and shrinks: ``csmae index add / remove / compact``, crash-safe.
+
+Row ids are append-only. ``add`` appends the new embeddings as new rows (an (id, sensor) already in
+the index is replaced: its old row is removed and the new one appended, and the report says so);
+``remove`` retires rows (``live = False`` in items.parquet; FAISS drops them, or keeps HNSW
+tombstones that every search excludes); ``compact`` rebuilds an HNSW graph without its tombstones.
+
+Crash safety: an update writes the new version's files under new names (``index-<g>.faiss``,
+``items-<g>.parquet``, new ``vectors-*`` chunks), then replaces ``manifest.json`` atomically (it
+names the files of the current version), then deletes the previous version's files. A kill at any
+moment leaves a folder that loads with the old or the new content; stray files of an interrupted
+update are removed by the next one. One writer at a time (a lock file); readers never block.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csmae.atomic import atomic_path, write_json_atomic
+from csmae.integrity import checksum_files
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
+from csmae.retrieval.index import SearchIndex, _duplicates, data_files, items_table, normalized_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UpdateReport:
+    op: str
+    added: int = 0
+    replaced: int = 0
+    removed: int = 0
+    count: int = 0  # live items after the update
+    generation: int = 0
+    seconds: float = 0.0
+    replaced_ids: list[tuple[str, str]] | None = None
+    skipped_nonfinite: int = 0  # NaN/inf vectors left out
+
+
+@contextmanager
+def _writer_lock(folder: Path) -> Iterator[None]:
+    fd = os.open(folder, os.O_RDONLY)  # a lock on the folder itself: no lock file in the index
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"{folder} is being updated by another process; try again when it ends"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_compatible(si: SearchIndex, emb: Embeddings, source: str) -> None:
+    """Refuse embeddings of another model, dimension, sensor band order or label set."""
+    im, em = si.manifest, emb.manifest
+    if emb.dim != si.dim:
+        raise ValueError(f"{source} holds D={emb.dim} vectors, the index holds D={si.dim}: nothing was added")
+    a, b = im.get("model") or {}, em.get("model") or {}
+    for key in ("sha256", "name", "variant", "pooling"):
+        if a.get(key) is not None and b.get(key) is not None and a[key] != b[key]:
+            raise ValueError(
+                f"{source} was embedded with another model ({key} {b[key]!r}, the index has {a[key]!r}): "
+                "nothing was added; embed with the index's model or build a new index"
+            )
+    sensors = im.get("sensors") or {}
+    for s in emb.sensor_names:
+        if s not in sensors:
+            raise ValueError(
+                f"{source} has {s!r} vectors but the index holds only {list(sensors)}: nothing was added"
+            )
+        new = (em.get("sensors") or {}).get(s)
+        if new is not None and sensors[s] and new != sensors[s]:
+            raise ValueError(
+                f"{source}: sensor {s!r} has another band order/normalisation than the index "
+                f"({new} vs {sensors[s]}): nothing was added"
+            )
+    if list(emb.label_names) != list(si.label_names):
+        raise ValueError(f"{source} uses another label set than the index: nothing was added")
+
+
+def add_embeddings(
+    index_dir: str | os.PathLike[str], emb: Embeddings | str | os.PathLike[str]
+) -> UpdateReport:
+    """Append an embeddings folder (or object) to an index folder in place (crash-safe)."""
+    path = Path(index_dir)
+    source = str(emb) if not isinstance(emb, Embeddings) else "the embeddings"
+    t0 = time.perf_counter()
+    with _writer_lock(_existing(path)):
+        si = SearchIndex.load(path)
+        if not isinstance(emb, Embeddings):
+            emb = load_embeddings(emb)
+        check_compatible(si, emb, source)
+        emb, nonfinite = drop_nonfinite(emb, source=source)  # never index NaN/inf
+        dup = _duplicates(emb.ids, emb.sensors)
+        if dup:
+            raise ValueError(f"{source} holds duplicate (id, sensor) rows, e.g. {dup[:3]}: nothing was added")
+        if len(emb) == 0:
+            return UpdateReport(
+                op="add", count=len(si.backend), generation=int(si.manifest.get("generation", 0))
+            )
+        live = si.columns.live
+        where = {
+            (i, s): r for r, (i, s, ok) in enumerate(zip(si.items["id"], si.items["sensor"], live)) if ok
+        }
+        keys = list(zip(emb.ids.tolist(), emb.sensors.tolist()))
+        old_rows = np.array([where[k] for k in keys if k in where], dtype=np.int64)
+        replaced = [k for k in keys if k in where]
+        order = np.arange(len(emb))
+        vectors = normalized_rows(emb, order)
+        start = si.backend.n_rows
+        new_rows = np.arange(start, start + len(emb), dtype=np.int64)
+        new_items = items_table(emb, order)
+        si.backend.remove(old_rows)
+        si.backend.add(new_rows, vectors, new_items)  # items: Milvus stores the filter columns
+        import pandas as pd
+
+        items = si.items.copy()
+        if len(old_rows):
+            items.loc[old_rows, "live"] = False
+        si.items = pd.concat([items, new_items], ignore_index=True)
+        rep = UpdateReport(
+            op="add",
+            added=len(emb) - len(replaced),
+            replaced=len(replaced),
+            replaced_ids=replaced[:20],
+            skipped_nonfinite=int((nonfinite or {}).get("count", 0)),
+        )
+        _commit(si, path, rep, source=str(source))
+    rep.seconds = time.perf_counter() - t0
+    if replaced:
+        log.warning(
+            "%d (id, sensor) items were already in the index and were replaced, e.g. %s",
+            len(replaced),
+            replaced[:3],
+        )
+    return rep
+
+
+def remove_items(
+    index_dir: str | os.PathLike[str], keys: Iterable[tuple[str, str | None]], *, missing_ok: bool = False
+) -> UpdateReport:
+    """Remove items by (id, sensor) (sensor None = every sensor of that id), in place (crash-safe)."""
+    path = Path(index_dir)
+    t0 = time.perf_counter()
+    with _writer_lock(_existing(path)):
+        si = SearchIndex.load(path)
+        live = si.columns.live
+        by_id: dict[str, list[int]] = {}
+        for r, (i, ok) in enumerate(zip(si.items["id"], live)):
+            if ok:
+                by_id.setdefault(i, []).append(r)
+        rows: list[int] = []
+        missing = []
+        sensors = si.items["sensor"].to_numpy()
+        for i, s in keys:
+            hit = [r for r in by_id.get(i, []) if s is None or sensors[r] == s]
+            if not hit:
+                missing.append(i if s is None else f"{i} {s}")
+            rows += hit
+        if missing and not missing_ok:
+            raise ValueError(
+                f"{len(missing)} of the ids are not in the index (e.g. {missing[:5]}): nothing was removed "
+                "(pass --missing-ok to remove the others)"
+            )
+        rows_arr = np.unique(np.array(rows, dtype=np.int64))
+        si.backend.remove(rows_arr)
+        items = si.items.copy()
+        items.loc[rows_arr, "live"] = False
+        si.items = items
+        rep = UpdateReport(op="remove", removed=len(rows_arr))
+        _commit(si, path, rep)
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def compact_index(index_dir: str | os.PathLike[str]) -> UpdateReport:
+    """Rebuild an HNSW graph without its tombstones (same row ids); other kinds need nothing."""
+    path = Path(index_dir)
+    t0 = time.perf_counter()
+    with _writer_lock(_existing(path)):
+        si = SearchIndex.load(path)
+        dropped = si.backend.tombstones
+        si.backend = si.backend.compact(np.flatnonzero(si.columns.live).astype(np.int64))
+        rep = UpdateReport(op="compact", removed=dropped)
+        _commit(si, path, rep)
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not an index folder")
+    return path
+
+
+def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None = None) -> None:
+    """Write the new version's files, swap manifest.json atomically, then delete the old files."""
+    man = si.manifest
+    gen = int(man.get("generation", 0)) + 1
+    index_file, items_file = f"index-{gen}.faiss", f"items-{gen}.parquet"
+    entry = _save_backend(si, path, index_file)
+    with atomic_path(path / items_file) as tmp:
+        si.items.to_parquet(tmp, index=False)
+    live = si.items["live"].to_numpy(dtype=bool)
+    counts = si.items.loc[live, "sensor"].value_counts()
+    man.update(
+        backend=entry,
+        files={"items": items_file},
+        generation=gen,
+        count=int(live.sum()),
+        rows=len(si.items),
+        sensor_counts={s: int(counts.get(s, 0)) for s in (man.get("sensors") or counts.index)},
+    )
+    man.pop("sensor_ranges", None)  # rows are no longer grouped by sensor
+    # integrity: size + sha256 of the new version's files (unchanged vector chunks keep their entry)
+    old_sums = man.get("checksums") or {}
+    files = data_files(man)
+    fresh = [f for f in files if f not in old_sums or f in (index_file, items_file)]
+    man["checksums"] = {**{f: old_sums[f] for f in files if f not in fresh}, **checksum_files(path, fresh)}
+    man.setdefault("updates", []).append(
+        {
+            "op": rep.op,
+            "added": rep.added,
+            "replaced": rep.replaced,
+            "removed": rep.removed,
+            "skipped_nonfinite": rep.skipped_nonfinite,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **({"source": source} if source else {}),
+        }
+    )
+    write_json_atomic(path / "manifest.json", man)  # the commit point
+    rep.count, rep.generation = int(live.sum()), gen
+    si.invalidate()
+    _remove_stale(
+        path,
+        keep={
+            index_file,
+            items_file,
+            *(c.file for c in (si.backend.store.chunks if si.backend.store else [])),
+        },
+    )
+
+
+def _save_backend(si: SearchIndex, path: Path, index_file: str) -> dict[str, Any]:
+    """Save the backend's new version as ``index_file`` (atomically); a backend that keeps no file
+    in the folder (Milvus: its manifest entry has no "file") writes nothing here."""
+    tmp = path / f".{Path(index_file).stem}.tmp-{os.getpid()}{Path(index_file).suffix}"
+    try:
+        entry = si.backend.save(path, file=tmp.name)
+        if entry.get("file"):
+            os.replace(tmp, path / index_file)
+            entry["file"] = index_file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return entry
+
+
+def _remove_stale(path: Path, keep: set[str]) -> None:
+    for f in path.iterdir():
+        name = f.name
+        stale = (
+            (name.startswith("index") and name.endswith(".faiss"))
+            or (name.startswith("items") and name.endswith(".parquet"))
+            or name.startswith("vectors-")
+            or (name.startswith(".") and ".tmp-" in name)
+        )
+        if stale and name not in keep and f.is_file():
+            f.unlink(missing_ok=True)
+
+
+def read_id_file(path: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
+    """Lines ``ID`` (every sensor) or ``ID SENSOR``; blank lines and ``#`` comments skipped."""
+    out: list[tuple[str, str | None]] = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) > 2:
+            raise ValueError(f"{path}:{n}: expected 'ID' or 'ID SENSOR', got {line!r}")
+        out.append((parts[0], parts[1] if len(parts) == 2 else None))
+    if not out:
+        raise ValueError(f"{path} lists no ids")
+    return out
+
+
+def describe(rep: UpdateReport) -> dict[str, Any]:
+    return {k: v for k, v in rep.__dict__.items() if v is not None}
