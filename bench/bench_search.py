@@ -14,6 +14,7 @@ One run prints every table of bench/README.md "## search":
 4. ``index add`` of --add new vectors into the saved index vs rebuilding it, for exact and ivfpq.
 
     nice -n 5 python bench/bench_search.py --n 1000000 --work /tmp/bench-search
+    nice -n 10 python bench/bench_search.py --n 5000000 --ivfpq-only --work /tmp/bench-search-5m
 """
 
 from __future__ import annotations
@@ -34,20 +35,38 @@ def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB -> GB
 
 
+def rss_now_gb() -> float:
+    """Current resident set size (VmRSS), GB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    return float("nan")
+
+
 def clustered(path: Path, n: int, d: int, *, seed: int, centres: np.ndarray, basis: np.ndarray) -> np.memmap:
     """n vectors in clusters of a rank-16 latent space mapped to D dims, plus isotropic noise (the
     bench_retrieval.py generator with cluster centres in the latent space), L2-normalised, written
     chunk by chunk into a float32 memmap."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
     rng = np.random.default_rng(seed)
     step = 100_000
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        z = centres[rng.integers(0, len(centres), e - s)] + 0.5 * rng.standard_normal((e - s, basis.shape[0]))
-        x = (z.astype(np.float32) @ basis) + 1.2 * rng.standard_normal((e - s, d), dtype=np.float32)
-        out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    out.flush()
-    return out
+    with open(path, "wb") as f:  # plain writes: a written memmap's dirty pages would count as RSS
+        np.lib.format.write_array_header_1_0(
+            f,
+            {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False,
+                "shape": (n, d),
+            },
+        )
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            z = centres[rng.integers(0, len(centres), e - s)] + 0.5 * rng.standard_normal(
+                (e - s, basis.shape[0])
+            )
+            x = (z.astype(np.float32) @ basis) + 1.2 * rng.standard_normal((e - s, d), dtype=np.float32)
+            (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32).tofile(f)
+    return np.load(path, mmap_mode="r")
 
 
 class OnDisk:
@@ -157,7 +176,16 @@ def main() -> None:
         action="store_true",
         help="re-measure the ivfpq folder a previous run left in --work (no rebuild)",
     )
+    ap.add_argument(
+        "--ivfpq-only",
+        action="store_true",
+        help="only the ivfpq kind (for 5M+): build, own tuning, save, reload (RSS delta), held-out recall "
+        "and latency; the big files in --work are deleted at the end",
+    )
     args = ap.parse_args()
+    if args.ivfpq_only:
+        ivfpq_scale(args)
+        return
     if args.measure_ivfpq:
         measure_ivfpq(args)
         return
@@ -353,6 +381,96 @@ def main() -> None:
                     flush=True,
                 )
     print(f"\npeak RSS {rss_gb():.2f} GB")
+
+
+def ivfpq_scale(args: argparse.Namespace) -> None:
+    """The ivfpq kind alone at archive scale, through the backend's create / add / tune / save /
+    load; exact ground truth for the held-out and the tuning queries in one chunked scan."""
+    import gc
+
+    import faiss
+
+    from csmae.retrieval.backends import faiss as fb
+
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    n, d, k = args.n, args.dim, 10
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((1000, 16))
+    basis = rng.standard_normal((16, d), dtype=np.float32)
+    try:
+        t0 = time.perf_counter()
+        clustered(work / "x.npy", n, d, seed=1, centres=centres, basis=basis)
+        x = OnDisk(work / "x.npy", n, d)
+        q = np.array(clustered(work / "q.npy", args.queries, d, seed=2, centres=centres, basis=basis))
+        tq = np.array(clustered(work / "tq.npy", 200, d, seed=5, centres=centres, basis=basis))
+        print(
+            f"# N={n:,} D={d}: generated in {time.perf_counter() - t0:.0f}s; peak RSS {rss_gb():.2f} GB",
+            flush=True,
+        )
+        faiss.omp_set_num_threads(2)
+        t0 = time.perf_counter()
+        both = ground_truth(np.concatenate([q, tq]), x, k)
+        gt, tgt = both[: len(q)], both[len(q) :]
+        print(
+            f"exact ground truth ({len(q)} held-out + 200 tuning queries): {time.perf_counter() - t0:.0f}s",
+            flush=True,
+        )
+
+        t0 = time.perf_counter()
+        sample = x.take(np.sort(rng.choice(n, size=min(n, args.train), replace=False)))
+        folder = work / "idx-pq"
+        folder.mkdir()
+        be = fb.FaissBackend.create("ivfpq", dim=d, n_hint=n, train=sample, store_folder=folder)
+        t_train = time.perf_counter() - t0
+        del sample
+        for s in range(0, n, 100_000):
+            e = min(n, s + 100_000)
+            be.add(np.arange(s, e), x.rows(s, e))
+        t_build = time.perf_counter() - t0
+        print(
+            f"{be.factory}: train ({args.train:,}) {t_train:.0f}s, build (train + encode) {t_build:.0f}s",
+            flush=True,
+        )
+        faiss.omp_set_num_threads(1)
+        t0 = time.perf_counter()
+        rec = be.tune(None, target=0.95, truth=(tq, tgt))
+        t_tune = time.perf_counter() - t0
+        print(
+            f"tune {t_tune:.0f}s -> {be.params}, rerank {be.rerank}, recall {rec:.3f} on 200 tuning queries"
+        )
+        ser = faiss.serialize_index(be.index).nbytes
+        entry = be.save(folder)
+        params = dict(be.params)
+        disk = be.store.nbytes
+        del be
+        gc.collect()
+        r0 = rss_now_gb()
+        be = fb.FaissBackend.load(folder, entry, params=params)
+        r1 = rss_now_gb()
+        print(
+            f"index RAM: RSS +{r1 - r0:.3f} GB after load ({(r1 - r0) * 1e9 / n:.1f} B/vector), serialized "
+            f"{ser / 1e9:.3f} GB ({ser / n:.1f} B/vector); on-disk float16 vectors {disk / 1e9:.2f} GB; "
+            f"index file {(folder / 'index.faiss').stat().st_size / 1e9:.3f} GB",
+            flush=True,
+        )
+        got, med, p95 = latency(be, q, k, None)
+        print(
+            f"held-out ({len(q)} queries, 1 thread): recall@10 after re-rank {recall(got, gt):.3f}, "
+            f"median {med:.2f} ms, p95 {p95:.2f} ms",
+            flush=True,
+        )
+        for nprobe in sorted({max(1, params["nprobe"] // 2), params["nprobe"], 2 * params["nprobe"]}):
+            be.params["nprobe"] = nprobe
+            got, med, p95 = latency(be, q, k, None)
+            print(
+                f"  nprobe {nprobe} rerank {be.rerank}: recall {recall(got, gt):.3f}, "
+                f"median {med:.2f} ms, p95 {p95:.2f} ms"
+            )
+        print(f"\npeak RSS {rss_gb():.2f} GB", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def measure_ivfpq(args: argparse.Namespace) -> None:
