@@ -383,6 +383,33 @@ def main() -> None:
     print(f"\npeak RSS {rss_gb():.2f} GB")
 
 
+def load_rss(folder: Path, entry: dict, params: dict) -> tuple[float, float]:
+    """VmRSS (GB) of a fresh Python process after importing FAISS + csmae, and after loading the backend."""
+    import json
+    import subprocess
+
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'src')!r})\n"
+        "from pathlib import Path\n"
+        "from bench_search import rss_now_gb\n"
+        "from csmae.retrieval.backends import faiss as fb\n"
+        "fb.faiss_module()\n"
+        "r0 = rss_now_gb()\n"
+        "a = sys.argv\n"
+        "be = fb.FaissBackend.load(Path(a[1]), json.loads(a[2]), params=json.loads(a[3]))\n"
+        "print(r0, rss_now_gb())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder), json.dumps(entry), json.dumps(params)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
 def ivfpq_scale(args: argparse.Namespace) -> None:
     """The ivfpq kind alone at archive scale, through the backend's create / add / tune / save /
     load; exact ground truth for the held-out and the tuning queries in one chunked scan."""
@@ -446,9 +473,8 @@ def ivfpq_scale(args: argparse.Namespace) -> None:
         disk = be.store.nbytes
         del be
         gc.collect()
-        r0 = rss_now_gb()
+        r0, r1 = load_rss(folder, entry, params)  # a fresh process: freed heap here would hide it
         be = fb.FaissBackend.load(folder, entry, params=params)
-        r1 = rss_now_gb()
         print(
             f"index RAM: RSS +{r1 - r0:.3f} GB after load ({(r1 - r0) * 1e9 / n:.1f} B/vector), serialized "
             f"{ser / 1e9:.3f} GB ({ser / n:.1f} B/vector); on-disk float16 vectors {disk / 1e9:.2f} GB; "
