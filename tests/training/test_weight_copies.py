@@ -23,7 +23,9 @@ def test_refused_without_bf16_mixed_or_with_compile(synth_store, tiny):
     with pytest.raises(ConfigError, match="bf16_weight_copies.*bf16-mixed"):
         load_config(None, tiny([synth_store], "trainer.bf16_weight_copies=true"))  # tiny runs at 32
     with pytest.raises(ConfigError, match="bf16_weight_copies.*compile"):
-        load_config(None, tiny([synth_store], *BF16, "trainer.bf16_weight_copies=true", "trainer.compile=true"))
+        load_config(
+            None, tiny([synth_store], *BF16, "trainer.bf16_weight_copies=true", "trainer.compile=true")
+        )
     assert load_config(None, tiny([synth_store])).trainer.bf16_weight_copies is False
 
 
@@ -66,8 +68,8 @@ def test_fit_with_copies_trains_the_same_weights(tmp_path, synth_store, tiny, mo
     refreshes = []
     real = Bf16WeightCopies.refresh
     monkeypatch.setattr(Bf16WeightCopies, "refresh", lambda self: (refreshes.append(1), real(self))[1])
-    extra = [*BF16, "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=0.05", "optim.fused=false",
-             "callbacks.checkpoint_every_n_epochs=1"]
+    extra = [*BF16, "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=0.05",
+             "optim.fused=false", "callbacks.checkpoint_every_n_epochs=1"]
     weights = {}
     for on in ("false", "true"):
         res = fit(load_config(None, tiny([synth_store], *extra, f"trainer.bf16_weight_copies={on}",
@@ -104,7 +106,8 @@ def test_resume_with_copies_is_exact(tmp_path, synth_store, tiny):
                 "callbacks.checkpoint_every_n_steps=2", "data.hflip=true", epochs=2)
     with pytest.raises(_Crash):
         fit(load_config(None, over), out=tmp_path / "crashed", callbacks=[_CrashAt(5)])
-    ckpt = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4
     resumed = fit(load_config(None, over), out=tmp_path / "crashed", resume=True)
     ref = fit(load_config(None, over), out=tmp_path / "ref")

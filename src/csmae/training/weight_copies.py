@@ -58,7 +58,7 @@ class Bf16WeightCopies:
                     copies[id(p)] = torch.empty_like(p, dtype=torch.bfloat16)
                 self.per_module.setdefault(m, []).append((name, p, copies[id(p)]))
         pairs = {id(low): (p, low) for slots in self.per_module.values() for _, p, low in slots}
-        self.masters = [p for p, _ in pairs.values()]
+        self.masters: list[Tensor] = [p for p, _ in pairs.values()]
         self.copies = [low for _, low in pairs.values()]
         self.stale = True
 
