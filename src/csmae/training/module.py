@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from csmae.training.config import FitConfig
+from csmae.training.config import ConfigError, FitConfig
 from csmae.training.datamodule import model_inputs
 from csmae.training.gather import RowGather, check_gather_possible
 from csmae.training.optim import build_optimizer, lr_lambda, scaled_lr
@@ -120,7 +120,7 @@ class CSMAEModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.cfg.trainer.bf16_weight_copies and self.trainer.world_size > 1:
-            raise ValueError(
+            raise ConfigError(
                 "trainer.bf16_weight_copies=true runs on one device only (DDP reduces the gradients of "
                 f"the module's own parameters), here {self.trainer.world_size} processes; set it to false"
             )
