@@ -12,6 +12,10 @@ training loop spent waiting in ``next(loader)``, and on GPU the model FLOP utili
     python bench/bench_fit.py --accelerator gpu --sizes base --precisions bf16-mixed --batch-size 512 \\
         --layout native --device-transforms false true --bare --workers 12 --n 4096
 
+    # trainer.bf16_weight_copies off vs on, alternating rounds, 1 thread: compare samples per CPU-second
+    python bench/bench_fit.py --sizes tiny --precisions bf16-mixed --threads 1 --workers 1 \
+        --weight-copies false true --rounds 3
+
 ``--bare`` also times the bare training step (``training_loss`` + backward + fused AdamW on random
 inputs already on the device, no Lightning, no loader) at the same size, batch and precision in the
 same process, and prints fit's samples/s as a share of it.
@@ -51,6 +55,7 @@ class StepClock(pl.Callback):
 
     def __init__(self) -> None:
         self.ends: list[float] = []
+        self.cpu: list[float] = []  # this process's CPU time (loader workers not included)
         self.waits: list[float] = []
         self.batch: int = 0
 
@@ -60,6 +65,7 @@ class StepClock(pl.Callback):
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
             torch.cuda.synchronize()
         self.ends.append(time.perf_counter())
+        self.cpu.append(time.process_time())
         self.waits.append(getattr(trainer.train_dataloader, "wait_s", 0.0))
         self.batch = len(batch["id"]) * trainer.world_size
 
@@ -119,6 +125,7 @@ def run_one(
     args: argparse.Namespace,
     work: Path,
     device_transforms: str = "auto",
+    weight_copies: str = "false",
 ) -> dict[str, Any]:
     from csmae.training.config import load_config
     from csmae.training.run import fit
@@ -144,21 +151,24 @@ def run_one(
         "callbacks.checkpoint_every_n_epochs=0",
         "schedule.warmup_epochs=0",
         f"data.device_transforms={device_transforms}",
+        f"trainer.bf16_weight_copies={weight_copies}",
     ]
     clock = StepClock()
-    out = work / f"{size}-{precision}-{device_transforms}"
+    out = work / f"{size}-{precision}-{device_transforms}-{weight_copies}"
     shutil.rmtree(out, ignore_errors=True)
     fit(load_config(None, overrides), out=out, callbacks=[clock])
     w = args.warmup
     t = clock.ends[-1] - clock.ends[w - 1]
     wait = clock.waits[-1] - clock.waits[w - 1]
     n = clock.batch * (len(clock.ends) - w)
+    cpu = clock.cpu[-1] - clock.cpu[w - 1]
     row = {
         "size": size,
         "precision": precision,
         "batch": batch,
         "steps": len(clock.ends) - w,
         "samples_per_s": n / t,
+        "samples_per_cpu_s": n / cpu,
         "data_wait": wait / t,
         "step_s": t / (len(clock.ends) - w),
         "mfu": None,
@@ -195,6 +205,11 @@ def main() -> None:
         help="data.device_transforms settings to run, one row each (auto = on with a GPU)",
     )
     p.add_argument("--bare", action="store_true", help="also time the bare step in this process")
+    p.add_argument(
+        "--weight-copies", nargs="+", default=["false"], choices=["false", "true"],
+        help="trainer.bf16_weight_copies settings to run (bf16-mixed only), one row each",
+    )
+    p.add_argument("--rounds", type=int, default=1, help="repeat the settings, alternating their order")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -219,26 +234,41 @@ def main() -> None:
             f"{args.workers} loader worker(s)"
         )
         print(
-            "| model | precision | batch | device transforms | timed steps | samples/s | s/step | data wait "
-            "| MFU | bare step samples/s | fit / bare |"
+            "| model | precision | batch | device transforms | bf16 weight copies | round | timed steps "
+            "| samples/s | samples/CPU-s | s/step | data wait | MFU | bare step samples/s | fit / bare |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         device = "cuda" if args.accelerator == "gpu" else "cpu"
+        per_cpu: dict[tuple[str, str, str, str], list[float]] = {}
         for size in args.sizes:
             for precision in args.precisions:
                 bare = None
-                for dt in args.device_transforms:
-                    r = run_one(store, size, precision, args, work, dt)
-                    if args.bare and bare is None:
-                        bare = bare_step(size, precision, r["batch"], device, args.steps, args.warmup)
-                    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
-                    ratio = f"{100 * r['samples_per_s'] / bare:.0f}%" if bare else "-"
-                    print(
-                        f"| csmae_sesd_{size} | {precision} | {r['batch']} | {dt} | {r['steps']} | "
-                        f"{r['samples_per_s']:.1f} | {r['step_s']:.3f} | {100 * r['data_wait']:.1f}% | "
-                        f"{mfu} | {f'{bare:.1f}' if bare else '-'} | {ratio} |",
-                        flush=True,
-                    )
+                copies = args.weight_copies if precision == "bf16-mixed" else ["false"]
+                for rnd in range(args.rounds):
+                    for dt in args.device_transforms:
+                        order = copies if rnd % 2 == 0 else copies[::-1]
+                        for wc in order:
+                            r = run_one(store, size, precision, args, work, dt, wc)
+                            per_cpu.setdefault((size, precision, dt, wc), []).append(r["samples_per_cpu_s"])
+                            if args.bare and bare is None:
+                                bare = bare_step(size, precision, r["batch"], device, args.steps, args.warmup)
+                            mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
+                            ratio = f"{100 * r['samples_per_s'] / bare:.0f}%" if bare else "-"
+                            print(
+                                f"| csmae_sesd_{size} | {precision} | {r['batch']} | {dt} | {wc} | "
+                                f"{rnd + 1} | "
+                                f"{r['steps']} | {r['samples_per_s']:.2f} | {r['samples_per_cpu_s']:.2f} | "
+                                f"{r['step_s']:.3f} | {100 * r['data_wait']:.1f}% | {mfu} | "
+                                f"{f'{bare:.1f}' if bare else '-'} | {ratio} |",
+                                flush=True,
+                            )
+        if args.rounds > 1:
+            print("\nmean samples per CPU-second over the rounds (min..max):")
+            for (size, precision, dt, wc), v in per_cpu.items():
+                print(
+                    f"  csmae_sesd_{size} {precision} device_transforms={dt} bf16_weight_copies={wc}: "
+                    f"{sum(v) / len(v):.3f} ({min(v):.3f}..{max(v):.3f}, {len(v)} rounds)"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -44,6 +44,16 @@ def read_manifest(folder: str | os.PathLike[str], *, kind: str) -> dict[str, Any
     return manifest
 
 
+def manifest_label_names(manifest: dict[str, Any]) -> list[str]:
+    """Label names an artefact's manifest records (the BigEarthNet 19 classes when it records none)."""
+    names = manifest.get("label_names")
+    if names:
+        return list(names)
+    from csmae.labels import LABELS_19
+
+    return list(LABELS_19)
+
+
 def base_manifest(kind: str, **fields: Any) -> dict[str, Any]:
     return {
         "kind": kind,

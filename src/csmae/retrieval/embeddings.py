@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from csmae.atomic import atomic_path
-from csmae.retrieval.artifacts import read_manifest
+from csmae.retrieval.artifacts import manifest_label_names, read_manifest
 
 KIND = "csmae-embeddings"
 #: per-row metadata columns of :attr:`Embeddings.meta` (and of the index items table)
@@ -64,12 +64,7 @@ class Embeddings:
 
     @property
     def label_names(self) -> list[str]:
-        names = self.manifest.get("label_names")
-        if names:
-            return list(names)
-        from csmae.labels import LABELS_19
-
-        return list(LABELS_19)
+        return manifest_label_names(self.manifest)
 
     @property
     def sensor_names(self) -> list[str]:

@@ -40,7 +40,13 @@ from typing import Any
 import numpy as np
 
 from csmae.integrity import checksum_files, verify_manifest_files
-from csmae.retrieval.artifacts import AtomicFolder, base_manifest, read_manifest, write_json_atomic
+from csmae.retrieval.artifacts import (
+    AtomicFolder,
+    base_manifest,
+    manifest_label_names,
+    read_manifest,
+    write_json_atomic,
+)
 from csmae.retrieval.backends.faiss import (  # noqa: F401  (FaissBackend: re-exported)
     BLAS_THRESHOLD,
     FaissBackend,
@@ -146,12 +152,7 @@ class SearchIndex:
 
     @property
     def label_names(self) -> list[str]:
-        names = self.manifest.get("label_names")
-        if names:
-            return list(names)
-        from csmae.labels import LABELS_19
-
-        return list(LABELS_19)
+        return manifest_label_names(self.manifest)
 
     @property
     def params(self) -> dict[str, int]:

@@ -106,6 +106,9 @@ class TrainerSection:
     ``mim_per_rank``: compute the MIM (NT-Xent) negatives over each device's own batch only (the
     default, False, gathers the descriptors of all devices: the negatives are the whole global
     batch, as on one device). ``compile``: ``torch.compile`` the encoder and decoder.
+    ``bf16_weight_copies``: with ``bf16-mixed``, run the training forward on bf16 copies of the
+    Linear/Conv weights (fp32 master weights in the optimiser and checkpoints;
+    :mod:`csmae.training.weight_copies`).
     """
 
     max_epochs: int = 150
@@ -127,6 +130,7 @@ class TrainerSection:
     compile: bool = False
     mim_per_rank: bool = False
     enable_progress_bar: bool = True
+    bf16_weight_copies: bool = False
 
 
 @dataclass
@@ -337,6 +341,16 @@ def check_values(cfg: FitConfig) -> None:
     """Range and choice checks that types alone do not express."""
     d, o, s, t, c = cfg.data, cfg.optim, cfg.schedule, cfg.trainer, cfg.callbacks
     _choice(t.precision, PRECISIONS, "trainer.precision")
+    if t.bf16_weight_copies and t.precision != "bf16-mixed":
+        raise ConfigError(
+            f"trainer.bf16_weight_copies=true needs trainer.precision 'bf16-mixed' (got {t.precision!r}): "
+            "the copies are the bf16 operands autocast would make; set trainer.bf16_weight_copies=false"
+        )
+    if t.bf16_weight_copies and t.compile:
+        raise ConfigError(
+            "trainer.bf16_weight_copies=true and trainer.compile=true are not supported together "
+            "(the copies are swapped into the modules at every step); set one of them to false"
+        )
     _choice(o.lr_scaling, LR_SCALINGS, "optim.lr_scaling")
     _choice(s.kind, SCHEDULES, "schedule.kind")
     _choice(d.on_error, ("raise", "skip"), "data.on_error")

@@ -19,12 +19,13 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from csmae.training.config import FitConfig
+from csmae.training.config import ConfigError, FitConfig
 from csmae.training.datamodule import model_inputs
 from csmae.training.gather import RowGather, check_gather_possible
 from csmae.training.optim import build_optimizer, lr_lambda, scaled_lr
 from csmae.training.sample_rng import mask_noise
 from csmae.training.sampler import mix_seed, rank_sizes
+from csmae.training.weight_copies import Bf16WeightCopies
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class CSMAEModule(pl.LightningModule):
         self.sensor_names: list[str] = list(getattr(model, "sensors"))  # noqa: B009
         self.peak_lr: float | None = None
         self.last_loss: Tensor | None = None
+        self.weight_copies: Bf16WeightCopies | None = None  # trainer.bf16_weight_copies, made on the device
 
     # ------------------------------------------------------------------------------ steps
     def _seed_step(self, batch_idx: int, salt: int) -> None:
@@ -117,12 +119,23 @@ class CSMAEModule(pl.LightningModule):
                 counts.processed = counts.completed + 1
 
     def on_fit_start(self) -> None:
+        if self.cfg.trainer.bf16_weight_copies and self.trainer.world_size > 1:
+            raise ConfigError(
+                "trainer.bf16_weight_copies=true runs on one device only (DDP reduces the gradients of "
+                f"the module's own parameters), here {self.trainer.world_size} processes; set it to false"
+            )
         if not self.cfg.trainer.mim_per_rank and getattr(self.model.config, "w_mim", 0) > 0:
             check_gather_possible(self.trainer.world_size)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         self._seed_step(batch_idx, 0x7A11)
-        loss, terms = self._step_loss(batch)
+        if self.cfg.trainer.bf16_weight_copies:
+            if self.weight_copies is None:
+                self.weight_copies = Bf16WeightCopies(model=self.model)
+            with self.weight_copies.swapped():  # the backward hands fp32 gradients to the masters
+                loss, terms = self._step_loss(batch)
+        else:
+            loss, terms = self._step_loss(batch)
         self._check_finite(loss, terms, batch_idx)
         n = batch[self.sensor_names[0]].shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
@@ -155,6 +168,15 @@ class CSMAEModule(pl.LightningModule):
                 "check the data."
             )
         self.last_loss = loss.detach()  # a tensor: reading it later costs no sync now
+
+    def on_train_start(self) -> None:
+        if self.weight_copies is not None:  # a checkpoint may have been loaded since they were made
+            self.weight_copies.stale = True
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.weight_copies is not None:  # refreshed from the new masters before the next forward
+            self.weight_copies.stale = True
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -211,6 +233,10 @@ class CSMAEModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     # ---------------------------------------------------------------------- checkpoints
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.weight_copies is not None:  # the fp32 masters are about to be replaced
+            self.weight_copies.stale = True
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from csmae import __version__
 
