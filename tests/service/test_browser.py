@@ -6,41 +6,18 @@ Skipped when /usr/bin/chromium or the playwright package is missing (``apt-get i
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from .browser import ARTIFACTS, open_page, require_browser
 
-if not Path(CHROMIUM).exists():
-    pytest.skip("chromium not installed (apt-get install -y chromium): browser test skipped",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="playwright not installed (pip install -e '.[dev]')")
+require_browser()
 
 
 @pytest.fixture(scope="module")
 def page(live_server):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1360, "height": 900})
-        pg = context.new_page()
-        external: list[str] = []
-        local = (live_server.url, "data:")
-        pg.on("request", lambda r: None if r.url.startswith(local) else external.append(r.url))
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        pg.external, pg.js_errors = external, errors
-        pg.set_default_timeout(15_000)
+    with open_page(live_server, height=900) as pg:
         yield pg
-        context.close()
-        browser.close()
 
 
 def test_click_a_query_shows_results(page, live_server, page_retriever):
