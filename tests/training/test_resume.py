@@ -9,13 +9,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from csmae.training.config import load_config
 from csmae.training.run import fit
+from tests.training.crash import Crash, CrashAt
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
@@ -32,19 +32,6 @@ KILLER = textwrap.dedent("""
     cfg = load_config(None, sys.argv[3:])
     fit(cfg, out=sys.argv[1], callbacks=[KillAt()])
 """)
-
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(pl.Callback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            raise _Crash(f"crash before step {self.step}")
 
 
 def test_kill9_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reben_lmdb, tiny):
@@ -85,8 +72,8 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reben_lmdb,
         assert torch.equal(wa[k], wb[k]), k
     # a crash right after an epoch-end checkpoint (step 10 = end of epoch 1) resumes at epoch 2's start
     at_end = tmp_path / "at_end"
-    with pytest.raises(_Crash):
-        fit(load_config(None, overrides), out=at_end, callbacks=[_CrashAt(10)])
+    with pytest.raises(Crash):
+        fit(load_config(None, overrides), out=at_end, callbacks=[CrashAt(10)])
     end_state = torch.load(at_end / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert end_state["global_step"] == 10
     assert end_state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["epoch"] == 2

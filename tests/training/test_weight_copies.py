@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,6 +10,7 @@ from torch import nn
 from csmae.training.config import ConfigError, load_config
 from csmae.training.run import fit
 from csmae.training.weight_copies import Bf16WeightCopies
+from tests.training.crash import Crash, CrashAt
 
 BF16 = ["trainer.precision=bf16-mixed"]
 
@@ -87,25 +87,12 @@ def test_fit_with_copies_trains_the_same_weights(tmp_path, synth_store, tiny, mo
         assert torch.equal(weights["true"][k], v), k
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(pl.Callback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            raise _Crash(f"crash before step {self.step}")
-
-
 def test_resume_with_copies_is_exact(tmp_path, synth_store, tiny):
     """Crash mid-run, resume from last.ckpt (the copies are refreshed from the loaded masters)."""
     over = tiny([synth_store], *BF16, "trainer.bf16_weight_copies=true",
                 "callbacks.checkpoint_every_n_steps=2", "data.hflip=true", epochs=2)
-    with pytest.raises(_Crash):
-        fit(load_config(None, over), out=tmp_path / "crashed", callbacks=[_CrashAt(5)])
+    with pytest.raises(Crash):
+        fit(load_config(None, over), out=tmp_path / "crashed", callbacks=[CrashAt(5)])
     last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4

@@ -96,6 +96,5 @@ def mask_noise(
     device: torch.device | str | None = None,
 ) -> dict[str, Tensor]:
     """Masking noise {sensor: float32 (B, num_tokens)} for ``make_mask_plan(noise=...)``."""
-    return {
-        s: torch.from_numpy(uniform(keys, sensor_salt(s), num_tokens)).to(device) for s in sensors
-    }
+    k = keys_from(keys)  # once per step, not once per sensor (a device->host copy for device keys)
+    return {s: torch.from_numpy(uniform(k, sensor_salt(s), num_tokens)).to(device) for s in sensors}
