@@ -248,22 +248,10 @@ def prepare(
             ds.sensors.items()}, "layout": layout, "chunk_size": chunk_size, "on_error": on_error}
     key = _plan_key(ds.ids, info)
     tmp = out.with_name(out.name + ".partial")
-    journal = tmp / JOURNAL
     tmp.mkdir(parents=True, exist_ok=True)
-    lock = _lock(tmp)
+    lock = lock_partial(tmp, "prepare")
     try:
-        try:
-            old = json.loads((tmp / PLAN).read_text()).get("key")
-        except (OSError, ValueError):
-            old = None
-        resumed = old == key
-        if not resumed:
-            stale = [p for p in tmp.iterdir() if p.name != ".lock"]
-            if stale:
-                log.warning("%s holds an unfinished prepare of other inputs; starting over", tmp)
-            for p in stale:
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-            journal.mkdir()
+        resumed = reset_partial(tmp, key, "prepare", log)
         return _run(ds, tmp, out, key=key, info=info, resumed=resumed, groups=groups, n=n, srcs=srcs,
                     opts=opts, open_skips=open_skips, chunk_size=chunk_size, workers=workers,
                     on_error=on_error, layout=layout, overwrite=overwrite, progress=progress)
@@ -271,8 +259,8 @@ def prepare(
         lock.close()
 
 
-def _lock(tmp: Path) -> Any:
-    """An exclusive lock on ``tmp/.lock``: two prepares must not write the same store."""
+def lock_partial(tmp: Path, what: str) -> Any:
+    """An exclusive lock on ``tmp/.lock``: two runs (``what``: prepare, tile) must not write one store."""
     import fcntl
 
     f = open(tmp / ".lock", "a+")  # noqa: SIM115 - held until the run ends
@@ -280,8 +268,29 @@ def _lock(tmp: Path) -> Any:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
-        raise RuntimeError(f"another csmae prepare is writing {tmp}") from None
+        raise RuntimeError(f"another csmae {what} is writing {tmp}") from None
     return f
+
+
+def reset_partial(tmp: Path, key: str, what: str, logger: logging.Logger) -> bool:
+    """True if the locked unfinished folder ``tmp`` holds the run planned as ``key`` (resume it).
+
+    Otherwise everything in it but the lock is removed (with a warning on ``logger`` naming the
+    ``what`` left there) and an empty journal is made. Shared by prepare and tile.
+    """
+    try:
+        old = json.loads((tmp / PLAN).read_text()).get("key")
+    except (OSError, ValueError):
+        old = None
+    if old == key:
+        return True
+    stale = [p for p in tmp.iterdir() if p.name != ".lock"]
+    if stale:
+        logger.warning("%s holds an unfinished %s of other inputs; starting over", tmp, what)
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    (tmp / JOURNAL).mkdir()
+    return False
 
 
 def _run(ds: PairedDataset, tmp: Path, out: Path, *, key: str, info: dict[str, Any], resumed: bool,

@@ -265,6 +265,22 @@ class StoreDataset(PairedDataset):
         """(N, 19) bool labels of every pair (no pixel reads)."""
         return self._labels.copy()
 
+    def _batch_rows(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pair positions (negatives wrapped, range-checked) and their record rows."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"index out of range for a store of {n} pairs")
+        idx = idx % n if n else idx
+        return idx, self._rows[idx]
+
+    def _add_info(self, out: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
+        """Add the per-pair "labels", "id" and "split" of a batch to ``out``."""
+        out["labels"] = self._labels[idx]
+        out["id"] = [self._ids[i] for i in idx]
+        out["split"] = [self._splits[i] for i in idx]
+        return out
+
     def get_batch(self, indices: Sequence[int] | np.ndarray, *,
                   into: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
         """Raw float32 (B, C, 120, 120) per sensor, "labels" bool (B, 19), "id", "split".
@@ -274,12 +290,7 @@ class StoreDataset(PairedDataset):
         import torch
         import torch.nn.functional as F
 
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"index out of range for a store of {n} pairs")
-        idx = idx % n if n else idx
-        rows = self._rows[idx]
+        idx, rows = self._batch_rows(indices)
         arrays = self._open()
         out: dict[str, Any] = {}
         for name, parts in self._plan.items():
@@ -309,10 +320,7 @@ class StoreDataset(PairedDataset):
                 else:
                     batch[:, dst_idx] = rec
             out[name] = batch
-        out["labels"] = self._labels[idx]
-        out["id"] = [self._ids[i] for i in idx]
-        out["split"] = [self._splits[i] for i in idx]
-        return out
+        return self._add_info(out, idx)
 
     def raw_groups(self) -> list[tuple[str, str, tuple[int, ...], int]]:
         """The arrays of :meth:`get_raw_batch`: (key, sensor, channels they fill, side) each.
@@ -334,12 +342,7 @@ class StoreDataset(PairedDataset):
         :func:`csmae.models.device_batch.assemble` turns into :meth:`get_batch`'s arrays on a device.
         ``into``: optional preallocated arrays per key to fill (e.g. shared memory).
         """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"index out of range for a store of {n} pairs")
-        idx = idx % n if n else idx
-        rows = self._rows[idx]
+        idx, rows = self._batch_rows(indices)
         arrays = self._open()
         out: dict[str, Any] = {}
         for parts in self._plan.values():
@@ -357,10 +360,7 @@ class StoreDataset(PairedDataset):
                     if buf is not None:
                         buf[...] = rec
                     out[g.name] = rec if buf is None else buf
-        out["labels"] = self._labels[idx]
-        out["id"] = [self._ids[i] for i in idx]
-        out["split"] = [self._splits[i] for i in idx]
-        return out
+        return self._add_info(out, idx)
 
     def load(self, patch_id: str) -> Sample:
         i = self._index[patch_id]

@@ -28,6 +28,7 @@ import numpy as np
 
 from csmae.atomic import replace_folder
 from csmae.data.base import DataError
+from csmae.data.prepare import JOURNAL, PLAN, lock_partial, reset_partial
 from csmae.data.store import ArrayGroup
 from csmae.data.store_write import write_manifest, write_skipped, write_table
 from csmae.geo.scenes.cut import S1_RESAMPLING, Datasets, SceneJob, cut_strip
@@ -38,10 +39,8 @@ log = logging.getLogger(__name__)
 
 #: test hook: exit the process (os._exit(17)) right after committing this many strips in one run
 EXIT_AFTER_ENV = "CSMAE_TILE_EXIT_AFTER_CHUNKS"
-PLAN = "plan.json"
 #: strips whose records are synced to disk together before their journal entries are committed
 SYNC_EVERY = 8
-JOURNAL = "journal"
 
 
 @dataclass
@@ -117,18 +116,6 @@ def _plan_key(plan: Plan, options: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _lock(tmp: Path) -> Any:
-    import fcntl
-
-    f = open(tmp / ".lock", "a+")  # noqa: SIM115 - held until the run ends
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise RuntimeError(f"another csmae tile is writing {tmp}") from None
-    return f
-
-
 def tile_scenes(
     out: str | os.PathLike[str], *, s2: Sequence[str] = (), s1: Sequence[str] = (),
     stac: Sequence[str] = (), stride: int = 120, min_valid: float = 0.9, scl: Sequence[int] | None = None,
@@ -165,20 +152,9 @@ def tile_scenes(
     key = _plan_key(plan, options)
     tmp = out.with_name(out.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
-    lock = _lock(tmp)
+    lock = lock_partial(tmp, "tile")
     try:
-        try:
-            old = json.loads((tmp / PLAN).read_text()).get("key")
-        except (OSError, ValueError):
-            old = None
-        resumed = old == key
-        if not resumed:
-            stale = [p for p in tmp.iterdir() if p.name != ".lock"]
-            if stale:
-                log.warning("%s holds an unfinished tiling of other inputs; starting over", tmp)
-            for p in stale:
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-            (tmp / JOURNAL).mkdir()
+        resumed = reset_partial(tmp, key, "tiling", log)
         return _run(plan, tmp, out, key=key, options=options, resumed=resumed, workers=workers,
                     overwrite=overwrite, progress=progress, sources=[*s2, *s1, *stac])
     finally:
