@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csmae.data.base import DataError
+from csmae.data.scenes.cut import DEFAULT_SCL_CODES, S1Source, SceneJob
+from csmae.data.scenes.grid import PatchGrid, grid_from_s1, grid_from_s2
+from csmae.data.scenes.rasters import GridInfo
+from csmae.data.scenes.s1 import S1Scene, check_grid, find_s1_scenes
+from csmae.data.scenes.s2 import S2Scene, check_grids, find_s2_scenes
+from csmae.data.scenes.stac import scene_from_item
 from csmae.data.store import plan_groups
-from csmae.geo.scenes.cut import DEFAULT_SCL_CODES, S1Source, SceneJob
-from csmae.geo.scenes.grid import PatchGrid, grid_from_s1, grid_from_s2
-from csmae.geo.scenes.rasters import GridInfo
-from csmae.geo.scenes.s1 import S1Scene, check_grid, find_s1_scenes
-from csmae.geo.scenes.s2 import S2Scene, check_grids, find_s2_scenes
-from csmae.geo.scenes.stac import scene_from_item
 from csmae.sensors import Sensor, get_sensor
 
 log = logging.getLogger(__name__)

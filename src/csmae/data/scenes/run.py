@@ -29,11 +29,11 @@ import numpy as np
 from csmae.atomic import replace_folder
 from csmae.data.base import DataError
 from csmae.data.prepare import JOURNAL, PLAN, lock_partial, reset_partial
+from csmae.data.scenes.cut import S1_RESAMPLING, Datasets, SceneJob, cut_strip
+from csmae.data.scenes.plan import Plan, plan_tiling
+from csmae.data.scenes.rasters import iso
 from csmae.data.store import ArrayGroup
 from csmae.data.store_write import write_manifest, write_skipped, write_table
-from csmae.geo.scenes.cut import S1_RESAMPLING, Datasets, SceneJob, cut_strip
-from csmae.geo.scenes.plan import Plan, plan_tiling
-from csmae.geo.scenes.rasters import iso
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def tile_scenes(
 
     Args:
         out: store folder to write (``open_dataset(out)`` reads it).
-        s2, s1, stac: input paths (see :mod:`csmae.geo.scenes.s2`, ``.s1``, ``.stac``).
+        s2, s1, stac: input paths (see :mod:`csmae.data.scenes.s2`, ``.s1``, ``.stac``).
         stride: pixels between patch origins on the 10 m grid (120: no overlap).
         min_valid: least fraction of valid pixels per patch and sensor (nodata, zeros, S1 border
             and SCL-flagged pixels are invalid); other patches are listed in ``skipped.csv``.

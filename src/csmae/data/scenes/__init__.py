@@ -5,6 +5,6 @@ Modules: :mod:`.rasters` (opening files), :mod:`.s2` / :mod:`.s1` / :mod:`.stac`
 (pairing and checks), :mod:`.cut` (one strip of patches), :mod:`.run` (resumable store writing).
 """
 
-from csmae.geo.scenes.run import TileResult, tile_scenes
+from csmae.data.scenes.run import TileResult, tile_scenes
 
 __all__ = ["TileResult", "tile_scenes"]

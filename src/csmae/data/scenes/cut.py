@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from csmae.data.base import DataError, upsample_stack
+from csmae.data.scenes.grid import PatchGrid
+from csmae.data.scenes.radiometry import linear_to_db, s1_to_linear, s2_to_ben_dn
+from csmae.data.scenes.rasters import GridInfo, iso, open_raster
+from csmae.data.scenes.s1 import S1Scene
+from csmae.data.scenes.s2 import S2Grids, S2Scene
 from csmae.data.store import ArrayGroup
-from csmae.geo.scenes.grid import PatchGrid
-from csmae.geo.scenes.radiometry import linear_to_db, s1_to_linear, s2_to_ben_dn
-from csmae.geo.scenes.rasters import GridInfo, iso, open_raster
-from csmae.geo.scenes.s1 import S1Scene
-from csmae.geo.scenes.s2 import S2Grids, S2Scene
 from csmae.sensors import IMAGE_SIZE, Sensor
 
 #: SCL classes dropped by ``--scl`` by default: nodata, defective, cloud shadow, clouds, cirrus, snow
