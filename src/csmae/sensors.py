@@ -184,6 +184,9 @@ REFERENCE_S1_BANDS = ("VH", "VV")
 
 SENSORS: dict[str, Sensor] = {"s1": S1, "s2": S2}
 
+#: The sensors a model preset pairs by default (the uni-modal MAE presets: one per sensor).
+DEFAULT_SENSORS: tuple[str, ...] = ("s1", "s2")
+
 
 def get_sensor(name: str, *, bands: str | tuple[str, ...] | list[str] | None = None) -> Sensor:
     """Look up a sensor by name (``"s1"``/``"s2"``) with an optional band set.
