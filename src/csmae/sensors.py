@@ -55,6 +55,10 @@ class Sensor:
         mean, std: per-band normalisation statistics, in ``bands`` order.
         display: band names used for a 3-channel picture (true colour for S2, VV/VH/ratio for S1).
         description: a human-readable line.
+        plausible_range: (low, high) raw values a band of this sensor can hold; a query image
+            outside it has wrong units or is corrupt. None: no check.
+        quantity: what the raw values measure, in words (for messages about implausible values).
+        badge_colour: colour of this sensor's badge in result grids (matplotlib colour string).
     """
 
     name: str
@@ -66,6 +70,11 @@ class Sensor:
     display: tuple[str, ...]
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # -- query checks and display (knowledge about the sensor, not part of its identity) --
+    plausible_range: tuple[float, float] | None = field(default=None, compare=False)
+    quantity: str = field(default="", compare=False)
+    badge_colour: str = field(default="#444444", compare=False)
+    # -- scene tiling --
 
     def __post_init__(self) -> None:
         if len(set(self.bands)) != len(self.bands):
@@ -139,6 +148,12 @@ class Sensor:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Sensor:
+        """The spec of :meth:`to_dict`; query checks and display come from the built-in sensor of
+        the same name (they are not stored in artefacts)."""
+        known = SENSORS.get(d["name"])
+        knowledge: dict[str, Any] = {} if known is None else {
+            "plausible_range": known.plausible_range, "quantity": known.quantity,
+            "badge_colour": known.badge_colour}
         return cls(
             name=d["name"],
             bands=tuple(d["bands"]),
@@ -148,6 +163,7 @@ class Sensor:
             std=tuple(float(v) for v in d["std"]),
             display=tuple(d["display"]),
             description=d.get("description", ""),
+            **knowledge,
         )
 
 
@@ -165,17 +181,26 @@ S1_BANDS = ("VV", "VH")
 S2_BANDS_10 = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
 S2_BANDS_12 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 
+#: Raw values a band can hold: S1 backscatter in dB (measured values lie within about -50..+40 dB),
+#: S2 reflectance x 10000 as in L2A products (uint16; down to -1 reflectance for products with the
+#: radiometric offset applied).
+_S1_KNOWLEDGE: dict[str, Any] = {
+    "plausible_range": (-100.0, 100.0), "quantity": "backscatter in dB", "badge_colour": "#d95f02"}
+_S2_KNOWLEDGE: dict[str, Any] = {
+    "plausible_range": (-10_000.0, 65_535.0),
+    "quantity": "reflectance scaled by 10000 (L2A digital numbers)", "badge_colour": "#1b9e77"}
+
 S1 = _make(
     "s1", S1_BANDS, dtype="float32", units="dB", display=("VV", "VH"),
-    description="Sentinel-1 GRD IW, VV and VH backscatter in dB, 10 m",
+    description="Sentinel-1 GRD IW, VV and VH backscatter in dB, 10 m", **_S1_KNOWLEDGE,
 )
 S2 = _make(
     "s2", S2_BANDS_10, dtype="uint16", units="reflectance x 10000", display=("B04", "B03", "B02"),
-    description="Sentinel-2 L2A, 10 bands at 10 m and 20 m (20 m upsampled to 10 m)",
+    description="Sentinel-2 L2A, 10 bands at 10 m and 20 m (20 m upsampled to 10 m)", **_S2_KNOWLEDGE,
 )
 S2_12 = _make(
     "s2", S2_BANDS_12, dtype="uint16", units="reflectance x 10000", display=("B04", "B03", "B02"),
-    description="Sentinel-2 L2A, all 12 L2A bands (20 m and 60 m upsampled to 10 m)",
+    description="Sentinel-2 L2A, all 12 L2A bands (20 m and 60 m upsampled to 10 m)", **_S2_KNOWLEDGE,
 )
 
 #: Reference-implementation channel orders (data-formats.md), for importing its checkpoints.
