@@ -168,7 +168,8 @@ def _from_npz(f: QueryFile, sensor: Sensor) -> np.ndarray:
     missing = [b for b in sensor.bands if b not in by_band]
     raise QueryImageError(
         f"{f.name}: missing band(s) {missing} for a {sensor.name} query; expected one array, an array "
-        f"named {sensor.name!r}, or one array per band ({', '.join(sensor.bands)}); found keys {sorted(data)[:20]}"
+        f"named {sensor.name!r}, or one array per band ({', '.join(sensor.bands)}); "
+        f"found keys {sorted(data)[:20]}"
     )
 
 
