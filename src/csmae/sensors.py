@@ -59,6 +59,9 @@ class Sensor:
             outside it has wrong units or is corrupt. None: no check.
         quantity: what the raw values measure, in words (for messages about implausible values).
         badge_colour: colour of this sensor's badge in result grids (matplotlib colour string).
+        skippable_query_bands: band files a query may carry besides the model's bands (all bands of
+            the product, e.g. S2 B01, B09), skipped when the model does not use them; any other
+            foreign band is refused.
     """
 
     name: str
@@ -74,6 +77,7 @@ class Sensor:
     plausible_range: tuple[float, float] | None = field(default=None, compare=False)
     quantity: str = field(default="", compare=False)
     badge_colour: str = field(default="#444444", compare=False)
+    skippable_query_bands: tuple[str, ...] = field(default=(), compare=False)
     # -- scene tiling --
 
     def __post_init__(self) -> None:
@@ -153,7 +157,7 @@ class Sensor:
         known = SENSORS.get(d["name"])
         knowledge: dict[str, Any] = {} if known is None else {
             "plausible_range": known.plausible_range, "quantity": known.quantity,
-            "badge_colour": known.badge_colour}
+            "badge_colour": known.badge_colour, "skippable_query_bands": known.skippable_query_bands}
         return cls(
             name=d["name"],
             bands=tuple(d["bands"]),
@@ -181,14 +185,16 @@ S1_BANDS = ("VV", "VH")
 S2_BANDS_10 = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
 S2_BANDS_12 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 
-#: Raw values a band can hold: S1 backscatter in dB (measured values lie within about -50..+40 dB),
-#: S2 reflectance x 10000 as in L2A products (uint16; down to -1 reflectance for products with the
-#: radiometric offset applied).
+#: Query checks and display. Raw values a band can hold: S1 backscatter in dB (measured values lie
+#: within about -50..+40 dB), S2 reflectance x 10000 as in L2A products (uint16; down to -1
+#: reflectance for products with the radiometric offset applied). S2 query files may carry all 12
+#: L2A bands.
 _S1_KNOWLEDGE: dict[str, Any] = {
     "plausible_range": (-100.0, 100.0), "quantity": "backscatter in dB", "badge_colour": "#d95f02"}
 _S2_KNOWLEDGE: dict[str, Any] = {
     "plausible_range": (-10_000.0, 65_535.0),
-    "quantity": "reflectance scaled by 10000 (L2A digital numbers)", "badge_colour": "#1b9e77"}
+    "quantity": "reflectance scaled by 10000 (L2A digital numbers)", "badge_colour": "#1b9e77",
+    "skippable_query_bands": S2_BANDS_12}
 
 S1 = _make(
     "s1", S1_BANDS, dtype="float32", units="dB", display=("VV", "VH"),

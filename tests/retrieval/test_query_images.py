@@ -92,9 +92,10 @@ def test_sensor_knowledge_survives_artefacts_without_changing_them():
         assert set(d) == {"name", "bands", "dtype", "units", "mean", "std", "display", "description"}
         back = Sensor.from_dict(d)
         assert back == spec
-        assert (back.plausible_range, back.quantity, back.badge_colour) == (
-            spec.plausible_range, spec.quantity, spec.badge_colour)
+        assert (back.plausible_range, back.quantity, back.badge_colour, back.skippable_query_bands) == (
+            spec.plausible_range, spec.quantity, spec.badge_colour, spec.skippable_query_bands)
     assert S1.plausible_range == (-100.0, 100.0) and S2.plausible_range == (-10_000.0, 65_535.0)
+    assert S1.skippable_query_bands == () and {"B01", "B09"} <= set(S2.skippable_query_bands)
 
 
 def test_grid_badges_come_from_the_spec():

@@ -5,7 +5,8 @@ decoded entirely in memory into one raw ``(C, 120, 120)`` float32 array in a sen
 
 - GeoTIFF band files as in BigEarthNet, one file per band, the band named at the end of the file
   name (``..._B04.tif``, ``..._VV.tiff``); 20 m / 60 m bands at native size are upsampled like every
-  reader does. S2 bands the model does not use (e.g. B01, B09) are ignored.
+  reader does. Bands of the product the model does not use (the spec's
+  ``skippable_query_bands``, e.g. S2 B01, B09) are ignored; other foreign bands are refused.
 - one ``.npy`` array ``(C, 120, 120)`` in the sensor's band order, or one ``.npz`` holding either a
   single such array, an array named after the sensor, or one array per band name.
 
@@ -33,7 +34,7 @@ from csmae.data.base import DataError
 from csmae.data.npyfiles import NPY_MAGIC, ZIP_MAGIC, read_npy, read_npz
 from csmae.data.tiff import TIFF_MAGIC, decode_tiff
 from csmae.data.tiff_codecs import TooLargeError
-from csmae.sensors import BAND_STATS, IMAGE_SIZE, Sensor
+from csmae.sensors import IMAGE_SIZE, Sensor
 
 #: File types a query may come in.
 QUERY_SUFFIXES = (".tif", ".tiff", ".npy", ".npz")
@@ -202,8 +203,8 @@ def _from_tiffs(files: Sequence[QueryFile], sensor: Sensor, what: str) -> np.nda
                 f"'<patch>_{sensor.bands[0]}.tif' (bands of {sensor.name}: {', '.join(sensor.bands)})"
             )
         if band not in sensor.bands:
-            if band in BAND_STATS and sensor.name == "s2" and band.startswith("B"):
-                continue  # an S2 band this model does not use (e.g. B01, B09): ignore
+            if band in sensor.skippable_query_bands:
+                continue  # a band of the product this model does not use (e.g. S2 B01, B09)
             raise QueryImageError(
                 f"{f.name}: band {band} is not a band of {sensor.name} ({', '.join(sensor.bands)})"
             )
