@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from csmae.atomic import atomic_path
+from csmae.retrieval.backends.base import BackendOption, BackendSpec
 from csmae.retrieval.backends.vectorstore import VectorStore
 from csmae.retrieval.filters import Filter
 
@@ -66,6 +69,11 @@ def faiss_module() -> Any:
         faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
         _configured = True
     return faiss
+
+
+def set_search_param(index: Any, name: str, value: int) -> None:
+    """Set a search parameter (``efSearch``, ``nprobe``) on a raw FAISS index (benchmarks)."""
+    faiss_module().ParameterSpace().set_index_parameter(index, name, value)
 
 
 def factory_string(kind: str, n: int, dim: int = 768) -> str:
@@ -117,6 +125,7 @@ class FaissBackend:
         n_rows: int | None = None,
         tombstones: int = 0,
         legacy: bool = False,
+        file: str | None = None,
     ):
         self.faiss = faiss_module()
         self.index = index
@@ -128,6 +137,7 @@ class FaissBackend:
         self.n_rows = int(index.ntotal if n_rows is None else n_rows)  # row ids ever given: 0..n_rows-1
         self.tombstones = int(tombstones)
         self.legacy = legacy  # a csmae < 0.3 folder: FAISS ids = positions, no add/remove
+        self.file = file  # the index file in the index folder (last saved or loaded)
         self.dim = int(index.d)
         self.ivf = self.faiss.try_extract_index_ivf(index)
         self.hnsw = self._is_hnsw()
@@ -144,7 +154,10 @@ class FaissBackend:
         store_folder: Path | None = None,
         store_dtype: str = "float16",
     ) -> FaissBackend:
-        """An empty (trained) backend for ``kind``; ``train`` = L2-normalised sample (IVF/PQ/SQ)."""
+        """An empty (trained) backend for ``kind``; ``train`` = L2-normalised sample (IVF/PQ/SQ).
+
+        ``store_folder``: where ivfpq writes its on-disk vectors (default: a temporary folder,
+        removed when the backend is discarded, dropped or saved into an index folder)."""
         faiss = faiss_module()
         factory = factory_string(kind, n_hint, dim)
         try:
@@ -169,8 +182,9 @@ class FaissBackend:
         rerank = 0
         if kind == "ivfpq":
             if store_folder is None:
-                raise ValueError("ivfpq needs a folder for its on-disk vectors")
-            store = VectorStore(Path(store_folder), dim=dim, dtype=store_dtype, chunks=[])
+                store = VectorStore.scratch(dim=dim, dtype=store_dtype)
+            else:
+                store = VectorStore(Path(store_folder), dim=dim, dtype=store_dtype, chunks=[])
             rerank = RERANK
         return cls(index=index, kind=kind, factory=factory, store=store, rerank=rerank, n_rows=0)
 
@@ -254,6 +268,7 @@ class FaissBackend:
             rerank=self.rerank,
             n_rows=self.n_rows,
             tombstones=0,
+            file=self.file,
         )
 
     # ------------------------------------------------------------------- read
@@ -488,11 +503,40 @@ class FaissBackend:
             ]
         return None, []
 
+    def set_params(self, params: Mapping[str, Any]) -> None:
+        """Update efSearch / nprobe (and ``rerank``: ivfpq's re-rank depth)."""
+        for name, value in params.items():
+            if name == "rerank":
+                self.rerank = int(value)
+            else:
+                self.params[name] = int(value)
+
     # ------------------------------------------------------------- save/load
-    def save(self, folder: Path, *, file: str = "index.faiss") -> dict[str, Any]:
-        faiss = self.faiss
-        faiss.write_index(self.index, str(Path(folder) / file))
-        return self.entry(file)
+    def save(self, folder: Path, *, generation: int = 0, file: str | None = None) -> dict[str, Any]:
+        """Write ``index.faiss`` (version 0) or ``index-<generation>.faiss`` into ``folder``
+        atomically, after hard-linking ivfpq's vector chunks there when they live elsewhere."""
+        folder = Path(folder)
+        name = file or index_file_name(generation)
+        if self.store is not None and self.store.folder.resolve() != folder.resolve():
+            self.store.link_into(folder)
+        with atomic_path(folder / name) as tmp:
+            self.faiss.write_index(self.index, str(tmp))
+        self.file = name
+        return self.entry(name)
+
+    def files(self) -> list[str]:
+        """The index file and ivfpq's vector chunks, as the index folder holds them."""
+        chunks = [c.file for c in self.store.chunks] if self.store is not None else []
+        return ([self.file] if self.file else []) + chunks
+
+    def relocate(self, folder: Path) -> None:
+        if self.store is not None:
+            self.store.moved_to(folder)
+
+    def discard(self) -> None:
+        """Remove ivfpq's temporary vector folder of a build that failed (nothing else is outside)."""
+        if self.store is not None:
+            self.store.release()
 
     def entry(self, file: str) -> dict[str, Any]:
         e: dict[str, Any] = {
@@ -531,6 +575,7 @@ class FaissBackend:
             n_rows=int(entry.get("n_rows", index.ntotal)),
             tombstones=int(entry.get("tombstones", 0)),
             legacy=legacy,
+            file=f.name,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -591,3 +636,64 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ registration
+def index_file_name(generation: int) -> str:
+    """``index.faiss`` for a new index folder, ``index-<g>.faiss`` for update ``g``."""
+    return "index.faiss" if generation == 0 else f"index-{generation}.faiss"
+
+
+def _create(
+    kind: str,
+    *,
+    dim: int,
+    n_hint: int,
+    label_names: list[str],
+    train: np.ndarray | None = None,
+    name_hint: str = "index",
+    store_folder: Path | None = None,
+) -> FaissBackend:
+    return FaissBackend.create(kind, dim=dim, n_hint=n_hint, train=train, store_folder=store_folder)
+
+
+def _load(
+    folder: Path, entry: dict[str, Any], *, params: dict[str, Any], legacy: bool = False
+) -> FaissBackend:
+    return FaissBackend.load(folder, entry, params=params, legacy=legacy)
+
+
+def _index_files(entry: Mapping[str, Any]) -> list[str]:
+    return [str(entry["file"])] if entry.get("file") else []
+
+
+def _entry_files(entry: Mapping[str, Any]) -> list[str]:
+    return _index_files(entry) + [str(c["file"]) for c in (entry.get("vectors") or {}).get("chunks", [])]
+
+
+def _owns_file(name: str) -> bool:
+    return (name.startswith("index") and name.endswith(".faiss")) or name.startswith("vectors-")
+
+
+def _legacy_entry(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """csmae < format 2: FAISS ids = positions, sensor rows contiguous, one ``index.faiss``."""
+    return {
+        "file": index_file_name(0),
+        "kind": manifest.get("index_kind"),
+        "factory": manifest.get("factory"),
+    }
+
+
+BACKEND = BackendSpec(
+    name="faiss",
+    create=_create,
+    load=_load,
+    options=(BackendOption("store_folder"),),  # ivfpq's on-disk vectors (Python API; default: temporary)
+    entry_files=_entry_files,
+    required_files=_index_files,
+    owns_file=_owns_file,
+    home="lives in the index folder",
+    kinds="exact | hnsw | hnsw-sq8 | ivf | ivfpq | FAISS factory string",
+    default=True,
+    legacy_entry=_legacy_entry,
+)
