@@ -210,11 +210,14 @@ def _schema(pymilvus: Any, dim: int, n_labels: int) -> Any:
     if n_labels <= MAX_LABEL_COLUMNS:
         for i in range(n_labels):
             s.add_field(f"label_{i}", dt_.BOOL)
-    s.add_field("country", dt_.VARCHAR, max_length=256, nullable=True)
-    s.add_field("season", dt_.VARCHAR, max_length=64, nullable=True)
-    s.add_field("t", dt_.INT64, nullable=True)
+    # no nullable fields (a Milvus < 2.5 server has none): "" / presence flags (milvus_expr)
+    s.add_field("country", dt_.VARCHAR, max_length=256)
+    s.add_field("season", dt_.VARCHAR, max_length=64)
+    s.add_field("t", dt_.INT64)
+    s.add_field("has_t", dt_.BOOL)
     for f in BBOX_FIELDS:
-        s.add_field(f, dt_.DOUBLE, nullable=True)
+        s.add_field(f, dt_.DOUBLE)
+    s.add_field("has_bbox", dt_.BOOL)
     return s
 
 
@@ -256,8 +259,14 @@ def _bounds(items: Any) -> np.ndarray:
 
 
 def _records(
-    rows: np.ndarray, vectors: np.ndarray, items: Any, label_names: Sequence[str], label_columns: bool
+    rows: np.ndarray,
+    vectors: np.ndarray,
+    items: Any,
+    label_names: Sequence[str],
+    label_columns: bool,
+    nullable: bool = False,
 ) -> list[dict]:
+    """Collection rows; ``nullable``: the legacy schema (nulls instead of "" / presence flags)."""
     n = len(rows)
     labels = items["labels"].to_numpy() if "labels" in items else [np.zeros(0, bool)] * n
     country, season = _column(items, "country"), _column(items, "season")
@@ -283,6 +292,12 @@ def _records(
         }
         for j, f in enumerate(BBOX_FIELDS):
             rec[f] = None if np.isnan(b[i, j]) else float(b[i, j])
+        if not nullable:
+            rec["has_t"], rec["has_bbox"] = rec["t"] is not None, rec["bbox_xmin"] is not None
+            for f in ("country", "season"):
+                rec[f] = rec[f] or ""
+            for f in ("t", *BBOX_FIELDS):
+                rec[f] = rec[f] if rec[f] is not None else 0
         if label_columns:
             have = set(lab_ids)
             for j in range(len(label_names)):
@@ -314,6 +329,7 @@ class MilvusBackend:
         search_params: dict[str, Any],
         count: int,
         next_row: int,
+        nullable: bool = False,
     ):
         self.client = client
         self.uri = uri
@@ -326,6 +342,8 @@ class MilvusBackend:
         self.count = int(count)
         self.next_row = int(next_row)
         self.label_columns = len(self.label_names) <= MAX_LABEL_COLUMNS
+        #: the collection has the legacy nullable schema (no presence flags): milvus_expr
+        self.nullable = bool(nullable)
 
     def __len__(self) -> int:
         return self.count
@@ -358,7 +376,12 @@ class MilvusBackend:
         for lo in range(0, len(rows), step):
             hi = min(len(rows), lo + step)
             recs = _records(
-                rows[lo:hi], vectors[lo:hi], items.iloc[lo:hi], self.label_names, self.label_columns
+                rows[lo:hi],
+                vectors[lo:hi],
+                items.iloc[lo:hi],
+                self.label_names,
+                self.label_columns,
+                self.nullable,
             )
             self.client.upsert(self.collection, recs)
         self.client.flush(self.collection)
@@ -423,7 +446,9 @@ class MilvusBackend:
             raise ValueError(f"Milvus returns at most {TOPK_MAX} results per query; asked for k={k}")
         allowed = None if rows is None else np.asarray(rows, dtype=np.int64)
         if where is not None and not getattr(where, "is_empty", False):
-            expr = filter_expression(where, label_names=self.label_names, label_columns=self.label_columns)
+            expr = filter_expression(
+                where, label_names=self.label_names, label_columns=self.label_columns, nullable=self.nullable
+            )
         elif allowed is not None:
             expr = rows_expression(allowed)
             allowed = None  # the expression is exact
@@ -672,7 +697,14 @@ def create(
     ip = client.prepare_index_params()
     bparams = _build_params(index_type, n_hint, dim)
     ip.add_index("vec", index_type=index_type, metric_type="IP", params=bparams)
-    client.create_collection(name, schema=_schema(pymilvus, dim, len(label_names)), index_params=ip)
+    # Strong: a search sees every write acknowledged before it (Lite always does; a server's
+    # default, Bounded, may not see an add of the last seconds)
+    client.create_collection(
+        name,
+        schema=_schema(pymilvus, dim, len(label_names)),
+        index_params=ip,
+        consistency_level="Strong",
+    )
     client.load_collection(name)
     if search_params is None:
         search_params = {"ef": 128} if index_type.startswith("HNSW") else {}
@@ -710,6 +742,7 @@ def load(
     if not client.has_collection(name):
         raise ValueError(f"Milvus collection {name!r} is missing at {uri}{where}: was it dropped?")
     client.load_collection(name)
+    fields = {f["name"] for f in client.describe_collection(name).get("fields", [])}
     be = MilvusBackend(
         client=client,
         uri=normalise_uri(uri),
@@ -721,6 +754,7 @@ def load(
         search_params={**(entry.get("search_params") or {}), **(params or {})},
         count=int(entry.get("count", 0)),
         next_row=int(entry.get("next_row", 0)),
+        nullable="has_t" not in fields,
     )
     while stale := client.query(name, filter=f"row >= {be.next_row}", output_fields=["row"], limit=TOPK_MAX):
         log.warning(
