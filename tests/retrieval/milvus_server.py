@@ -80,21 +80,22 @@ def milvus_server(data_dir: Path, *, timeout: float = START_TIMEOUT_S) -> Iterat
         health = f"http://127.0.0.1:{server.webservice_port}/healthz"
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"Milvus {__version__} exited with {proc.returncode}:\n{_log_tail(data_dir)}")
+                why = f"exited with {proc.returncode}"
+                raise RuntimeError(f"Milvus {__version__} {why}:\n{_log_tail(data_dir)}")
             with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
                 with urllib.request.urlopen(health, timeout=2) as r:
                     if b"OK" in r.read():
                         break
             if time.monotonic() - t0 > timeout:
-                raise RuntimeError(
-                    f"Milvus {__version__} not healthy within {timeout:g} s at {health}:\n{_log_tail(data_dir)}"
-                )
+                why = f"not healthy within {timeout:g} s at {health}"
+                raise RuntimeError(f"Milvus {__version__} {why}:\n{_log_tail(data_dir)}")
             time.sleep(0.2)
         uri = f"http://127.0.0.1:{server.listen_port}"
         from pymilvus import MilvusClient
 
         MilvusClient(uri=uri, timeout=30).list_collections()  # the gRPC port answers too
-        log.info("Milvus %s standalone up at %s in %.1f s (pid %d)", __version__, uri, time.monotonic() - t0, proc.pid)
+        up = time.monotonic() - t0
+        log.info("Milvus %s standalone up at %s in %.1f s (pid %d)", __version__, uri, up, proc.pid)
         yield uri
     finally:
         _stop(server, proc)

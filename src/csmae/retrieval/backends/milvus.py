@@ -73,6 +73,12 @@ SCALAR_FIELDS = ("sensor", "split", "labels", "country", "season", "t")
 #: one BOOL column per label up to this many labels (Milvus's default limit is 64 fields)
 MAX_LABEL_COLUMNS = 32
 BBOX_FIELDS = ("bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax")
+#: VARCHAR fields and their max_length (UTF-8 bytes; a longer value makes Milvus refuse the insert)
+VARCHAR_BYTES = {"id": 512, "sensor": 64, "split": 64, "country": 256, "season": 64}
+#: URI schemes pymilvus connects with (besides a Lite ``.db`` path)
+SERVER_SCHEMES = ("http", "https", "tcp", "unix")
+#: Milvus's rule for collection names
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
 class MilvusUnavailable(ConnectionError, RuntimeError):
@@ -112,7 +118,15 @@ def normalise_uri(uri: str) -> str:
     uri = str(uri).strip()
     if not uri:
         raise ValueError("empty Milvus URI")
-    return str(_lite_path(uri)) if is_lite_uri(uri) else uri
+    if is_lite_uri(uri):
+        return str(_lite_path(uri))
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme not in SERVER_SCHEMES:
+        raise ValueError(
+            f"Milvus URI {uri!r}: unsupported scheme {scheme!r}; a server URI looks like "
+            "http://host:19530 (also https, tcp, unix), a Milvus Lite one like ./archive.db"
+        )
+    return uri
 
 
 def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None = None) -> Any:
@@ -203,16 +217,16 @@ def _schema(pymilvus: Any, dim: int, n_labels: int) -> Any:
     s = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     s.add_field("row", dt_.INT64, is_primary=True)
     s.add_field("vec", dt_.FLOAT_VECTOR, dim=dim)
-    s.add_field("id", dt_.VARCHAR, max_length=512)
-    s.add_field("sensor", dt_.VARCHAR, max_length=64)
-    s.add_field("split", dt_.VARCHAR, max_length=64)
+    s.add_field("id", dt_.VARCHAR, max_length=VARCHAR_BYTES["id"])
+    s.add_field("sensor", dt_.VARCHAR, max_length=VARCHAR_BYTES["sensor"])
+    s.add_field("split", dt_.VARCHAR, max_length=VARCHAR_BYTES["split"])
     s.add_field("labels", dt_.ARRAY, element_type=dt_.INT64, max_capacity=max(1, n_labels))
     if n_labels <= MAX_LABEL_COLUMNS:
         for i in range(n_labels):
             s.add_field(f"label_{i}", dt_.BOOL)
     # no nullable fields (a Milvus < 2.5 server has none): "" / presence flags (milvus_expr)
-    s.add_field("country", dt_.VARCHAR, max_length=256)
-    s.add_field("season", dt_.VARCHAR, max_length=64)
+    s.add_field("country", dt_.VARCHAR, max_length=VARCHAR_BYTES["country"])
+    s.add_field("season", dt_.VARCHAR, max_length=VARCHAR_BYTES["season"])
     s.add_field("t", dt_.INT64)
     s.add_field("has_t", dt_.BOOL)
     for f in BBOX_FIELDS:
@@ -306,6 +320,18 @@ def _records(
     return out
 
 
+def _check_records(recs: list[dict], collection: str) -> None:
+    """What Milvus would refuse, refused before anything is written (ValueError naming row and field)."""
+    for rec in recs:
+        for field, most in VARCHAR_BYTES.items():
+            value = rec.get(field)
+            if value is not None and len(value.encode("utf-8")) > most:
+                raise ValueError(
+                    f"Milvus collection {collection}: row {rec['row']} (id {rec['id'][:60]!r}): {field} "
+                    f"is {len(value.encode('utf-8'))} bytes, the collection allows {most}; nothing written"
+                )
+
+
 class MilvusBackend:
     """Vectors by row id in one Milvus collection (see the module docstring).
 
@@ -371,9 +397,13 @@ class MilvusBackend:
             )
         if len(rows) == 0:
             return
+        if not np.isfinite(vectors).all():
+            bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+            raise ValueError(f"add: vector of row {int(rows[bad])} is not finite (NaN/inf); nothing written")
         step = max(1, INSERT_BYTES // (4 * self.dim + 256))
         items = items.reset_index(drop=True)
-        for lo in range(0, len(rows), step):
+        batches = []
+        for lo in range(0, len(rows), step):  # every batch checked before the first is written
             hi = min(len(rows), lo + step)
             recs = _records(
                 rows[lo:hi],
@@ -383,6 +413,9 @@ class MilvusBackend:
                 self.label_columns,
                 self.nullable,
             )
+            _check_records(recs, self.collection)
+            batches.append(recs)
+        for recs in batches:
             self.client.upsert(self.collection, recs)
         self.client.flush(self.collection)
         self.count = self._count()
@@ -689,9 +722,14 @@ def create(
     """
     pymilvus = _pymilvus()
     index_type = _index_type(kind)
+    name = collection or _collection_name(name_hint)
+    if not COLLECTION_NAME.fullmatch(name):
+        raise ValueError(
+            f"Milvus collection name {name!r}: Milvus allows letters, digits and underscores, a letter "
+            "or underscore first, at most 255 characters"
+        )
     client = connect(uri, timeout=timeout)
     uri = normalise_uri(uri)
-    name = collection or _collection_name(name_hint)
     if client.has_collection(name):
         raise FileExistsError(f"Milvus collection {name!r} already exists at {uri}; choose another name")
     ip = client.prepare_index_params()
