@@ -211,3 +211,36 @@ def test_uris_that_are_no_milvus_fail_clearly(milvus_server_uri):
     with pytest.raises(ConnectionError, match=r"Milvus at .*/nodb did not answer .*database not found"):
         M.connect(f"{milvus_server_uri}/nodb", timeout=5)
     assert M.connect(milvus_server_uri).list_collections() is not None
+
+
+def test_a_lite_collection_with_the_earlier_nullable_schema_loads_and_filters_exactly(tmp_path):
+    """Collections built by an earlier csmae (nullable country / season / t / bbox, no presence
+    flags; Milvus Lite only) are detected on load and searched with their own expression form."""
+    from pymilvus import DataType, MilvusClient
+
+    v, items = make_items(90, seed=15)
+    uri = str(tmp_path / "legacy.db")
+    client = MilvusClient(uri)
+    s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    s.add_field("row", DataType.INT64, is_primary=True)
+    s.add_field("vec", DataType.FLOAT_VECTOR, dim=D)
+    for f, n in (("id", 512), ("sensor", 64), ("split", 64)):
+        s.add_field(f, DataType.VARCHAR, max_length=n)
+    s.add_field("labels", DataType.ARRAY, element_type=DataType.INT64, max_capacity=len(NAMES))
+    for i in range(len(NAMES)):
+        s.add_field(f"label_{i}", DataType.BOOL)
+    s.add_field("country", DataType.VARCHAR, max_length=256, nullable=True)
+    s.add_field("season", DataType.VARCHAR, max_length=64, nullable=True)
+    s.add_field("t", DataType.INT64, nullable=True)
+    for f in M.BBOX_FIELDS:
+        s.add_field(f, DataType.DOUBLE, nullable=True)
+    ip = client.prepare_index_params()
+    ip.add_index("vec", index_type="FLAT", metric_type="IP")
+    client.create_collection("legacy", schema=s, index_params=ip)
+    client.upsert("legacy", M._records(np.arange(90), v, items, NAMES, True, nullable=True))
+    client.flush("legacy")
+    entry = {"uri": uri, "collection": "legacy", "dim": D, "label_names": NAMES, "count": 90, "next_row": 90}
+    be = M.load(tmp_path, entry)
+    assert be.nullable
+    live = np.ones(len(v), bool)
+    check_every_kind(be, v, items, live, "legacy")
