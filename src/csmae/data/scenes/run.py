@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from csmae.atomic import replace_folder
+from csmae.atomic import PARTIAL_MARKER, check_replaceable, replace_folder
 from csmae.data.base import DataError
 from csmae.data.prepare import JOURNAL, PLAN, lock_partial, reset_partial
 from csmae.data.scenes.cut import cut_strip
@@ -34,7 +34,7 @@ from csmae.data.scenes.job import SceneJob
 from csmae.data.scenes.plan import Plan, plan_tiling
 from csmae.data.scenes.rasters import Datasets
 from csmae.data.scenes.readers import SCENE_READERS, by_priority
-from csmae.data.store import ArrayGroup
+from csmae.data.store import STORE_KIND, ArrayGroup
 from csmae.data.store_write import write_manifest, write_skipped, write_table
 from csmae.sensors import get_sensor
 
@@ -148,6 +148,8 @@ def tile_scenes(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
+    if overwrite:
+        check_replaceable(out, STORE_KIND)  # before the work: only a store is replaced
     if workers < 1:
         raise ValueError("workers must be >= 1")
     inputs: dict[str, list[str]] = {"s2": list(s2), "s1": list(s1)}  # the CLI's --s2 / --s1
@@ -160,7 +162,6 @@ def tile_scenes(
                "s1_units": s1_units, "boa_offset": boa_offset, "sensors": list(plan.sensors)}
     key = _plan_key(plan, options)
     tmp = out.with_name(out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
     lock = lock_partial(tmp, "tile")
     try:
         resumed = reset_partial(tmp, key, "tiling", log)
@@ -321,8 +322,9 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
     shutil.rmtree(journal)
     (tmp / PLAN).unlink()
     (tmp / ".lock").unlink(missing_ok=True)
-    if out.exists() and overwrite:
-        replace_folder(tmp, out)
+    (tmp / PARTIAL_MARKER).unlink(missing_ok=True)
+    if overwrite:
+        replace_folder(tmp, out, kind=STORE_KIND)
     else:
         os.replace(tmp, out)
     log.info("tiled %s: %d patches, %d skipped", out, len(entries), len(skipped))
