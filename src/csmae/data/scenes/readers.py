@@ -65,6 +65,10 @@ class SceneReader(Protocol):
     def files(self, source: SceneSource) -> set[str]:
         """Every file the scene's pixels come from."""
 
+    def product_checksums(self, source: SceneSource, check: bool) -> dict[str, Any] | None:
+        """Check the scene's files against its product's own checksums (``manifest.safe``, see
+        :mod:`.product_checksums`) when ``check``; the store manifest's entry (None: no product)."""
+
     def describe(self, sources: Sequence[SceneSource]) -> Any | None:
         """The manifest entry of this sensor's scenes in one job (None: no entry)."""
 

@@ -124,7 +124,8 @@ def tile_scenes(
     stac: Sequence[str] = (), stride: int = 120, min_valid: float = 0.9, scl: Sequence[int] | None = None,
     s1_units: str | None = None, max_days: float | None = None, layout: str = "float32",
     boa_offset: float | None = None, workers: int = 1, overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None, paths: Mapping[str, Sequence[str]] | None = None,
+    product_checksums: bool = True, progress: Callable[[int, int], None] | None = None,
+    paths: Mapping[str, Sequence[str]] | None = None,
 ) -> TileResult:
     """Cut georeferenced S1/S2 scenes into a prepared store of paired 120x120 patches.
 
@@ -141,6 +142,8 @@ def tile_scenes(
         layout: store layout, ``"float32"`` (20 m bands upsampled now) or ``"native"``.
         boa_offset: DN offset of every S2 band when the inputs carry no metadata (e.g. -1000).
         workers: strips cut at once (threads). overwrite: replace an existing store.
+        product_checksums: check the files of Sentinel products against their own checksums
+            (``manifest.safe``); the result is recorded in the store manifest either way.
         progress: called with (strips done, strips) after each strip.
         paths: input paths of any sensor with a scene reader (:mod:`csmae.data.scenes.readers`),
             added to those of ``s2`` and ``s1``.
@@ -157,7 +160,8 @@ def tile_scenes(
         inputs[sensor] = [*inputs.get(sensor, []), *more]
     plan = plan_tiling(paths=inputs, stac=stac, stride=stride, min_valid=min_valid, scl=scl,
                        max_days=max_days, layout=layout,
-                       options={"s1_units": s1_units, "boa_offset": boa_offset})
+                       options={"s1_units": s1_units, "boa_offset": boa_offset,
+                                "product_checksums": product_checksums})
     options = {"stride": stride, "min_valid": min_valid, "scl": plan.jobs[0].scl_codes, "layout": layout,
                "s1_units": s1_units, "boa_offset": boa_offset, "sensors": list(plan.sensors)}
     key = _plan_key(plan, options)
@@ -311,6 +315,7 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
         **options,
         "scenes": [_scene_info(j) for j in plan.jobs],
         "time_gaps_days": plan.gaps,
+        "product_checksums": plan.product_checksums,
     }
     for sensor, reader in SCENE_READERS.items():
         tiling.update(reader.notes(get_sensor(sensor)))

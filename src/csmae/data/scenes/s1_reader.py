@@ -104,6 +104,10 @@ class S1Reader:
     def files(self, source: SceneSource) -> set[str]:
         return {r.path for r in source.scene.bands.values()}
 
+    def product_checksums(self, source: SceneSource, check: bool) -> dict[str, Any] | None:
+        """None: calibrated GeoTIFF/COG inputs carry no product manifest."""
+        return None
+
     def describe(self, sources: Sequence[SceneSource]) -> Any | None:
         return [{"source": s.scene.source, "name": s.scene.name, "units": s.scene.units,
                  "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime),

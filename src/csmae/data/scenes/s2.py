@@ -41,6 +41,7 @@ class S2Scene:
     scl: BandRef | None = None
     radiometry: dict[str, S2Radiometry] = field(default_factory=dict)
     datetime: datetime | None = None
+    product: str | None = None  # the SAFE folder the bands are in (its manifest.safe has checksums)
 
     def radiometry_of(self, band: str) -> S2Radiometry:
         return self.radiometry.get(band, S2Radiometry())
@@ -105,7 +106,7 @@ def from_safe(p: Path, bands: tuple[str, ...]) -> S2Scene:
         log.warning("%s: no %s; assuming no BOA offset (pre-PB04.00 DN)", p, MTD)
     name = product_name(p)
     return S2Scene(name=name, source=str(p), bands=refs, scl=BandRef(str(scl[0])) if scl else None,
-                   radiometry=rad, datetime=datetime_from_name(name))
+                   radiometry=rad, datetime=datetime_from_name(name), product=str(p))
 
 
 def from_multiband(path: Path, bands: tuple[str, ...], rad: dict[str, S2Radiometry]) -> S2Scene:
@@ -193,6 +194,7 @@ def find_s2_scenes(paths: list[str], bands: tuple[str, ...],
     if boa_offset is not None:
         src = f"--boa-offset {boa_offset:g}"
         scenes = [S2Scene(name=s.name, source=s.source, bands=s.bands, scl=s.scl, datetime=s.datetime,
+                          product=s.product,
                           radiometry={b: S2Radiometry(offset=boa_offset / 10000.0, source=src)
                                       for b in s.bands}) for s in scenes]
     return scenes
