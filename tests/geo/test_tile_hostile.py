@@ -146,3 +146,71 @@ def test_md5_checksums_and_zipped_products(safe, tmp_path):
     assert bands[0] in str(e.value)
     with pytest.raises(DataError, match="outside the product"):
         verify_product_checksums(safe, ["../../etc/passwd"])
+
+
+# --- 10: radiometry numbers ------------------------------------------------------------------------
+@pytest.mark.parametrize(("find", "put", "says"), [
+    (">10000</BOA_QUANTIFICATION_VALUE>", ">0</BOA_QUANTIFICATION_VALUE>",
+     "BOA_QUANTIFICATION_VALUE 0 is implausible"),
+    (">10000</BOA_QUANTIFICATION_VALUE>", ">ten</BOA_QUANTIFICATION_VALUE>",
+     "BOA_QUANTIFICATION_VALUE is 'ten': not a number"),
+    ('<BOA_ADD_OFFSET band_id="1">-1000<', '<BOA_ADD_OFFSET band_id="1">1e308<', "offset 1e+304"),
+    ('<BOA_ADD_OFFSET band_id="1">-1000<', '<BOA_ADD_OFFSET band_id="1">nan<', "not a finite number"),
+])
+def test_implausible_mtd_numbers_are_refused(capsys, tmp_path, mosaic, find, put, says):
+    from csmae.data.scenes.example import write_manifest_safe, write_safe
+
+    safe = write_safe(tmp_path, mosaic.s2, crs=mosaic.crs, transform=mosaic.transform,
+                      product=PRODUCT.replace("N0204", "N0509"), baseline="05.09", offset=-1000)
+    mtd = safe / "MTD_MSIL2A.xml"
+    assert find in mtd.read_text()
+    mtd.write_text(mtd.read_text().replace(find, put))
+    write_manifest_safe(safe)  # the product's own checksums match the edited metadata
+    rc, _, err = _tile(capsys, "--s2", str(safe), "--out", str(tmp_path / "st"))
+    assert rc == 1 and says in err and str(mtd) in err and "Traceback" not in err, err
+
+
+def _stac_s2(tmp_path: Path, mosaic, raster_bands: dict) -> Path:
+    from datetime import UTC, datetime
+
+    from csmae.data.scenes.example import write_band_files, write_stac_item
+
+    files = write_band_files(tmp_path / "data", mosaic.s2, crs=mosaic.crs, transform=mosaic.transform)
+    by_band = {f.name.split("_")[2]: f for f in files}
+    return write_stac_item(tmp_path / "items" / "s2.json", item_id="S2A_33UUP_20170613_0_L2A",
+                           when=datetime(2017, 6, 13, 10, 10, 31, tzinfo=UTC), bbox=[12.7, 48.2, 12.8, 48.3],
+                           assets=by_band, extra={b: {"raster:bands": [raster_bands]} for b in by_band})
+
+
+@pytest.mark.parametrize(("rb", "says"), [
+    ({"scale": 0, "offset": 1e308}, "scale 0 reflectance per DN is implausible"),
+    ({"scale": 0.0001, "offset": 1e308}, "offset 1e+308 (reflectance) is implausible"),
+    ({"scale": 0.0001, "offset": "-0.1x"}, "offset is '-0.1x': not a number"),
+])
+def test_implausible_stac_scale_offset_are_refused(capsys, tmp_path, mosaic, rb, says):
+    item = _stac_s2(tmp_path, mosaic, rb)
+    rc, _, err = _tile(capsys, "--stac", str(item), "--out", str(tmp_path / "st"))
+    assert rc == 1 and says in err and str(item) in err and "raster:bands of asset" in err, err
+    assert not (tmp_path / "st").exists()
+
+
+def test_an_implausible_boa_offset_option_is_refused(capsys, scene, tmp_path):
+    rc, _, err = _tile(capsys, *_inputs(scene), "--out", str(tmp_path / "st"), "--boa-offset", "1e308")
+    assert rc == 1 and "--boa-offset 1e+308 DN is implausible" in err, err
+
+
+# --- 11: integer S1 is DN, whatever its tags say ---------------------------------------------------
+@pytest.mark.parametrize("dtype", ["int16", "uint16"])
+def test_integer_s1_with_a_units_tag_is_refused(capsys, scene, mosaic, dtype):
+    import numpy as np
+
+    from csmae.data.scenes.example import _write
+
+    for p in list((scene / "s1").iterdir()):
+        p.unlink()
+        _write(p, [np.full((240, 360), 300, dtype)], crs=mosaic.crs, transform=mosaic.transform,
+               tags={"units": "dB"})
+    for extra in ((), ("--s1-units", "db")):
+        rc, _, err = _tile(capsys, *_inputs(scene), "--out", str(scene.parent / "st"), *extra)
+        assert rc == 1 and f"S1 band is {dtype}: uncalibrated DN, not backscatter" in err, err
+        assert str(scene / "s1") in err

@@ -97,7 +97,19 @@ def _nodata(ref: BandRef) -> float | None:
     return None if nd is None else float(nd)
 
 
+def _refuse_dn(ref: BandRef) -> None:
+    """Integer S1 pixels are uncalibrated DN: never taken as backscatter, whatever the tags say."""
+    with open_raster(ref.path) as src:
+        dtype = src.dtypes[ref.bidx - 1]
+    if np.dtype(dtype).kind in "iu":
+        raise DataError(f"S1 band is {dtype}: uncalibrated DN, not backscatter (units tags and --s1-units "
+                        "do not change that); calibrate to sigma0/gamma0 in float32 (linear or dB) first, "
+                        "e.g. SNAP Calibration + Terrain-Correction", path=ref.path)
+
+
 def _scene(name: str, source: str, refs: dict[str, BandRef], units: str | None) -> S1Scene:
+    for r in refs.values():
+        _refuse_dn(r)
     nod = {p: _nodata(r) for p, r in refs.items()}
     if units is not None:
         if units not in S1_UNITS:

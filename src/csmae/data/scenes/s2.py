@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from csmae.data.base import DataError
-from csmae.data.scenes.radiometry import S2Radiometry, band_name, read_mtd_msil2a
+from csmae.data.scenes.radiometry import BEN_QUANTIFICATION, S2Radiometry, band_name, read_mtd_msil2a
 from csmae.data.scenes.rasters import BandRef, GridInfo, datetime_from_name, grid_of, open_raster
 
 log = logging.getLogger(__name__)
@@ -192,6 +194,9 @@ def find_s2_scenes(paths: list[str], bands: tuple[str, ...],
         rad = read_mtd_msil2a(mtd) if mtd.is_file() else {}
         scenes.append(from_band_files(files, bands, rad, str(files[0].parent / key)))
     if boa_offset is not None:
+        if not np.isfinite(boa_offset) or abs(boa_offset) > BEN_QUANTIFICATION:
+            raise ValueError(f"--boa-offset {boa_offset:g} DN is implausible (products of baseline >= 04.00 "
+                             f"use -1000; expected -{BEN_QUANTIFICATION:g}..{BEN_QUANTIFICATION:g})")
         src = f"--boa-offset {boa_offset:g}"
         scenes = [S2Scene(name=s.name, source=s.source, bands=s.bands, scl=s.scl, datetime=s.datetime,
                           product=s.product,

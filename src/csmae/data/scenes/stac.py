@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from csmae.data.base import DataError
-from csmae.data.scenes.radiometry import S2Radiometry, band_name
+from csmae.data.scenes.radiometry import S2Radiometry, band_name, checked_radiometry, number
 from csmae.data.scenes.rasters import BandRef
 from csmae.data.scenes.s1 import S1Scene, _scene
 from csmae.data.scenes.s2 import S2Scene
@@ -64,11 +64,16 @@ def _href(item_path: str, key: str, asset: Any) -> str:
     return local
 
 
-def _rad(asset: Any, item: Any, source: str) -> S2Radiometry | None:
+def _rad(key: str, asset: Any, item: Any, source: str, path: str) -> S2Radiometry | None:
     rb = asset.extra_fields.get("raster:bands") or []
+    if rb and not isinstance(rb, list) or rb and not isinstance(rb[0], dict):
+        raise DataError(f"raster:bands of asset {key!r} is not a list of objects", path=path)
     if rb and ("scale" in rb[0] or "offset" in rb[0]):
-        return S2Radiometry(scale=float(rb[0].get("scale", 1e-4)), offset=float(rb[0].get("offset", 0.0)),
-                            source=f"{source} raster:bands scale/offset")
+        where = f"raster:bands of asset {key!r}"
+        scale = number(rb[0].get("scale", 1e-4), field=f"{where} scale", path=path)
+        offset = number(rb[0].get("offset", 0.0), field=f"{where} offset", path=path)
+        return checked_radiometry(scale, offset, source=f"{source} raster:bands scale/offset", path=path,
+                                  fields=f"{where} scale/offset")
     pb = item.properties.get("s2:processing_baseline")
     if pb is not None:
         try:
@@ -110,7 +115,7 @@ def scene_from_item(path: str, *, bands: tuple[str, ...], s1_units: str | None) 
     refs = {b: BandRef(_href(path, found[b][0], found[b][1])) for b in bands}
     rad: dict[str, S2Radiometry] = {}
     for b in bands:
-        r = _rad(found[b][1], item, f"STAC {Path(path).name}")
+        r = _rad(found[b][0], found[b][1], item, f"STAC {Path(path).name}", path)
         if r is not None:
             rad[b] = r
     scl = BandRef(_href(path, found["SCL"][0], found["SCL"][1])) if "SCL" in found else None
