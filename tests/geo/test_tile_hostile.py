@@ -214,3 +214,73 @@ def test_integer_s1_with_a_units_tag_is_refused(capsys, scene, mosaic, dtype):
         rc, _, err = _tile(capsys, *_inputs(scene), "--out", str(scene.parent / "st"), *extra)
         assert rc == 1 and f"S1 band is {dtype}: uncalibrated DN, not backscatter" in err, err
         assert str(scene / "s1") in err
+
+
+# --- 13: bounded work ------------------------------------------------------------------------------
+HOSTILE_SIDE = 200_000
+
+
+def _hostile_stack(path: Path, mosaic) -> Path:
+    """A 10-band S2 stack declaring 200000 x 200000 px (sparse: a few KB on disk)."""
+    import numpy as np
+    import rasterio
+
+    from csmae.sensors import get_sensor
+
+    bands = get_sensor("s2").bands
+    with rasterio.open(path, "w", driver="GTiff", width=HOSTILE_SIDE, height=HOSTILE_SIDE, count=len(bands),
+                       dtype="uint16", crs=mosaic.crs, transform=mosaic.transform, tiled=True,
+                       blockxsize=4096, blockysize=4096, compress="deflate", sparse_ok=True,
+                       bigtiff="YES") as dst:
+        for i, b in enumerate(bands, start=1):
+            dst.set_band_description(i, b)
+        dst.write(np.full((1, 120, 120), 1000, np.uint16), indexes=[1],
+                  window=rasterio.windows.Window(0, 0, 120, 120))
+    assert path.stat().st_size < 4 * 2**20
+    return path
+
+
+def test_a_raster_declaring_200000_px_is_refused_in_bounded_memory(tmp_path, mosaic):
+    import resource
+    import subprocess
+    import sys
+
+    stack = _hostile_stack(tmp_path / "T33UUP_20170613T101031_stack.tif", mosaic)
+    out = tmp_path / "st"
+    cmd = [sys.executable, "-m", "csmae", "tile", "--s2", str(stack), "--out", str(out)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert p.returncode == 1, p.stderr
+    assert "declares 200,000 x 200,000 pixels: larger than any S2 product" in p.stderr, p.stderr
+    assert str(stack) in p.stderr and "Traceback" not in p.stderr
+    assert not out.exists() and not out.with_name("st.partial").exists()
+    assert max(peak_kb, before) < 2**20, f"peak RSS {peak_kb / 2**10:.0f} MB"  # ru_maxrss is in KB
+    p = subprocess.run([*cmd, "--yes"], capture_output=True, text=True, timeout=300)
+    need = (((HOSTILE_SIDE - 120) // 120 + 1) ** 2) * 120 * 120 * 4 * 10  # float32 records of 10 bands
+    if shutil.disk_usage(tmp_path).free < need:
+        assert p.returncode == 1 and "more than the free disk" in p.stderr, p.stderr
+        assert "GB of records to write" in p.stderr
+        assert not out.exists() and not out.with_name("st.partial").exists()
+
+
+def test_a_fifo_named_like_a_band_is_refused_not_waited_on(capsys, scene, tmp_path):
+    import os
+
+    band = next((scene / "s2").glob("*_B02_*.tif"))
+    band.unlink()
+    os.mkfifo(band)
+    rc, _, err = _tile(capsys, *_inputs(scene), "--out", str(tmp_path / "st"))
+    assert rc == 1 and "not a regular file (a FIFO)" in err and str(band) in err, err
+    rc, _, err = _tile(capsys, "--s2", str(band), "--out", str(tmp_path / "st"))
+    assert rc == 1 and "not a regular file (a FIFO)" in err, err
+
+
+def test_a_tiny_stride_says_what_it_would_write_and_needs_yes(capsys, scene, tmp_path):
+    rc, _, err = _tile(capsys, *_inputs(scene), "--out", str(tmp_path / "st"), "--stride", "2")
+    assert rc == 1, err
+    assert "7,381 patches of" in err and "GB of records to write" in err, err
+    assert "--stride 2 stores every pixel 3,600 times" in err and "pass --yes" in err, err
+    assert not (tmp_path / "st").exists() and not (tmp_path / "st.partial").exists()
+    rc, _, err = _tile(capsys, *_inputs(scene), "--out", str(tmp_path / "st"), "--stride", "30")
+    assert rc == 0, err  # 16 times: within the bound

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from csmae.data.base import DataError
+from csmae.data.scenes.rasters import require_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def _check(member: str, table: dict[str, tuple[str, str]], opener: Callable[[], 
         got.unlisted.append(member)
         return
     alg, want = table[member]
+    if not shown.startswith("/vsi") and Path(shown).exists():
+        require_regular_file(shown)
     with opener() as f:
         have = _digest(f, alg)
     if have != want:

@@ -35,6 +35,8 @@ class SceneReader(Protocol):
     flag_note: str
     #: whether ``--scl`` (per-pixel class masks) applies to this sensor's scenes
     classifies: bool
+    #: the largest side, in pixels of the 10 m grid, of any product of this sensor (bigger needs --yes)
+    max_side_px: int
 
     def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
         """The scenes in the user's paths (files, folders, products); errors name the path."""

@@ -29,6 +29,7 @@ import numpy as np
 from csmae.atomic import PARTIAL_MARKER, check_replaceable, replace_folder
 from csmae.data.base import DataError
 from csmae.data.prepare import JOURNAL, PLAN, lock_partial, reset_partial
+from csmae.data.scenes.bounds import check_output_size, check_scene_sizes
 from csmae.data.scenes.cut import cut_strip
 from csmae.data.scenes.job import SceneJob
 from csmae.data.scenes.plan import Plan, plan_tiling
@@ -124,7 +125,7 @@ def tile_scenes(
     stac: Sequence[str] = (), stride: int = 120, min_valid: float = 0.9, scl: Sequence[int] | None = None,
     s1_units: str | None = None, max_days: float | None = None, layout: str = "float32",
     boa_offset: float | None = None, workers: int = 1, overwrite: bool = False,
-    product_checksums: bool = True, progress: Callable[[int, int], None] | None = None,
+    product_checksums: bool = True, yes: bool = False, progress: Callable[[int, int], None] | None = None,
     paths: Mapping[str, Sequence[str]] | None = None,
 ) -> TileResult:
     """Cut georeferenced S1/S2 scenes into a prepared store of paired 120x120 patches.
@@ -144,6 +145,7 @@ def tile_scenes(
         workers: strips cut at once (threads). overwrite: replace an existing store.
         product_checksums: check the files of Sentinel products against their own checksums
             (``manifest.safe``); the result is recorded in the store manifest either way.
+        yes: go ahead past the size bounds of :mod:`csmae.data.scenes.bounds` (never past the disk).
         progress: called with (strips done, strips) after each strip.
         paths: input paths of any sensor with a scene reader (:mod:`csmae.data.scenes.readers`),
             added to those of ``s2`` and ``s1``.
@@ -164,6 +166,8 @@ def tile_scenes(
                                 "product_checksums": product_checksums})
     options = {"stride": stride, "min_valid": min_valid, "scl": plan.jobs[0].scl_codes, "layout": layout,
                "s1_units": s1_units, "boa_offset": boa_offset, "sensors": list(plan.sensors)}
+    check_scene_sizes(plan, yes=yes)  # before anything is written
+    check_output_size(plan, out, stride=stride, yes=yes)
     key = _plan_key(plan, options)
     tmp = out.with_name(out.name + ".partial")
     lock = lock_partial(tmp, "tile")

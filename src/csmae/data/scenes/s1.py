@@ -156,7 +156,8 @@ def find_s1_scenes(paths: list[str], units: str | None = None) -> list[S1Scene]:
         if not p.exists():
             raise DataError("S1 input not found", path=str(p))
         if p.is_dir():
-            inside = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+            inside = sorted(f for f in p.rglob("*")  # a FIFO named like a raster: refused by name when opened
+                            if not f.is_dir() and f.suffix.lower() in RASTER_SUFFIXES)
             if not inside:
                 raise DataError(f"no raster files ({', '.join(RASTER_SUFFIXES)}) in the folder", path=str(p))
             files += inside

@@ -26,6 +26,7 @@ class S1Reader:
     invalid_note = "outside the S1 scene, border noise or nodata"
     flag_note = ""
     classifies = False
+    max_side_px = 60000  # an IW swath is 25,000 px at 10 m; a few assembled slices stay below this
 
     def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
         return list(find_s1_scenes(paths, options.get("s1_units")))

@@ -131,7 +131,8 @@ def from_multiband(path: Path, bands: tuple[str, ...], rad: dict[str, S2Radiomet
 
 
 def _files_in(p: Path) -> list[Path]:
-    return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+    # not only regular files: a FIFO or device named like a band is refused by name when opened
+    return sorted(f for f in p.iterdir() if not f.is_dir() and f.suffix.lower() in RASTER_SUFFIXES)
 
 
 def from_band_files(files: list[Path], bands: tuple[str, ...], rad: dict[str, S2Radiometry],

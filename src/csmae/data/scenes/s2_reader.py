@@ -33,6 +33,7 @@ class S2Reader:
     invalid_note = ""
     flag_note = "SCL cloud/snow/invalid"
     classifies = True
+    max_side_px = 10980  # an S2 tile: 109.8 km at 10 m
 
     def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
         return list(find_s2_scenes(paths, sensor.bands, options.get("boa_offset")))
