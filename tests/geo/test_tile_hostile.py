@@ -11,6 +11,7 @@ import pytest
 
 from tests.geo.tile_fixtures import load_real_mosaic, write_aligned
 
+REPO = Path(__file__).resolve().parents[2]
 PRODUCT = "S2A_MSIL2A_20170613T101031_N0204_R022_T33UUP_20170613T101032"
 
 
@@ -55,6 +56,12 @@ def _tile(capsys, *args: str) -> tuple[int, str, str]:
 
 def _inputs(scene: Path) -> list[str]:
     return ["--s2", str(scene / "s2"), "--s1", str(scene / "s1")]
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 
 def _victim(root: Path) -> Path:
@@ -249,14 +256,14 @@ def test_a_raster_declaring_200000_px_is_refused_in_bounded_memory(tmp_path, mos
     out = tmp_path / "st"
     cmd = [sys.executable, "-m", "csmae", "tile", "--s2", str(stack), "--out", str(out)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     assert p.returncode == 1, p.stderr
     assert "declares 200,000 x 200,000 pixels: larger than any S2 product" in p.stderr, p.stderr
     assert str(stack) in p.stderr and "Traceback" not in p.stderr
     assert not out.exists() and not out.with_name("st.partial").exists()
     assert max(peak_kb, before) < 2**20, f"peak RSS {peak_kb / 2**10:.0f} MB"  # ru_maxrss is in KB
-    p = subprocess.run([*cmd, "--yes"], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([*cmd, "--yes"], capture_output=True, text=True, timeout=300, env=_env())
     need = (((HOSTILE_SIDE - 120) // 120 + 1) ** 2) * 120 * 120 * 4 * 10  # float32 records of 10 bands
     if shutil.disk_usage(tmp_path).free < need:
         assert p.returncode == 1 and "more than the free disk" in p.stderr, p.stderr
@@ -284,3 +291,32 @@ def test_a_tiny_stride_says_what_it_would_write_and_needs_yes(capsys, scene, tmp
     assert not (tmp_path / "st").exists() and not (tmp_path / "st.partial").exists()
     rc, _, err = _tile(capsys, *_inputs(scene), "--out", str(tmp_path / "st"), "--stride", "30")
     assert rc == 0, err  # 16 times: within the bound
+
+
+# --- 12: a resumed tile re-checks the records it committed ----------------------------------------
+def test_records_altered_in_the_partial_are_redone_on_resume(scene, tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from csmae.data.scenes import tile_scenes
+    from tests.geo.tile_fixtures import store_arrays
+
+    out = tmp_path / "store"
+    cmd = [sys.executable, "-m", "csmae", "tile", *_inputs(scene), "--out", str(out)]
+    killed = subprocess.run(cmd, env={**_env(), "CSMAE_TILE_EXIT_AFTER_CHUNKS": "1"}, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == 17, killed.stderr
+    rec = np.load(out.with_name("store.partial") / "s2.npy", mmap_mode="r+")
+    rec[0, 0, :10, :10] = 12345  # a committed record altered behind the journal's back
+    rec.flush()
+    del rec
+    again = tile_scenes(out, s2=[str(scene / "s2")], s1=[str(scene / "s1")])
+    assert (again.chunks, again.chunks_resumed) == (2, 0)  # the altered strip was redone
+    tile_scenes(tmp_path / "fresh", s2=[str(scene / "s2")], s1=[str(scene / "s1")])
+    a, ids_a = store_arrays(out)
+    b, ids_b = store_arrays(tmp_path / "fresh")
+    assert ids_a == ids_b
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
