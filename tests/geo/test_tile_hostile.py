@@ -320,3 +320,20 @@ def test_records_altered_in_the_partial_are_redone_on_resume(scene, tmp_path):
     assert ids_a == ids_b
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+# --- 14: a hostile href ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("href", "says"), [
+    ("a" * 200_000, "has an href of 200,000 characters (more than 4096)"),
+    ("a" * 4000, "not a usable path (File name too long)"),
+])
+def test_a_huge_stac_href_is_a_clear_error(capsys, tmp_path, href, says):
+    d = {"type": "Feature", "stac_version": "1.0.0", "id": "x", "bbox": [0, 0, 0, 0],
+         "geometry": {"type": "Point", "coordinates": [0, 0]},
+         "properties": {"datetime": "2017-06-13T10:10:31Z"},
+         "links": [], "assets": {"vv": {"href": href}, "vh": {"href": "b.tif"}}}
+    item = tmp_path / "item.json"
+    item.write_text(json.dumps(d))
+    rc, _, err = _tile(capsys, "--stac", str(item), "--out", str(tmp_path / "st"))
+    assert rc == 1 and says in err and str(item) in err and "Traceback" not in err, err[:500]
+    assert len(err) < 1000  # the href is not echoed in full

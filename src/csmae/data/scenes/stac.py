@@ -54,13 +54,35 @@ def _band_of_asset(key: str, asset: Any) -> str | None:
     return None
 
 
+#: the longest href followed (Linux PATH_MAX); longer ones are refused with the item named
+MAX_HREF = 4096
+
+
+def _short(text: str, n: int = 120) -> str:
+    return text if len(text) <= n else f"{text[:n]}... ({len(text):,} characters)"
+
+
 def _href(item_path: str, key: str, asset: Any) -> str:
-    href = asset.get_absolute_href() or asset.href
+    raw = asset.href
+    if not isinstance(raw, str) or not raw:
+        raise DataError(f"asset {key!r} has no href", path=item_path)
+    if len(raw) > MAX_HREF:
+        raise DataError(f"asset {key!r} has an href of {len(raw):,} characters (more than {MAX_HREF}): "
+                        f"{_short(raw)}", path=item_path)
+    try:
+        href = asset.get_absolute_href() or raw
+    except (OSError, ValueError) as e:
+        raise DataError(f"asset {key!r}: cannot resolve href {_short(raw)} ({e})", path=item_path) from None
     if "://" in href and not href.startswith("file://"):
         return str(href)
     local = href.removeprefix("file://")
-    if not Path(local).exists():
-        raise DataError(f"asset {key!r} points to {local}, which does not exist", path=item_path)
+    try:
+        found = Path(local).exists()
+    except OSError as e:
+        raise DataError(f"asset {key!r} points to {_short(local)}: not a usable path ({e.strerror})",
+                        path=item_path) from None
+    if not found:
+        raise DataError(f"asset {key!r} points to {_short(local)}, which does not exist", path=item_path)
     return local
 
 
