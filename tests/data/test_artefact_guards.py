@@ -135,3 +135,38 @@ def test_evaluate_refuses_a_symlinked_partial(tmp_path, capsys):
     rc = main(["evaluate", "--embeddings", str(tmp_path / "none"), "--out", str(tmp_path / "rep")])
     assert rc == 1 and "rep.partial is a symbolic link" in capsys.readouterr().err
     _intact(v)
+
+
+def test_index_updates_refuse_options_they_do_not_take(tmp_path, capsys):
+    from csmae.cli import main
+    from tests.retrieval.test_index_grow import make_emb, write_emb
+
+    emb = write_emb(make_emb([f"p{i}" for i in range(8)]), tmp_path / "emb")
+    idx = tmp_path / "idx"
+    assert main(["index", str(emb), "--out", str(idx)]) == 0
+    (tmp_path / "gone.txt").write_text("p1\n")
+    before = (idx / "manifest.json").read_text()
+    gone = str(tmp_path / "gone.txt")
+    rc = main(["index", "remove", str(idx), "--ids", gone, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "csmae index remove does not take --out" in err, err
+    assert "takes --ids, --missing-ok" in err
+    assert (idx / "manifest.json").read_text() == before  # nothing removed from the wrong place
+    more = write_emb(make_emb(["q1"]), tmp_path / "more")
+    rc = main(["index", "add", str(idx), str(more), "--kind", "hnsw"])
+    assert rc == 1 and "csmae index add does not take --kind" in capsys.readouterr().err
+    rc = main(["index", "compact", str(idx), "--overwrite"])
+    assert rc == 1 and "csmae index compact does not take --overwrite" in capsys.readouterr().err
+    rc = main(["index", str(emb), "--out", str(tmp_path / "i2"), "--ids", str(tmp_path / "gone.txt")])
+    assert rc == 1 and "building an index does not take --ids" in capsys.readouterr().err
+    assert main(["index", "remove", str(idx), "--ids", str(tmp_path / "gone.txt")]) == 0
+
+
+def test_evaluate_with_embeddings_refuses_the_embedding_options(tmp_path, capsys):
+    from csmae.cli import main
+
+    rc = main(["evaluate", "--embeddings", str(tmp_path / "e"), "--out", str(tmp_path / "r"),
+               "--embeddings-out", str(tmp_path / "x"), "--batch-size", "8"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "with --embeddings nothing is embedded: --embeddings-out, --batch-size" in err, err
+    assert not (tmp_path / "r.partial").exists()  # refused before anything is written

@@ -145,11 +145,14 @@ def run(args: argparse.Namespace) -> int:
         check_replaceable(out_dir, REPORT_KIND)  # only a report is replaced
     resume_dir = out_dir.with_name(f"{out_dir.name}.partial")
     check_partial(resume_dir, "evaluate", legacy=_only_searches)  # a symlink or user folder: refused
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(resume_dir / PARTIAL_MARKER, {"kind": "evaluate"})
     if args.embeddings:
         if args.model_dir:
             raise ValueError("give either MODEL_DIR DATASET or --embeddings, not both")
+        unused = [flag for flag, given in (("--embeddings-out", args.embeddings_out is not None),
+                                           ("--batch-size", args.batch_size != 64),
+                                           ("--precision", args.precision != "fp32")) if given]
+        if unused:  # never silently ignored: they are for computing descriptors from a model
+            raise ValueError(f"with --embeddings nothing is embedded: {', '.join(unused)} do(es) not apply")
         spec = parse_embeddings(args.embeddings)
     else:
         if not args.model_dir or not args.dataset:
@@ -187,8 +190,11 @@ def run(args: argparse.Namespace) -> int:
         bar.set_description(name)
         bar.update(n)
 
+    check_partial(resume_dir, "evaluate", legacy=_only_searches)  # again: embedding took a while
     if any(resume_dir.glob("*.npz")):
         print(f"resuming from the finished searches in {resume_dir}")
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(resume_dir / PARTIAL_MARKER, {"kind": "evaluate"})
     try:
         res = run_protocol(
             emb,
