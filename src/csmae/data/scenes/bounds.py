@@ -76,9 +76,9 @@ def check_output_size(plan: Plan, out: str | os.PathLike[str], *, stride: int, y
     need = patches * per
     todo = max(0, need - _allocated(out.with_name(out.name + ".partial")))
     free = _free(out.parent)
-    what = (f"{out}: {patches:,} patches of {per / 1e6:.2f} MB = {_gb(need)} of records to write "
+    what = (f"{patches:,} patches of {per / 1e6:.2f} MB = {_gb(need)} of records to write "
             f"({_gb(free)} free)")
-    log.info("%s", what)
+    log.info("%s: %s", out, what)
     if todo > free:
         raise TooLargeError(f"{what}: more than the free disk; free space or choose fewer scenes / a larger "
                             "--stride", path=str(out))
