@@ -13,7 +13,7 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,9 +50,57 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def replace_folder(src: Path, dst: Path) -> None:
-    """Move the complete folder ``src`` to ``dst``; an old ``dst`` is swapped out, then deleted."""
-    if dst.exists():
+#: files whose ``"kind"`` says which csmae artefact a folder is, in the order they are asked
+KIND_FILES = ("manifest.json", "config.json", "synth.json")
+
+
+def artefact_kind(folder: str | os.PathLike[str]) -> str | None:
+    """The ``kind`` a csmae artefact folder records (``"csmae-store"``...), None if it records none."""
+    folder = Path(folder)
+    for name in KIND_FILES:
+        f = folder / name
+        if f.is_symlink() or not f.is_file():
+            continue
+        try:
+            kind = json.loads(f.read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(kind, str) and kind.startswith("csmae-"):
+            return kind
+    return None
+
+
+def check_replaceable(dst: str | os.PathLike[str], kind: str | None) -> None:
+    """Raise FileExistsError unless ``dst`` may be replaced by a csmae artefact of ``kind``.
+
+    Absent, an empty folder, or a folder whose manifest says ``kind``: fine. A symlink, a file, or
+    a folder of anything else (user files, another kind of artefact) is never replaced.
+    """
+    dst = Path(dst)
+    if not os.path.lexists(dst):
+        return
+    what = f"a csmae {kind.removeprefix('csmae-')}" if kind else "a csmae artefact"
+    advice = "nothing was replaced; move it away or choose another output"
+    if dst.is_symlink():
+        raise FileExistsError(f"{dst} is a symbolic link; --overwrite replaces only {what} folder ({advice})")
+    if not dst.is_dir():
+        raise FileExistsError(f"{dst} is not a folder; --overwrite replaces only {what} folder ({advice})")
+    if not any(dst.iterdir()):
+        return
+    got = artefact_kind(dst)
+    if got is None or got != kind:
+        says = f"its manifest says {got!r}" if got else "it holds no csmae manifest"
+        raise FileExistsError(f"{dst} is not {what} ({says}); --overwrite replaces only {what} ({advice})")
+
+
+def replace_folder(src: Path, dst: Path, *, kind: str | None = None) -> None:
+    """Move the complete folder ``src`` to ``dst``; an old ``dst`` is swapped out, then deleted.
+
+    An existing ``dst`` is replaced only if it is a csmae artefact of the same ``kind`` (default: the
+    kind ``src`` records) or an empty folder (:func:`check_replaceable`).
+    """
+    if os.path.lexists(dst):
+        check_replaceable(dst, kind or artefact_kind(src))
         old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
         os.replace(dst, old)
         os.replace(src, dst)
@@ -119,3 +167,78 @@ def clean_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
+
+
+#: written into every unfinished ``OUT.partial`` folder: which csmae command it belongs to
+PARTIAL_MARKER = ".csmae-partial.json"
+
+
+def check_partial(tmp: str | os.PathLike[str], what: str, *, legacy: Callable[[Path], bool] | None = None
+                  ) -> bool:
+    """Whether ``tmp`` (an ``OUT.partial`` folder) exists; raise if it is not one of ``what``'s.
+
+    A symlink, a file, or a folder without the marker of an unfinished csmae ``what`` (or, for
+    folders of an older csmae, without what ``legacy`` recognises) is refused, naming it; nothing in
+    it is read further or deleted. An empty folder is taken over.
+    """
+    tmp = Path(tmp)
+    if not os.path.lexists(tmp):
+        return False
+    advice = (f"it is not an unfinished csmae {what}; nothing was deleted: move it away or choose "
+              "another --out")
+    if tmp.is_symlink():
+        raise FileExistsError(f"{tmp} is a symbolic link ({advice})")
+    if not tmp.is_dir():
+        raise FileExistsError(f"{tmp} is not a folder ({advice})")
+    marker = tmp / PARTIAL_MARKER
+    if marker.is_file() and not marker.is_symlink():
+        try:
+            got = json.loads(marker.read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            got = None
+        if got == what:
+            return True
+        raise FileExistsError(f"{tmp} is an unfinished csmae {got!r}, not a {what} ({advice})")
+    entries = [p for p in tmp.iterdir() if p.name != ".lock"]
+    if not entries or (legacy is not None and legacy(tmp)):
+        return True
+    raise FileExistsError(f"{tmp} exists and has no {PARTIAL_MARKER} ({advice})")
+
+
+def claim_partial(tmp: str | os.PathLike[str], what: str, *,
+                  legacy: Callable[[Path], bool] | None = None) -> Any:
+    """Create or take over ``tmp`` for an unfinished ``what``, marked; an exclusive lock on ``tmp/.lock``.
+
+    Raises FileExistsError for a folder that is not ``what``'s (:func:`check_partial`), RuntimeError
+    when another run holds the lock. Returns the lock's open file (close it when the run ends).
+    """
+    import fcntl
+
+    tmp = Path(tmp)
+    check_partial(tmp, what, legacy=legacy)
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(tmp / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise FileExistsError(f"{tmp / '.lock'} cannot be opened as a lock file ({e.strerror})") from None
+    f = os.fdopen(fd, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise RuntimeError(f"another csmae {what} is writing {tmp}") from None
+    marker = tmp / PARTIAL_MARKER
+    if not marker.is_file():
+        write_json_atomic(marker, {"kind": what, "host": socket.gethostname(), "pid": os.getpid()})
+    return f
+
+
+def clear_partial(tmp: str | os.PathLike[str]) -> None:
+    """Remove what a claimed ``tmp`` holds except its lock and marker (no symlink is followed)."""
+    for p in Path(tmp).iterdir():
+        if p.name in (".lock", PARTIAL_MARKER):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()

@@ -108,6 +108,11 @@ def load_for_evaluation(spec: dict[str, Path] | Path) -> tuple[Any, Any]:
     return cross_model_embeddings(parts, sources=sources), sources
 
 
+def _only_searches(folder: Path) -> bool:
+    """An unfinished evaluation of a csmae from before partial markers: finished searches only."""
+    return all(p.suffix == ".npz" and p.is_file() and not p.is_symlink() for p in folder.iterdir())
+
+
 def _check_reused_precision(emb_dir: Path, precision: str) -> None:
     """Refuse to reuse descriptors computed in another precision than the one asked for."""
     from csmae.retrieval.artifacts import read_manifest
@@ -133,10 +138,21 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     if out_dir.exists() and not args.overwrite:  # before minutes of work, not after
         raise FileExistsError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    from csmae.atomic import PARTIAL_MARKER, check_partial, check_replaceable, write_json_atomic
+    from csmae.retrieval.report import REPORT_KIND
+
+    if args.overwrite:
+        check_replaceable(out_dir, REPORT_KIND)  # only a report is replaced
     resume_dir = out_dir.with_name(f"{out_dir.name}.partial")
+    check_partial(resume_dir, "evaluate", legacy=_only_searches)  # a symlink or user folder: refused
     if args.embeddings:
         if args.model_dir:
             raise ValueError("give either MODEL_DIR DATASET or --embeddings, not both")
+        unused = [flag for flag, given in (("--embeddings-out", args.embeddings_out is not None),
+                                           ("--batch-size", args.batch_size != 64),
+                                           ("--precision", args.precision != "fp32")) if given]
+        if unused:  # never silently ignored: they are for computing descriptors from a model
+            raise ValueError(f"with --embeddings nothing is embedded: {', '.join(unused)} do(es) not apply")
         spec = parse_embeddings(args.embeddings)
     else:
         if not args.model_dir or not args.dataset:
@@ -174,8 +190,11 @@ def run(args: argparse.Namespace) -> int:
         bar.set_description(name)
         bar.update(n)
 
-    if resume_dir.exists():
+    check_partial(resume_dir, "evaluate", legacy=_only_searches)  # again: embedding took a while
+    if any(resume_dir.glob("*.npz")):
         print(f"resuming from the finished searches in {resume_dir}")
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(resume_dir / PARTIAL_MARKER, {"kind": "evaluate"})
     try:
         res = run_protocol(
             emb,

@@ -60,10 +60,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(opt.flag, dest=opt.name, default=None, help=f"{', '.join(engines)}: {opt.help}")
 
 
+#: options each update takes (a build takes every option but these)
+UPDATE_OPTIONS: dict[str, tuple[str, ...]] = {"add": (), "remove": ("ids", "missing_ok"), "compact": ()}
+
+
+def _given(args: argparse.Namespace) -> dict[str, str]:
+    """dest -> flag of every option given a value other than its default."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_arguments(p)
+    defaults = vars(p.parse_args(["x"]))
+    flags = {a.dest: a.option_strings[0] for a in p._actions if a.option_strings}
+    return {d: flags[d] for d, v in vars(args).items() if d in flags and v != defaults.get(d)}
+
+
+def _refuse_foreign_options(args: argparse.Namespace, op: str | None) -> None:
+    """An option the operation does not take is an error, never silently ignored."""
+    given = _given(args)
+    if op is None:
+        foreign = sorted(f for d, f in given.items() if d in UPDATE_OPTIONS["remove"])
+        why = "they are for csmae index remove"
+        what = "building an index"
+    else:
+        foreign = sorted(f for d, f in given.items() if d not in UPDATE_OPTIONS[op])
+        names = ", ".join(f"--{d.replace('_', '-')}" for d in UPDATE_OPTIONS[op])
+        why = f"it changes IDX in place and takes {names or 'no options'}"
+        what = f"csmae index {op}"
+    if foreign:
+        raise ValueError(f"{what} does not take {', '.join(foreign)} ({why})")
+
+
 def run(args: argparse.Namespace) -> int:
     t = args.target
     if t[0] in OPS and len(t) >= 2:
+        _refuse_foreign_options(args, t[0])
         return _update(args)
+    _refuse_foreign_options(args, None)
     if len(t) != 1:
         raise ValueError(f"expected one embeddings folder or one of {OPS}, got {t}")
     if not args.out:

@@ -56,6 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(as csmae prepare)")
     p.add_argument("--workers", type=int, default=1, help="strips cut in parallel (threads)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--no-product-checksums", dest="product_checksums", action="store_false",
+                   help="do not check the files of .SAFE products against the checksums in their "
+                        "manifest.safe (checked by default; recorded in the store manifest)")
+    p.add_argument("--yes", action="store_true",
+                   help="go ahead when a scene is larger than any product of its sensor, or the store "
+                        "would exceed 64 GiB or store each pixel more than 16 times (never past the disk)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         res = tile_scenes(args.out, s2=args.s2, s1=args.s1, stac=args.stac, stride=args.stride,
                           min_valid=args.min_valid, scl=scl, s1_units=args.s1_units, max_days=args.max_days,
                           layout=args.layout, boa_offset=args.boa_offset, workers=args.workers,
-                          overwrite=args.overwrite, progress=progress)
+                          overwrite=args.overwrite, product_checksums=args.product_checksums,
+                          yes=args.yes,
+                          progress=progress)
     finally:
         for b in bars:
             b.close()

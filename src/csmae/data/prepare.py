@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from csmae.atomic import PARTIAL_MARKER, check_replaceable, claim_partial, clear_partial, replace_folder
 from csmae.data.base import DataError, PairedDataset, check_band
-from csmae.data.store import ArrayGroup, plan_groups
+from csmae.data.store import STORE_KIND, ArrayGroup, plan_groups
 from csmae.data.store_write import (
     open_records,
     pair_entry,
@@ -234,6 +235,8 @@ def prepare(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
+    if overwrite:
+        check_replaceable(out, STORE_KIND)  # before the work: only a store is replaced
     ids: Any = str(subset) if isinstance(subset, (str, os.PathLike)) else subset
     opts: dict[str, Any] = {"sensors": tuple(sensors), "s2_bands": s2_bands, "ids": ids, "split": split,
                             "on_error": "skip" if on_error == "skip" else "raise"}
@@ -248,7 +251,6 @@ def prepare(
             ds.sensors.items()}, "layout": layout, "chunk_size": chunk_size, "on_error": on_error}
     key = _plan_key(ds.ids, info)
     tmp = out.with_name(out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
     lock = lock_partial(tmp, "prepare")
     try:
         resumed = reset_partial(tmp, key, "prepare", log)
@@ -259,36 +261,47 @@ def prepare(
         lock.close()
 
 
-def lock_partial(tmp: Path, what: str) -> Any:
-    """An exclusive lock on ``tmp/.lock``: two runs (``what``: prepare, tile) must not write one store."""
-    import fcntl
+def _legacy_partial(what: str) -> Callable[[Path], bool]:
+    """Recognise an unfinished ``what`` of a csmae from before partial markers (plan + journal)."""
+    field = "rows" if what == "tile" else "pairs"
 
-    f = open(tmp / ".lock", "a+")  # noqa: SIM115 - held until the run ends
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise RuntimeError(f"another csmae {what} is writing {tmp}") from None
-    return f
+    def recognise(tmp: Path) -> bool:
+        plan, journal = tmp / PLAN, tmp / JOURNAL
+        if plan.is_symlink() or not plan.is_file() or journal.is_symlink() or not journal.is_dir():
+            return False
+        try:
+            old = json.loads(plan.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(old, dict) and "key" in old and field in old
+
+    return recognise
+
+
+def lock_partial(tmp: Path, what: str) -> Any:
+    """Create or take over the unfinished folder ``tmp`` of ``what`` (prepare, tile), locked.
+
+    Two runs must not write one store; a symlink or a folder that is not an unfinished csmae
+    ``what`` is refused (FileExistsError naming it) and nothing in it is touched.
+    """
+    return claim_partial(tmp, what, legacy=_legacy_partial(what))
 
 
 def reset_partial(tmp: Path, key: str, what: str, logger: logging.Logger) -> bool:
     """True if the locked unfinished folder ``tmp`` holds the run planned as ``key`` (resume it).
 
-    Otherwise everything in it but the lock is removed (with a warning on ``logger`` naming the
-    ``what`` left there) and an empty journal is made. Shared by prepare and tile.
+    Otherwise what it holds (but its lock and marker) is removed, with a warning on ``logger``
+    naming the ``what`` left there, and an empty journal is made. Shared by prepare and tile.
     """
     try:
         old = json.loads((tmp / PLAN).read_text()).get("key")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         old = None
-    if old == key:
+    if old == key and (tmp / JOURNAL).is_dir() and not (tmp / JOURNAL).is_symlink():
         return True
-    stale = [p for p in tmp.iterdir() if p.name != ".lock"]
-    if stale:
+    if any(p.name not in (".lock", PARTIAL_MARKER) for p in tmp.iterdir()):
         logger.warning("%s holds an unfinished %s of other inputs; starting over", tmp, what)
-    for p in stale:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    clear_partial(tmp)
     (tmp / JOURNAL).mkdir()
     return False
 
@@ -379,9 +392,11 @@ def _finalize(tmp: Path, out: Path, *, chunks: int, groups: list[ArrayGroup], ds
     shutil.rmtree(journal)
     (tmp / PLAN).unlink()
     (tmp / ".lock").unlink(missing_ok=True)  # the lock stays held on the open file until the run ends
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    (tmp / PARTIAL_MARKER).unlink(missing_ok=True)
+    if overwrite:
+        replace_folder(tmp, out, kind=STORE_KIND)
+    else:
+        os.replace(tmp, out)
     log.info("prepared %s: %d pairs, %d skipped", out, len(entries), len(skipped))
     return PrepareResult(path=out, pairs=len(entries), skipped=len(skipped), chunks=chunks,
                          chunks_done_now=done_now, chunks_resumed=resumed)

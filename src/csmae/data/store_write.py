@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from csmae.atomic import clean_stale_temps
+from csmae.atomic import check_replaceable, clean_stale_temps, replace_folder
 from csmae.data.base import DataError, Sample
 from csmae.data.store import (
     MANIFEST,
@@ -244,6 +244,7 @@ def write_store(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass overwrite=True to replace it)")
+    check_replaceable(out, STORE_KIND)  # only a store is replaced
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     clean_stale_temps(out)  # folders of killed earlier runs (dead pid, over an hour old)
     if tmp.exists():
@@ -260,7 +261,5 @@ def write_store(
     write_skipped(tmp, [])
     write_manifest(tmp, sensors=sensors, groups=groups, layout=layout, rows=n, entries=entries,
                    skipped=0, source=source, producer=producer)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_folder(tmp, out, kind=STORE_KIND)
     return out

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from csmae.atomic import clean_stale_temps
+from csmae.atomic import check_replaceable, clean_stale_temps, replace_folder
 from csmae.data import synth_scene as scene
 from csmae.geo.synthetic import crs_wkt, place, sample_geo
 from csmae.labels import LABEL_43_TO_19, LABELS_19
@@ -204,10 +204,13 @@ def write_synthetic(
         raise ValueError(f"unknown synthetic format {format!r}; expected one of {FORMATS}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    from csmae.data.store import STORE_KIND
+
     out = Path(out_dir)
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} exists (pass overwrite=True / --overwrite to replace it)")
+        check_replaceable(out, "csmae-synth" if format == "v1" else STORE_KIND)  # nothing else is replaced
     rng = np.random.default_rng(seed)
     names = _pair_names(rng, n)
     place(names, seed)  # synthetic footprints: own random stream, names and pixels unchanged
@@ -243,9 +246,7 @@ def write_synthetic(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_folder(tmp, out, kind="csmae-synth" if format == "v1" else STORE_KIND)
     log.info("wrote %d synthetic pairs (%s) to %s", n, format, out)
     if format == "v1":
         return [out / S2_ROOT, out / S1_ROOT, out / TABLES]

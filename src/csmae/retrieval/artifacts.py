@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from csmae.atomic import OWNER_FILE, clean_stale_temps, mark_owner, replace_folder, write_json_atomic
+from csmae.atomic import (
+    OWNER_FILE,
+    check_replaceable,
+    clean_stale_temps,
+    mark_owner,
+    replace_folder,
+    write_json_atomic,
+)
 from csmae.integrity import file_digest
 from csmae.version import __version__
 
@@ -72,14 +79,17 @@ class AtomicFolder:
     modified in place). On an exception the temporary folder is removed.
     """
 
-    def __init__(self, out: str | os.PathLike[str], *, overwrite: bool = False):
+    def __init__(self, out: str | os.PathLike[str], *, overwrite: bool = False, kind: str | None = None):
         self.out = Path(out)
         self.overwrite = overwrite
+        self.kind = kind  # what an existing ``out`` must be to be replaced (None: what tmp records)
         self.tmp = self.out.with_name(f"{self.out.name}.tmp-{os.getpid()}")
 
     def __enter__(self) -> Path:
         if self.out.exists() and not self.overwrite:
             raise FileExistsError(f"{self.out} already exists; choose another output or pass --overwrite")
+        if self.kind is not None:
+            check_replaceable(self.out, self.kind)  # before the work: only the same kind is replaced
         self.out.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(self.out)  # folders of killed earlier runs
         if self.tmp.exists():
@@ -93,5 +103,5 @@ class AtomicFolder:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         (self.tmp / OWNER_FILE).unlink(missing_ok=True)
-        replace_folder(self.tmp, self.out)
+        replace_folder(self.tmp, self.out, kind=self.kind)
 

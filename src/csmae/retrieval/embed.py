@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from csmae.atomic import PARTIAL_MARKER, check_partial, check_replaceable, clear_partial
 from csmae.integrity import checksum_files
 from csmae.retrieval.artifacts import base_manifest, replace_folder, sha256_file, write_json_atomic
 from csmae.retrieval.embeddings import KIND, write_shard
@@ -352,6 +352,8 @@ def embed_dataset(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    if overwrite:
+        check_replaceable(out, KIND)  # before the work: --overwrite replaces only embeddings
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device("cpu") if distributed else torch.device(device)
@@ -390,14 +392,17 @@ def embed_dataset(
         "precision": precision,
     }
     work = out.with_name(out.name + ".partial")
-    if work.exists() and not is_launched_rank():  # launched ranks find rank 0's fresh plan
+    if not is_launched_rank():  # launched ranks find rank 0's fresh plan
+        check_partial(work, "embed", legacy=_legacy_partial)  # a symlink or user folder: refused
         try:
             old = json.loads((work / "plan.json").read_text())
         except (OSError, json.JSONDecodeError):
             old = None
-        if old != plan:
+        if work.exists() and old != plan:
             log.warning("%s belongs to another run (different model/data/options): starting over", work)
-            shutil.rmtree(work)
+            clear_partial(work)
+        work.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(work / PARTIAL_MARKER, {"kind": "embed"})
     work.mkdir(parents=True, exist_ok=True)
     if not is_launched_rank():
         write_json_atomic(work / "plan.json", plan)
@@ -443,8 +448,18 @@ def embed_dataset(
     )
     write_json_atomic(work / "manifest.json", manifest)
     (work / "plan.json").unlink(missing_ok=True)
-    replace_folder(work, out)
+    (work / PARTIAL_MARKER).unlink(missing_ok=True)
+    replace_folder(work, out, kind=KIND)
     return out
+
+
+def _legacy_partial(work: Path) -> bool:
+    """An unfinished embedding of a csmae from before partial markers: a plan and shards only."""
+    plan = work / "plan.json"
+    if plan.is_symlink() or not plan.is_file():
+        return False
+    return all(p.name in ("plan.json", ".lock") or (p.name.startswith("part-") and p.is_file()
+               and not p.is_symlink()) or p.name.startswith(".") for p in work.iterdir())
 
 
 def _geo_facts(ds: Any) -> dict[str, Any]:

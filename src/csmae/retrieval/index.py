@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from csmae.atomic import check_replaceable
 from csmae.integrity import checksum_files, verify_manifest_files
 from csmae.retrieval.artifacts import (
     AtomicFolder,
@@ -201,7 +202,7 @@ class SearchIndex:
     def save(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a complete index folder atomically (a new folder, generation 0)."""
         out = Path(out)
-        with AtomicFolder(out, overwrite=overwrite) as tmp:
+        with AtomicFolder(out, overwrite=overwrite, kind=KIND) as tmp:
             entry = self.backend.save(tmp, generation=0)
             self.items.to_parquet(tmp / "items.parquet", index=False)
             self.manifest.update(backend=entry, files={"items": "items.parquet"}, generation=0)
@@ -316,6 +317,8 @@ def build_index(
     """
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another output or pass --overwrite")
+    if out is not None and overwrite:
+        check_replaceable(out, KIND)  # before the build: --overwrite replaces only an index
     source = None
     if not isinstance(emb, Embeddings):
         source = str(Path(emb).resolve())

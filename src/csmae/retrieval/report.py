@@ -26,6 +26,8 @@ METRIC_TITLES = {
     "wmap": "wmAP",
 }
 #: metrics shown in percent; wmAP is in label-count units (ACG averages |Lq & Lr|), shown as is.
+#: the manifest kind of an evaluation report folder
+REPORT_KIND = "csmae-evaluation"
 PERCENT = ("precision", "recall", "f1", "f1_item", "map")
 
 
@@ -266,7 +268,7 @@ def write_report(
     from csmae.retrieval.artifacts import AtomicFolder, base_manifest, write_json_atomic
 
     result = res.to_dict()
-    with AtomicFolder(out, overwrite=overwrite) as tmp:
+    with AtomicFolder(out, overwrite=overwrite, kind=REPORT_KIND) as tmp:
         write_json_atomic(tmp / "metrics.json", _jsonable(result))
         (tmp / "metrics.md").write_text(metrics_markdown(result))
         files = [p.name for p in plot_metrics(result, tmp)]
@@ -275,7 +277,7 @@ def write_report(
         write_json_atomic(
             tmp / "manifest.json",
             base_manifest(
-                "csmae-evaluation",
+                REPORT_KIND,
                 protocol=_jsonable(result["protocol"]),
                 files=["metrics.json", "metrics.md", *files],
                 **(extra or {}),

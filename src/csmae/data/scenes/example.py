@@ -113,7 +113,29 @@ def write_safe(root: Path, bands: Mapping[str, np.ndarray], *, crs: Any, transfo
         _write(img / "R20m" / f"T{tile}_{stamp}_SCL_20m.jp2", [scl], crs=crs, transform=_t20(transform),
                driver="JP2OpenJPEG")
     (safe / "MTD_MSIL2A.xml").write_text(mtd_xml(baseline, offset))
+    write_manifest_safe(safe)
     return safe
+
+
+def write_manifest_safe(safe: Path, algorithm: str = "SHA3-256") -> Path:
+    """``manifest.safe`` listing every file of ``safe`` with its checksum, as Sentinel products do."""
+    import hashlib
+
+    new = {"SHA3-256": hashlib.sha3_256, "MD5": hashlib.md5}[algorithm]
+    objects = []
+    for i, f in enumerate(sorted(p for p in safe.rglob("*") if p.is_file() and p.name != "manifest.safe")):
+        rel = f.relative_to(safe).as_posix()
+        objects.append(
+            f'<dataObject ID="obj{i}"><byteStream mimeType="application/octet-stream" '
+            f'size="{f.stat().st_size}">'
+            f'<fileLocation locatorType="URL" href="./{rel}"/>'
+            f'<checksum checksumName="{algorithm}">{new(f.read_bytes()).hexdigest()}</checksum>'
+            "</byteStream></dataObject>")
+    path = safe / "manifest.safe"
+    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n'
+                    '<xfdu:XFDU xmlns:xfdu="urn:ccsds:schema:xfdu:1" version="esa/safe/sentinel/1.1">'
+                    f"<dataObjectSection>{''.join(objects)}</dataObjectSection></xfdu:XFDU>\n")
+    return path
 
 
 def write_stack(path: Path, bands: Mapping[str, np.ndarray], *, crs: Any, transform: Any) -> Path:

@@ -30,6 +30,7 @@ class Plan:
     groups: list[Any]
     gaps: list[dict[str, Any]] = field(default_factory=list)  # sensor pairs and their time gap
     inputs: list[str] = field(default_factory=list)  # every file read
+    product_checksums: list[dict[str, Any]] = field(default_factory=list)  # per product, as checked
 
     @property
     def patches(self) -> int:
@@ -126,10 +127,18 @@ def plan_tiling(
     if dup:
         raise DataError(f"two scenes have the same name {sorted(dup)}: patch ids would collide")
     files: set[str] = set()
+    check = bool((options or {}).get("product_checksums", True))
+    products: set[str] = set()
     for j in plan.jobs:
         for sensor, sources in j.scenes.items():
             for s in sources:
                 files |= reader_of(sensor).files(s)
+                if s.scene.source in products:
+                    continue
+                products.add(s.scene.source)
+                entry = reader_of(sensor).product_checksums(s, check)
+                if entry is not None:
+                    plan.product_checksums.append(entry)
     plan.inputs = sorted(files)
     return plan
 

@@ -49,6 +49,38 @@ class S2Radiometry:
         return {"scale": self.scale, "offset": self.offset, "source": self.source}
 
 
+#: plausible reflectance per DN (S2: 1e-4) and additive reflectance offsets (S2 PB >= 04.00: -0.1)
+SCALE_RANGE = (1e-7, 1e-2)
+OFFSET_RANGE = (-1.0, 1.0)
+
+
+def number(value: object, *, field: str, path: str) -> float:
+    """``value`` as a finite float; DataError naming the file and the field otherwise."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DataError(f"{field} is {str(value)[:40]!r}: not a number", path=path) from None
+    if not np.isfinite(x):
+        raise DataError(f"{field} is {x}: not a finite number", path=path)
+    return x
+
+
+def checked_radiometry(scale: float, offset: float, *, source: str, path: str, fields: str) -> S2Radiometry:
+    """An :class:`S2Radiometry` whose numbers are plausible for Sentinel-2 L2A; DataError otherwise.
+
+    ``fields`` names where the numbers came from (e.g. ``"raster:bands scale/offset of asset B02"``).
+    """
+    lo, hi = SCALE_RANGE
+    if not lo <= scale <= hi:
+        raise DataError(f"{fields}: scale {scale:g} reflectance per DN is implausible for Sentinel-2 L2A "
+                        f"(expected {lo:g}..{hi:g}; products use 0.0001)", path=path)
+    lo, hi = OFFSET_RANGE
+    if not lo <= offset <= hi:
+        raise DataError(f"{fields}: offset {offset:g} (reflectance) is implausible for Sentinel-2 L2A "
+                        f"(expected {lo:g}..{hi:g}; products of baseline >= 04.00 use -0.1)", path=path)
+    return S2Radiometry(scale=scale, offset=offset, source=source)
+
+
 def band_name(physical: str) -> str:
     """``"B2"`` / ``"B02"`` / ``"B8A"`` -> the two-digit form csmae uses (``"B02"``, ``"B8A"``)."""
     p = physical.strip().upper()
@@ -73,7 +105,7 @@ def read_mtd_msil2a(path: str | Path) -> dict[str, S2Radiometry]:
         return [el for el in root.iter() if el.tag.split("}")[-1] == tag]
 
     quant = find_all("BOA_QUANTIFICATION_VALUE")
-    q = float(quant[0].text or BEN_QUANTIFICATION) if quant else BEN_QUANTIFICATION
+    q = number(quant[0].text, field="BOA_QUANTIFICATION_VALUE", path=p) if quant else BEN_QUANTIFICATION
     names: dict[str, str] = {}
     for el in find_all("Spectral_Information"):
         bid, phys = el.get("bandId"), el.get("physicalBand")
@@ -87,12 +119,15 @@ def read_mtd_msil2a(path: str | Path) -> dict[str, S2Radiometry]:
         band = names.get(bid)
         if band is None:
             raise DataError(f"BOA_ADD_OFFSET for band_id {bid} has no Spectral_Information entry", path=p)
-        offsets[band] = float(el.text)
+        offsets[band] = number(el.text, field=f"BOA_ADD_OFFSET band_id {bid}", path=p)
     baseline = find_all("PROCESSING_BASELINE")
     pb = baseline[0].text if baseline else "?"
     bands = set(names.values()) | set(offsets)
     src = f"{Path(p).name} (processing baseline {pb})"
-    return {b: S2Radiometry(scale=1.0 / q, offset=offsets.get(b, 0.0) / q, source=src) for b in bands}
+    if not 1.0 <= q <= 1e6:
+        raise DataError(f"BOA_QUANTIFICATION_VALUE {q:g} is implausible (products use 10000)", path=p)
+    return {b: checked_radiometry(1.0 / q, offsets.get(b, 0.0) / q, source=src, path=p,
+                                  fields=f"BOA_QUANTIFICATION_VALUE / BOA_ADD_OFFSET of {b}") for b in bands}
 
 
 def s2_to_ben_dn(dn: np.ndarray, rad: S2Radiometry) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,12 +55,26 @@ class GridInfo:
         return (b[0], b[1], b[2], b[3])
 
 
+def require_regular_file(path: str | Path) -> None:
+    """DataError unless ``path`` is a regular file (a FIFO or device named like a band would hang)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(path)) from None
+    except OSError as e:
+        raise DataError(f"cannot read the file ({e.strerror})", path=str(path)) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else \
+            "a device or socket"
+        raise DataError(f"not a regular file ({kind}); only regular files are read", path=str(path))
+
+
 def open_raster(path: str | Path) -> Any:
     """``rasterio.open(path)`` with a clear error for a missing file or one that is not a raster."""
     rasterio = rasterio_module()
     p = str(path)
-    if "://" not in p and not Path(p).exists():
-        raise DataError("file not found", path=p)
+    if "://" not in p and not p.startswith("/vsi"):
+        require_regular_file(p)
     try:
         return rasterio.open(p)
     except rasterio.errors.RasterioIOError as e:

@@ -35,6 +35,8 @@ class SceneReader(Protocol):
     flag_note: str
     #: whether ``--scl`` (per-pixel class masks) applies to this sensor's scenes
     classifies: bool
+    #: the largest side, in pixels of the 10 m grid, of any product of this sensor (bigger needs --yes)
+    max_side_px: int
 
     def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
         """The scenes in the user's paths (files, folders, products); errors name the path."""
@@ -64,6 +66,10 @@ class SceneReader(Protocol):
 
     def files(self, source: SceneSource) -> set[str]:
         """Every file the scene's pixels come from."""
+
+    def product_checksums(self, source: SceneSource, check: bool) -> dict[str, Any] | None:
+        """Check the scene's files against its product's own checksums (``manifest.safe``, see
+        :mod:`.product_checksums`) when ``check``; the store manifest's entry (None: no product)."""
 
     def describe(self, sources: Sequence[SceneSource]) -> Any | None:
         """The manifest entry of this sensor's scenes in one job (None: no entry)."""

@@ -26,15 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from csmae.atomic import replace_folder
+from csmae.atomic import PARTIAL_MARKER, check_replaceable, replace_folder
 from csmae.data.base import DataError
 from csmae.data.prepare import JOURNAL, PLAN, lock_partial, reset_partial
+from csmae.data.scenes.bounds import check_output_size, check_scene_sizes
 from csmae.data.scenes.cut import cut_strip
 from csmae.data.scenes.job import SceneJob
 from csmae.data.scenes.plan import Plan, plan_tiling
 from csmae.data.scenes.rasters import Datasets
 from csmae.data.scenes.readers import SCENE_READERS, by_priority
-from csmae.data.store import ArrayGroup
+from csmae.data.store import STORE_KIND, ArrayGroup
 from csmae.data.store_write import write_manifest, write_skipped, write_table
 from csmae.sensors import get_sensor
 
@@ -124,7 +125,8 @@ def tile_scenes(
     stac: Sequence[str] = (), stride: int = 120, min_valid: float = 0.9, scl: Sequence[int] | None = None,
     s1_units: str | None = None, max_days: float | None = None, layout: str = "float32",
     boa_offset: float | None = None, workers: int = 1, overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None, paths: Mapping[str, Sequence[str]] | None = None,
+    product_checksums: bool = True, yes: bool = False, progress: Callable[[int, int], None] | None = None,
+    paths: Mapping[str, Sequence[str]] | None = None,
 ) -> TileResult:
     """Cut georeferenced S1/S2 scenes into a prepared store of paired 120x120 patches.
 
@@ -141,6 +143,9 @@ def tile_scenes(
         layout: store layout, ``"float32"`` (20 m bands upsampled now) or ``"native"``.
         boa_offset: DN offset of every S2 band when the inputs carry no metadata (e.g. -1000).
         workers: strips cut at once (threads). overwrite: replace an existing store.
+        product_checksums: check the files of Sentinel products against their own checksums
+            (``manifest.safe``); the result is recorded in the store manifest either way.
+        yes: go ahead past the size bounds of :mod:`csmae.data.scenes.bounds` (never past the disk).
         progress: called with (strips done, strips) after each strip.
         paths: input paths of any sensor with a scene reader (:mod:`csmae.data.scenes.readers`),
             added to those of ``s2`` and ``s1``.
@@ -148,6 +153,8 @@ def tile_scenes(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
+    if overwrite:
+        check_replaceable(out, STORE_KIND)  # before the work: only a store is replaced
     if workers < 1:
         raise ValueError("workers must be >= 1")
     inputs: dict[str, list[str]] = {"s2": list(s2), "s1": list(s1)}  # the CLI's --s2 / --s1
@@ -155,12 +162,14 @@ def tile_scenes(
         inputs[sensor] = [*inputs.get(sensor, []), *more]
     plan = plan_tiling(paths=inputs, stac=stac, stride=stride, min_valid=min_valid, scl=scl,
                        max_days=max_days, layout=layout,
-                       options={"s1_units": s1_units, "boa_offset": boa_offset})
+                       options={"s1_units": s1_units, "boa_offset": boa_offset,
+                                "product_checksums": product_checksums})
     options = {"stride": stride, "min_valid": min_valid, "scl": plan.jobs[0].scl_codes, "layout": layout,
                "s1_units": s1_units, "boa_offset": boa_offset, "sensors": list(plan.sensors)}
+    check_scene_sizes(plan, yes=yes)  # before anything is written
+    check_output_size(plan, out, stride=stride, yes=yes)
     key = _plan_key(plan, options)
     tmp = out.with_name(out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
     lock = lock_partial(tmp, "tile")
     try:
         resumed = reset_partial(tmp, key, "tiling", log)
@@ -183,6 +192,8 @@ def _run(plan: Plan, tmp: Path, out: Path, *, key: str, options: dict[str, Any],
     for job in plan.jobs:
         chunks.extend((len(chunks), job, r) for r in range(job.grid.rows))
     done = {int(p.stem.split("-")[1]) for p in journal.glob("chunk-*.json")}
+    if done:  # integrity: re-hash the committed records before trusting them
+        done = _verify_committed(tmp, plan.groups, journal, done)
     todo = [c for c in chunks if c[0] not in done]
     if done:
         log.info("resuming %s: %d of %d strips already committed", tmp, len(done), len(chunks))
@@ -199,7 +210,9 @@ def _run(plan: Plan, tmp: Path, out: Path, *, key: str, options: dict[str, Any],
         for name, rec in strip.records.items():
             files.write(name, strip.rows, rec)
         strip.seconds["write"] = time.perf_counter() - t0
-        return k, {"chunk": k, "entries": strip.entries, "skipped": strip.skipped, "seconds": strip.seconds}
+        digests = {name: _digest(rec) for name, rec in strip.records.items()}  # checked on resume
+        return k, {"chunk": k, "entries": strip.entries, "skipped": strip.skipped, "seconds": strip.seconds,
+                   "rows": list(strip.rows), "digests": digests}
 
     import torch
 
@@ -233,6 +246,43 @@ def _run(plan: Plan, tmp: Path, out: Path, *, key: str, options: dict[str, Any],
         files.close()
     return _finalize(plan, tmp, out, chunks=len(chunks), resumed=len(done), options=options,
                      overwrite=overwrite, sources=sources)
+
+
+def _digest(records: np.ndarray) -> str:
+    """SHA-256 of a strip's records of one group, in row order."""
+    return hashlib.sha256(np.ascontiguousarray(records).view(np.uint8).reshape(-1).data).hexdigest()
+
+
+def _verify_committed(tmp: Path, groups: Sequence[ArrayGroup], journal: Path, done: set[int]) -> set[int]:
+    """Committed strips whose records still hash as when committed; the others are redone."""
+    arrays = {g.name: np.load(tmp / g.file, mmap_mode="r") for g in groups}
+    ok: set[int] = set()
+    legacy = 0
+    for k in sorted(done):
+        f = journal / f"chunk-{k:05d}.json"
+        try:
+            rec = json.loads(f.read_text())
+            rows, digests = rec.get("rows"), rec.get("digests")
+        except (OSError, ValueError, AttributeError):
+            rec = rows = digests = None
+        if rec is None:
+            log.warning("%s is damaged; redoing strip %d", f, k)
+        elif digests is None:
+            legacy += 1
+            ok.add(k)
+        elif (isinstance(rows, list) and set(digests) == set(arrays)
+              and all(0 <= int(r) < len(arrays[n]) for n in arrays for r in rows)
+              and all(_digest(arrays[n][rows]) == d for n, d in digests.items())):
+            ok.add(k)
+        else:
+            log.warning("%s: records of strip %d changed since they were committed; redoing the strip",
+                        tmp, k)
+        if k not in ok:
+            f.unlink(missing_ok=True)
+    if legacy:
+        log.warning("%s: %d committed strip(s) have no checksums (an older csmae); resumed unverified",
+                    tmp, legacy)
+    return ok
 
 
 def _parallel(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Any:
@@ -310,6 +360,7 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
         **options,
         "scenes": [_scene_info(j) for j in plan.jobs],
         "time_gaps_days": plan.gaps,
+        "product_checksums": plan.product_checksums,
     }
     for sensor, reader in SCENE_READERS.items():
         tiling.update(reader.notes(get_sensor(sensor)))
@@ -321,8 +372,9 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
     shutil.rmtree(journal)
     (tmp / PLAN).unlink()
     (tmp / ".lock").unlink(missing_ok=True)
-    if out.exists() and overwrite:
-        replace_folder(tmp, out)
+    (tmp / PARTIAL_MARKER).unlink(missing_ok=True)
+    if overwrite:
+        replace_folder(tmp, out, kind=STORE_KIND)
     else:
         os.replace(tmp, out)
     log.info("tiled %s: %d patches, %d skipped", out, len(entries), len(skipped))

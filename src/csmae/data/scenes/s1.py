@@ -97,7 +97,19 @@ def _nodata(ref: BandRef) -> float | None:
     return None if nd is None else float(nd)
 
 
+def _refuse_dn(ref: BandRef) -> None:
+    """Integer S1 pixels are uncalibrated DN: never taken as backscatter, whatever the tags say."""
+    with open_raster(ref.path) as src:
+        dtype = src.dtypes[ref.bidx - 1]
+    if np.dtype(dtype).kind in "iu":
+        raise DataError(f"S1 band is {dtype}: uncalibrated DN, not backscatter (units tags and --s1-units "
+                        "do not change that); calibrate to sigma0/gamma0 in float32 (linear or dB) first, "
+                        "e.g. SNAP Calibration + Terrain-Correction", path=ref.path)
+
+
 def _scene(name: str, source: str, refs: dict[str, BandRef], units: str | None) -> S1Scene:
+    for r in refs.values():
+        _refuse_dn(r)
     nod = {p: _nodata(r) for p, r in refs.items()}
     if units is not None:
         if units not in S1_UNITS:
@@ -144,7 +156,8 @@ def find_s1_scenes(paths: list[str], units: str | None = None) -> list[S1Scene]:
         if not p.exists():
             raise DataError("S1 input not found", path=str(p))
         if p.is_dir():
-            inside = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+            inside = sorted(f for f in p.rglob("*")  # a FIFO named like a raster: refused by name when opened
+                            if not f.is_dir() and f.suffix.lower() in RASTER_SUFFIXES)
             if not inside:
                 raise DataError(f"no raster files ({', '.join(RASTER_SUFFIXES)}) in the folder", path=str(p))
             files += inside

@@ -26,6 +26,7 @@ class S1Reader:
     invalid_note = "outside the S1 scene, border noise or nodata"
     flag_note = ""
     classifies = False
+    max_side_px = 60000  # an IW swath is 25,000 px at 10 m; a few assembled slices stay below this
 
     def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
         return list(find_s1_scenes(paths, options.get("s1_units")))
@@ -103,6 +104,10 @@ class S1Reader:
 
     def files(self, source: SceneSource) -> set[str]:
         return {r.path for r in source.scene.bands.values()}
+
+    def product_checksums(self, source: SceneSource, check: bool) -> dict[str, Any] | None:
+        """None: calibrated GeoTIFF/COG inputs carry no product manifest."""
+        return None
 
     def describe(self, sources: Sequence[SceneSource]) -> Any | None:
         return [{"source": s.scene.source, "name": s.scene.name, "units": s.scene.units,

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from csmae.data.base import DataError
-from csmae.data.scenes.radiometry import S2Radiometry, band_name, read_mtd_msil2a
+from csmae.data.scenes.radiometry import BEN_QUANTIFICATION, S2Radiometry, band_name, read_mtd_msil2a
 from csmae.data.scenes.rasters import BandRef, GridInfo, datetime_from_name, grid_of, open_raster
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class S2Scene:
     scl: BandRef | None = None
     radiometry: dict[str, S2Radiometry] = field(default_factory=dict)
     datetime: datetime | None = None
+    product: str | None = None  # the SAFE folder the bands are in (its manifest.safe has checksums)
 
     def radiometry_of(self, band: str) -> S2Radiometry:
         return self.radiometry.get(band, S2Radiometry())
@@ -105,7 +108,7 @@ def from_safe(p: Path, bands: tuple[str, ...]) -> S2Scene:
         log.warning("%s: no %s; assuming no BOA offset (pre-PB04.00 DN)", p, MTD)
     name = product_name(p)
     return S2Scene(name=name, source=str(p), bands=refs, scl=BandRef(str(scl[0])) if scl else None,
-                   radiometry=rad, datetime=datetime_from_name(name))
+                   radiometry=rad, datetime=datetime_from_name(name), product=str(p))
 
 
 def from_multiband(path: Path, bands: tuple[str, ...], rad: dict[str, S2Radiometry]) -> S2Scene:
@@ -128,7 +131,8 @@ def from_multiband(path: Path, bands: tuple[str, ...], rad: dict[str, S2Radiomet
 
 
 def _files_in(p: Path) -> list[Path]:
-    return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+    # not only regular files: a FIFO or device named like a band is refused by name when opened
+    return sorted(f for f in p.iterdir() if not f.is_dir() and f.suffix.lower() in RASTER_SUFFIXES)
 
 
 def from_band_files(files: list[Path], bands: tuple[str, ...], rad: dict[str, S2Radiometry],
@@ -191,8 +195,12 @@ def find_s2_scenes(paths: list[str], bands: tuple[str, ...],
         rad = read_mtd_msil2a(mtd) if mtd.is_file() else {}
         scenes.append(from_band_files(files, bands, rad, str(files[0].parent / key)))
     if boa_offset is not None:
+        if not np.isfinite(boa_offset) or abs(boa_offset) > BEN_QUANTIFICATION:
+            raise ValueError(f"--boa-offset {boa_offset:g} DN is implausible (products of baseline >= 04.00 "
+                             f"use -1000; expected -{BEN_QUANTIFICATION:g}..{BEN_QUANTIFICATION:g})")
         src = f"--boa-offset {boa_offset:g}"
         scenes = [S2Scene(name=s.name, source=s.source, bands=s.bands, scl=s.scl, datetime=s.datetime,
+                          product=s.product,
                           radiometry={b: S2Radiometry(offset=boa_offset / 10000.0, source=src)
                                       for b in s.bands}) for s in scenes]
     return scenes

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,11 +13,14 @@ import numpy as np
 from csmae.data.base import DataError, upsample_stack
 from csmae.data.scenes.grid import PatchGrid, grid_from_s2
 from csmae.data.scenes.job import SceneJob, SceneSource, StripPixels
+from csmae.data.scenes.product_checksums import skipped, verify_product_checksums
 from csmae.data.scenes.radiometry import s2_to_ben_dn
 from csmae.data.scenes.rasters import Datasets, GridInfo, iso, read_window
-from csmae.data.scenes.s2 import S2Scene, check_grids, find_s2_scenes
+from csmae.data.scenes.s2 import MTD, S2Scene, check_grids, find_s2_scenes
 from csmae.data.store import ArrayGroup
 from csmae.sensors import IMAGE_SIZE, Sensor
+
+log = logging.getLogger(__name__)
 
 #: SCL classes dropped by ``--scl`` by default: nodata, defective, cloud shadow, clouds, cirrus, snow
 DEFAULT_SCL_CODES = (0, 1, 3, 8, 9, 10, 11)
@@ -28,6 +33,7 @@ class S2Reader:
     invalid_note = ""
     flag_note = "SCL cloud/snow/invalid"
     classifies = True
+    max_side_px = 10980  # an S2 tile: 109.8 km at 10 m
 
     def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
         return list(find_s2_scenes(paths, sensor.bands, options.get("boa_offset")))
@@ -121,6 +127,22 @@ class S2Reader:
     def files(self, source: SceneSource) -> set[str]:
         scene = source.scene
         return {r.path for r in scene.bands.values()} | ({scene.scl.path} if scene.scl else set())
+
+    def product_checksums(self, source: SceneSource, check: bool) -> dict[str, Any] | None:
+        """The SAFE product's own checksums of every file read (bands, SCL, MTD_MSIL2A.xml)."""
+        product = source.scene.product
+        if product is None:
+            return None
+        if not check:
+            return skipped(product)
+        mtd = Path(product) / MTD
+        members = sorted(self.files(source) | ({str(mtd)} if mtd.is_file() else set()))
+        res = verify_product_checksums(product, members)
+        if res.manifest is None:
+            log.warning("%s: no manifest.safe; the product's files cannot be checked", product)
+        elif res.unlisted:
+            log.warning("%s: manifest.safe has no checksum for %s", product, ", ".join(res.unlisted))
+        return res.to_dict()
 
     def describe(self, sources: Sequence[SceneSource]) -> Any | None:
         if not sources:

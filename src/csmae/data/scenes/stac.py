@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from csmae.data.base import DataError
-from csmae.data.scenes.radiometry import S2Radiometry, band_name
+from csmae.data.scenes.radiometry import S2Radiometry, band_name, checked_radiometry, number
 from csmae.data.scenes.rasters import BandRef
 from csmae.data.scenes.s1 import S1Scene, _scene
 from csmae.data.scenes.s2 import S2Scene
@@ -54,21 +54,48 @@ def _band_of_asset(key: str, asset: Any) -> str | None:
     return None
 
 
+#: the longest href followed (Linux PATH_MAX); longer ones are refused with the item named
+MAX_HREF = 4096
+
+
+def _short(text: str, n: int = 120) -> str:
+    return text if len(text) <= n else f"{text[:n]}... ({len(text):,} characters)"
+
+
 def _href(item_path: str, key: str, asset: Any) -> str:
-    href = asset.get_absolute_href() or asset.href
+    raw = asset.href
+    if not isinstance(raw, str) or not raw:
+        raise DataError(f"asset {key!r} has no href", path=item_path)
+    if len(raw) > MAX_HREF:
+        raise DataError(f"asset {key!r} has an href of {len(raw):,} characters (more than {MAX_HREF}): "
+                        f"{_short(raw)}", path=item_path)
+    try:
+        href = asset.get_absolute_href() or raw
+    except (OSError, ValueError) as e:
+        raise DataError(f"asset {key!r}: cannot resolve href {_short(raw)} ({e})", path=item_path) from None
     if "://" in href and not href.startswith("file://"):
         return str(href)
     local = href.removeprefix("file://")
-    if not Path(local).exists():
-        raise DataError(f"asset {key!r} points to {local}, which does not exist", path=item_path)
+    try:
+        found = Path(local).exists()
+    except OSError as e:
+        raise DataError(f"asset {key!r} points to {_short(local)}: not a usable path ({e.strerror})",
+                        path=item_path) from None
+    if not found:
+        raise DataError(f"asset {key!r} points to {_short(local)}, which does not exist", path=item_path)
     return local
 
 
-def _rad(asset: Any, item: Any, source: str) -> S2Radiometry | None:
+def _rad(key: str, asset: Any, item: Any, source: str, path: str) -> S2Radiometry | None:
     rb = asset.extra_fields.get("raster:bands") or []
+    if rb and not isinstance(rb, list) or rb and not isinstance(rb[0], dict):
+        raise DataError(f"raster:bands of asset {key!r} is not a list of objects", path=path)
     if rb and ("scale" in rb[0] or "offset" in rb[0]):
-        return S2Radiometry(scale=float(rb[0].get("scale", 1e-4)), offset=float(rb[0].get("offset", 0.0)),
-                            source=f"{source} raster:bands scale/offset")
+        where = f"raster:bands of asset {key!r}"
+        scale = number(rb[0].get("scale", 1e-4), field=f"{where} scale", path=path)
+        offset = number(rb[0].get("offset", 0.0), field=f"{where} offset", path=path)
+        return checked_radiometry(scale, offset, source=f"{source} raster:bands scale/offset", path=path,
+                                  fields=f"{where} scale/offset")
     pb = item.properties.get("s2:processing_baseline")
     if pb is not None:
         try:
@@ -110,7 +137,7 @@ def scene_from_item(path: str, *, bands: tuple[str, ...], s1_units: str | None) 
     refs = {b: BandRef(_href(path, found[b][0], found[b][1])) for b in bands}
     rad: dict[str, S2Radiometry] = {}
     for b in bands:
-        r = _rad(found[b][1], item, f"STAC {Path(path).name}")
+        r = _rad(found[b][0], found[b][1], item, f"STAC {Path(path).name}", path)
         if r is not None:
             rad[b] = r
     scl = BandRef(_href(path, found["SCL"][0], found["SCL"][1])) if "SCL" in found else None
