@@ -89,6 +89,23 @@ def test_a_partial_of_user_files_is_refused(capsys, scene, tmp_path):
     assert sorted(p.name for p in part.iterdir()) == ["thesis.tex"]
 
 
+def test_a_foreign_partial_is_refused_before_anything_looks_inside_it(capsys, scene, tmp_path, monkeypatch):
+    """The refusal comes before planning and the disk-size check (which reads a partial's records)."""
+    import csmae.data.scenes.bounds as bounds
+    import csmae.data.scenes.run as run
+
+    looked: list[str] = []
+    monkeypatch.setattr(bounds, "_allocated", lambda folder: looked.append(str(folder)) or 0)
+    monkeypatch.setattr(run, "plan_tiling", lambda **kw: looked.append("plan") or (_ for _ in ()).throw(
+        AssertionError("planned")))
+    part = tmp_path / "x.partial"
+    part.mkdir()
+    (part / "s2.npy").write_bytes(b"mine")
+    rc, _, err = _tile(capsys, *_inputs(scene), "--out", str(tmp_path / "x"))
+    assert rc == 1 and "has no .csmae-partial.json" in err, err
+    assert looked == []
+
+
 def test_overwrite_replaces_only_a_store(capsys, scene, tmp_path):
     v = _victim(tmp_path)
     rc, _, err = _tile(capsys, *_inputs(scene), "--out", str(v), "--overwrite")

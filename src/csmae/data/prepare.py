@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from csmae.atomic import PARTIAL_MARKER, check_replaceable, claim_partial, clear_partial, replace_folder
+from csmae.atomic import (
+    PARTIAL_MARKER,
+    check_partial,
+    check_replaceable,
+    claim_partial,
+    clear_partial,
+    replace_folder,
+)
 from csmae.data.base import DataError, PairedDataset, check_band
 from csmae.data.store import STORE_KIND, ArrayGroup, plan_groups
 from csmae.data.store_write import (
@@ -285,6 +292,12 @@ def lock_partial(tmp: Path, what: str) -> Any:
     ``what`` is refused (FileExistsError naming it) and nothing in it is touched.
     """
     return claim_partial(tmp, what, legacy=_legacy_partial(what))
+
+
+def refuse_foreign_partial(tmp: Path, what: str) -> None:
+    """Raise (naming it) when ``tmp`` exists and is not an unfinished csmae ``what``; reads nothing
+    inside a folder that is not ours. For checks that run before :func:`lock_partial`."""
+    check_partial(tmp, what, legacy=_legacy_partial(what))
 
 
 def reset_partial(tmp: Path, key: str, what: str, logger: logging.Logger) -> bool:

@@ -28,7 +28,7 @@ import numpy as np
 
 from csmae.atomic import PARTIAL_MARKER, check_replaceable, replace_folder
 from csmae.data.base import DataError
-from csmae.data.prepare import JOURNAL, PLAN, lock_partial, reset_partial
+from csmae.data.prepare import JOURNAL, PLAN, lock_partial, refuse_foreign_partial, reset_partial
 from csmae.data.scenes.bounds import check_output_size, check_scene_sizes
 from csmae.data.scenes.cut import cut_strip
 from csmae.data.scenes.job import SceneJob
@@ -155,6 +155,8 @@ def tile_scenes(
         raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
     if overwrite:
         check_replaceable(out, STORE_KIND)  # before the work: only a store is replaced
+    tmp = out.with_name(out.name + ".partial")
+    refuse_foreign_partial(tmp, "tile")  # before planning and before the size check looks inside it
     if workers < 1:
         raise ValueError("workers must be >= 1")
     inputs: dict[str, list[str]] = {"s2": list(s2), "s1": list(s1)}  # the CLI's --s2 / --s1
@@ -169,7 +171,6 @@ def tile_scenes(
     check_scene_sizes(plan, yes=yes)  # before anything is written
     check_output_size(plan, out, stride=stride, yes=yes)
     key = _plan_key(plan, options)
-    tmp = out.with_name(out.name + ".partial")
     lock = lock_partial(tmp, "tile")
     try:
         resumed = reset_partial(tmp, key, "tiling", log)
