@@ -1,0 +1,116 @@
+"""Compiled vs eager embedding (``model.embed``, both sensors) on this CPU, side by side in one process.
+
+Measures, per model and precision: pairs/s of eager and of the inductor-frozen graph
+(:mod:`csmae.models.compiled`, what ``csmae embed`` uses), alternating timed rounds; the first
+compiled call's time (compilation included: a cold or a warm on-disk cache, run the script twice
+with the same ``--cache-dir`` to see both); the lowest cosine of compiled vs eager descriptors; and the
+bf16 / fp32 matmul rate (2048^2) measured in the same rounds (% of matmul = achieved FLOP/s / that rate).
+From these it prints the job size from which compiling pays (compile time / time saved per pair).
+
+    .venv/bin/python bench/bench_embed_compile.py --models csmae_sesd_small,csmae_sesd_base
+    .venv/bin/python bench/bench_embed_compile.py --precisions bf16 --rounds 3 --cache-dir /tmp/ind
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from csmae.models import create_model
+from csmae.models.compiled import compiled_embed
+from csmae.models.precision import cast_matmul_weights
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def batch_of(model, n: int) -> dict[str, torch.Tensor]:
+    c = model.config
+    g = torch.Generator().manual_seed(0)
+    return {
+        s: torch.randn(n, len(model.sensors[s].bands), c.img_size, c.img_size, generator=g)
+        for s in model.sensors
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="csmae_sesd_small,csmae_sesd_base")
+    p.add_argument("--precisions", default="bf16,fp32")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (eager, compiled)")
+    p.add_argument("--iters", type=int, default=2, help="batches per timed round")
+    p.add_argument("--cache-dir", default=None, help="inductor cache (default: csmae's)")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    print(
+        f"host: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f} at start"
+    )
+    rate = {"bf16": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}
+    print(f"matmul 2048^2: bf16 {rate['bf16'] / 1e9:.0f} GFLOP/s, fp32 {rate['fp32'] / 1e9:.0f} GFLOP/s")
+    print(
+        "\n| model | precision | eager pairs/s | compiled pairs/s | ratio | eager % matmul "
+        "| compiled % matmul | first compiled call s | min cosine | pays from (pairs) | load |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        for prec in args.precisions.split(","):
+            model = create_model(name).eval()
+            if prec == "bf16":
+                cast_matmul_weights(model)
+            amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16")
+            x = batch_of(model, args.batch)
+            with torch.inference_mode(), amp:
+                fc = FlopCounterMode(display=False)
+                with fc:
+                    model.embed(batch_of(model, 2))
+                flop_pair = fc.get_total_flops() / 2
+                runner = compiled_embed(
+                    model,
+                    device="cpu",
+                    precision=prec,
+                    pairs=10**9,
+                    batch_size=args.batch,
+                    cache_dir=args.cache_dir,
+                )
+                runner(x)  # compile + check against eager
+                if not runner.compiled:
+                    print(f"| {name} | {prec} | compile failed: {runner.reason} |")
+                    continue
+                model.embed(x)  # eager warm-up
+                times: dict[str, float] = {"eager": 0.0, "compiled": 0.0}
+                rates = []
+                for _ in range(args.rounds):  # alternating: eager, compiled, the matmul yardstick
+                    for kind, fn in (("eager", model.embed), ("compiled", runner)):
+                        t = time.perf_counter()
+                        for _ in range(args.iters):
+                            fn(x)
+                        times[kind] += time.perf_counter() - t
+                    rates.append(matmul_rate(torch.bfloat16 if prec == "bf16" else torch.float32))
+                mm = sum(rates) / len(rates)
+            n = args.rounds * args.iters * args.batch
+            e, c = n / times["eager"], n / times["compiled"]
+            saved = 1 / e - 1 / c
+            pays = f"{runner.compile_s / saved:,.0f}" if saved > 0 else "never"
+            print(
+                f"| {name} | {prec} | {e:.1f} | {c:.1f} | {c / e:.2f} | {100 * e * flop_pair / mm:.0f} % "
+                f"| {100 * c * flop_pair / mm:.0f} % | {runner.compile_s:.1f} | {runner.min_cosine:.6f} "
+                f"| {pays} | {os.getloadavg()[0]:.1f} |",
+                flush=True,
+            )
+            torch._dynamo.reset()
+
+
+if __name__ == "__main__":
+    main()
