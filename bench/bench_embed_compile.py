@@ -9,6 +9,10 @@ From these it prints the job size from which compiling pays (compile time / time
 
     .venv/bin/python bench/bench_embed_compile.py --models csmae_sesd_small,csmae_sesd_base
     .venv/bin/python bench/bench_embed_compile.py --precisions bf16 --rounds 3 --cache-dir /tmp/ind
+    python bench/bench_embed_compile.py --device cuda --models csmae_sesd_base --batch 512 --precisions bf16
+
+On CUDA (where ``csmae embed`` stays eager until this is measured to pay) the graph is compiled with
+freezing, ``max_autotune`` and CUDA graphs (``--gpu-options``).
 """
 
 from __future__ import annotations
@@ -21,16 +25,25 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from csmae.models import create_model
-from csmae.models.compiled import compiled_embed
+from csmae.models.compiled import CompiledEmbed, compiled_embed
 from csmae.models.precision import cast_matmul_weights
+
+DEV = torch.device("cpu")
+
+
+def sync() -> None:
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a, b = torch.randn(n, n, device=DEV).to(dtype), torch.randn(n, n, device=DEV).to(dtype)
     a @ b
+    sync()
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync()
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
@@ -38,7 +51,7 @@ def batch_of(model, n: int) -> dict[str, torch.Tensor]:
     c = model.config
     g = torch.Generator().manual_seed(0)
     return {
-        s: torch.randn(n, len(model.sensors[s].bands), c.img_size, c.img_size, generator=g)
+        s: torch.randn(n, len(model.sensors[s].bands), c.img_size, c.img_size, generator=g).to(DEV)
         for s in model.sensors
     }
 
@@ -51,7 +64,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (eager, compiled)")
     p.add_argument("--iters", type=int, default=2, help="batches per timed round")
     p.add_argument("--cache-dir", default=None, help="inductor cache (default: csmae's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--gpu-options",
+        default="freezing,max_autotune,triton.cudagraphs",
+        help="inductor options set to True on CUDA (comma-separated)",
+    )
     args = p.parse_args()
+    global DEV
+    DEV = torch.device(args.device)
     torch.manual_seed(0)
     print(
         f"host: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -66,24 +87,35 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         for prec in args.precisions.split(","):
-            model = create_model(name).eval()
+            model = create_model(name).eval().to(DEV)
             if prec == "bf16":
                 cast_matmul_weights(model)
-            amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16")
+            amp = torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=prec == "bf16")
             x = batch_of(model, args.batch)
             with torch.inference_mode(), amp:
                 fc = FlopCounterMode(display=False)
                 with fc:
                     model.embed(batch_of(model, 2))
                 flop_pair = fc.get_total_flops() / 2
-                runner = compiled_embed(
-                    model,
-                    device="cpu",
-                    precision=prec,
-                    pairs=10**9,
-                    batch_size=args.batch,
-                    cache_dir=args.cache_dir,
-                )
+                if DEV.type == "cpu":
+                    runner = compiled_embed(
+                        model,
+                        device=DEV,
+                        precision=prec,
+                        pairs=10**9,
+                        batch_size=args.batch,
+                        cache_dir=args.cache_dir,
+                    )
+                else:  # csmae embed stays eager on CUDA until this is measured to pay
+                    opts = {o: True for o in args.gpu_options.split(",") if o}
+                    runner = CompiledEmbed(
+                        model,
+                        batch_size=args.batch,
+                        precision=prec,
+                        reason=None,
+                        tolerance=1e-3,
+                        compiler=lambda fn, o=opts: torch.compile(fn, dynamic=False, options=o),
+                    )
                 runner(x)  # compile + check against eager
                 if not runner.compiled:
                     print(f"| {name} | {prec} | compile failed: {runner.reason} |")
@@ -93,9 +125,11 @@ def main() -> None:
                 rates = []
                 for _ in range(args.rounds):  # alternating: eager, compiled, the matmul yardstick
                     for kind, fn in (("eager", model.embed), ("compiled", runner)):
+                        sync()
                         t = time.perf_counter()
                         for _ in range(args.iters):
                             fn(x)
+                        sync()
                         times[kind] += time.perf_counter() - t
                     rates.append(matmul_rate(torch.bfloat16 if prec == "bf16" else torch.float32))
                 mm = sum(rates) / len(rates)
