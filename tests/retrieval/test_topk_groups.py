@@ -45,7 +45,9 @@ def test_groups_of_32_on_float_data_with_duplicates_and_a_ragged_tail():
     assert _group_size(len(a), k) == 32
     stats = {m: TopKStats() for m in ("groups", "topk")}
     res = {m: exact_topk(q, a, k, block_size=16, selection=m, stats=stats[m]) for m in ("groups", "topk")}
-    assert np.array_equal(res["groups"][1], res["topk"][1]) and np.array_equal(res["groups"][0], res["topk"][0])
+    assert np.array_equal(res["groups"][1], res["topk"][1]) and np.array_equal(
+        res["groups"][0], res["topk"][0]
+    )
     assert res["groups"][1][1, 0] == 5000
     full = q.astype(np.float64) @ a.astype(np.float64).T
     for r in range(0, 40, 7):

@@ -11,6 +11,8 @@ there, so this module only ever compiles with freezing, under inference mode.
   the threshold is measured), and only when a C++ compiler and (for bf16) a bf16-capable CPU exist;
 * pads every batch to one fixed size (one graph, no recompilation for the last, smaller batch);
 * checks its first batch against eager: the lowest cosine similarity must reach ``1 - tolerance``;
+* times its second batch against the first batch's eager run and turns itself off (one info line)
+  when it is not faster on this machine (a busy CPU can make it slower);
 * falls back to eager, with **one** warning line, on any failure (no compiler, compile failing half
   way, a broken on-disk cache, descriptors off the tolerance) and stays eager from then on.
 
@@ -35,9 +37,11 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-#: Pairs below which compiling does not pay on CPU (compile ~60-100 s on the 2-core dev CPU against
-#: a 1.1-1.3x faster ViT-B step; bench/README.md ``## compiled embedding`` has the measurement).
-MIN_PAIRS = 4096
+#: Pairs below which compiling is not tried on CPU. Measured on the 2-core Zen 4 dev CPU (bench/README.md
+#: ``## compiled embedding``): ViT-S bf16 pays from ~9k pairs with a cold inductor cache, ~2k with a
+#: warm one; ViT-B compiles in 100-300 s. 16k pairs (~20 min of ViT-B eager here) bounds a compile
+#: that does not pay to a small share of the job.
+MIN_PAIRS = 16384
 #: Lowest accepted cosine similarity of compiled vs eager descriptors is ``1 - TOLERANCE[precision]``.
 TOLERANCE = {"bf16": 1e-3, "fp32": 1e-5}
 
@@ -104,6 +108,7 @@ class CompiledEmbed:
 
     Attributes:
         compiled: True while the compiled graph is in use.
+        compiled_batches / eager_batches: how many batches each path embedded.
         reason: why it is eager (None when compiled).
         min_cosine: lowest cosine of compiled vs eager descriptors on the first batch (None before).
         compile_s: seconds the first compiled call took (compilation included).
@@ -128,6 +133,9 @@ class CompiledEmbed:
         self.min_cosine: float | None = None
         self.compile_s = 0.0
         self._checked = False
+        self._eager_s_per_pair: float | None = None
+        self.compiled_batches = 0
+        self.eager_batches = 0
         self._fn: Callable | None = None
         if self.compiled:
             make = compiler or _inductor_frozen
@@ -143,8 +151,10 @@ class CompiledEmbed:
     def describe(self) -> dict[str, Any]:
         """What the embeddings manifest records (``compiled``)."""
         return {
-            "used": self.compiled,
-            "backend": "inductor-freezing" if self.compiled else "eager",
+            "used": self.compiled_batches > 0,
+            "backend": "inductor-freezing" if self.compiled_batches else "eager",
+            "compiled_batches": self.compiled_batches,
+            "eager_batches": self.eager_batches,
             "reason": self.reason,
             "tolerance_cosine": self.tolerance,
             "min_cosine_vs_eager": self.min_cosine,
@@ -152,33 +162,50 @@ class CompiledEmbed:
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         if not self.compiled or self._fn is None:
+            self.eager_batches += 1
             return self.model.embed(batch)
         padded, n = _pad(batch, self.batch_size)
         if n > self.batch_size:
+            self.eager_batches += 1
             return self.model.embed(batch)  # larger than planned: never recompile for it
         t0 = time.perf_counter()
         try:
             got = self._fn(padded)
         except Exception as e:  # noqa: BLE001 - compile failing half way, broken cache, ...
             self._give_up(f"compiled call failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            self.eager_batches += 1
             return self.model.embed(batch)
         got = {s: v[:n] for s, v in got.items()}
+        took = time.perf_counter() - t0
         if not self._checked:
-            self.compile_s = time.perf_counter() - t0
+            self.compile_s = took
             self._checked = True
+            t1 = time.perf_counter()
             ref = self.model.embed(batch)
+            self._eager_s_per_pair = (time.perf_counter() - t1) / max(n, 1)
             self.min_cosine = _min_cosine(got, ref)
             if not self.min_cosine >= 1 - self.tolerance:  # also catches NaN
                 self._give_up(
                     f"compiled descriptors differ from eager (lowest cosine {self.min_cosine:.6f} < "
                     f"{1 - self.tolerance:.6f})"
                 )
+                self.eager_batches += 1
                 return ref
             log.info(
                 "compiled embedding in use (first batch %.1f s incl. compile; cosine vs eager >= %.6f)",
                 self.compile_s,
                 self.min_cosine,
             )
+        elif self._eager_s_per_pair is not None:  # the second batch: does it pay here?
+            eager, compiled = self._eager_s_per_pair, took / max(n, 1)
+            self._eager_s_per_pair = None
+            if compiled >= eager:
+                self.compiled, self._fn = False, None
+                self.reason = (
+                    f"not faster than eager on this machine ({compiled:.3f} vs {eager:.3f} s per pair)"
+                )
+                log.info("compiled embedding off after the first batches: %s", self.reason)
+        self.compiled_batches += 1
         return got
 
 
