@@ -25,7 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from csmae.models import create_model
-from csmae.models.compiled import CompiledEmbed, compiled_embed
+from csmae.models.compiled import TOLERANCE, CompiledEmbed, default_cache_dir
 from csmae.models.precision import cast_matmul_weights
 
 DEV = torch.device("cpu")
@@ -97,25 +97,24 @@ def main() -> None:
                 with fc:
                     model.embed(batch_of(model, 2))
                 flop_pair = fc.get_total_flops() / 2
-                if DEV.type == "cpu":
-                    runner = compiled_embed(
-                        model,
-                        device=DEV,
-                        precision=prec,
-                        pairs=10**9,
-                        batch_size=args.batch,
-                        cache_dir=args.cache_dir,
-                    )
+                if DEV.type == "cpu":  # as csmae embed compiles, without its AMX / job-size gate
+                    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(args.cache_dir or default_cache_dir())
+                    compiler = None
                 else:  # csmae embed stays eager on CUDA until this is measured to pay
                     opts = {o: True for o in args.gpu_options.split(",") if o}
-                    runner = CompiledEmbed(
-                        model,
-                        batch_size=args.batch,
-                        precision=prec,
-                        reason=None,
-                        tolerance=1e-3,
-                        compiler=lambda fn, o=opts: torch.compile(fn, dynamic=False, options=o),
-                    )
+
+                    def compiler(fn, o=opts):
+                        return torch.compile(fn, dynamic=False, options=o)
+
+                runner = CompiledEmbed(
+                    model,
+                    batch_size=args.batch,
+                    precision=prec,
+                    reason=None,
+                    tolerance=TOLERANCE[prec],
+                    compiler=compiler,
+                    check_speed=False,
+                )
                 runner(x)  # compile + check against eager
                 if not runner.compiled:
                     print(f"| {name} | {prec} | compile failed: {runner.reason} |")

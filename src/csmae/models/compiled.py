@@ -135,8 +135,10 @@ class CompiledEmbed:
         reason: str | None,
         tolerance: float,
         compiler: Callable[[Callable], Callable] | None = None,
+        check_speed: bool = True,
     ) -> None:
         self.model = model
+        self.check_speed = check_speed
         self.batch_size = batch_size
         self.precision = precision
         self.tolerance = tolerance
@@ -208,7 +210,7 @@ class CompiledEmbed:
                 self.compile_s,
                 self.min_cosine,
             )
-        elif self._eager_s_per_pair is not None:  # the second batch: does it pay here?
+        elif self.check_speed and self._eager_s_per_pair is not None:  # the second batch: does it pay?
             eager, compiled = self._eager_s_per_pair, took / max(n, 1)
             self._eager_s_per_pair = None
             if compiled >= eager:
