@@ -225,3 +225,16 @@ def test_a_compiled_graph_slower_than_eager_is_turned_off(caplog):
     assert runner.compiled_batches == 2 and runner.eager_batches == 1
     assert runner.describe()["used"] is True and not _warnings(caplog)  # an info line, not a warning
     assert torch.equal(outs[2]["s1"], ref["s1"])
+
+
+def test_no_compile_flag_on_embed_and_evaluate():
+    import argparse
+
+    from csmae.cli import embed as cli_embed
+    from csmae.cli import evaluate as cli_evaluate
+
+    for mod, argv in ((cli_embed, ["m", "d", "--out", "o"]), (cli_evaluate, ["m", "d", "--out", "o"])):
+        p = argparse.ArgumentParser()
+        mod.add_arguments(p)
+        assert p.parse_args(argv).compile is True
+        assert p.parse_args([*argv, "--no-compile"]).compile is False
