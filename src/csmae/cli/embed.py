@@ -50,8 +50,8 @@ def add_compile_argument(p: argparse.ArgumentParser) -> None:
         "--no-compile",
         dest="compile",
         action="store_false",
-        help="embed with the eager model (default: the inductor-compiled one on CPU for jobs large "
-        "enough to amortise compiling; same descriptors within the tolerance the manifest records)",
+        help="embed with the eager model (default: the inductor-compiled one on CPUs with AMX for jobs "
+        "of >= 16k pairs; same descriptors within the tolerance the manifest records)",
     )
 
 

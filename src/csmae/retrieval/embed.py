@@ -341,7 +341,7 @@ def embed_dataset(
         dataset: an already opened dataset to use instead of opening ``sources``.
         device_transforms: read a prepared store's records as stored and upsample/normalise them on
             the device (same descriptors); ``"auto"``: on a CUDA device.
-        compiled: use the inductor-compiled model where it pays (CPU, large jobs; same descriptors
+        compiled: use the inductor-compiled model where it pays (CPU with AMX, large jobs; same descriptors
             within the tolerance the manifest records, see :mod:`csmae.models.compiled`); False:
             eager (``--no-compile``).
     """
