@@ -29,9 +29,8 @@ def _worker(rank: int, world: int, args: argparse.Namespace, port: int) -> None:
         torch.cuda.set_device(dev)
     z = [torch.randn(args.batch, args.dim, device=dev, requires_grad=True) for _ in range(2)]  # S1, S2
     try:  # the training code's own gather and loss, when this checkout has them (issue 13.1)
-        from csmae.training.gather import RowGather
-
         from csmae.losses import nt_xent
+        from csmae.training.gather import RowGather
 
         row_gather = RowGather((args.batch,) * world, rank)
         how = "csmae RowGather + nt_xent"

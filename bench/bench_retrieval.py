@@ -3,7 +3,10 @@
 eval: the full evaluation protocol (S1->S1, S2->S2, S1->S2, S2->S1, S1->mixed, S2->mixed; all
       metrics; k = 5, 10, 20, 100) at BigEarthNet test scale: 123,723 val queries and 125,866 test
       archive items per sensor, D = 768, random vectors and labels. --scale shrinks both counts
-      (the search cost is quadratic: time(1.0) ~ time(s) / s**2, an extrapolation, said so).
+      (the search cost is quadratic: time(1.0) ~ time(s) / s**2, an extrapolation, said so);
+      --query-fraction f keeps the full archive and takes f of the queries (linear in f);
+      --selection groups,topk runs both candidate passes one after the other on the same data. The
+      bf16 matmul rate of one 1024 x D x archive block is measured before each run (the floor).
 ann:  approximate search over N vectors (default 1,000,000, D = 768) drawn near a random rank-16
       subspace (learned descriptors have a low intrinsic dimension; random unit vectors in 768-D
       have no neighbourhood structure and every ANN index degrades to a scan on them): build time,
@@ -13,6 +16,7 @@ embed: end-to-end embedding throughput (prepared-store reading + normalisation +
       sensors) of `csmae embed`'s code path on a synthetic store, bf16 autocast and fp32.
 
   .venv/bin/python bench/bench_retrieval.py eval [--scale 1.0] [--precision bf16]
+  .venv/bin/python bench/bench_retrieval.py eval --query-fraction 0.1 --selection topk,groups
   .venv/bin/python bench/bench_retrieval.py ann [--n 1000000] [--kinds hnsw,ivf]
   .venv/bin/python bench/bench_retrieval.py embed [--model csmae_sesd_base] [--n 512]
 """
@@ -54,44 +58,77 @@ def random_embeddings(n_val: int, n_test: int, dim: int, seed: int = 0):
     )
 
 
+def matmul_floor_s(n_q: int, n_a: int, dim: int, precision: str) -> tuple[float, float]:
+    """(bf16/fp32 GFLOP/s of one 1024 x dim x n_a block product, measured here; seconds for n_q x n_a)."""
+    import torch
+
+    dt = torch.bfloat16 if precision == "bf16" else torch.float32
+    q = torch.randn(1024, dim).to(dt)
+    a = torch.randn(n_a, dim).to(dt).T
+    q @ a
+    t = time.perf_counter()
+    for _ in range(2):
+        q @ a
+    rate = 2 * 2 * 1024 * dim * n_a / (time.perf_counter() - t)
+    return rate / 1e9, 2 * n_q * n_a * dim / rate
+
+
 def bench_eval(args: argparse.Namespace) -> None:
     import torch
 
+    from csmae.retrieval import topk
     from csmae.retrieval.protocol import run_protocol
 
-    n_val, n_test = int(N_VAL * args.scale), int(N_TEST * args.scale)
+    n_val, n_test = int(N_VAL * args.scale * args.query_fraction), int(N_TEST * args.scale)
     t0 = time.perf_counter()
     emb = random_embeddings(n_val, n_test, args.dim)
     t_gen = time.perf_counter() - t0
     ks = [int(k) for k in args.ks.split(",")]
-    t0 = time.perf_counter()
-    res = run_protocol(emb, ks=ks, precision=args.precision, block_size=args.block_size)
-    total = time.perf_counter() - t0
-    print(
-        f"\n{n_val:,} queries x {n_test:,} archive per sensor, D={args.dim}, ks={ks}, "
-        f"candidate pass {args.precision}, torch threads {torch.get_num_threads()}, "
-        f"data generation {t_gen:.1f}s (not counted), peak RSS {rss_gb():.1f} GB\n"
-    )
-    print("| direction | search s | matmul s | top-k s | rescore s | candidates/query | metrics s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, t in res.timing.items():
-        if "search_s" in t:
-            print(
-                f"| {name} | {t['search_s']:.1f} | {t['matmul_s']:.1f} | {t['topk_s']:.1f} | "
-                f"{t['rescore_s']:.1f} | {t['candidates_per_query']:.0f} | {t['metrics_s']:.1f} |"
-            )
-        else:
-            print(f"| {name} (merge) | - | - | - | - | - | {t['merge_and_metrics_s']:.1f} |")
-    print(f"| **total** | **{total:.1f}** | | | | | |")
-    if args.scale != 1.0:
-        quad = sum(t.get("matmul_s", 0) + t.get("topk_s", 0) for t in res.timing.values())
-        lin = total - quad  # rescoring (~constant candidates per query), metrics, merges
-        est = quad / args.scale**2 + lin / args.scale
+    totals: dict[str, float] = {}
+    for sel in args.selection.split(","):
+        topk.CANDIDATE_SELECTION = sel
+        gflops, floor = matmul_floor_s(n_val, n_test, args.dim, args.precision)
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        res = run_protocol(emb, ks=ks, precision=args.precision, block_size=args.block_size)
+        total = totals[sel] = time.perf_counter() - t0
         print(
-            f"\nExtrapolated to full scale (an estimate, not a measurement): matmul + top-k "
-            f"{quad:.0f}s x {1 / args.scale**2:.0f} (quadratic) + the rest {lin:.0f}s x {1 / args.scale:.0f} "
-            f"(linear in queries) = ~{est / 60:.1f} min"
+            f"\nselection {sel!r}: {n_val:,} queries x {n_test:,} archive per sensor, D={args.dim}, "
+            f"ks={ks}, candidate pass {args.precision}, torch threads {torch.get_num_threads()}, "
+            f"data generation {t_gen:.1f}s (not counted), peak RSS {rss_gb():.1f} GB, load {load:.1f} -> "
+            f"{os.getloadavg()[0]:.1f}; matmul measured just before: {gflops:.0f} GFLOP/s, "
+            f"floor {floor:.1f} s per direction\n"
         )
+        print("| direction | search s | matmul s | top-k s | rescore s | candidates/query | metrics s |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, t in res.timing.items():
+            if "search_s" in t:
+                print(
+                    f"| {name} | {t['search_s']:.1f} | {t['matmul_s']:.1f} | {t['topk_s']:.1f} | "
+                    f"{t['rescore_s']:.1f} | {t['candidates_per_query']:.0f} | {t['metrics_s']:.1f} |"
+                )
+            else:
+                print(f"| {name} (merge) | - | - | - | - | - | {t['merge_and_metrics_s']:.1f} |")
+        print(f"| **total** | **{total:.1f}** | | | | | |")
+        n_dir = sum("search_s" in t for t in res.timing.values())
+        if args.scale != 1.0:
+            quad = sum(t.get("matmul_s", 0) + t.get("topk_s", 0) for t in res.timing.values())
+            lin = total - quad  # rescoring (~constant candidates per query), metrics, merges
+            est = quad / args.scale**2 + lin / args.scale
+            print(
+                f"\nExtrapolated to full scale (an estimate, not a measurement): matmul + top-k "
+                f"{quad:.0f}s x {1 / args.scale**2:.0f} (quadratic) + the rest {lin:.0f}s x "
+                f"{1 / args.scale:.0f} (linear in queries) = ~{est / 60:.1f} min"
+            )
+        if args.query_fraction != 1.0:
+            print(
+                f"\nFull archive, {args.query_fraction:g} of the queries: every stage is linear in the "
+                f"queries, so full scale is ~{total / args.query_fraction / 60:.1f} min (extrapolated); "
+                f"the matmul floor {n_dir} x {floor / args.query_fraction:.0f} s = "
+                f"{n_dir * floor / args.query_fraction / 60:.1f} min"
+            )
+    if len(totals) > 1:
+        print("\n" + ", ".join(f"{k}: {v:.1f} s" for k, v in totals.items()) + " (same data, same process)")
 
 
 def synthetic(n: int, dim: int, seed: int, basis: np.ndarray | None = None, rank: int = 16):
@@ -319,6 +356,17 @@ def main() -> None:
     e.add_argument("--ks", default="5,10,20,100")
     e.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     e.add_argument("--block-size", type=int, default=1024)
+    e.add_argument(
+        "--query-fraction",
+        type=float,
+        default=1.0,
+        help="this fraction of the queries against the full archive (linear extrapolation)",
+    )
+    e.add_argument(
+        "--selection",
+        default="groups",
+        help="candidate selection(s) of exact_topk, run one after the other: groups, topk",
+    )
     a = sub.add_parser("ann")
     a.add_argument("--n", type=int, default=1_000_000)
     a.add_argument("--dim", type=int, default=DIM)

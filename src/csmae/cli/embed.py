@@ -41,6 +41,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(same descriptors; auto = on a CUDA device)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
+    add_compile_argument(p)
+
+
+def add_compile_argument(p: argparse.ArgumentParser) -> None:
+    """``--no-compile``: shared by ``csmae embed`` and ``csmae evaluate``."""
+    p.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="embed with the eager model (default: the inductor-compiled one on CPUs with AMX for jobs "
+        "of >= 16k pairs; same descriptors within the tolerance the manifest records)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             device_transforms={"true": True, "false": False}.get(args.device_transforms, "auto"),
             overwrite=args.overwrite,
             on_progress=progress,
+            compiled=args.compile,
         )
     finally:
         bar.close()

@@ -26,6 +26,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from csmae.cli.embed import add_compile_argument
+
 
 def _splits(v: str) -> str | list[str]:
     parts = [x.strip() for x in v.split(",") if x.strip()]
@@ -75,6 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings-out", help="where to write computed embeddings (default OUT.embeddings)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing report (only once complete)")
+    add_compile_argument(p)
 
 
 def parse_embeddings(values: list[str]) -> dict[str, Path] | Path:
@@ -180,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
                     precision=args.precision,
                     overwrite=args.overwrite,
                     on_progress=progress,
+                    compiled=args.compile,
                 )
             finally:
                 bar.close()

@@ -186,6 +186,8 @@ class EmbedJob:
     acc: dict[str, list[Any]] = field(default_factory=dict)
     #: pair index -> metadata (geo keys, country, season) without pixels; None = the source has none
     pair_meta: Callable[[int], dict[str, Any]] | None = None
+    #: replaces ``model.embed`` (a :class:`csmae.models.compiled.CompiledEmbed`); None = eager
+    runner: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def shard_range(self, si: int) -> tuple[int, int]:
         return si * self.shard_pairs, min(self.n, (si + 1) * self.shard_pairs)
@@ -214,7 +216,7 @@ class EmbedJob:
         # move the raw records first, upsample and normalise on the device (a GPU outruns the CPU)
         moved = {g.key: torch.as_tensor(raw[g.key]).to(device, non_blocking=True) for g in layout}
         batch = assemble(moved, layout, sensors)
-        emb = self.model.embed(batch)
+        emb = (self.runner or self.model.embed)(batch)
         return {s: emb[s].float().cpu().numpy() for s in self.want}
 
     def add(self, si: int, idx: np.ndarray, raw: dict[str, Any], emb: dict[str, np.ndarray]) -> None:
@@ -314,6 +316,7 @@ def embed_dataset(
     on_progress: Callable[[int, int], None] | None = None,
     dataset: Any = None,
     device_transforms: bool | str = "auto",
+    compiled: bool = True,
 ) -> Path:
     """Embed every pair (and each requested sensor) of a dataset; returns the embeddings folder.
 
@@ -338,6 +341,9 @@ def embed_dataset(
         dataset: an already opened dataset to use instead of opening ``sources``.
         device_transforms: read a prepared store's records as stored and upsample/normalise them on
             the device (same descriptors); ``"auto"``: on a CUDA device.
+        compiled: use the inductor-compiled model where it pays (CPU with AMX, large jobs; same descriptors
+            within the tolerance the manifest records, see :mod:`csmae.models.compiled`); False:
+            eager (``--no-compile``).
     """
     import torch
 
@@ -430,8 +436,15 @@ def embed_dataset(
         missing_shards = [s["file"] for s in shards if not (work / s["file"]).exists()]
         if missing_shards:
             raise RuntimeError(f"{work}: shard(s) {missing_shards} were not written by any rank")
+        compile_facts: dict[str, Any] = {"used": False, "backend": "eager", "reason": "distributed run"}
     else:
+        from csmae.models.compiled import compiled_embed
+
+        runner = compiled_embed(model, device=dev, precision=precision, pairs=n - job.pairs_done(),
+                                batch_size=batch_size, enabled=compiled)
+        job.runner = runner
         _embed_here(job, dev, workers=workers, on_progress=on_progress)
+        compile_facts = runner.describe()
     manifest = base_manifest(
         KIND,
         model=info,
@@ -442,6 +455,7 @@ def embed_dataset(
                  **_geo_facts(ds)},
         label_names=list(getattr(ds, "label_names", [])),
         precision=precision,
+        compiled=compile_facts,
         count=n * len(want),
         shards=shards,
         checksums=checksum_files(work, [s["file"] for s in shards]),  # verified when read

@@ -5,7 +5,10 @@ score descending, ties broken by archive index ascending (stable). Every path he
 that ranking:
 
 1. A fast candidate pass: blocked matmul in bf16 (default; ~2x fp32 on CPUs with AVX512-BF16/AMX)
-   or fp32, with ``torch.topk``.
+   or fp32; the k-th largest of the maxima of runs of 32 columns stands in for the k-th score (it is
+   <= the k-th score, so the threshold below only gets more conservative) and only groups whose
+   maximum passes the threshold are scanned (``selection="groups"``, 1.85x faster than the former
+   top-4k list per row, ``selection="topk"``; same results).
 2. A rigorous error bound on the candidate scores gives, per query, a threshold below which no item
    can belong to the exact top-k; every item above it is rescored in float64 and the final order is
    taken on (rescored score, index). No approximation survives: the result equals a full float64
@@ -34,6 +37,8 @@ _U_BF16 = 2.0**-8
 _U_FP32 = 2.0**-24
 #: extra absolute slack on every bound (covers float64 rescoring and fp32 threshold arithmetic).
 _SLACK = 1e-6
+#: default candidate selection of :func:`exact_topk` (``"groups"`` or ``"topk"``, same results).
+CANDIDATE_SELECTION = "groups"
 
 
 @dataclass
@@ -169,6 +174,37 @@ def _candidates(
     return rows, cols
 
 
+def _group_size(n: int, k: int) -> int:
+    """Columns per group of the group-maxima pass: 32, fewer for small archives (>= 4k groups)."""
+    return max(1, min(32, n // (4 * k)))
+
+
+def _group_maxima(approx: torch.Tensor, g: int, buf: torch.Tensor) -> torch.Tensor:
+    """(B, G) float32 maxima of ``approx`` (B, G*g) over each run of ``g`` columns.
+
+    The block is converted to float32 in one pass into ``buf`` (reused: no fresh memory per block),
+    then reduced: float32 reductions are several times faster than bf16 ones on CPU, and one large
+    op beats many small ones on a busy machine (measured: row chunks were 2x slower than top-4k).
+    """
+    b, n = approx.shape
+    w = buf[:b]
+    w.copy_(approx)
+    return w.view(b, n // g, g).amax(-1)
+
+
+def _group_candidates(
+    approx: torch.Tensor, g: int, gmax: torch.Tensor, thr: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col) of every entry with approx >= thr, visiting only the groups whose maximum passes."""
+    b, n = approx.shape
+    n_groups = n // g
+    flat = torch.nonzero((gmax >= thr.float()[:, None]).view(-1)).flatten()  # row * G + group
+    blk = torch.index_select(approx.view(b * n_groups, g), 0, flat)  # (P, g)
+    pr, pj = torch.nonzero(blk >= thr[flat // n_groups, None], as_tuple=True)
+    hit = flat[pr]
+    return hit // n_groups, (hit % n_groups) * g + pj
+
+
 def _select_block(
     rows_t: torch.Tensor,
     cols_t: torch.Tensor,
@@ -230,6 +266,7 @@ def exact_topk(
     block_size: int = 1024,
     progress: Callable[[int], None] | None = None,
     stats: TopKStats | None = None,
+    selection: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product (see module docstring for the ranking definition).
 
@@ -242,6 +279,10 @@ def exact_topk(
         block_size: queries per block (memory ~ block_size * N * 2-4 bytes).
         progress: called with the number of queries finished in each block.
         stats: optional accumulator of timings.
+        selection: how the candidate pass finds the k-th approximate score and the items above the
+            threshold: ``"groups"`` (maxima of runs of 32 columns, then only the groups that pass)
+            or ``"topk"`` (a top-4k list per row); default :data:`CANDIDATE_SELECTION`. Both give
+            the same candidates' exact ranking (identical results), at different speed.
 
     Returns:
         scores (Q, k) float64 and indices (Q, k) int64.
@@ -250,6 +291,9 @@ def exact_topk(
 
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+    selection = CANDIDATE_SELECTION if selection is None else selection
+    if selection not in ("groups", "topk"):
+        raise ValueError(f"selection must be 'groups' or 'topk', got {selection!r}")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     archive = np.ascontiguousarray(archive, dtype=np.float32)
     n_excl = 0
@@ -274,7 +318,15 @@ def exact_topk(
         b_norm_max = bh_max = float(a_norm.max())
         bl_max = 0.0
         u_out = 0.0
+    n_arch = a32.shape[0]
+    g = _group_size(n_arch, k)
+    pad = -n_arch % g if selection == "groups" else 0
+    if pad:  # whole groups: zero rows here, -inf scores below
+        a_c = torch.cat([a_c, a_c.new_zeros(pad, d)])
     a_t = a_c.T  # (D, N) view: BLAS handles the transpose
+    conv = None  # float32 copy of a score block for the group-maxima pass (block x archive x 4 bytes)
+    if selection == "groups":
+        conv = torch.empty(min(block_size, nq), n_arch + pad)
     out_s = np.empty((nq, k), dtype=np.float64)
     out_i = np.empty((nq, k), dtype=np.int64)
     for s in range(0, nq, block_size):
@@ -290,11 +342,13 @@ def exact_topk(
             qc = q32
             qh_n = q32.norm(dim=1)
             ql_n = torch.zeros_like(qh_n)
-        approx = qc @ a_t  # (B, N)
+        approx = qc @ a_t  # (B, N + pad)
+        if pad:
+            approx[:, n_arch:] = -torch.inf
         if (
             s == 0
             and precision == "bf16"
-            and not _bound_holds(approx, q32, a32, ql_n, qh_n, bl_max, b_norm_max)
+            and not _bound_holds(approx[:, :n_arch], q32, a32, ql_n, qh_n, bl_max, b_norm_max)
         ):
             log.warning("bf16 matmul on this machine is less accurate than assumed: using fp32 candidates")
             return exact_topk(
@@ -306,16 +360,26 @@ def exact_topk(
                 block_size=block_size,
                 progress=progress,
                 stats=stats,
+                selection=selection,
             )
         if exclude is not None:
             ex = torch.from_numpy(exclude[s:e])
             r, c = torch.nonzero(ex >= 0, as_tuple=True)
             approx[r, ex[r, c]] = -torch.inf
         t1 = time.perf_counter()
-        # a longer top list than k: it usually holds every candidate (see _candidates)
-        k2 = min(approx.shape[1], max(k, 4 * k))
-        top_vals, top_idx = torch.topk(approx, k2, dim=1, sorted=True)  # (B, k2)
-        vk = top_vals[:, k - 1].float()  # (B,)
+        gmax = None
+        if conv is not None:
+            # k-th largest group maximum <= k-th largest score: k distinct items reach it, so the
+            # bound below stays a valid lower bound of the k-th exact score
+            gmax = _group_maxima(approx, g, conv)
+            vk = torch.topk(gmax, k, dim=1, sorted=False).values.amin(1)
+            if not bool(torch.isfinite(vk).all()):  # too few finite groups (many excluded, NaN)
+                gmax = None
+        if gmax is None:
+            # a longer top list than k: it usually holds every candidate (see _candidates)
+            k2 = min(n_arch, max(k, 4 * k))
+            top_vals, top_idx = torch.topk(approx[:, :n_arch], k2, dim=1, sorted=True)  # (B, k2)
+            vk = top_vals[:, k - 1].float()  # (B,)
         # per-row error bound e_i (absolute part) and relative output-rounding part
         e_abs = ql_n * b_norm_max + qh_n * bl_max + d * _U_FP32 * 1.01 * qh_n * bh_max + _SLACK
         rel = u_out * (1 + 2 * u_out)
@@ -325,7 +389,10 @@ def exact_topk(
         thr = torch.minimum((lower - e_abs) / (1 + rel), (lower - e_abs) / (1 - rel)) - _SLACK
         thr_c = _round_down(thr, approx.dtype)
         t2 = time.perf_counter()
-        rows, cols = _candidates(approx, thr_c, top_vals, top_idx)
+        if gmax is not None:
+            rows, cols = _group_candidates(approx, g, gmax, thr_c)
+        else:
+            rows, cols = _candidates(approx[:, :n_arch], thr_c, top_vals, top_idx)
         sc, ix, ncand = _select_block(rows, cols, e - s, q32.to(torch.float64), a32, k)
         out_s[s:e], out_i[s:e] = sc, ix
         t3 = time.perf_counter()
