@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from csmae.integrity import checksum_files, verify_manifest_files
+from csmae.integrity import check_members, checksum_files, verify_manifest_files
 from csmae.retrieval.artifacts import (
     AtomicFolder,
     base_manifest,
@@ -220,7 +220,10 @@ class SearchIndex:
         manifest = read_manifest(path, kind=KIND)
         entry, legacy = entry_of(manifest)  # legacy: csmae < format 2 (no backend entry recorded)
         items_file = (manifest.get("files") or {}).get("items", "items.parquet")
-        for f in spec_of_entry(entry, path).must_exist(entry) + [items_file]:  # database engines: none
+        spec = spec_of_entry(entry, path)
+        # never follow a name out of the folder (an edited manifest naming ../../etc/passwd)
+        check_members(path, [*spec.must_exist(entry), items_file, *spec.entry_files(entry)], what="index")
+        for f in spec.must_exist(entry) + [items_file]:  # database engines: none
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
         # integrity: damaged bytes must never reach the engine's reader (a flipped HNSW header can
