@@ -244,9 +244,33 @@ def warn_unverified(folder: str | os.PathLike[str], what: str) -> None:
                     "used unverified. Rewrite it to get them checked.", folder, what)
 
 
+def check_format_version(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *, supported: int,
+                         what: str = "artefact", field: str = "format_version") -> None:
+    """Refuse an artefact of an unknown (future) format: ``manifest[field]`` above ``supported``.
+
+    An absent field is format 1 (artefacts written before it was recorded).
+
+    Raises:
+        IntegrityError: the version is not a positive integer, or newer than this csmae reads.
+    """
+    raw = manifest.get(field, 1)
+    try:
+        version = int(raw)
+        if version != raw or version < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise IntegrityError(f"{what} {folder}: manifest.json {field} {raw!r} is not a format version "
+                             "(a positive integer); the manifest is damaged", path=folder) from None
+    if version > supported:
+        raise IntegrityError(
+            f"{what} {folder} has {field} {version}, a format newer than this csmae reads (up to "
+            f"{supported}): refused; upgrade csmae to use it", path=folder,
+        )
+
+
 def verify_manifest_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
                           what: str = "artefact", full: bool = True,
-                          only: Iterable[str] | None = None) -> bool:
+                          only: Iterable[str] | None = None, required: bool = False) -> bool:
     """Verify ``folder``'s files against ``manifest["checksums"]`` before trusting their bytes.
 
     Args:
@@ -254,15 +278,23 @@ def verify_manifest_files(folder: str | os.PathLike[str], manifest: Mapping[str,
         what: the kind of artefact, for messages ("index", "model folder", ...).
         full: hash the files (True) or only compare sizes (False: cheap).
         only: check just these files (names in the checksums).
+        required: refuse an artefact without checksums (where the user did not opt in to
+            unverified artefacts, e.g. a server's reload) instead of warning.
 
     Returns:
         True if verified, False when the manifest records no checksums (logged once).
 
     Raises:
-        IntegrityError: naming every file that is missing, resized or changed.
+        IntegrityError: naming every file that is missing, resized or changed; a name outside the
+            folder; no checksums when ``required``.
     """
     sums = recorded(manifest)
     if sums is None:
+        if required:
+            raise IntegrityError(
+                f"{what} {folder} records no checksums, so its files cannot be verified: refused "
+                "(rewrite it with this csmae, or opt in to unverified artefacts)", path=folder,
+            )
         warn_unverified(folder, what)
         return False
     check_members(folder, sums, what=what, field='manifest.json "checksums"')

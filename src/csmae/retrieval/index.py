@@ -213,11 +213,13 @@ class SearchIndex:
         return out
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> SearchIndex:
+    def load(cls, path: str | os.PathLike[str], *, require_checksums: bool = False) -> SearchIndex:
+        """Load an index folder, its files verified first (``require_checksums``: refuse one
+        that records none instead of warning); a future ``format_version`` is refused."""
         import pandas as pd
 
         path = Path(path)
-        manifest = read_manifest(path, kind=KIND)
+        manifest = read_manifest(path, kind=KIND, format_version=FORMAT_VERSION)
         entry, legacy = entry_of(manifest)  # legacy: csmae < format 2 (no backend entry recorded)
         items_file = (manifest.get("files") or {}).get("items", "items.parquet")
         spec = spec_of_entry(entry, path)
@@ -228,7 +230,7 @@ class SearchIndex:
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
         # integrity: damaged bytes must never reach the engine's reader (a flipped HNSW header can
         # make FAISS allocate many GiB; a flipped vector would rank first for every query)
-        verify_manifest_files(path, manifest, what="index")
+        verify_manifest_files(path, manifest, what="index", required=require_checksums)
         backend = load_backend(
             path, entry, params=dict(manifest.get("search_params") or {}), legacy=legacy
         )

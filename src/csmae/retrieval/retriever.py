@@ -48,6 +48,7 @@ class Retriever:
     ):
         self.encoder = QueryEncoder(index, model_dir=model_dir, model=model)
         self.previews = ArchivePreviews(data, sensors=index.sensors)
+        self.source = index.path  # the folder reload() reads again (a symlink stays a symlink)
         self._use(index)
 
     def _use(self, index: SearchIndex) -> None:
@@ -57,18 +58,38 @@ class Retriever:
         self.encoder.use_index(index)
         self.previews.sensors = list(index.sensors)  # used when the dataset is first opened
 
-    def reload(self) -> dict[str, Any]:
+    def prepare_reload(self, *, require_checksums: bool = False) -> tuple[SearchIndex, QueryEncoder]:
+        """Load the index folder again, and the model it names, without changing what is served.
+
+        The folder is resolved once (a symlink swapped to another index folder is read as one
+        snapshot). ``require_checksums``: refuse an index that records none (a server's reload).
+
+        Raises:
+            ValueError / FileNotFoundError: the new index (or its model) cannot be used; the
+                retriever still serves the old one.
+        """
+        if self.source is None:
+            raise ValueError("this retriever's index was not loaded from a folder: nothing to reload")
+        index = SearchIndex.load(Path(os.path.realpath(self.source)), require_checksums=require_checksums)
+        return index, self.encoder.for_index(index)
+
+    def commit_reload(self, prepared: tuple[SearchIndex, QueryEncoder]) -> dict[str, Any]:
+        """Serve what :meth:`prepare_reload` loaded (a few assignments); returns the new counts."""
+        index, encoder = prepared
+        before = int(self.index.manifest.get("count", 0))
+        self.encoder = encoder
+        self._use(index)
+        return {"count_before": before, "count": int(index.manifest.get("count", 0)),
+                "generation": int(index.manifest.get("generation", 0)),
+                "model": (index.manifest.get("model") or {}).get("name")}
+
+    def reload(self, *, require_checksums: bool = False) -> dict[str, Any]:
         """Load the index folder again (after ``csmae index add/remove``); returns the new counts.
 
-        The new index is loaded completely before it replaces the old one, so a failed reload
-        leaves the retriever serving the old index.
+        The new index (and the model it names, when it is another one) is loaded completely before
+        it replaces the old one, so a failed reload leaves the retriever serving the old index.
         """
-        if self.index.path is None:
-            raise ValueError("this retriever's index was not loaded from a folder: nothing to reload")
-        before = int(self.index.manifest.get("count", 0))
-        self._use(SearchIndex.load(self.index.path))
-        return {"count_before": before, "count": int(self.index.manifest.get("count", 0)),
-                "generation": int(self.index.manifest.get("generation", 0))}
+        return self.commit_reload(self.prepare_reload(require_checksums=require_checksums))
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -125,6 +146,7 @@ class Retriever:
             "recall_at_10": m.get("recall_at_10"),
             "search_params": m.get("search_params"),
             "model_dir": str(self.model_dir or ""),
+            "model_loaded": self.encoder.loaded,
         }
 
     @property

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from csmae.errors import redact_uri
 from csmae.service.uploads import UploadError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": redact_uri(exc.detail)}, status_code=exc.status)
 
     @app.exception_handler(UploadError)
     async def _upload_error(_: Request, exc: UploadError) -> JSONResponse:
