@@ -300,3 +300,21 @@ def test_health_shows_no_absolute_server_paths(two_models):
         text = c.get("/api/health").text
     assert str(root) not in text and str(root.resolve()) not in text
     assert json.loads(text)["model"]["model_dir"] == "model-a"
+
+
+def test_database_gone_mid_search_is_a_503_naming_the_uri_without_password():
+    pytest.importorskip("pymilvus")
+    from csmae.retrieval.backends.milvus import MilvusUnavailable
+
+    from .fake_retriever import FakeRetriever
+
+    class Gone(FakeRetriever):
+        def search_by_id(self, *args, **kwargs):
+            raise MilvusUnavailable("Milvus at http://root:hunter22@10.0.0.5:19530 did not answer")
+
+    fake = Gone(n=4, seed=0)
+    with TestClient(create_app(fake), raise_server_exceptions=False) as c:
+        res = c.get("/api/search", params={"id": fake.ids[0], "sensor": "s1"})
+    assert res.status_code == 503 and res.headers["content-type"] == "application/json"
+    detail = res.json()["detail"]
+    assert "http://root:***@10.0.0.5:19530" in detail and "hunter22" not in detail
