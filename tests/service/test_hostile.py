@@ -141,6 +141,8 @@ def test_future_format_embeddings_and_model_are_refused(tmp_path):
     import torch
 
     import csmae
+    from csmae.data.store import open_store
+    from csmae.data.synth import write_synthetic
     from csmae.integrity import IntegrityError
     from csmae.models import from_pretrained
     from csmae.retrieval.embeddings import load_embeddings
@@ -150,7 +152,8 @@ def test_future_format_embeddings_and_model_are_refused(tmp_path):
     model = tmp_path / "model"
     torch.manual_seed(0)
     csmae.create_model("csmae_sesd_tiny", **TINY).save_pretrained(model)
-    for f in (emb / "manifest.json", model / "manifest.json"):
+    store = write_synthetic(tmp_path / "store", n=2, seed=0, format="store")[0]
+    for f in (emb / "manifest.json", model / "manifest.json", store / "manifest.json"):
         d = json.loads(f.read_text())
         d["format_version"] = 999
         f.write_text(json.dumps(d))
@@ -158,6 +161,8 @@ def test_future_format_embeddings_and_model_are_refused(tmp_path):
         load_embeddings(emb)
     with pytest.raises(IntegrityError, match="format_version 999"):
         from_pretrained(model)
+    with pytest.raises(IntegrityError, match="format_version 999"):
+        open_store(store)
 
 
 # --- item 5: an index made by another model -------------------------------------------------------
