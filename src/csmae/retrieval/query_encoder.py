@@ -55,9 +55,9 @@ class QueryEncoder:
         """The encoder of a reloaded ``index`` (this one is left as it is).
 
         The same model as now (sha256 and name recorded in both manifests): an encoder sharing it.
-        Another model: one over the model folder the new index records, checked against it (and
-        loaded now when this server had a model, so a damaged folder fails the reload, not a later
-        upload). A server without a model stays without one.
+        Another model: one over the model folder the new index records, checked against it and
+        loaded now (a damaged folder fails the reload, not a later upload). A server without a
+        model, reloading an index whose model is not on this machine either, stays without one.
 
         Raises:
             ValueError: the new index names another model that is not on this machine (or does not
@@ -72,8 +72,7 @@ class QueryEncoder:
         if folder is not None and folder.exists():
             check_model_matches_index(folder, new, index.dim)
             enc = QueryEncoder(index, model_dir=folder, checked=True)
-            if had_model:
-                enc.model  # noqa: B018 - load (and verify) now
+            enc.model  # noqa: B018 - load (and verify) now, not while the index is swapped in
             return enc
         if not had_model:
             return QueryEncoder(index)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,16 @@ from csmae.retrieval.search_core import Hit, SearchCore, Where
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Hit", "Retriever", "Where"]
+__all__ = ["Hit", "ReloadPlan", "Retriever", "Where"]
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """A loaded index with its query encoder and search core, ready to be swapped in."""
+
+    index: SearchIndex
+    encoder: QueryEncoder
+    core: SearchCore  # also what a caller may read (items, ...) before the swap
 
 
 class Retriever:
@@ -51,14 +61,14 @@ class Retriever:
         self.source = index.path  # the folder reload() reads again (a symlink stays a symlink)
         self._use(index)
 
-    def _use(self, index: SearchIndex) -> None:
+    def _use(self, index: SearchIndex, *, core: SearchCore | None = None) -> None:
         """Point the retriever (and its parts) at a (re)loaded index."""
         self.index = index
-        self.core = SearchCore(index)
+        self.core = core if core is not None else SearchCore(index)
         self.encoder.use_index(index)
         self.previews.sensors = list(index.sensors)  # used when the dataset is first opened
 
-    def prepare_reload(self, *, require_checksums: bool = False) -> tuple[SearchIndex, QueryEncoder]:
+    def prepare_reload(self, *, require_checksums: bool = False) -> ReloadPlan:
         """Load the index folder again, and the model it names, without changing what is served.
 
         The folder is resolved once (a symlink swapped to another index folder is read as one
@@ -71,17 +81,15 @@ class Retriever:
         if self.source is None:
             raise ValueError("this retriever's index was not loaded from a folder: nothing to reload")
         index = SearchIndex.load(Path(os.path.realpath(self.source)), require_checksums=require_checksums)
-        return index, self.encoder.for_index(index)
+        return ReloadPlan(index=index, encoder=self.encoder.for_index(index), core=SearchCore(index))
 
-    def commit_reload(self, prepared: tuple[SearchIndex, QueryEncoder]) -> dict[str, Any]:
+    def commit_reload(self, plan: ReloadPlan) -> dict[str, Any]:
         """Serve what :meth:`prepare_reload` loaded (a few assignments); returns the new counts."""
-        index, encoder = prepared
         before = int(self.index.manifest.get("count", 0))
-        self.encoder = encoder
-        self._use(index)
-        return {"count_before": before, "count": int(index.manifest.get("count", 0)),
-                "generation": int(index.manifest.get("generation", 0)),
-                "model": (index.manifest.get("model") or {}).get("name")}
+        self.encoder = plan.encoder
+        self._use(plan.index, core=plan.core)
+        return {"count_before": before, "count": int(plan.index.manifest.get("count", 0)),
+                "generation": int(plan.index.manifest.get("generation", 0))}
 
     def reload(self, *, require_checksums: bool = False) -> dict[str, Any]:
         """Load the index folder again (after ``csmae index add/remove``); returns the new counts.

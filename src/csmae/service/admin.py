@@ -144,35 +144,46 @@ def public_paths(value: Any) -> Any:
     return value
 
 
-def reload_index(retriever: Any, swap: SwapLock, commit: Callable[[], None], *,
-                 require_checksums: bool) -> dict[str, Any]:
+def reload_index(retriever: Any, swap: SwapLock, *, prepare: Callable[[Any], Any],
+                 apply: Callable[[Any], None], require_checksums: bool) -> dict[str, Any]:
     """Load the retriever's index folder again and swap it in atomically (see the module docstring).
 
-    ``commit()`` runs under the write lock right after the retriever's parts are swapped (the
-    service rebuilds its catalogue there). Raises ApiError 400 (the new index cannot be used;
-    still serving the old one) or 503 (its database does not answer).
+    ``prepare(view)`` runs before the swap, outside the lock, on the new index's search core when
+    the retriever offers one (None otherwise): the service builds its catalogue there.
+    ``apply(prepared)`` runs under the write lock right after the retriever's parts are swapped.
+
+    Raises:
+        ApiError: 400 (the new index cannot be used; still serving the old one), 503 (its
+            database does not answer).
     """
     source = getattr(retriever, "source", None) or getattr(getattr(retriever, "index", None), "path", None)
     paths = [source, getattr(retriever, "model_dir", None)]
     try:
         if hasattr(retriever, "prepare_reload"):
-            prepared = retriever.prepare_reload(require_checksums=require_checksums)
+            plan = retriever.prepare_reload(require_checksums=require_checksums)
+            ready = prepare(getattr(plan, "core", None))
             with swap.writing():
-                info = retriever.commit_reload(prepared)
-                commit()
+                info = retriever.commit_reload(plan)
+                apply(ready)
         elif hasattr(retriever, "reload"):
             with swap.writing():
                 info = retriever.reload()
-                commit()
+                apply(prepare(None))
         else:
             raise ApiError(400, "this retriever cannot reload")
+    except ApiError:
+        raise
     except ConnectionError as e:  # e.g. MilvusUnavailable: the index's database does not answer
         logger.warning("reload failed: %s", redact_uri(e))
         raise ApiError(503, "reload failed, still serving the previous index: "
                             f"{public_message(e, paths)}") from None
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         logger.warning("reload failed: %s", redact_uri(e))
         raise ApiError(400, "reload failed, still serving the previous index: "
                             f"{public_message(e, paths)}") from None
+    except Exception as e:  # noqa: BLE001 - a malformed manifest (KeyError, TypeError...): still a 400
+        logger.exception("reload failed")
+        raise ApiError(400, "reload failed, still serving the previous index: the new index is "
+                            f"malformed ({type(e).__name__}: {public_message(e, paths)[:300]})") from None
     logger.info("reloaded %s: %s", Path(str(source)).name if source else "the index", info)
     return dict(info)

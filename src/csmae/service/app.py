@@ -368,14 +368,19 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         and stays if loading fails. Needs the admin token (see :mod:`csmae.service.admin`)."""
         check_state_change(request, token=cfg.admin_token, action="reload")
 
-        def swap_catalog() -> None:  # what the handlers read of the archive and the model
+        def prepare(view: Any) -> Any:  # the new catalogue, built while the old index serves
+            return Catalog.from_retriever(view) if view is not None else None
+
+        def apply(ready: Any) -> None:  # what the handlers read of the archive and the model
             nonlocal catalog, places, sensors, specs, label_names
-            catalog, places = Catalog.from_retriever(retriever), geo_info(retriever)
+            catalog = ready if ready is not None else Catalog.from_retriever(retriever)
+            places = geo_info(retriever)
             sensors, specs = sensor_names(retriever), query_sensors(retriever)
             label_names = [str(x) for x in retriever.label_names]
             app.state.catalog = catalog
 
-        info = reload_index(retriever, swap, swap_catalog, require_checksums=not cfg.allow_unverified_reload)
+        info = reload_index(retriever, swap, prepare=prepare, apply=apply,
+                            require_checksums=not cfg.allow_unverified_reload)
         return json_safe({"status": "reloaded", **info})
 
     @app.get("/", include_in_schema=False)
