@@ -78,9 +78,10 @@ class Retriever:
             ValueError / FileNotFoundError: the new index (or its model) cannot be used; the
                 retriever still serves the old one.
         """
-        if self.source is None:
+        source = self.source or self.index.path  # an index saved after the retriever was made
+        if source is None:
             raise ValueError("this retriever's index was not loaded from a folder: nothing to reload")
-        index = SearchIndex.load(Path(os.path.realpath(self.source)), require_checksums=require_checksums)
+        index = SearchIndex.load(Path(os.path.realpath(source)), require_checksums=require_checksums)
         return ReloadPlan(index=index, encoder=self.encoder.for_index(index), core=SearchCore(index))
 
     def commit_reload(self, plan: ReloadPlan) -> dict[str, Any]:
