@@ -7,7 +7,9 @@ import paths name the same class.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 
 
 class DataError(ValueError):
@@ -44,3 +46,33 @@ class ConfigError(ValueError):
 
 class UnknownLabelError(ValueError):
     """A label name that belongs to neither nomenclature."""
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/@\s:'\"]*)(:[^/@\s'\"]*)?@")
+
+
+def redact_uri(text: object) -> str:
+    """``text`` with the credentials of every URI in it hidden: ``http://root:pw@host`` ->
+    ``http://root:***@host`` (a user name alone, often a token: ``***@``).
+
+    Every message or log line that includes a URI given by a user (a Milvus server, ...) goes
+    through this, so a password never leaves the process.
+    """
+
+    def hide(m: re.Match[str]) -> str:
+        return f"{m.group(1)}{m.group(2)}:***@" if m.group(3) else f"{m.group(1)}***@"
+
+    return _USERINFO.sub(hide, str(text))
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record's message through :func:`redact_uri`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact_uri(msg)
+        if clean != msg:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = redact_uri(logging.Formatter().formatException(record.exc_info))
+        return True

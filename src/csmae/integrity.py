@@ -14,6 +14,11 @@ Files are read in 4 MiB chunks (constant memory); several files are hashed on th
 (hashlib releases the GIL).
 
 Artefacts written before checksums existed still load; a warning is logged once per folder.
+
+Names in a manifest are never followed out of the artefact folder: :func:`member` refuses an
+absolute name, a name with ``..`` and a symlink that resolves outside the folder, before anything
+is opened or stat'ed (``"checksums": {"../../../../etc/passwd": ...}`` makes the artefact refused,
+not that file hashed).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -48,6 +53,54 @@ class FileCheck:
     ok: bool
     reason: str = ""
     bytes: int = 0
+
+
+def outside_reason(folder: str | os.PathLike[str], name: Any) -> str | None:
+    """Why ``name`` (from a manifest) does not name a file inside ``folder``; None when it does.
+
+    Checked lexically first (not a string, empty, absolute, a drive, ``..``), then by resolving
+    symlinks and checking containment in the resolved folder.
+    """
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        return "is not a file name"
+    win = PureWindowsPath(name)
+    if PurePosixPath(name).is_absolute() or win.is_absolute() or win.drive:
+        return "is an absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "climbs out of the folder (..)"
+    try:
+        root = Path(folder).resolve()
+        target = (root / name).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return "is a symlink loop"
+    if target != root and not target.is_relative_to(root):
+        return "is a symlink that points outside the folder"
+    return None
+
+
+def member(folder: str | os.PathLike[str], name: Any, *, what: str = "artefact",
+           field: str = "manifest.json") -> Path:
+    """``folder / name`` for a file an artefact's manifest names, after checking it stays inside.
+
+    Raises:
+        IntegrityError: the name is absolute, climbs out with ``..`` or is a symlink out of the
+            folder (nothing at that name is opened or stat'ed).
+    """
+    reason = outside_reason(folder, name)
+    if reason is not None:
+        shown = repr(name)[:200]
+        raise IntegrityError(
+            f"{what} {folder} is refused: {field} names the file {shown}, which {reason}; the files of "
+            "an artefact must lie inside its folder (was manifest.json edited?)", path=folder,
+        )
+    return Path(folder) / name
+
+
+def check_members(folder: str | os.PathLike[str], names: Iterable[Any], *, what: str = "artefact",
+                  field: str = "manifest.json") -> None:
+    """:func:`member` for every name (raises on the first that leaves the folder)."""
+    for n in names:
+        member(folder, n, what=what, field=field)
 
 
 def file_digest(path: str | os.PathLike[str], *, algorithm: str = ALGORITHM) -> str:
@@ -84,6 +137,7 @@ def checksum_files(folder: str | os.PathLike[str], names: Iterable[str]) -> dict
     """Checksum entries of ``names`` (paths relative to ``folder``), hashed on threads."""
     folder = Path(folder)
     names = list(dict.fromkeys(names))
+    check_members(folder, names, what="folder", field="the list of files to checksum")
     with ThreadPoolExecutor(_threads(len(names))) as pool:
         entries = list(pool.map(lambda n: file_entry(folder / n), names))
     return dict(zip(names, entries, strict=True))
@@ -120,11 +174,25 @@ def check_file(path: Path, entry: Mapping[str, Any], *, full: bool = True) -> Fi
 
 def verify_files(folder: str | os.PathLike[str], checksums: Mapping[str, Mapping[str, Any]], *,
                  full: bool = True, only: Iterable[str] | None = None) -> list[FileCheck]:
-    """Check the files of ``checksums`` in ``folder`` (threads over files); one result per file."""
+    """Check the files of ``checksums`` in ``folder`` (threads over files); one result per file.
+
+    A name that leaves the folder (:func:`outside_reason`) or a malformed entry fails without its
+    file being touched.
+    """
     folder = Path(folder)
     names = list(checksums) if only is None else [n for n in only if n in checksums]
+
+    def one(name: str) -> FileCheck:
+        reason = outside_reason(folder, name)
+        if reason is not None:
+            return FileCheck(repr(name)[:200], False, f"refused: the name {reason} (not opened)")
+        entry = checksums[name]
+        if not isinstance(entry, Mapping):
+            return FileCheck(name, False, "the manifest's checksum entry is not a record")
+        return check_file(folder / name, entry, full=full)
+
     with ThreadPoolExecutor(_threads(len(names))) as pool:
-        return list(pool.map(lambda n: check_file(folder / n, checksums[n], full=full), names))
+        return list(pool.map(one, names))
 
 
 def read_verified(path: str | os.PathLike[str], entry: Mapping[str, Any], *, what: str = "file",
@@ -176,9 +244,33 @@ def warn_unverified(folder: str | os.PathLike[str], what: str) -> None:
                     "used unverified. Rewrite it to get them checked.", folder, what)
 
 
+def check_format_version(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *, supported: int,
+                         what: str = "artefact", field: str = "format_version") -> None:
+    """Refuse an artefact of an unknown (future) format: ``manifest[field]`` above ``supported``.
+
+    An absent field is format 1 (artefacts written before it was recorded).
+
+    Raises:
+        IntegrityError: the version is not a positive integer, or newer than this csmae reads.
+    """
+    raw = manifest.get(field, 1)
+    try:
+        version = int(raw)
+        if version != raw or version < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise IntegrityError(f"{what} {folder}: manifest.json {field} {raw!r} is not a format version "
+                             "(a positive integer); the manifest is damaged", path=folder) from None
+    if version > supported:
+        raise IntegrityError(
+            f"{what} {folder} has {field} {version}, a format newer than this csmae reads (up to "
+            f"{supported}): refused; upgrade csmae to use it", path=folder,
+        )
+
+
 def verify_manifest_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
                           what: str = "artefact", full: bool = True,
-                          only: Iterable[str] | None = None) -> bool:
+                          only: Iterable[str] | None = None, required: bool = False) -> bool:
     """Verify ``folder``'s files against ``manifest["checksums"]`` before trusting their bytes.
 
     Args:
@@ -186,17 +278,26 @@ def verify_manifest_files(folder: str | os.PathLike[str], manifest: Mapping[str,
         what: the kind of artefact, for messages ("index", "model folder", ...).
         full: hash the files (True) or only compare sizes (False: cheap).
         only: check just these files (names in the checksums).
+        required: refuse an artefact without checksums (where the user did not opt in to
+            unverified artefacts, e.g. a server's reload) instead of warning.
 
     Returns:
         True if verified, False when the manifest records no checksums (logged once).
 
     Raises:
-        IntegrityError: naming every file that is missing, resized or changed.
+        IntegrityError: naming every file that is missing, resized or changed; a name outside the
+            folder; no checksums when ``required``.
     """
     sums = recorded(manifest)
     if sums is None:
+        if required:
+            raise IntegrityError(
+                f"{what} {folder} records no checksums, so its files cannot be verified: refused "
+                "(rewrite it with this csmae, or opt in to unverified artefacts)", path=folder,
+            )
         warn_unverified(folder, what)
         return False
+    check_members(folder, sums, what=what, field='manifest.json "checksums"')
     bad = [c for c in verify_files(folder, sums, full=full, only=only) if not c.ok]
     if bad:
         first = Path(folder) / bad[0].name

@@ -16,6 +16,7 @@ from csmae.retrieval.retriever import Retriever
 from .test_index_grow import make_emb, write_emb
 
 IDS = [f"a{i:03d}" for i in range(150)]
+ADMIN_TOKEN = "test-admin-token"
 
 
 def with_meta(emb, seed: int = 0):
@@ -44,10 +45,12 @@ def index_dir(tmp_path):
 def client(index_dir):
     from fastapi.testclient import TestClient
 
-    from csmae.service import create_app
+    from csmae.service import ServiceSettings, create_app
 
     r = Retriever.load(index_dir)
-    return TestClient(create_app(r)), r
+    app = create_app(r, settings=ServiceSettings(admin_token=ADMIN_TOKEN))  # reload needs the token
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    return TestClient(app, headers=headers), r
 
 
 WHERE = {

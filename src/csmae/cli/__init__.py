@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from csmae.errors import RedactingFilter, redact_uri
+
+    for handler in logging.getLogger().handlers:  # no password of a URI in any log line
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -71,5 +76,5 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"csmae {args.command}: error: {msg}", file=sys.stderr)
+        print(f"csmae {args.command}: error: {redact_uri(msg)}", file=sys.stderr)
         return 1

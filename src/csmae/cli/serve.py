@@ -4,6 +4,7 @@ Examples:
   csmae serve runs/index --data ../shared/data/bigearthnet-v1/BigEarthNet-v1.0 \\
       ../shared/data/bigearthnet-v1/BigEarthNet-S1-v1.0
   csmae serve runs/index --port 8080           # no previews without --data
+  CSMAE_ADMIN_TOKEN=... csmae serve runs/index # enables POST /api/reload (Authorization: Bearer ...)
 
 Open http://127.0.0.1:8000/ for the page, /docs for the API. The server binds to 127.0.0.1 by
 default; binding another address exposes the archive to the network (no authentication).
@@ -40,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tile URL template drawn under the footprints on the map, e.g. "
                         "'https://tile.openstreetmap.org/{z}/{x}/{y}.png' "
                         "(default: none; the page stays offline)")
+    p.add_argument("--admin-token", metavar="TOKEN", default=None,
+                   help="token POST /api/reload needs ('Authorization: Bearer TOKEN'); default: the "
+                        "CSMAE_ADMIN_TOKEN environment variable; without one reload is disabled")
+    p.add_argument("--allow-unverified-reload", action="store_true",
+                   help="let /api/reload load an index that records no checksums (default: refused)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -61,6 +67,18 @@ def _basemap(url: str | None) -> str | None:
         raise ValueError(
             f"--basemap must be an http(s) URL template with {{z}}, {{x}} and {{y}}, got {url!r}")
     return url
+
+
+def _admin_token(given: str | None) -> str | None:
+    """The reload token: --admin-token, else $CSMAE_ADMIN_TOKEN; None (reload off) when neither."""
+    import os
+
+    from csmae.service.admin import TOKEN_ENV
+
+    token = given if given is not None else os.environ.get(TOKEN_ENV)
+    if token is not None and len(token.strip()) < 8:
+        raise ValueError(f"--admin-token / {TOKEN_ENV} must be at least 8 characters")
+    return token.strip() if token else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         allowed_hosts=tuple(dict.fromkeys(("127.0.0.1", "localhost", "::1", args.host))) if loopback
         else None,
         basemap=_basemap(args.basemap),
+        admin_token=_admin_token(args.admin_token),
+        allow_unverified_reload=args.allow_unverified_reload,
     )
     app = create_app(retriever, settings=settings)
     shown = f"[{args.host}]" if ":" in args.host else args.host

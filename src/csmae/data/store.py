@@ -49,6 +49,7 @@ import numpy as np
 
 from csmae.data.base import DataError, PairedDataset, Sample
 from csmae.data.store_check import check_rows, check_store_files, read_table
+from csmae.integrity import check_format_version
 from csmae.labels import LABELS_19
 from csmae.sensors import IMAGE_SIZE, Sensor, get_sensor
 
@@ -130,6 +131,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     if int(manifest.get("version", 0)) > STORE_VERSION:
         raise DataError(f"store version {manifest['version']} is newer than this csmae "
                         f"(reads up to {STORE_VERSION})", path=str(p))
+    check_format_version(p, manifest, supported=1, what="store")  # as every artefact (none written yet)
     return manifest
 
 

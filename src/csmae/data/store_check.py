@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from csmae.data.base import DataError
-from csmae.integrity import FileCheck, check_file, recorded, verify_files
+from csmae.integrity import FileCheck, check_file, member, recorded, verify_files
 
 __all__ = ["check_rows", "check_store_files", "npy_layout", "read_table", "verify_store"]
 
@@ -35,7 +35,7 @@ def read_table(folder: str | os.PathLike[str], manifest: Mapping[str, Any]) -> A
 
     from csmae.integrity import read_verified
 
-    path = Path(folder) / manifest.get("table", "pairs.parquet")
+    path = member(folder, manifest.get("table", "pairs.parquet"), what="store", field='manifest.json "table"')
     entry = (recorded(manifest) or {}).get(path.name)
     source: Any = path
     if entry is not None:  # IntegrityError (a ValueError naming the file) when damaged
@@ -66,7 +66,7 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 
 
 def _check_group(folder: Path, g: Mapping[str, Any], sums: Mapping[str, Any] | None) -> None:
-    path = folder / g["file"]
+    path = member(folder, g.get("file"), what="store", field='manifest.json "groups"')
     if not path.is_file():
         raise DataError("record file listed in manifest.json is missing; the store is incomplete",
                         path=str(path))
@@ -125,7 +125,8 @@ def verify_store(folder: str | os.PathLike[str], manifest: Mapping[str, Any]) ->
     import pyarrow.parquet as pq
 
     folder = Path(folder)
-    table = folder / manifest.get("table", "pairs.parquet")
+    table = member(folder, manifest.get("table", "pairs.parquet"), what="store",
+                   field='manifest.json "table"')
     sums = recorded(manifest)
     checks = verify_files(folder, sums) if sums is not None else None
     if checks is not None and not all(c.ok for c in checks):

@@ -20,7 +20,13 @@ import torch
 from torch import Tensor
 
 from csmae.atomic import OWNER_FILE, clean_stale_temps, mark_owner, replace_folder
-from csmae.integrity import IntegrityError, checksum_files, verify_manifest_files, warn_unverified
+from csmae.integrity import (
+    IntegrityError,
+    check_format_version,
+    checksum_files,
+    verify_manifest_files,
+    warn_unverified,
+)
 from csmae.models.config import ModelConfig
 from csmae.sensors import Sensor
 
@@ -30,6 +36,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 KIND = "csmae-model"
 MANIFEST = "manifest.json"
+FORMAT_VERSION = 1  # of manifest.json / config.json (absent = 1); a newer one is refused
 VERIFIED = (WEIGHTS, CONFIG)  # files whose checksums the manifest records (the card may be edited)
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
@@ -188,6 +195,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Sensor]]:
     if not isinstance(d, dict) or d.get("kind") != KIND:
         got = d.get("kind") if isinstance(d, dict) else None
         raise ValueError(f"{cfg_file}: kind {got!r}, expected {KIND!r}")
+    check_format_version(path, d, supported=FORMAT_VERSION, what="model folder")
     config = ModelConfig.from_dict(d["config"])
     sensors = {s: Sensor.from_dict(sd) for s, sd in d["sensors"].items()}
     return config, sensors
@@ -212,6 +220,7 @@ def verify_model_folder(path: str | Path, *, full: bool = True) -> bool:
         raise IntegrityError(f"{mpath} is damaged (not valid JSON: {e})", path=mpath) from None
     if not isinstance(manifest, dict):
         raise IntegrityError(f"{mpath} is damaged (not a JSON object)", path=mpath)
+    check_format_version(path, manifest, supported=FORMAT_VERSION, what="model folder")
     return verify_manifest_files(path, manifest, what="model folder", full=full)
 
 

@@ -17,7 +17,7 @@ from csmae.atomic import (
     replace_folder,
     write_json_atomic,
 )
-from csmae.integrity import file_digest
+from csmae.integrity import check_format_version, file_digest
 from csmae.version import __version__
 
 __all__ = [
@@ -30,8 +30,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return file_digest(path, algorithm="sha256")
 
 
-def read_manifest(folder: str | os.PathLike[str], *, kind: str) -> dict[str, Any]:
-    """Read ``folder/manifest.json`` and check its kind; clear errors for missing/half-written folders."""
+def read_manifest(folder: str | os.PathLike[str], *, kind: str, format_version: int = 1) -> dict[str, Any]:
+    """Read ``folder/manifest.json`` and check its kind and format (a newer ``format_version`` than
+    this csmae reads is refused); clear errors for missing/half-written folders."""
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"{folder} does not exist")
@@ -48,6 +49,7 @@ def read_manifest(folder: str | os.PathLike[str], *, kind: str) -> dict[str, Any
     if not isinstance(manifest, dict) or manifest.get("kind") != kind:
         got = manifest.get("kind") if isinstance(manifest, dict) else None
         raise ValueError(f"{folder} is not a {kind} folder (manifest kind is {got!r})")
+    check_format_version(folder, manifest, supported=format_version, what=kind)
     return manifest
 
 

@@ -250,8 +250,10 @@ def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
     into = np.empty((sum(rows), dim), np.float32) if dim and shards and None not in rows else None
     parts, start = [], 0
     sums = _checksums(path, manifest)
+    from csmae.integrity import member
+
     for sh in shards:
-        f = path / sh["file"]
+        f = member(path, sh.get("file"), what="embeddings folder", field='manifest.json "shards"')
         if not f.exists():
             raise ValueError(f"{path}: shard {sh['file']} listed in manifest.json is missing")
         part = read_shard(f, checksum=None if sums is None else _entry(sums, f))

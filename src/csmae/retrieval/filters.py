@@ -223,7 +223,7 @@ class Filter:
             if self.start:
                 ok &= t >= _day_ns(self.start)
             if self.end:
-                ok &= t < _day_ns(self.end + dt.timedelta(days=1))
+                ok &= t < _day_ns(self.end, days=1)
             m &= ok
         if self.bbox:
             m &= cols.intersects(self.bbox, m)
@@ -231,10 +231,14 @@ class Filter:
 
 
 _NAT = np.iinfo(np.int64).min
+_DAY_S = 86_400
 
 
-def _day_ns(d: dt.date) -> int:
-    return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
+def _day_ns(d: dt.date, *, days: int = 0) -> int:
+    """Nanoseconds since the epoch at the start of ``d`` + ``days`` (UTC), clamped to the int64
+    range of the datetime column (``9999-12-31`` is a valid date far past it: "no end")."""
+    s = int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()) + days * _DAY_S
+    return min(max(s * 1_000_000_000, _NAT + 1), int(np.iinfo(np.int64).max))
 
 
 def _known(what: str, names: Sequence[str], valid: Sequence[str]) -> None:

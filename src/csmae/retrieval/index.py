@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from csmae.atomic import check_replaceable
-from csmae.integrity import checksum_files, verify_manifest_files
+from csmae.integrity import check_members, checksum_files, verify_manifest_files
 from csmae.retrieval.artifacts import (
     AtomicFolder,
     base_manifest,
@@ -214,19 +214,24 @@ class SearchIndex:
         return out
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> SearchIndex:
+    def load(cls, path: str | os.PathLike[str], *, require_checksums: bool = False) -> SearchIndex:
+        """Load an index folder, its files verified first (``require_checksums``: refuse one
+        that records none instead of warning); a future ``format_version`` is refused."""
         import pandas as pd
 
         path = Path(path)
-        manifest = read_manifest(path, kind=KIND)
+        manifest = read_manifest(path, kind=KIND, format_version=FORMAT_VERSION)
         entry, legacy = entry_of(manifest)  # legacy: csmae < format 2 (no backend entry recorded)
         items_file = (manifest.get("files") or {}).get("items", "items.parquet")
-        for f in spec_of_entry(entry, path).must_exist(entry) + [items_file]:  # database engines: none
+        spec = spec_of_entry(entry, path)
+        # never follow a name out of the folder (an edited manifest naming ../../etc/passwd)
+        check_members(path, [*spec.must_exist(entry), items_file, *spec.entry_files(entry)], what="index")
+        for f in spec.must_exist(entry) + [items_file]:  # database engines: none
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
         # integrity: damaged bytes must never reach the engine's reader (a flipped HNSW header can
         # make FAISS allocate many GiB; a flipped vector would rank first for every query)
-        verify_manifest_files(path, manifest, what="index")
+        verify_manifest_files(path, manifest, what="index", required=require_checksums)
         backend = load_backend(
             path, entry, params=dict(manifest.get("search_params") or {}), legacy=legacy
         )

@@ -44,8 +44,45 @@ class QueryEncoder:
         self.checked = checked
 
     def use_index(self, index: SearchIndex) -> None:
-        """Follow a reloaded index (the model, once loaded, stays)."""
+        """Follow a reloaded index of the same model (the model, once loaded, stays)."""
         self.index = index
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def for_index(self, index: SearchIndex) -> QueryEncoder:
+        """The encoder of a reloaded ``index`` (this one is left as it is).
+
+        The same model as now (sha256 and name recorded in both manifests): an encoder sharing it.
+        Another model: one over the model folder the new index records, checked against it and
+        loaded now (a damaged folder fails the reload, not a later upload). A server without a
+        model, reloading an index whose model is not on this machine either, stays without one.
+
+        Raises:
+            ValueError: the new index names another model that is not on this machine (or does not
+                match), while this server embeds queries with a model.
+        """
+        old = self.index.manifest.get("model") or {}
+        new = index.manifest.get("model") or {}
+        if _same_model(old, new) and self.index.dim == index.dim:
+            return QueryEncoder(index, model_dir=self.model_dir, model=self._model, checked=self.checked)
+        had_model = self._model is not None or self.model_dir is not None
+        folder = Path(new["dir"]) if new.get("dir") else None
+        if folder is not None and folder.exists():
+            check_model_matches_index(folder, new, index.dim)
+            enc = QueryEncoder(index, model_dir=folder, checked=True)
+            enc.model  # noqa: B018 - load (and verify) now, not while the index is swapped in
+            return enc
+        if not had_model:
+            return QueryEncoder(index)
+        raise ValueError(
+            f"the new index was built with another model ({new.get('name')}, sha256 "
+            f"{str(new.get('sha256'))[:12]}...) than the one this server embeds queries with "
+            f"({old.get('name')}, sha256 {str(old.get('sha256'))[:12]}...), and that model's folder "
+            f"({folder.name if folder else 'not recorded'}) is not on this machine: restart the server "
+            "with --model pointing at it"
+        )
 
     @property
     def model(self) -> Any:
@@ -105,6 +142,11 @@ class QueryEncoder:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = self.model.embed(normalize_batch({sensor: raw}, {sensor: spec}))[sensor]
         return out.float().numpy()
+
+
+def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two manifests' model records name the same weights (sha256) and model."""
+    return a.get("sha256") == b.get("sha256") and a.get("name") == b.get("name")
 
 
 def check_model_matches_index(model_dir: Path, recorded: dict[str, Any], dim: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,16 @@ from csmae.retrieval.search_core import Hit, SearchCore, Where
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Hit", "Retriever", "Where"]
+__all__ = ["Hit", "ReloadPlan", "Retriever", "Where"]
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """A loaded index with its query encoder and search core, ready to be swapped in."""
+
+    index: SearchIndex
+    encoder: QueryEncoder
+    core: SearchCore  # also what a caller may read (items, ...) before the swap
 
 
 class Retriever:
@@ -48,27 +58,47 @@ class Retriever:
     ):
         self.encoder = QueryEncoder(index, model_dir=model_dir, model=model)
         self.previews = ArchivePreviews(data, sensors=index.sensors)
+        self.source = index.path  # the folder reload() reads again (a symlink stays a symlink)
         self._use(index)
 
-    def _use(self, index: SearchIndex) -> None:
+    def _use(self, index: SearchIndex, *, core: SearchCore | None = None) -> None:
         """Point the retriever (and its parts) at a (re)loaded index."""
         self.index = index
-        self.core = SearchCore(index)
+        self.core = core if core is not None else SearchCore(index)
         self.encoder.use_index(index)
         self.previews.sensors = list(index.sensors)  # used when the dataset is first opened
 
-    def reload(self) -> dict[str, Any]:
+    def prepare_reload(self, *, require_checksums: bool = False) -> ReloadPlan:
+        """Load the index folder again, and the model it names, without changing what is served.
+
+        The folder is resolved once (a symlink swapped to another index folder is read as one
+        snapshot). ``require_checksums``: refuse an index that records none (a server's reload).
+
+        Raises:
+            ValueError / FileNotFoundError: the new index (or its model) cannot be used; the
+                retriever still serves the old one.
+        """
+        source = self.source or self.index.path  # an index saved after the retriever was made
+        if source is None:
+            raise ValueError("this retriever's index was not loaded from a folder: nothing to reload")
+        index = SearchIndex.load(Path(os.path.realpath(source)), require_checksums=require_checksums)
+        return ReloadPlan(index=index, encoder=self.encoder.for_index(index), core=SearchCore(index))
+
+    def commit_reload(self, plan: ReloadPlan) -> dict[str, Any]:
+        """Serve what :meth:`prepare_reload` loaded (a few assignments); returns the new counts."""
+        before = int(self.index.manifest.get("count", 0))
+        self.encoder = plan.encoder
+        self._use(plan.index, core=plan.core)
+        return {"count_before": before, "count": int(plan.index.manifest.get("count", 0)),
+                "generation": int(plan.index.manifest.get("generation", 0))}
+
+    def reload(self, *, require_checksums: bool = False) -> dict[str, Any]:
         """Load the index folder again (after ``csmae index add/remove``); returns the new counts.
 
-        The new index is loaded completely before it replaces the old one, so a failed reload
-        leaves the retriever serving the old index.
+        The new index (and the model it names, when it is another one) is loaded completely before
+        it replaces the old one, so a failed reload leaves the retriever serving the old index.
         """
-        if self.index.path is None:
-            raise ValueError("this retriever's index was not loaded from a folder: nothing to reload")
-        before = int(self.index.manifest.get("count", 0))
-        self._use(SearchIndex.load(self.index.path))
-        return {"count_before": before, "count": int(self.index.manifest.get("count", 0)),
-                "generation": int(self.index.manifest.get("generation", 0))}
+        return self.commit_reload(self.prepare_reload(require_checksums=require_checksums))
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -125,6 +155,7 @@ class Retriever:
             "recall_at_10": m.get("recall_at_10"),
             "search_params": m.get("search_params"),
             "model_dir": str(self.model_dir or ""),
+            "model_loaded": self.encoder.loaded,
         }
 
     @property

@@ -11,18 +11,18 @@ import contextlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from csmae.geo.geojson import MEDIA_TYPE as GEOJSON_TYPE
 from csmae.geo.geojson import feature_collection
+from csmae.service.admin import SwapLock, check_state_change, public_paths, reload_index
 from csmae.service.catalog import Catalog
 from csmae.service.errors import ApiError, install_error_handlers
 from csmae.service.middleware import BodyLimitMiddleware, HostGuardMiddleware, SecurityHeadersMiddleware
@@ -38,7 +38,7 @@ from csmae.service.protocol import (
     row_to_dict,
     sensor_names,
 )
-from csmae.service.render import png_data_url
+from csmae.service.render import PngCache, png_data_url
 from csmae.service.schemas import ErrorOut, HealthOut, ItemInfo, ItemOut, ItemsPage, SearchOut
 from csmae.service.uploads import ALLOWED_SUFFIXES, UploadedFile, decode_upload, safe_name
 from csmae.version import __version__
@@ -70,6 +70,9 @@ class ServiceSettings:
         preview_cache: number of preview PNGs kept in memory.
         basemap: tile URL template ("https://host/{z}/{x}/{y}.png") the page's map draws under the
             footprints; None (default): no base map, the page loads nothing from outside.
+        admin_token: the token ``POST /api/reload`` needs (``Authorization: Bearer``); None:
+            reload is disabled (see :mod:`csmae.service.admin`).
+        allow_unverified_reload: reload an index that records no checksums (off: refused).
     """
 
     max_k: int = 100
@@ -80,28 +83,8 @@ class ServiceSettings:
     allowed_hosts: tuple[str, ...] | None = None
     preview_cache: int = 1024
     basemap: str | None = None
-
-
-class _PngCache:
-    """A small thread-safe LRU of preview PNGs."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._data: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> bytes | None:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        return None
-
-    def put(self, key: tuple[str, str], value: bytes) -> None:
-        with self._lock:
-            self._data[key] = value
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+    admin_token: str | None = None
+    allow_unverified_reload: bool = False
 
 
 def _origins(url: str | None) -> tuple[str, ...]:
@@ -155,10 +138,10 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     sensors = sensor_names(retriever)
     specs = query_sensors(retriever)
     label_names = [str(x) for x in retriever.label_names]
-    model_info = json_safe(dict(retriever.model_info or {}))
+    swap = SwapLock()  # request handlers read; a reload swaps the index under the write side
     io_guard = threading.Lock()  # previews and uploads: lazy loads, matplotlib, torch
     search_guard: Any = contextlib.nullcontext() if cfg.thread_safe else io_guard
-    previews = _PngCache(cfg.preview_cache)
+    previews = PngCache(cfg.preview_cache)
     places = geo_info(retriever)
 
     app = FastAPI(
@@ -218,6 +201,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         }
 
     @app.get("/api/health", response_model=HealthOut, tags=["info"])
+    @swap.reader
     def health() -> dict[str, Any]:
         """Service status, archive counts, sensors, labels, model and limits."""
         return {
@@ -231,7 +215,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
             "query_bands": {name: list(specs[name].bands) for name in sensors if name in specs},
             "label_names": label_names,
             "filters": filter_vocabulary(retriever),
-            "model": model_info,
+            "model": public_paths(json_safe(dict(retriever.model_info or {}))),  # the model now used
             "geo": {**places, "basemap": cfg.basemap},
             "limits": {
                 "max_k": cfg.max_k, "max_page": cfg.max_page, "max_upload_bytes": cfg.max_upload_bytes,
@@ -240,6 +224,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         }
 
     @app.get("/api/items", response_model=ItemsPage, responses=_ERRORS, tags=["archive"])
+    @swap.reader
     def list_items(
         sensor: str | None = Query(None, max_length=16, description="keep only this sensor"),
         label: str | None = Query(None, max_length=200, description="keep items with this label"),
@@ -262,6 +247,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         return {"total": int(total), "offset": offset, "limit": limit, "items": items}
 
     @app.get("/api/items/random", response_model=ItemOut, responses=_ERRORS, tags=["archive"])
+    @swap.reader
     def random_item(
         sensor: str | None = Query(None, max_length=16), split: Split | None = Query(None),
     ) -> dict[str, Any]:
@@ -275,6 +261,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         return {"id": entry.id, "sensor": row[1], "split": entry.split, "labels": entry.labels}
 
     @app.get("/api/items/{patch_id}", response_model=ItemInfo, responses=_ERRORS, tags=["archive"])
+    @swap.reader
     def item_info(patch_id: str = PathParam(..., max_length=200)) -> dict[str, Any]:
         """Split, labels and indexed sensors of one archive id."""
         e = check_id(patch_id)
@@ -284,6 +271,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         "/api/items/{patch_id}/preview/{sensor}", responses={**_ERRORS, 200: {"content": {"image/png": {}}}},
         response_class=Response, tags=["archive"],
     )
+    @swap.reader
     def preview(patch_id: str = PathParam(..., max_length=200), sensor: str = PathParam(..., max_length=16)):
         """PNG preview of one item: S2 true colour, S1 false colour (VV, VH, VV-VH)."""
         check_id(patch_id)
@@ -312,6 +300,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
 
     @app.get("/api/search", response_model=SearchOut, responses={
         **_ERRORS, 200: {"content": {GEOJSON_TYPE: {}}}}, tags=["search"])
+    @swap.reader
     def search(
         id: str | None = Query(None, max_length=200, description="archive id of the query"),
         sensor: str = Query(..., max_length=16, description="sensor of the query image"),
@@ -348,6 +337,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         return finish(hits, query, target, k, t0, format)
 
     @app.post(UPLOAD_PATH, response_model=SearchOut, responses=_ERRORS, tags=["search"])
+    @swap.reader
     def search_upload(
         files: list[UploadFile] = File(..., description="GeoTIFF band files, or one .npy/.npz (C,120,120)"),
         sensor: str = Form(..., max_length=16, description="sensor of the uploaded image"),
@@ -372,19 +362,25 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         return finish(hits, query, target, k, t0, format)
 
     @app.post("/api/reload", responses=_ERRORS, tags=["info"])
-    def reload() -> dict[str, Any]:
-        """Load the index folder again (after ``csmae index add/remove``); the old index keeps
-        serving until the new one is completely loaded, and stays if loading fails."""
-        nonlocal catalog
-        if not hasattr(retriever, "reload"):
-            raise ApiError(400, "this retriever cannot reload")
-        with io_guard, (contextlib.nullcontext() if search_guard is io_guard else search_guard):
-            try:
-                info = retriever.reload()
-            except (ValueError, FileNotFoundError) as e:
-                raise ApiError(400, f"reload failed, still serving the previous index: {e}") from None
-            catalog = Catalog.from_retriever(retriever)
+    def reload(request: Request) -> dict[str, Any]:
+        """Load the index folder again (after ``csmae index add/remove``, or a swapped folder) with
+        the model it names; the old index keeps serving until the new one is completely loaded,
+        and stays if loading fails. Needs the admin token (see :mod:`csmae.service.admin`)."""
+        check_state_change(request, token=cfg.admin_token, action="reload")
+
+        def prepare(view: Any) -> Any:  # the new catalogue, built while the old index serves
+            return Catalog.from_retriever(view) if view is not None else None
+
+        def apply(ready: Any) -> None:  # what the handlers read of the archive and the model
+            nonlocal catalog, places, sensors, specs, label_names
+            catalog = ready if ready is not None else Catalog.from_retriever(retriever)
+            places = geo_info(retriever)
+            sensors, specs = sensor_names(retriever), query_sensors(retriever)
+            label_names = [str(x) for x in retriever.label_names]
             app.state.catalog = catalog
+
+        info = reload_index(retriever, swap, prepare=prepare, apply=apply,
+                            require_checksums=not cfg.allow_unverified_reload)
         return json_safe({"status": "reloaded", **info})
 
     @app.get("/", include_in_schema=False)

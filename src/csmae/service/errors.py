@@ -1,7 +1,8 @@
 """Errors as JSON: every failure a client can cause is a 4xx with ``{"detail": message}``.
 
-Unexpected exceptions become a bare 500 ``{"detail": "internal error"}`` (logged with the
-traceback, never sent to the client).
+A database that does not answer (a ``ConnectionError`` such as ``MilvusUnavailable``) is a 503
+naming its URI without credentials. Unexpected exceptions become a bare 500
+``{"detail": "internal error"}`` (logged with the traceback, never sent to the client).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from csmae.errors import redact_uri
 from csmae.service.uploads import UploadError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": redact_uri(exc.detail)}, status_code=exc.status)
 
     @app.exception_handler(UploadError)
     async def _upload_error(_: Request, exc: UploadError) -> JSONResponse:
@@ -63,6 +65,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ConnectionError)
+    async def _unavailable(request: Request, exc: ConnectionError) -> JSONResponse:
+        # the index's database (e.g. a Milvus server) does not answer: the client may retry later
+        detail = redact_uri(exc)
+        logger.warning("%s %s: %s", request.method, request.url.path, detail)
+        return JSONResponse({"detail": f"the archive's database is unavailable: {detail}"}, status_code=503,
+                            headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

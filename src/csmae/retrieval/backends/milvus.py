@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from csmae.errors import redact_uri
 from csmae.retrieval.backends.base import BackendOption, BackendSpec
 from csmae.retrieval.backends.milvus_expr import filter_expression, rows_expression
 
@@ -157,10 +158,10 @@ def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None =
         client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout)
         client.list_collections(timeout=timeout)
     except Exception as e:
-        raise MilvusUnavailable(
+        raise MilvusUnavailable(redact_uri(
             f"Milvus at {uri} did not answer within {timeout:g} s ({_msg(e)}); is the server running "
             "and is this its gRPC port (default 19530)? See docs/milvus.md"
-        ) from None
+        )) from None
     return client
 
 
@@ -450,7 +451,8 @@ class MilvusBackend:
         missing = [int(r) for r in uniq if int(r) not in found]
         if missing:
             raise KeyError(
-                f"rows {missing[:10]} are not in Milvus collection {self.collection} at {self.uri}"
+                f"rows {missing[:10]} are not in Milvus collection {self.collection} at "
+                f"{redact_uri(self.uri)}"
             )
         for i, r in enumerate(rows):
             out[i] = np.asarray(found[int(r)], dtype=np.float32)
@@ -690,7 +692,7 @@ class MilvusBackend:
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
-            "uri": self.uri,
+            "uri": redact_uri(self.uri),
             "deployment": "Milvus Lite (in-process)" if is_lite_uri(self.uri) else "Milvus server",
             "collection": self.collection,
             "index_type": self.index_type,
@@ -746,7 +748,8 @@ def create(
     client = connect(uri, timeout=timeout)
     uri = normalise_uri(uri)
     if client.has_collection(name):
-        raise FileExistsError(f"Milvus collection {name!r} already exists at {uri}; choose another name")
+        raise FileExistsError(
+            f"Milvus collection {name!r} already exists at {redact_uri(uri)}; choose another name")
     ip = client.prepare_index_params()
     bparams = _build_params(index_type, n_hint, dim)
     ip.add_index("vec", index_type=index_type, metric_type="IP", params=bparams)
@@ -763,7 +766,7 @@ def create(
         search_params = {"ef": 128} if index_type.startswith("HNSW") else {}
         if index_type.startswith("IVF"):
             search_params = {"nprobe": min(bparams["nlist"], 32)}
-    log.info("created Milvus collection %s at %s (%s, IP, D=%d)", name, uri, index_type, dim)
+    log.info("created Milvus collection %s at %s (%s, IP, D=%d)", name, redact_uri(uri), index_type, dim)
     return MilvusBackend(
         client=client,
         uri=uri,
@@ -793,7 +796,8 @@ def load(
     name = str(entry["collection"])
     where = f" (index {folder})" if folder is not None else ""
     if not client.has_collection(name):
-        raise ValueError(f"Milvus collection {name!r} is missing at {uri}{where}: was it dropped?")
+        raise ValueError(
+            f"Milvus collection {name!r} is missing at {redact_uri(uri)}{where}: was it dropped?")
     client.load_collection(name)
     fields = {f["name"] for f in client.describe_collection(name).get("fields", [])}
     be = MilvusBackend(
@@ -820,7 +824,7 @@ def load(
     count = be._count()
     if count > be.count:
         raise ValueError(
-            f"Milvus collection {name!r} at {uri} holds {count} vectors, the index manifest says "
+            f"Milvus collection {name!r} at {redact_uri(uri)} holds {count} vectors, the index manifest says "
             f"{be.count}{where}: the collection was changed outside csmae (rebuild the index)"
         )
     if count < be.count:  # an interrupted remove (rows deleted, manifest not yet written)
@@ -828,7 +832,7 @@ def load(
             "Milvus collection %s at %s holds %d vectors, the index manifest says %d%s: %d rows were "
             "deleted by an interrupted remove (or outside csmae) and will not be found",
             name,
-            uri,
+            redact_uri(uri),
             count,
             be.count,
             where,

@@ -166,7 +166,7 @@ def filter_expression(
             if where.start is not None:
                 t.append(f"t >= {epoch_seconds(where.start)}")
             if where.end is not None:
-                t.append(f"t < {epoch_seconds(where.end + dt.timedelta(days=1))}")
+                t.append(f"t < {epoch_seconds(where.end) + 86_400}")  # no date overflow at 9999-12-31
             parts.append(f"({' and '.join(t)})")
         if where.bbox is not None:
             w, s, e, n = (number(x) for x in where.bbox)
