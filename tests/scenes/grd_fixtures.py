@@ -73,11 +73,7 @@ def make_product(tmp: Path, *, region: tuple[int, int, int, int] = REGION, zippe
     from csmae.data.scenes.grd_safe import open_grd
     from csmae.data.scenes.grd_tables import read_annotation, read_calibration, read_noise
 
-    safe = tmp / f"{PRODUCT}.SAFE"
-    shutil.copytree(GRD_DIR / f"{PRODUCT}.SAFE", safe)
-    for p in safe.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    safe.chmod(0o755)
+    safe = copy_xmls(tmp)
     product = open_grd(safe)
     for pol in ("VV", "VH"):
         ann = read_annotation(product, pol)
@@ -105,6 +101,22 @@ def make_product(tmp: Path, *, region: tuple[int, int, int, int] = REGION, zippe
                 zf.write(p, f"{PRODUCT}.SAFE/{p.relative_to(safe).as_posix()}")
     shutil.rmtree(safe)
     return GrdFixture(safe=z, region=region)
+
+
+def copy_xmls(tmp: Path) -> Path:
+    """A writable copy of the real product's XMLs, with empty measurement placeholders."""
+    import pytest
+
+    if not GRD_DIR.exists():
+        pytest.skip(f"shared GRD product not found at {GRD_DIR}")
+    out = tmp / f"{PRODUCT}.SAFE"
+    shutil.copytree(GRD_DIR / f"{PRODUCT}.SAFE", out)
+    for p in [out, *out.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    (out / "measurement").mkdir()
+    for pol, n in (("vh", 2), ("vv", 1)):
+        (out / "measurement" / f"s1a-iw-grd-{pol}-20210809t173953-20210809t174018-039156-049f13-00{n}.tiff").touch()
+    return out
 
 
 def edit_member(safe: Path, rel: str, old: str, new: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -11,24 +10,14 @@ import pytest
 from csmae.data.base import DataError
 from csmae.data.scenes.grd_safe import is_grd_product, open_grd
 from csmae.data.scenes.grd_tables import read_annotation, read_calibration, read_noise
-from tests.scenes.grd_fixtures import GRD_DIR, PRODUCT, edit_member
+from tests.scenes.grd_fixtures import PRODUCT, copy_xmls, edit_member
 
 CAL_VV = "annotation/calibration/calibration-s1a-iw-grd-vv-20210809t173953-20210809t174018-039156-049f13-001.xml"
 
 
 @pytest.fixture
 def safe(tmp_path: Path) -> Path:
-    """A writable copy of the real product's XMLs (empty measurement placeholders)."""
-    if not GRD_DIR.exists():
-        pytest.skip(f"shared GRD product not found at {GRD_DIR}")
-    out = tmp_path / f"{PRODUCT}.SAFE"
-    shutil.copytree(GRD_DIR / f"{PRODUCT}.SAFE", out)
-    for p in [out, *out.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    (out / "measurement").mkdir()
-    for pol, n in (("vh", 2), ("vv", 1)):
-        (out / "measurement" / f"s1a-iw-grd-{pol}-20210809t173953-20210809t174018-039156-049f13-00{n}.tiff").touch()
-    return out
+    return copy_xmls(tmp_path)
 
 
 def _zip(folder: Path, dest: Path) -> Path:
