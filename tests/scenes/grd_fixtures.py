@@ -115,7 +115,8 @@ def copy_xmls(tmp: Path) -> Path:
         p.chmod(0o755 if p.is_dir() else 0o644)
     (out / "measurement").mkdir()
     for pol, n in (("vh", 2), ("vv", 1)):
-        (out / "measurement" / f"s1a-iw-grd-{pol}-20210809t173953-20210809t174018-039156-049f13-00{n}.tiff").touch()
+        name = f"s1a-iw-grd-{pol}-20210809t173953-20210809t174018-039156-049f13-00{n}.tiff"
+        (out / "measurement" / name).touch()
     return out
 
 

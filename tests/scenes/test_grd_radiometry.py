@@ -34,7 +34,8 @@ def product(tmp_path_factory):
     return open_grd(copy_xmls(tmp_path_factory.mktemp("grd")))
 
 
-@pytest.mark.parametrize("kind,tag", [("sigma0", "sigmaNought"), ("gamma0", "gamma"), ("beta0", "betaNought")])
+@pytest.mark.parametrize("kind,tag", [("sigma0", "sigmaNought"), ("gamma0", "gamma"),
+                                      ("beta0", "betaNought")])
 @pytest.mark.parametrize("pol", ["VV", "VH"])
 def test_calibration_matches_xarray_sentinel(product, kind: str, tag: str, pol: str) -> None:
     cal = xs.open_calibration_dataset(str(SAFE / product.files[pol].calibration))
@@ -54,7 +55,8 @@ def test_calibration_matches_xarray_sentinel(product, kind: str, tag: str, pol: 
     rows, cols = WINDOWS[1]
     dn = rng.integers(1, 2000, size=(len(rows), len(cols)), dtype=np.uint16)
     da = xr.DataArray(dn.astype(np.float64), coords={"line": rows, "pixel": cols}, dims=("line", "pixel"))
-    win = calibrate_window(dn, int(rows[0]), int(cols[0]), lut=lut, noise=None, samples=26144, trim_border=False)
+    win = calibrate_window(dn, int(rows[0]), int(cols[0]), lut=lut, noise=None, samples=26144,
+                           trim_border=False)
     np.testing.assert_allclose(win, xs.calibrate_intensity(da, cal[tag]).values, rtol=2e-5)
 
 

@@ -109,7 +109,8 @@ def radar_window(grid: GcpGrid, dst_crs: Any, dst_transform: Any, width: int, he
 
 
 def geocode_window(src: np.ndarray, l0: int, p0: int, grid: GcpGrid, *, method: str, dst_crs: Any,
-                   dst_transform: Any, dst_shape: tuple[int, int], resampling: str = "bilinear") -> np.ndarray:
+                   dst_transform: Any, dst_shape: tuple[int, int], resampling: str = "bilinear"
+                   ) -> np.ndarray:
     """Warp a radar window (bands, h, w) float32 (NaN = nodata) onto a target grid.
 
     Returns (bands, *dst_shape) float32, NaN where the target is outside the window or its
@@ -140,7 +141,8 @@ def terrain_error_m(grid: GcpGrid, relief_m: float = 100.0) -> dict[str, float]:
             "far_range_m": float(relief_m / np.tan(inc.max())),
             "height_min_m": float(h.min()), "height_max_m": float(h.max()),
             "grid_span_m": float(span / np.tan(inc.min())),
-            "incidence_min_deg": float(np.rad2deg(inc.min())), "incidence_max_deg": float(np.rad2deg(inc.max()))}
+            "incidence_min_deg": float(np.rad2deg(inc.min())),
+            "incidence_max_deg": float(np.rad2deg(inc.max()))}
 
 
 def fit_errors(grid: GcpGrid, method: str) -> dict[str, float]:

@@ -179,7 +179,8 @@ def read_noise(product: GrdProduct, pol: str) -> NoiseTables:
         lut = _floats(v, where, "noiseAzimuthLut")
         if ln.size != lut.size or ln.size == 0:
             raise DataError(f"a noiseAzimuthVector has {ln.size} lines and {lut.size} values", path=where)
-        blocks.append(AzimuthBlock(swath=(sw[0] or "") if sw else "", first_line=_int(v, "firstAzimuthLine", where),
+        blocks.append(AzimuthBlock(swath=(sw[0] or "") if sw else "",
+                                   first_line=_int(v, "firstAzimuthLine", where),
                                    last_line=_int(v, "lastAzimuthLine", where),
                                    first_sample=_int(v, "firstRangeSample", where),
                                    last_sample=_int(v, "lastRangeSample", where), lines=ln, lut=lut))
