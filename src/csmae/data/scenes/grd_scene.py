@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from csmae.data.base import DataError
-from csmae.data.scenes.grd_geocode import GEOCODINGS, GcpGrid, geocode_window, radar_window, terrain_error_m
+from csmae.data.scenes.grd_geocode import (
+    GEOCODINGS,
+    GcpGrid,
+    coords_window,
+    radar_coords,
+    sample,
+    terrain_error_m,
+)
 from csmae.data.scenes.grd_radiometry import (
     BORDER_LIMIT,
     IPF_BORDER_REMOVED,
@@ -121,6 +128,11 @@ class GrdScene:
             raise DataError(f"cannot read lines {l0}..{l1} ({str(e)[:200]})",
                             path=self.product.member(self.product.files[pol].measurement)) from None
 
+    def coords(self, *, dst_crs: Any, dst_transform: Any, shape: tuple[int, int]) -> np.ndarray:
+        """(2, *shape) radar (line, pixel) of a target grid's pixels (GCP geocoding)."""
+        return radar_coords(self.grid, method=self.geocoding, dst_crs=dst_crs, dst_transform=dst_transform,
+                            shape=shape, lines=self.lines, samples=self.samples)
+
     def warp(self, *, dst_crs: Any, dst_transform: Any, shape: tuple[int, int],
              open_dataset: Callable[[str], Any], seconds: dict[str, float] | None = None) -> np.ndarray:
         """(2, *shape) float32 calibrated linear backscatter (VV, VH) on a target grid; NaN = nodata."""
@@ -133,7 +145,10 @@ class GrdScene:
         for x0 in range(0, w, SEGMENT):
             x1 = min(w, x0 + SEGMENT)
             seg_t = dst_transform * Affine.translation(x0, 0)
-            win = radar_window(self.grid, dst_crs, seg_t, x1 - x0, h, lines=self.lines, samples=self.samples)
+            t0 = time.perf_counter()
+            coords = self.coords(dst_crs=dst_crs, dst_transform=seg_t, shape=(h, x1 - x0))
+            win = coords_window(coords, lines=self.lines, samples=self.samples)
+            sec["geocode"] = sec.get("geocode", 0.0) + time.perf_counter() - t0
             if win is None:
                 continue
             l0, l1, p0, p1 = win
@@ -149,11 +164,8 @@ class GrdScene:
                 sec["decode"] = sec.get("decode", 0.0) + time.perf_counter() - t0
                 lin[k] = calibrate_window(dn, l0, p0, lut=self.luts[pol], noise=self.noise[pol],
                                           samples=self.samples, trim_border=trim, seconds=sec)
-            if np.isnan(lin).all():
-                continue
             t0 = time.perf_counter()
-            out[:, :, x0:x1] = geocode_window(lin, l0, p0, self.grid, method=self.geocoding, dst_crs=dst_crs,
-                                              dst_transform=seg_t, dst_shape=(h, x1 - x0))
+            out[:, :, x0:x1] = sample(lin, l0, p0, coords)
             sec["warp"] = sec.get("warp", 0.0) + time.perf_counter() - t0
         return out
 
