@@ -128,7 +128,7 @@ def gcp_errors(safe: Path) -> dict:
         t = Affine(10.0, 0, x - 15, 0, -10.0, y + 15)
         out = geocode_window(np.stack([ln, px]), l0, p0, grid, method=method, dst_crs=crs, dst_transform=t,
                              dst_shape=(3, 3))
-        return float(out[0, 1, 1]) + 0.5 - line, float(out[1, 1, 1]) + 0.5 - pixel
+        return float(out[0, 1, 1]) - line, float(out[1, 1, 1]) - pixel
 
     res: dict = {}
     for method in ("tps", "poly3"):

@@ -85,7 +85,7 @@ def make_product(tmp: Path, *, region: tuple[int, int, int, int] = REGION, zippe
         if not full:
             profile.update(blockxsize=256, blockysize=256)
         with rasterio.open(out, "w", **profile) as dst:
-            dst.gcps = (GcpGrid(ann.gcps).gcps(), CRS.from_epsg(4326))
+            dst.gcps = (GcpGrid(ann.gcps).gcps(centre=False), CRS.from_epsg(4326))
             l0, l1, p0, p1 = (0, ann.lines, 0, ann.samples) if full else region
             step = 512
             for y in range(l0, l1, step):

@@ -44,12 +44,18 @@ class GcpGrid:
 
     points: np.ndarray
 
-    def gcps(self, l0: float = 0.0, p0: float = 0.0) -> list[Any]:
-        """rasterio GCPs (row = line, col = pixel, x = lon, y = lat, z = height), shifted by a window."""
+    def gcps(self, l0: float = 0.0, p0: float = 0.0, *, centre: bool = True) -> list[Any]:
+        """rasterio GCPs (row = line, col = pixel, x = lon, y = lat, z = height), shifted by a window.
+
+        The annotation's (line, pixel) name a sample, whose centre is at ``+ 0.5`` in GDAL's pixel
+        space (checked: the orbit geometry puts each GCP's lon/lat on that sample, -0.03 px median
+        in range); ``centre=False`` gives the numbers as written (what a GRD TIFF carries)."""
         from rasterio.control import GroundControlPoint
 
-        return [GroundControlPoint(row=float(r[0]) - l0, col=float(r[1]) - p0, x=float(r[3]), y=float(r[2]),
-                                   z=float(r[4]), id=str(i)) for i, r in enumerate(self.points)]
+        h = 0.5 if centre else 0.0
+        return [GroundControlPoint(row=float(r[0]) + h - l0, col=float(r[1]) + h - p0, x=float(r[3]),
+                                   y=float(r[2]), z=float(r[4]), id=str(i))
+                for i, r in enumerate(self.points)]
 
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
         return (float(self.points[:, 3].min()), float(self.points[:, 2].min()),

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from csmae.data.base import DataError
+from csmae.data.scenes.grd_dem import DemGeometry, check_dem
 from csmae.data.scenes.grd_geocode import (
     GEOCODINGS,
     GcpGrid,
@@ -65,6 +66,8 @@ class GrdScene:
     geocoding: str
     steps: RadiometrySteps
     measurement: dict[str, str] = field(default_factory=dict)  # pol -> GDAL path
+    dem: DemGeometry | None = None  # terrain correction (``--dem``); None: ellipsoid geocoding
+    dem_info: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -95,11 +98,16 @@ class GrdScene:
         return {"product": self.name, "source": self.source, "kind": "S1 GRD (raw)",
                 "ipf_version": self.product.ipf_version, "mode": self.product.mode,
                 "resolution": self.product.resolution, "radiometry": self.steps.to_dict(),
-                "geocoding": {"method": "ellipsoid (no DEM): GDAL GCP warp over the geolocation grid, "
-                                        + ("thin-plate spline" if self.geocoding == "tps"
-                                           else "3rd-order polynomial"),
-                              "gcps": int(len(self.grid.points)),
-                              "expected_terrain_error": terrain_error_m(self.grid)}}
+                "geocoding": self.geocoding_info()}
+
+    def geocoding_info(self) -> dict[str, Any]:
+        if self.dem is not None:
+            return {"method": "terrain (DEM): orbit zero-Doppler geometry through sarsen "
+                              f"{_version('sarsen')} / xarray-sentinel {_version('xarray-sentinel')}",
+                    "dem": self.dem_info}
+        return {"method": "ellipsoid (no DEM): GDAL GCP warp over the geolocation grid, "
+                          + ("thin-plate spline" if self.geocoding == "tps" else "3rd-order polynomial"),
+                "gcps": int(len(self.grid.points)), "expected_terrain_error": terrain_error_m(self.grid)}
 
     def check_measurements(self, open_dataset: Callable[[str], Any]) -> None:
         """Open both measurement files and check their size against the annotation."""
@@ -129,7 +137,9 @@ class GrdScene:
                             path=self.product.member(self.product.files[pol].measurement)) from None
 
     def coords(self, *, dst_crs: Any, dst_transform: Any, shape: tuple[int, int]) -> np.ndarray:
-        """(2, *shape) radar (line, pixel) of a target grid's pixels (GCP geocoding)."""
+        """(2, *shape) radar (line, pixel) of a target grid's pixels (the DEM's, else the GCPs')."""
+        if self.dem is not None:
+            return self.dem.coords(dst_crs=dst_crs, dst_transform=dst_transform, shape=shape)
         return radar_coords(self.grid, method=self.geocoding, dst_crs=dst_crs, dst_transform=dst_transform,
                             shape=shape, lines=self.lines, samples=self.samples)
 
@@ -170,8 +180,17 @@ class GrdScene:
         return out
 
 
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
 def open_grd_scene(path: str, *, calibration: str = "sigma0", geocoding: str = "tps",
-                   thermal_noise: bool = True) -> GrdScene:
+                   thermal_noise: bool = True, dem: str | None = None) -> GrdScene:
     """Check a GRD product (folder or zip) and read its tables; no pixel is read.
 
     Args:
@@ -179,6 +198,7 @@ def open_grd_scene(path: str, *, calibration: str = "sigma0", geocoding: str = "
         calibration: ``sigma0`` (default), ``gamma0`` or ``beta0``.
         geocoding: ``tps`` (thin-plate spline, default) or ``poly3`` (3rd-order polynomial).
         thermal_noise: remove thermal noise (default; off only to compare).
+        dem: a DEM GeoTIFF/COG: terrain-correct through sarsen (the product must be a folder).
     """
     if calibration not in CALIBRATIONS:
         raise ValueError(f"--s1-calibration must be one of {CALIBRATIONS}, got {calibration!r}")
@@ -193,6 +213,15 @@ def open_grd_scene(path: str, *, calibration: str = "sigma0", geocoding: str = "
     luts = {p: read_calibration(product, p, calibration) for p in GRD_POLS}
     noise = {p: (read_noise(product, p) if thermal_noise else None) for p in GRD_POLS}
     steps = steps_for(product.ipf, calibration, noise["VV"])
-    return GrdScene(product=product, annotation=ann, luts=luts, noise=noise, grid=GcpGrid(ann["VV"].gcps),
+    grid = GcpGrid(ann["VV"].gcps)
+    geometry = info = None
+    if dem is not None:
+        if product.zip_path is not None:
+            raise DataError("--dem needs the product as a .SAFE folder (sarsen opens the SAFE itself): unzip "
+                            "it, or leave --dem out for ellipsoid geocoding", path=product.source)
+        info = check_dem(dem, grid.outline())
+        geometry = DemGeometry(dem_path=dem, product_path=product.source)
+    return GrdScene(product=product, annotation=ann, luts=luts, noise=noise, grid=grid,
                     calibration=calibration, geocoding=geocoding, steps=steps,
-                    measurement={p: product.gdal_path(product.files[p].measurement) for p in GRD_POLS})
+                    measurement={p: product.gdal_path(product.files[p].measurement) for p in GRD_POLS},
+                    dem=geometry, dem_info=info)
