@@ -71,3 +71,37 @@ def random_embeddings(
         vectors=vec.reshape(2 * n_pairs, d),
         manifest={"sensors": {"s1": {}, "s2": {}}},
     )
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory) -> str:
+    """URI of a real Milvus standalone server (the ``milvus`` package), started once per session.
+
+    Skipped only where the package is not installed (``pip install -e '.[dev]'`` installs it) and
+    not in CI (``CI`` set): there a missing package fails."""
+    import importlib.util
+    import os
+
+    from tests.retrieval.milvus_server import milvus_server
+
+    if importlib.util.find_spec("milvus") is None:
+        why = "the Milvus server tests need the `milvus` package: pip install -e '.[dev]'"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    with milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module", params=["lite", "server"])
+def milvus_deploy(request, tmp_path_factory):
+    """Each Milvus test module runs on Milvus Lite (a fresh ``.db`` per name) and on the server."""
+    from itertools import count
+
+    from tests.retrieval.milvus_server import Deployment
+
+    if request.param == "server":
+        uri = request.getfixturevalue("milvus_server_uri")
+        return Deployment("server", lambda name: uri)
+    root, n = tmp_path_factory.mktemp("milvus-lite"), count()
+    return Deployment("lite", lambda name: str(root / f"{name}-{next(n)}.db"))

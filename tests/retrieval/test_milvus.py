@@ -1,4 +1,5 @@
-"""The Milvus backend on Milvus Lite (started in-process in tmp dirs) against brute force."""
+"""The Milvus backend against brute force, on Milvus Lite (in-process, tmp dirs) and on a real Milvus
+standalone server (``milvus_deploy``: tests/retrieval/conftest.py)."""
 
 from __future__ import annotations
 
@@ -71,10 +72,10 @@ def brute(q: np.ndarray, v: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np
 
 
 @pytest.fixture(scope="module")
-def lite(tmp_path_factory):
+def lite(milvus_deploy):
+    """The module's collection (on Lite or the server, as ``milvus_deploy`` says)."""
     v, items = make_items(N, seed=1)
-    uri = str(tmp_path_factory.mktemp("milvus") / "t.db")
-    be = M.create(uri, dim=D, label_names=NAMES, name_hint="hyp")
+    be = M.create(milvus_deploy.uri("t"), dim=D, label_names=NAMES, name_hint="hyp")
     be.add(np.arange(N), v, items)
     yield be, v, items
     be.close()
@@ -189,10 +190,10 @@ def test_rows_without_filter_and_reconstruct(lite):
         be.search(v[:1], 20_000)
 
 
-def test_add_remove_round_trip_matches_fresh_build(tmp_path):
+def test_add_remove_round_trip_matches_fresh_build(tmp_path, milvus_deploy):
     v1, it1 = make_items(80, seed=3)
     v2, it2 = make_items(50, seed=4, start=80)
-    grown = M.create(str(tmp_path / "a.db"), dim=D, label_names=NAMES)
+    grown = M.create(milvus_deploy.uri("a"), dim=D, label_names=NAMES)
     grown.add(np.arange(80), v1, it1)
     grown.add(np.arange(80, 130), v2, it2)
     gone = np.array([0, 5, 81, 129])
@@ -200,7 +201,7 @@ def test_add_remove_round_trip_matches_fresh_build(tmp_path):
     assert len(grown) == 126 and grown.n_rows == 130
     v, items = np.concatenate([v1, v2]), pd.concat([it1, it2], ignore_index=True)
     keep = np.setdiff1d(np.arange(130), gone)
-    fresh = M.create(str(tmp_path / "b.db"), dim=D, label_names=NAMES)
+    fresh = M.create(milvus_deploy.uri("b"), dim=D, label_names=NAMES)
     fresh.add(keep, v[keep], items.iloc[keep])
     q = v[[1, 50, 100, 81]]
     flt = Filter(labels_any=["L1", "L2"], season=["Summer", "Winter", "Fall"])
@@ -220,9 +221,9 @@ def test_add_remove_round_trip_matches_fresh_build(tmp_path):
     np.testing.assert_array_equal(again.search(q, 10, rows=np.flatnonzero(allowed), where=flt)[1], a[1])
 
 
-def test_load_detects_a_changed_or_missing_collection(tmp_path):
+def test_load_detects_a_changed_or_missing_collection(tmp_path, milvus_deploy):
     v, items = make_items(20, seed=5)
-    be = M.create(str(tmp_path / "c.db"), dim=D, label_names=NAMES)
+    be = M.create(milvus_deploy.uri("c"), dim=D, label_names=NAMES)
     be.add(np.arange(20), v, items)
     entry = be.entry()
     be.client.delete(be.collection, ids=[3])  # as an interrupted remove: loads, warns, row 3 gone
@@ -238,9 +239,9 @@ def test_load_detects_a_changed_or_missing_collection(tmp_path):
         M.load(tmp_path, entry)
 
 
-def test_hnsw_tunes_to_target_recall(tmp_path):
+def test_hnsw_tunes_to_target_recall(milvus_deploy):
     v, items = make_items(600, seed=6)
-    be = M.create(str(tmp_path / "h.db"), dim=D, label_names=NAMES, kind="hnsw", n_hint=600)
+    be = M.create(milvus_deploy.uri("h"), dim=D, label_names=NAMES, kind="hnsw", n_hint=600)
     be.add(np.arange(600), v, items)
     recall = be.tune(v, target=0.95, n_queries=100)
     assert recall is not None and recall >= 0.95
@@ -274,11 +275,11 @@ def test_unreachable_uri_fails_fast_naming_it():
     assert time.monotonic() - t0 < 10
 
 
-def test_bad_uri_and_kind(tmp_path):
+def test_bad_uri_and_kind(tmp_path, milvus_deploy):
     with pytest.raises(ValueError, match=r"must end in \.db"):
         M.connect(str(tmp_path / "x.sqlite"))
     with pytest.raises(ValueError, match="unknown Milvus index kind"):
-        M.create(str(tmp_path / "k.db"), dim=D, label_names=NAMES, kind="lsh")
+        M.create(milvus_deploy.uri("k"), dim=D, label_names=NAMES, kind="lsh")
 
 
 def test_missing_extra_names_it(monkeypatch):

@@ -1,10 +1,12 @@
-"""Milvus Lite end to end: embed -> index --backend milvus -> search (Python, CLI) -> serve, against
-the FAISS index of the same embeddings (the exact reference)."""
+"""Milvus end to end, on Milvus Lite and on a real Milvus server (``milvus_deploy``): embed -> index
+--backend milvus -> search (Python, CLI) -> serve, against the FAISS index of the same embeddings
+(the exact reference)."""
 
 from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,13 +21,13 @@ from csmae.retrieval.embeddings import load_embeddings  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, v1_emb_dir):
+def built(tmp_path_factory, v1_emb_dir, milvus_deploy):
     """The session's embeddings of the real v1 samples (tiny model, `csmae embed`'s code path)
     indexed by the CLI with both backends."""
     tmp = tmp_path_factory.mktemp("milvus-e2e")
     emb = v1_emb_dir
     assert main(["index", str(emb), "--out", str(tmp / "faiss")]) == 0
-    uri = tmp / "lite" / "archive.db"
+    uri = Path(milvus_deploy.uri("archive")) if milvus_deploy.lite else milvus_deploy.uri("archive")
     argv = ["index", str(emb), "--out", str(tmp / "milvus"), "--backend", "milvus", "--uri", str(uri)]
     assert main(argv) == 0
     return tmp, emb, uri
@@ -35,7 +37,10 @@ def test_manifest_and_folder(built):
     tmp, _, uri = built
     man = json.loads((tmp / "milvus" / "manifest.json").read_text())
     entry = man["backend"]
-    assert entry["backend"] == "milvus" and entry["uri"] == str(uri.resolve()) and entry["lite"]
+    if isinstance(uri, Path):  # Lite
+        assert entry["backend"] == "milvus" and entry["uri"] == str(uri.resolve()) and entry["lite"]
+    else:
+        assert entry["backend"] == "milvus" and entry["uri"] == uri and not entry["lite"]
     faiss_man = json.loads((tmp / "faiss" / "manifest.json").read_text())
     assert entry["collection"].startswith("csmae_milvus_")
     assert entry["count"] == man["count"] == faiss_man["count"] > 0
@@ -101,7 +106,7 @@ def test_cli_search_and_serve_over_milvus(built, capsys):
         assert client.get("/api/health").json()["counts"]["pairs"] == n_pairs
 
 
-def test_index_remove_and_add_keep_backends_equal(built, tmp_path):
+def test_index_remove_and_add_keep_backends_equal(built, tmp_path, milvus_deploy):
     """`csmae index remove` then `csmae index add` (re-adding replaces) on both backends."""
     import shutil
 
@@ -110,7 +115,7 @@ def test_index_remove_and_add_keep_backends_equal(built, tmp_path):
     pids = sorted(set(e.ids.tolist()))
     # grow a copy of the FAISS index and a second Milvus index (the module's one stays as built)
     shutil.copytree(tmp / "faiss", tmp_path / "faiss")
-    uri = str(tmp_path / "grow.db")
+    uri = milvus_deploy.uri("grow")
     argv = ["index", str(emb_dir), "--out", str(tmp_path / "milvus"), "--backend", "milvus", "--uri", uri]
     assert main(argv) == 0
     gone = tmp_path / "gone.txt"

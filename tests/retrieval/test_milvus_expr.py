@@ -11,6 +11,7 @@ from csmae.retrieval.backends.milvus_expr import (
     NOTHING,
     epoch_seconds,
     filter_expression,
+    number,
     quote,
     rows_expression,
 )
@@ -23,6 +24,11 @@ def expr(**kw) -> str:
     return filter_expression(Filter(**kw), label_names=NAMES)
 
 
+def legacy(**kw) -> str:
+    """The form for collections with nullable fields (built before presence flags; Lite only)."""
+    return filter_expression(Filter(**kw), label_names=NAMES, nullable=True)
+
+
 def test_empty_filter_is_empty_expression():
     assert filter_expression(None, label_names=NAMES) == ""
     assert expr() == ""
@@ -31,14 +37,24 @@ def test_empty_filter_is_empty_expression():
 def test_lists_become_in_with_null_guards():
     assert expr(sensor=["s1"]) == '(sensor in ["s1"])'
     assert expr(split=["train", "val"]) == '(split in ["train", "val"])'
-    assert expr(country=["Portugal"]) == '(country is not null and country in ["Portugal"])'
-    assert expr(season=["Summer", "Fall"]) == '(season is not null and season in ["Summer", "Fall"])'
+    assert legacy(country=["Portugal"]) == '(country is not null and country in ["Portugal"])'
+    assert legacy(season=["Summer", "Fall"]) == '(season is not null and season in ["Summer", "Fall"])'
+
+
+def test_lists_without_nullable_fields_store_unknown_as_empty_string():
+    """No ``is not null`` (a Milvus 2.3 server cannot parse it); unknown is "", never a filter value."""
+    assert expr(country=["Portugal"]) == '(country in ["Portugal"])'
+    assert expr(season=["Summer", "Fall"]) == '(season in ["Summer", "Fall"])'
+    with pytest.raises(ValueError, match="non-empty"):
+        Filter(country=[" "])
 
 
 def test_labels_are_indices_into_label_names():
-    assert expr(labels_any=["Forests", "Urban fabric"]) == "(label_0 or label_2)"
-    assert expr(labels_all=["Marine waters", "Arable land"]) == "(label_1 and label_3)"
-    assert expr(labels_none=["Forests"]) == "(not (label_2))"
+    # compared explicitly: a bare BOOL field is "not a boolean expression" to a Milvus 2.3 server
+    assert expr(labels_any=["Forests", "Urban fabric"]) == "(label_0 == true or label_2 == true)"
+    assert expr(labels_all=["Marine waters", "Arable land"]) == "(label_1 == true and label_3 == true)"
+    assert expr(labels_none=["Forests", "Urban fabric"]) == "(label_0 == false and label_2 == false)"
+    assert legacy(labels_none=["Forests"]) == expr(labels_none=["Forests"]) == "(label_2 == false)"
     with pytest.raises(ValueError, match=r"unknown label name.*'Glaciers'.*valid"):
         expr(labels_any=["Glaciers"])
 
@@ -56,23 +72,31 @@ def test_dates_are_inclusive_utc_days_in_epoch_seconds():
     e = expr(start="2018-06-01", end="2018-06-30")
     lo = int(dt.datetime(2018, 6, 1, tzinfo=dt.UTC).timestamp())
     hi = int(dt.datetime(2018, 7, 1, tzinfo=dt.UTC).timestamp())
-    assert e == f"(t is not null and t >= {lo} and t < {hi})"
-    assert expr(start="2018-06-01") == f"(t is not null and t >= {lo})"
+    assert e == f"(has_t == true and t >= {lo} and t < {hi})"
+    assert expr(start="2018-06-01") == f"(has_t == true and t >= {lo})"
+    assert legacy(start="2018-06-01", end="2018-06-30") == f"(t is not null and t >= {lo} and t < {hi})"
     assert epoch_seconds(dt.date(1970, 1, 2)) == 86400
 
 
 def test_bbox_is_footprint_bbox_intersection():
-    e = expr(bbox=(-9.5, 38.0, -8.0, 39.5))
+    e = legacy(bbox=(-9.5, 38.0, -8.0, 39.5))
     assert e == (
         "(bbox_xmin is not null and bbox_xmax >= -9.5 and bbox_xmin <= -8.0 "
         "and bbox_ymax >= 38.0 and bbox_ymin <= 39.5)"
     )
+    assert expr(bbox=(-9.5, 38.0, -8.0, 39.5)) == e.replace("bbox_xmin is not null", "has_bbox == true")
+    # numbers in positional notation, exact (shortest round-trip digits)
+    tiny = expr(bbox=(5e-324, -1e-7, 1e-5, 0.1))
+    assert "bbox_xmax >= 0.000" in tiny and "e-" not in tiny and "bbox_ymax >= -0.0000001 " in tiny
+    assert float(number(5e-324)) == 5e-324 and number(1e-5) == "0.00001" and number(-9.5) == "-9.5"
+    with pytest.raises(ValueError, match="finite"):
+        number(float("nan"))
 
 
 def test_fields_are_anded():
     e = expr(sensor=["s2"], labels_any=["Forests"], country=["Austria"])
-    assert e.count(" and ") == 3  # two joins + the null guard
-    assert e.startswith('(sensor in ["s2"]) and (label_2)')
+    assert e.count(" and ") == 2
+    assert e.startswith('(sensor in ["s2"]) and (label_2 == true)')
 
 
 def test_quote_escapes():

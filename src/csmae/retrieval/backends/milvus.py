@@ -36,12 +36,13 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from csmae.retrieval.backends.base import BackendOption, BackendSpec
 from csmae.retrieval.backends.milvus_expr import filter_expression, rows_expression
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,12 @@ SCALAR_FIELDS = ("sensor", "split", "labels", "country", "season", "t")
 #: one BOOL column per label up to this many labels (Milvus's default limit is 64 fields)
 MAX_LABEL_COLUMNS = 32
 BBOX_FIELDS = ("bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax")
+#: VARCHAR fields and their max_length (UTF-8 bytes; a longer value makes Milvus refuse the insert)
+VARCHAR_BYTES = {"id": 512, "sensor": 64, "split": 64, "country": 256, "season": 64}
+#: URI schemes pymilvus connects with (besides a Lite ``.db`` path)
+SERVER_SCHEMES = ("http", "https", "tcp", "unix")
+#: Milvus's rule for collection names
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
 class MilvusUnavailable(ConnectionError, RuntimeError):
@@ -112,7 +119,15 @@ def normalise_uri(uri: str) -> str:
     uri = str(uri).strip()
     if not uri:
         raise ValueError("empty Milvus URI")
-    return str(_lite_path(uri)) if is_lite_uri(uri) else uri
+    if is_lite_uri(uri):
+        return str(_lite_path(uri))
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme not in SERVER_SCHEMES:
+        raise ValueError(
+            f"Milvus URI {uri!r}: unsupported scheme {scheme!r}; a server URI looks like "
+            "http://host:19530 (also https, tcp, unix), a Milvus Lite one like ./archive.db"
+        )
+    return uri
 
 
 def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None = None) -> Any:
@@ -203,18 +218,21 @@ def _schema(pymilvus: Any, dim: int, n_labels: int) -> Any:
     s = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     s.add_field("row", dt_.INT64, is_primary=True)
     s.add_field("vec", dt_.FLOAT_VECTOR, dim=dim)
-    s.add_field("id", dt_.VARCHAR, max_length=512)
-    s.add_field("sensor", dt_.VARCHAR, max_length=64)
-    s.add_field("split", dt_.VARCHAR, max_length=64)
+    s.add_field("id", dt_.VARCHAR, max_length=VARCHAR_BYTES["id"])
+    s.add_field("sensor", dt_.VARCHAR, max_length=VARCHAR_BYTES["sensor"])
+    s.add_field("split", dt_.VARCHAR, max_length=VARCHAR_BYTES["split"])
     s.add_field("labels", dt_.ARRAY, element_type=dt_.INT64, max_capacity=max(1, n_labels))
     if n_labels <= MAX_LABEL_COLUMNS:
         for i in range(n_labels):
             s.add_field(f"label_{i}", dt_.BOOL)
-    s.add_field("country", dt_.VARCHAR, max_length=256, nullable=True)
-    s.add_field("season", dt_.VARCHAR, max_length=64, nullable=True)
-    s.add_field("t", dt_.INT64, nullable=True)
+    # no nullable fields (a Milvus < 2.5 server has none): "" / presence flags (milvus_expr)
+    s.add_field("country", dt_.VARCHAR, max_length=VARCHAR_BYTES["country"])
+    s.add_field("season", dt_.VARCHAR, max_length=VARCHAR_BYTES["season"])
+    s.add_field("t", dt_.INT64)
+    s.add_field("has_t", dt_.BOOL)
     for f in BBOX_FIELDS:
-        s.add_field(f, dt_.DOUBLE, nullable=True)
+        s.add_field(f, dt_.DOUBLE)
+    s.add_field("has_bbox", dt_.BOOL)
     return s
 
 
@@ -256,8 +274,14 @@ def _bounds(items: Any) -> np.ndarray:
 
 
 def _records(
-    rows: np.ndarray, vectors: np.ndarray, items: Any, label_names: Sequence[str], label_columns: bool
+    rows: np.ndarray,
+    vectors: np.ndarray,
+    items: Any,
+    label_names: Sequence[str],
+    label_columns: bool,
+    nullable: bool = False,
 ) -> list[dict]:
+    """Collection rows; ``nullable``: the legacy schema (nulls instead of "" / presence flags)."""
     n = len(rows)
     labels = items["labels"].to_numpy() if "labels" in items else [np.zeros(0, bool)] * n
     country, season = _column(items, "country"), _column(items, "season")
@@ -283,12 +307,30 @@ def _records(
         }
         for j, f in enumerate(BBOX_FIELDS):
             rec[f] = None if np.isnan(b[i, j]) else float(b[i, j])
+        if not nullable:
+            rec["has_t"], rec["has_bbox"] = rec["t"] is not None, rec["bbox_xmin"] is not None
+            for f in ("country", "season"):
+                rec[f] = rec[f] or ""
+            for f in ("t", *BBOX_FIELDS):
+                rec[f] = rec[f] if rec[f] is not None else 0
         if label_columns:
             have = set(lab_ids)
             for j in range(len(label_names)):
                 rec[f"label_{j}"] = j in have
         out.append(rec)
     return out
+
+
+def _check_records(recs: list[dict], collection: str) -> None:
+    """What Milvus would refuse, refused before anything is written (ValueError naming row and field)."""
+    for rec in recs:
+        for field, most in VARCHAR_BYTES.items():
+            value = rec.get(field)
+            if value is not None and len(value.encode("utf-8")) > most:
+                raise ValueError(
+                    f"Milvus collection {collection}: row {rec['row']} (id {rec['id'][:60]!r}): {field} "
+                    f"is {len(value.encode('utf-8'))} bytes, the collection allows {most}; nothing written"
+                )
 
 
 class MilvusBackend:
@@ -298,7 +340,6 @@ class MilvusBackend:
     """
 
     name = "milvus"
-    store = None  # no on-disk vector copy in the index folder (FaissBackend's ivfpq has one)
     tombstones = 0  # Milvus deletes rows itself: nothing for `csmae index compact` to do
 
     def __init__(
@@ -314,6 +355,7 @@ class MilvusBackend:
         search_params: dict[str, Any],
         count: int,
         next_row: int,
+        nullable: bool = False,
     ):
         self.client = client
         self.uri = uri
@@ -326,6 +368,8 @@ class MilvusBackend:
         self.count = int(count)
         self.next_row = int(next_row)
         self.label_columns = len(self.label_names) <= MAX_LABEL_COLUMNS
+        #: the collection has the legacy nullable schema (no presence flags): milvus_expr
+        self.nullable = bool(nullable)
 
     def __len__(self) -> int:
         return self.count
@@ -353,13 +397,25 @@ class MilvusBackend:
             )
         if len(rows) == 0:
             return
+        if not np.isfinite(vectors).all():
+            bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+            raise ValueError(f"add: vector of row {int(rows[bad])} is not finite (NaN/inf); nothing written")
         step = max(1, INSERT_BYTES // (4 * self.dim + 256))
         items = items.reset_index(drop=True)
-        for lo in range(0, len(rows), step):
+        batches = []
+        for lo in range(0, len(rows), step):  # every batch checked before the first is written
             hi = min(len(rows), lo + step)
             recs = _records(
-                rows[lo:hi], vectors[lo:hi], items.iloc[lo:hi], self.label_names, self.label_columns
+                rows[lo:hi],
+                vectors[lo:hi],
+                items.iloc[lo:hi],
+                self.label_names,
+                self.label_columns,
+                self.nullable,
             )
+            _check_records(recs, self.collection)
+            batches.append(recs)
+        for recs in batches:
             self.client.upsert(self.collection, recs)
         self.client.flush(self.collection)
         self.count = self._count()
@@ -423,7 +479,9 @@ class MilvusBackend:
             raise ValueError(f"Milvus returns at most {TOPK_MAX} results per query; asked for k={k}")
         allowed = None if rows is None else np.asarray(rows, dtype=np.int64)
         if where is not None and not getattr(where, "is_empty", False):
-            expr = filter_expression(where, label_names=self.label_names, label_columns=self.label_columns)
+            expr = filter_expression(
+                where, label_names=self.label_names, label_columns=self.label_columns, nullable=self.nullable
+            )
         elif allowed is not None:
             expr = rows_expression(allowed)
             allowed = None  # the expression is exact
@@ -586,6 +644,10 @@ class MilvusBackend:
         """The search parameters (``ef`` / ``nprobe``), as FaissBackend.params."""
         return self.search_params
 
+    def set_params(self, params: Mapping[str, Any]) -> None:
+        """Update the search parameters (``ef`` / ``nprobe``)."""
+        self.search_params.update(params)
+
     @classmethod
     def load(
         cls, folder: Path | None, entry: dict[str, Any], *, params: dict[str, Any] | None = None, **_: Any
@@ -597,6 +659,17 @@ class MilvusBackend:
         """Nothing to write into the index folder (the vectors live in Milvus); the manifest entry."""
         self.client.flush(self.collection)
         return self.entry()
+
+    def files(self) -> list[str]:
+        """No files in the index folder: the vectors and filter columns live in the collection."""
+        return []
+
+    def relocate(self, folder: Path) -> None:
+        """Nothing in the index folder moves."""
+
+    def discard(self) -> None:
+        """Drop the collection of a build that failed."""
+        self.drop()
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -664,15 +737,27 @@ def create(
     """
     pymilvus = _pymilvus()
     index_type = _index_type(kind)
+    name = collection or _collection_name(name_hint)
+    if not COLLECTION_NAME.fullmatch(name):
+        raise ValueError(
+            f"Milvus collection name {name!r}: Milvus allows letters, digits and underscores, a letter "
+            "or underscore first, at most 255 characters"
+        )
     client = connect(uri, timeout=timeout)
     uri = normalise_uri(uri)
-    name = collection or _collection_name(name_hint)
     if client.has_collection(name):
         raise FileExistsError(f"Milvus collection {name!r} already exists at {uri}; choose another name")
     ip = client.prepare_index_params()
     bparams = _build_params(index_type, n_hint, dim)
     ip.add_index("vec", index_type=index_type, metric_type="IP", params=bparams)
-    client.create_collection(name, schema=_schema(pymilvus, dim, len(label_names)), index_params=ip)
+    # Strong: a search sees every write acknowledged before it (Lite always does; a server's
+    # default, Bounded, may not see an add of the last seconds)
+    client.create_collection(
+        name,
+        schema=_schema(pymilvus, dim, len(label_names)),
+        index_params=ip,
+        consistency_level="Strong",
+    )
     client.load_collection(name)
     if search_params is None:
         search_params = {"ef": 128} if index_type.startswith("HNSW") else {}
@@ -710,6 +795,7 @@ def load(
     if not client.has_collection(name):
         raise ValueError(f"Milvus collection {name!r} is missing at {uri}{where}: was it dropped?")
     client.load_collection(name)
+    fields = {f["name"] for f in client.describe_collection(name).get("fields", [])}
     be = MilvusBackend(
         client=client,
         uri=normalise_uri(uri),
@@ -721,6 +807,7 @@ def load(
         search_params={**(entry.get("search_params") or {}), **(params or {})},
         count=int(entry.get("count", 0)),
         next_row=int(entry.get("next_row", 0)),
+        nullable="has_t" not in fields,
     )
     while stale := client.query(name, filter=f"row >= {be.next_row}", output_fields=["row"], limit=TOPK_MAX):
         log.warning(
@@ -748,3 +835,51 @@ def load(
             be.count - count,
         )
     return be
+
+
+# ------------------------------------------------------------------ registration
+def _create(
+    kind: str,
+    *,
+    dim: int,
+    n_hint: int,
+    label_names: list[str],
+    uri: str,
+    collection: str | None = None,
+    train: np.ndarray | None = None,
+    name_hint: str = "index",
+) -> MilvusBackend:
+    return create(
+        uri,
+        dim=dim,
+        label_names=label_names,
+        kind=kind,
+        n_hint=n_hint,
+        collection=collection,
+        name_hint=name_hint,
+    )
+
+
+def _load(
+    folder: Path, entry: dict[str, Any], *, params: dict[str, Any], legacy: bool = False
+) -> MilvusBackend:
+    return load(folder, entry, params=params)
+
+
+BACKEND = BackendSpec(
+    name="milvus",
+    create=_create,
+    load=_load,
+    options=(
+        BackendOption(
+            "uri",
+            help="path ending .db (Milvus Lite) or http://host:19530",
+            required=(
+                "a path ending .db (Milvus Lite, in this process) or http://host:19530 (a Milvus server)"
+            ),
+            locates=True,
+        ),
+        BackendOption("collection", help="collection name (default: new, unique)"),
+    ),
+    home="keeps its vectors in a Milvus collection at --uri",
+)

@@ -12,17 +12,36 @@ sensor     VARCHAR                "s1" / "s2"
 split      VARCHAR                "train" / "val" / "test" / ...
 labels     ARRAY<INT64>           indices into the index's ``label_names`` (empty: no label)
 label_<i>  BOOL                   the item has label i (one column per label, up to 32 labels)
-country    VARCHAR, nullable      country name, null when unknown
-season     VARCHAR, nullable      season name, null when unknown
-t          INT64, nullable        acquisition time of this row's sensor, epoch seconds UTC (floor)
-bbox_*     DOUBLE, nullable       footprint bounds (xmin, ymin, xmax, ymax) in EPSG:4326 degrees
+country    VARCHAR                country name, ``""`` when unknown
+season     VARCHAR                season name, ``""`` when unknown
+t          INT64                  acquisition time of this row's sensor, epoch seconds UTC (floor)
+has_t      BOOL                   ``t`` holds a time (else ``t`` is 0)
+bbox_*     DOUBLE                 footprint bounds (xmin, ymin, xmax, ymax) in EPSG:4326 degrees
+has_bbox   BOOL                   the row has a footprint (else ``bbox_*`` are 0)
 ========== ====================== ==============================================================
+
+Expression forms, chosen so that Milvus Lite 3.x and a Milvus 2.3 server both parse them and
+evaluate them alike (tested on both):
+
+* no nullable fields: Milvus < 2.5 has none (a server ignores ``nullable`` and refuses the nulls
+  pymilvus sends), and no ``is not null`` (2.3's parser rejects it). Missing values are presence
+  flags (``has_t``, ``has_bbox``) or ``""`` (country / season: filter values are never empty).
+* booleans compared explicitly: ``label_3 == true``, ``label_3 == false`` (a bare ``label_3`` is not a
+  boolean expression for a 2.3 server: "'and' can only be used between boolean expressions");
+  ``labels_none`` is a conjunction of ``== false``, no ``not`` over labels.
+* strings as double-quoted literals with backslash escapes (:func:`quote`), numbers in positional
+  notation (no exponent).
+
+Collections built before presence flags existed (Milvus Lite, nullable fields) are still searched
+with their own form (``nullable=True``: ``t is not null``, ``bbox_xmin is not null``, ``country is
+not null``), which Lite accepts.
 
 Semantics (the same as the FAISS backend's item mask):
 
 * ``sensor`` / ``split`` / ``country`` / ``season``: the item's value is one of the listed ones;
-  an item with no value (null) never matches.
+  an item with no value never matches.
 * ``labels_any`` / ``labels_all`` / ``labels_none``: any / all / none of the listed labels present.
+  Label *names* never enter an expression (only their indices), so no label name can widen it.
 * ``start`` / ``end``: inclusive UTC dates; ``start <= date(t) <= end``; no datetime never matches.
   With ``t`` stored as floor(epoch seconds), ``t >= epoch(start)`` and ``t < epoch(end + 1 day)`` is
   exact for sub-second timestamps too.
@@ -35,10 +54,6 @@ Semantics (the same as the FAISS backend's item mask):
 Labels are tested on the BOOL columns when the collection has them: Milvus Lite 3.2.2 evaluates
 ``ARRAY_CONTAINS_ANY`` row by row in Python (67 ms per query over 5,000 rows, measured) but
 boolean columns vectorised (2.3 ms). The ARRAY column stays for other Milvus clients.
-
-Milvus's three-valued logic differs between Lite and the server around ``not`` over null fields
-(``not (country in [..])`` is true for null country on Lite 3.2.2, ``not (x >= 1)`` is false), so the
-expressions use only positive predicates on nullable fields, each guarded by ``is not null``.
 """
 
 from __future__ import annotations
@@ -50,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["epoch_seconds", "filter_expression", "quote", "rows_expression"]
+__all__ = ["epoch_seconds", "filter_expression", "number", "quote", "rows_expression"]
 
 #: an expression that matches nothing (Milvus has no literal ``false`` on every version)
 NOTHING = "row < 0"
@@ -59,6 +74,14 @@ NOTHING = "row < 0"
 def quote(value: str) -> str:
     """A Milvus string literal (double-quoted, backslash escapes; non-ASCII kept as is)."""
     return json.dumps(str(value), ensure_ascii=False)
+
+
+def number(value: float) -> str:
+    """A Milvus float literal in positional notation (shortest round-trip digits, no exponent)."""
+    x = float(value)
+    if not np.isfinite(x):
+        raise ValueError(f"not a finite number: {value!r}")
+    return np.format_float_positional(x, unique=True, trim="0")
 
 
 def epoch_seconds(day: dt.date) -> int:
@@ -94,8 +117,12 @@ def rows_expression(rows: np.ndarray | Sequence[int]) -> str:
 
 
 def _labels(op: str, ids: list[int], columns: bool) -> str:
+    """``any`` / ``all`` / ``none`` of the label indices ``ids`` (non-empty)."""
     if columns:
-        return "(" + f" {'and' if op == 'all' else 'or'} ".join(f"label_{i}" for i in ids) + ")"
+        test, join = {"any": ("true", "or"), "all": ("true", "and"), "none": ("false", "and")}[op]
+        return "(" + f" {join} ".join(f"label_{i} == {test}" for i in ids) + ")"
+    if op == "none":
+        return f"(not ARRAY_CONTAINS_ANY(labels, {ids}))"
     return f"ARRAY_CONTAINS_{op.upper()}(labels, {ids})"
 
 
@@ -104,6 +131,7 @@ def filter_expression(
     *,
     label_names: Sequence[str],
     label_columns: bool = True,
+    nullable: bool = False,
     exclude_rows: np.ndarray | Sequence[int] | None = None,
 ) -> str:
     """Milvus boolean expression for a Filter; ``""`` when nothing filters.
@@ -112,6 +140,8 @@ def filter_expression(
         where: a :class:`~csmae.retrieval.filters.Filter` (or None).
         label_names: the index's label names; labels are stored as indices into this list.
         label_columns: the collection has one BOOL column ``label_<i>`` per label (else ARRAY tests).
+        nullable: the collection has nullable country / season / t / bbox fields and no presence
+            flags (collections built before the flags; Milvus Lite only).
         exclude_rows: rows to leave out.
     """
     parts: list[str] = []
@@ -126,23 +156,23 @@ def filter_expression(
         if where.labels_all:
             parts.append(_labels("all", _label_ids(where.labels_all, label_names), label_columns))
         if where.labels_none:
-            parts.append(f"(not {_labels('any', _label_ids(where.labels_none, label_names), label_columns)})")
+            parts.append(_labels("none", _label_ids(where.labels_none, label_names), label_columns))
         if where.country is not None:
-            parts.append(_in("country", where.country, nullable=True))
+            parts.append(_in("country", where.country, nullable=nullable))
         if where.season is not None:
-            parts.append(_in("season", where.season, nullable=True))
+            parts.append(_in("season", where.season, nullable=nullable))
         if where.start is not None or where.end is not None:
-            t = ["t is not null"]
+            t = ["t is not null" if nullable else "has_t == true"]
             if where.start is not None:
                 t.append(f"t >= {epoch_seconds(where.start)}")
             if where.end is not None:
                 t.append(f"t < {epoch_seconds(where.end + dt.timedelta(days=1))}")
             parts.append(f"({' and '.join(t)})")
         if where.bbox is not None:
-            w, s, e, n = (float(x) for x in where.bbox)
+            w, s, e, n = (number(x) for x in where.bbox)
+            has = "bbox_xmin is not null" if nullable else "has_bbox == true"
             parts.append(
-                f"(bbox_xmin is not null and bbox_xmax >= {w!r} and bbox_xmin <= {e!r} "
-                f"and bbox_ymax >= {s!r} and bbox_ymin <= {n!r})"
+                f"({has} and bbox_xmax >= {w} and bbox_xmin <= {e} and bbox_ymax >= {s} and bbox_ymin <= {n})"
             )
     if exclude_rows is not None and len(exclude_rows):
         parts.append(f"(not {rows_expression(exclude_rows)})")
