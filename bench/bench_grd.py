@@ -63,7 +63,7 @@ def run_tile(safe: Path, *, fraction: float, workers: int, geocoding: str) -> di
     from rasterio.crs import CRS
 
     from csmae.data.scenes.grd_scene import open_grd_scene
-    from csmae.geo.scenes.radiometry import linear_to_db
+    from csmae.data.scenes.radiometry import linear_to_db
 
     t_all = time.perf_counter()
     c0 = time.process_time()

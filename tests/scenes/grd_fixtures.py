@@ -31,9 +31,14 @@ ZERO_EDGE = 40
 
 
 def sigma_field(pol: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """The known sigma0 (linear) at every (row, col): smooth fields plus a dark 'water' block."""
-    r = rows[:, None].astype(np.float64)
-    c = cols[None, :].astype(np.float64)
+    """The known sigma0 (linear) at every (row, col) of a window: smooth fields plus a dark 'water' block."""
+    return sigma_at(pol, rows[:, None], cols[None, :])
+
+
+def sigma_at(pol: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The field at points (rows and cols broadcast together)."""
+    r = np.asarray(rows, dtype=np.float64)
+    c = np.asarray(cols, dtype=np.float64)
     s = 0.06 * (1.0 + 0.5 * np.sin(r / 700.0) * np.cos(c / 900.0))
     if pol == "VH":
         s = s * 0.2

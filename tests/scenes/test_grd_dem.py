@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from csmae.data.base import DataError
 from csmae.data.scenes.grd_scene import open_grd_scene
+from csmae.errors import DataError
 from tests.scenes.grd_fixtures import make_product
 
 pytest.importorskip("sarsen")

@@ -163,7 +163,7 @@ def test_terrain_error_from_the_grid(scene) -> None:
 
 @pytest.mark.parametrize("zipped", [False, True])
 def test_scene_warp_gives_the_field_on_the_map(tmp_path: Path, zipped: bool) -> None:
-    from csmae.geo.scenes.rasters import open_raster
+    from csmae.data.scenes.rasters import open_raster
 
     fx = make_product(tmp_path, zipped=zipped)
     opened: dict[str, object] = {}

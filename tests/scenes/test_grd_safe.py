@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from csmae.data.base import DataError
 from csmae.data.scenes.grd_safe import is_grd_product, open_grd
 from csmae.data.scenes.grd_tables import read_annotation, read_calibration, read_noise
+from csmae.errors import DataError
 from tests.scenes.grd_fixtures import PRODUCT, copy_xmls, edit_member
 
 CAL_VV = ("annotation/calibration/calibration-s1a-iw-grd-vv-20210809t173953-20210809t174018-039156-"

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from csmae.data.base import DataError
 from csmae.data.scenes.grd_geocode import upsample_nodes
+from csmae.errors import DataError
 
 log = logging.getLogger(__name__)
 

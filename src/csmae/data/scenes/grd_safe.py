@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from csmae.data.base import DataError
+from csmae.errors import DataError
 
 #: polarisations csmae's S1 sensor needs
 GRD_POLS = ("VV", "VH")

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from csmae.data.base import DataError
 from csmae.data.scenes.grd_dem import DemGeometry, check_dem
 from csmae.data.scenes.grd_geocode import (
     GEOCODINGS,
@@ -46,6 +45,7 @@ from csmae.data.scenes.grd_tables import (
     read_calibration,
     read_noise,
 )
+from csmae.errors import DataError
 
 log = logging.getLogger(__name__)
 

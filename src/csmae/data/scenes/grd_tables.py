@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from csmae.data.base import DataError
 from csmae.data.scenes.grd_safe import GrdProduct, find_all, local
+from csmae.errors import DataError
 
 CALIBRATIONS = ("sigma0", "gamma0", "beta0")
 _LUT_TAG = {"sigma0": "sigmaNought", "gamma0": "gamma", "beta0": "betaNought"}

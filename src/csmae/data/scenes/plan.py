@@ -30,6 +30,7 @@ class Plan:
     groups: list[Any]
     gaps: list[dict[str, Any]] = field(default_factory=list)  # sensor pairs and their time gap
     inputs: list[str] = field(default_factory=list)  # every file read
+    options_used: dict[str, Any] = field(default_factory=dict)  # reader options that shaped the pixels
 
     @property
     def patches(self) -> int:
@@ -131,6 +132,11 @@ def plan_tiling(
             for s in sources:
                 files |= reader_of(sensor).files(s)
     plan.inputs = sorted(files)
+    for sensor in sensors:
+        used_by = getattr(reader_of(sensor), "options_used", None)
+        if used_by is not None:
+            plan.options_used.update(used_by([s for j in plan.jobs for s in j.scenes.get(sensor, ())],
+                                             options or {}))
     return plan
 
 
@@ -140,11 +146,16 @@ def _pair(top: str, src: SceneSource, pg: PatchGrid, other: str, candidates: lis
     a, b = reader_of(top).label, reader_of(other).label
     sc = src.scene
     fp = _footprint_in(pg, "EPSG:4326")
-    extent = reader_of(other).extent
-    over = [s for s in candidates if _footprint_in(extent(s), "EPSG:4326").intersection(fp).area > 0]
+    reader = reader_of(other)
+
+    def footprint(s: SceneSource) -> Any:  # a reader may know it better than its grid's box
+        known = getattr(reader, "footprint", None)
+        got = known(s) if known is not None else None
+        return got if got is not None else _footprint_in(reader.extent(s), "EPSG:4326")
+
+    over = [s for s in candidates if footprint(s).intersection(fp).area > 0]
     if not over:
-        others = "; ".join(f"{s.scene.source} {_lonlat(_footprint_in(extent(s), 'EPSG:4326'))}"
-                           for s in candidates)
+        others = "; ".join(f"{s.scene.source} {_lonlat(footprint(s))}" for s in candidates)
         raise DataError(f"{b} and {a} do not overlap: no {b} scene covers any of this {a} scene "
                         f"({a} lon/lat bounds {_lonlat(fp)}; {b}: {others})", path=sc.source)
     pairs = []

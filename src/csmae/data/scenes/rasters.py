@@ -57,7 +57,7 @@ def open_raster(path: str | Path) -> Any:
     """``rasterio.open(path)`` with a clear error for a missing file or one that is not a raster."""
     rasterio = rasterio_module()
     p = str(path)
-    if "://" not in p and not Path(p).exists():
+    if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
         raise DataError("file not found", path=p)
     try:
         return rasterio.open(p)

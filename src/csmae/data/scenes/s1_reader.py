@@ -1,4 +1,8 @@
-"""Sentinel-1 GRD scenes for the tiler: VV/VH warped onto the patch grid in linear power, then dB."""
+"""Sentinel-1 GRD scenes for the tiler: VV/VH warped onto the patch grid in linear power, then dB.
+
+Terrain-corrected files (RTC COGs, BigEarthNet-style GeoTIFFs) are read here; raw GRD products
+(``.SAFE`` / ``.zip``: calibration, noise removal, geocoding) through :mod:`.grd_reader`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from csmae.data.scenes.grd_reader import (
+    check_grd,
+    describe_grd,
+    find_grd,
+    grd_files,
+    split_grd,
+    terrain_message,
+    warp_grd,
+)
+from csmae.data.scenes.grd_scene import GrdScene
 from csmae.data.scenes.grid import PatchGrid, grid_from_s1
 from csmae.data.scenes.job import SceneJob, SceneSource, StripPixels
 from csmae.data.scenes.radiometry import linear_to_db, s1_to_linear
@@ -28,13 +42,23 @@ class S1Reader:
     classifies = False
 
     def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
-        return list(find_s1_scenes(paths, options.get("s1_units")))
+        grd, files = split_grd(paths)
+        found: list[Any] = find_grd(grd, options)
+        if options.get("dem") and not grd:
+            raise ValueError("--dem terrain-corrects raw S1 GRD products (.SAFE / .zip); none given")
+        return found + (list(find_s1_scenes(files, options.get("s1_units"))) if files else [])
 
     def owns(self, scene: Any) -> bool:
-        return isinstance(scene, S1Scene)
+        return isinstance(scene, (S1Scene, GrdScene))
 
     def check(self, scene: Any) -> SceneSource:
+        if isinstance(scene, GrdScene):
+            return check_grd(scene)
         return SceneSource(scene=scene, grid=check_grid(scene))
+
+    def footprint(self, source: SceneSource) -> Any | None:
+        """The scene's lon/lat footprint when it is known better than its grid's box (a raw GRD)."""
+        return source.scene.footprint() if isinstance(source.scene, GrdScene) else None
 
     def extent(self, source: SceneSource) -> GridInfo:
         return source.grid  # type: ignore[no-any-return]
@@ -67,6 +91,11 @@ class S1Reader:
         right, bottom = left + dst_t.a * w, top + dst_t.e * g.size
         resampling = getattr(Resampling, job.sensors[sensor].scene_resampling)
         for src in job.scenes[sensor]:
+            if isinstance(src.scene, GrdScene):
+                tmp = warp_grd(src, dst_crs=g.crs, dst_transform=dst_t, shape=(g.size, w), dss=dss, sec=sec)
+                fill = np.isnan(out) & ~np.isnan(tmp)
+                out[fill] = tmp[fill]
+                continue
             t0 = time.perf_counter()
             sg = src.grid
             b = transform_bounds(g.crs, sg.crs, left, bottom, right, top, densify_pts=21)
@@ -102,12 +131,31 @@ class S1Reader:
         return rec
 
     def files(self, source: SceneSource) -> set[str]:
+        if isinstance(source.scene, GrdScene):
+            return grd_files(source)
         return {r.path for r in source.scene.bands.values()}
 
     def describe(self, sources: Sequence[SceneSource]) -> Any | None:
-        return [{"source": s.scene.source, "name": s.scene.name, "units": s.scene.units,
+        return [describe_grd(s) if isinstance(s.scene, GrdScene) else
+                {"source": s.scene.source, "name": s.scene.name, "units": s.scene.units,
                  "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime),
                  "crs": s.grid.crs.to_string(), "pixel": list(s.grid.res)} for s in sources]
+
+    def options_used(self, sources: Sequence[SceneSource], options: Mapping[str, Any]) -> dict[str, Any]:
+        """The raw-GRD options, when a raw GRD product is among the sources (for the resume key)."""
+        if not any(isinstance(s.scene, GrdScene) for s in sources):
+            return {}
+        import os
+
+        dem = options.get("dem")
+        return {"s1_calibration": options.get("s1_calibration") or "sigma0",
+                "s1_geocoding": options.get("s1_geocoding") or "tps",
+                "dem": os.path.abspath(dem) if dem else None}
+
+    def messages(self, sources: Sequence[SceneSource]) -> list[str]:
+        """Lines for the user about these scenes (the expected terrain error of ellipsoid geocoding)."""
+        out = [terrain_message(s.scene) for s in sources if isinstance(s.scene, GrdScene)]
+        return [m for m in out if m]
 
     def notes(self, sensor: Sensor) -> dict[str, str]:
         return {"s1_resampling": f"{sensor.scene_resampling} (GDAL warp, in linear power; an output pixel "
