@@ -53,6 +53,17 @@ class GridInfo:
         return (b[0], b[1], b[2], b[3])
 
 
+def local_file(path: str) -> str | None:
+    """The local file a raster path reads (the zip of a ``/vsizip/`` path); None for a URL."""
+    if "://" in path:
+        return None
+    if path.startswith("/vsizip/"):
+        inner = path[len("/vsizip/"):]
+        cut = inner.lower().find(".zip/")
+        return inner[: cut + 4] if cut >= 0 else inner
+    return path
+
+
 def open_raster(path: str | Path) -> Any:
     """``rasterio.open(path)`` with a clear error for a missing file or one that is not a raster."""
     rasterio = rasterio_module()

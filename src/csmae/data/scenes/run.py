@@ -32,7 +32,7 @@ from csmae.data.prepare import JOURNAL, PLAN, lock_partial, reset_partial
 from csmae.data.scenes.cut import cut_strip
 from csmae.data.scenes.job import SceneJob
 from csmae.data.scenes.plan import Plan, plan_tiling
-from csmae.data.scenes.rasters import Datasets
+from csmae.data.scenes.rasters import Datasets, local_file
 from csmae.data.scenes.readers import SCENE_READERS, by_priority, reader_of
 from csmae.data.store import ArrayGroup
 from csmae.data.store_write import write_manifest, write_skipped, write_table
@@ -113,7 +113,8 @@ class RecordFiles:
 def _plan_key(plan: Plan, options: dict[str, Any]) -> str:
     h = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
     for f in plan.inputs:
-        st = os.stat(f) if "://" not in f else None
+        local = local_file(f)
+        st = os.stat(local) if local is not None else None
         h.update(f"{os.path.abspath(f)}|{st.st_size if st else ''}|{st.st_mtime_ns if st else ''}\n".encode())
     for j in plan.jobs:
         h.update(json.dumps({"name": j.name, "grid": j.grid.to_dict(), "base": j.row_base}).encode())
