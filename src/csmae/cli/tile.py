@@ -67,6 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "polynomial")
     p.add_argument("--dem", metavar="DEM.tif", help="raw GRD: terrain-correct with this DEM (GeoTIFF/COG, "
                    "WGS 84; e.g. Copernicus GLO-30) through sarsen (pip install 'csmae[sar]')")
+    area = p.add_mutually_exclusive_group()
+    area.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
+                      help="cut only the patches that intersect this lon/lat box")
+    area.add_argument("--aoi", metavar="AREA.geojson",
+                      help="cut only the patches that intersect these polygons (GeoJSON, lon/lat)")
     p.add_argument("--max-days", type=float,
                    help="refuse S1/S2 pairs acquired more than this many days apart")
     p.add_argument("--boa-offset", type=float, help="S2 DN offset of every band when the inputs carry no "
@@ -95,13 +100,16 @@ def run(args: argparse.Namespace) -> int:
         bars[0].n = done
         bars[0].refresh()
 
+    from csmae.data.scenes.aoi import bbox_area, read_aoi
+
     scl = None if args.scl is None else _codes(args.scl)
+    aoi = bbox_area(args.bbox) if args.bbox else read_aoi(args.aoi) if args.aoi else None
     try:
         res = tile_scenes(args.out, s2=args.s2, s1=args.s1, stac=args.stac, stride=args.stride,
                           min_valid=args.min_valid, scl=scl, s1_units=args.s1_units, max_days=args.max_days,
                           layout=args.layout, boa_offset=args.boa_offset, workers=args.workers,
                           overwrite=args.overwrite, progress=progress, s1_calibration=args.s1_calibration,
-                          s1_geocoding=args.s1_geocoding, dem=args.dem)
+                          s1_geocoding=args.s1_geocoding, dem=args.dem, aoi=aoi)
     finally:
         for b in bars:
             b.close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csmae.data.base import DataError
+from csmae.data.scenes.aoi import crop_grid
 from csmae.data.scenes.grid import PatchGrid
 from csmae.data.scenes.job import SceneJob, SceneSource
 from csmae.data.scenes.rasters import GridInfo
@@ -77,13 +78,14 @@ def find_scenes(paths: Mapping[str, Sequence[str]], stac: Sequence[str], options
 def plan_tiling(
     *, paths: Mapping[str, Sequence[str]], stac: Sequence[str] = (), stride: int = 120,
     min_valid: float = 0.9, scl: Sequence[int] | None = None, max_days: float | None = None,
-    layout: str = "float32", options: Mapping[str, Any] | None = None,
+    layout: str = "float32", options: Mapping[str, Any] | None = None, aoi: Any | None = None,
 ) -> Plan:
     """Find and check every scene, pair the sensors and lay out the store rows (no pixels read).
 
     Args:
         paths: sensor -> the user's input paths of that sensor.
         options: reader options (``s1_units``, ``boa_offset``).
+        aoi: a lon/lat (multi)polygon (``--bbox`` / ``--aoi``): only patches intersecting it are cut.
     """
     if not 0.0 <= min_valid <= 1.0:
         raise ValueError(f"--min-valid must be in [0, 1], got {min_valid}")
@@ -107,16 +109,27 @@ def plan_tiling(
     for sc in found[top]:
         src = grid_reader.check(sc)
         pg = grid_reader.patch_grid(src, stride)
+        if aoi is not None:
+            cropped = crop_grid(pg, aoi)
+            if cropped is None:
+                log.info("%s %s: outside the --bbox / --aoi area, not used", grid_reader.label, sc.source)
+                continue
+            pg = cropped
         grid_reader.check_masks(src, codes)
         scenes: dict[str, tuple[SceneSource, ...]] = {top: (src,)}
         for other in others:
             scenes[other] = _pair(top, src, pg, other, warped[other], max_days, plan.gaps)
             used |= {s.scene.source for s in scenes[other]}
         job = SceneJob(name=sc.name, grid=pg, row_base=base, scenes=scenes, sensors=sensors,
-                       groups=tuple(groups), min_valid=min_valid, scl_codes=codes)
+                       groups=tuple(groups), min_valid=min_valid, scl_codes=codes,
+                       aoi=None if aoi is None else aoi.wkb)
         _check_size(job, sc.source)
         plan.jobs.append(job)
         base += job.patches
+    if aoi is not None and not plan.jobs:
+        raise DataError(f"the --bbox / --aoi area (lon/lat bounds {_lonlat(aoi)}) intersects none of the "
+                        f"{len(found[top])} {grid_reader.label} scene(s)",
+                        path=", ".join(s.source for s in found[top]))
     for other in others:
         for s in warped[other]:
             if s.scene.source not in used:

@@ -128,6 +128,7 @@ def tile_scenes(
     boa_offset: float | None = None, workers: int = 1, overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None, paths: Mapping[str, Sequence[str]] | None = None,
     s1_calibration: str = "sigma0", s1_geocoding: str = "tps", dem: str | None = None,
+    aoi: Any | None = None,
 ) -> TileResult:
     """Cut georeferenced S1/S2 scenes into a prepared store of paired 120x120 patches.
 
@@ -150,6 +151,8 @@ def tile_scenes(
         s1_calibration: raw GRD products: ``sigma0`` (default), ``gamma0`` or ``beta0``.
         s1_geocoding: raw GRD without a DEM: ``tps`` (thin-plate spline, default) or ``poly3``.
         dem: a DEM GeoTIFF/COG: terrain-correct raw GRD products (sarsen; ``csmae[sar]``).
+        aoi: a lon/lat shapely (multi)polygon (:mod:`csmae.data.scenes.aoi`): cut only the patches
+            that intersect it.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -162,10 +165,13 @@ def tile_scenes(
     plan = plan_tiling(paths=inputs, stac=stac, stride=stride, min_valid=min_valid, scl=scl,
                        max_days=max_days, layout=layout,
                        options={"s1_units": s1_units, "boa_offset": boa_offset,
-                                "s1_calibration": s1_calibration, "s1_geocoding": s1_geocoding, "dem": dem})
+                                "s1_calibration": s1_calibration, "s1_geocoding": s1_geocoding, "dem": dem},
+                       aoi=aoi)
     options = {"stride": stride, "min_valid": min_valid, "scl": plan.jobs[0].scl_codes, "layout": layout,
                "s1_units": s1_units, "boa_offset": boa_offset, "sensors": list(plan.sensors)}
     options.update(plan.options_used)  # e.g. raw GRD processing options: part of the resume key
+    if aoi is not None:
+        options["aoi"] = aoi.wkt
     key = _plan_key(plan, options)
     tmp = out.with_name(out.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)

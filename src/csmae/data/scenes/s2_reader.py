@@ -56,14 +56,15 @@ class S2Reader:
         scene: S2Scene = src.scene
         grids = src.grid
         g = job.grid
-        y, w = r * g.stride, g.strip_width
+        y, w = (g.row_offset + r) * g.stride, g.strip_width
+        x = g.col_offset * g.stride  # a grid cut out by --bbox / --aoi starts inside the raster
         t0 = time.perf_counter()
         bands: dict[str, np.ndarray] = {}
         for b, ref in scene.bands.items():
             if grids.at20[b]:
-                bands[b] = read_window(dss, ref.path, ref.bidx, 0, y // 2, w // 2, g.size // 2)
+                bands[b] = read_window(dss, ref.path, ref.bidx, x // 2, y // 2, w // 2, g.size // 2)
             else:
-                a = read_window(dss, ref.path, ref.bidx, 0, y, w, g.size)
+                a = read_window(dss, ref.path, ref.bidx, x, y, w, g.size)
                 if job.sensors[sensor].native_side(b) != IMAGE_SIZE:  # a 20 m band stacked at 10 m
                     a = np.rint(a.reshape(g.size // 2, 2, w // 2, 2).mean(axis=(1, 3))).astype(a.dtype)
                 bands[b] = a
@@ -71,8 +72,8 @@ class S2Reader:
         if job.scl_codes is not None and scene.scl is not None:
             ref = scene.scl
             at10 = dss.get(ref.path).width == grids.g10.width
-            scl = read_window(dss, ref.path, ref.bidx, 0, y, w, g.size) if at10 else \
-                read_window(dss, ref.path, ref.bidx, 0, y // 2, w // 2, g.size // 2)
+            scl = read_window(dss, ref.path, ref.bidx, x, y, w, g.size) if at10 else \
+                read_window(dss, ref.path, ref.bidx, x // 2, y // 2, w // 2, g.size // 2)
             flags = np.isin(scl, job.scl_codes)
             if not at10:
                 flags = flags.repeat(2, axis=0).repeat(2, axis=1)  # nearest, as SCL must be resampled
