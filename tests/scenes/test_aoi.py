@@ -69,8 +69,9 @@ def test_aoi_geojson_and_bad_areas(scene, tmp_path: Path) -> None:
 
     root, s2, s1 = scene
     far = tmp_path / "far.geojson"
+    ring = [[[0, 0], [1, 0], [1, 1], [0, 0]]]
     far.write_text(json.dumps({"type": "Feature", "properties": {},
-                               "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}))
+                               "geometry": {"type": "Polygon", "coordinates": ring}}))
     with pytest.raises(DataError, match="intersects none of the 1 S2 scene"):
         tile_scenes(tmp_path / "x", s2=s2, s1=s1, aoi=read_aoi(far))
     assert not (tmp_path / "x").exists()
