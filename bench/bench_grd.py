@@ -14,6 +14,11 @@ What it measures:
 
     .venv/bin/python bench/bench_grd.py                    # full tile
     .venv/bin/python bench/bench_grd.py --fraction 0.25    # the first quarter of the strips
+    .venv/bin/python bench/bench_grd.py --fraction 0.1 --dem-strips 5   # + the DEM path (sarsen)
+
+3. ``--dem-strips N``: the terrain-corrected path (sarsen) on N strips with a 30 m DEM made of the
+   grid's own heights, extrapolated to the tile; and the distance between the GCP (TPS) mapping and
+   the orbit + DEM mapping over the whole tile (300 m nodes), in metres.
 """
 
 from __future__ import annotations
@@ -148,12 +153,78 @@ def gcp_errors(safe: Path) -> dict:
     return res
 
 
+def write_grid_dem(path: Path, points: np.ndarray, res: float = 0.0003) -> None:
+    """A ~30 m lon/lat DEM over the product whose heights interpolate the GCP grid's (linear)."""
+    import rasterio
+    from affine import Affine
+    from scipy.interpolate import griddata
+
+    w, s, e, n = points[:, 3].min() - 0.05, points[:, 2].min() - 0.05, points[:, 3].max() + 0.05, \
+        points[:, 2].max() + 0.05
+    lon = np.arange(w, e, res) + res / 2
+    lat = np.arange(n, s, -res) - res / 2
+    with rasterio.open(path, "w", driver="GTiff", width=len(lon), height=len(lat), count=1, dtype="float32",
+                       crs="EPSG:4326", transform=Affine(res, 0, w, 0, -res, n), tiled=True,
+                       compress="deflate") as dst:
+        for y0 in range(0, len(lat), 1024):
+            gx, gy = np.meshgrid(lon, lat[y0:y0 + 1024])
+            z = griddata(points[:, [3, 2]], points[:, 4], (gx, gy), method="linear")
+            near = griddata(points[:, [3, 2]], points[:, 4], (gx, gy), method="nearest")
+            dst.write(np.where(np.isnan(z), near, z).astype(np.float32)[None],
+                      window=rasterio.windows.Window(0, y0, len(lon), gx.shape[0]))
+
+
+def dem_path(safe: Path, strips: int) -> dict:
+    """The DEM path on the first ``strips`` strips (30 m DEM of the grid's own heights), and the
+    agreement of GCP (TPS) geocoding with the orbit + DEM geometry over the whole tile (300 m nodes)."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from csmae.data.scenes.grd_scene import open_grd_scene
+
+    dem = safe.parent / "dem30.tif"
+    t0 = time.perf_counter()
+    scene = open_grd_scene(str(safe))
+    write_grid_dem(dem, scene.grid.points)
+    t_dem = time.perf_counter() - t0
+    withdem = open_grd_scene(str(safe), dem=str(dem))
+    crs = CRS.from_epsg(32631)
+    base = Affine(10.0, 0, TILE_ORIGIN[0], 0, -10.0, TILE_ORIGIN[1])
+    opener = _opener()
+    sec: dict[str, float] = {}
+    c0, t0 = time.process_time(), time.perf_counter()
+    for r in range(strips):
+        withdem.warp(dst_crs=crs, dst_transform=base * Affine.translation(0, r * 120), shape=(120, TILE),
+                     open_dataset=opener, seconds=sec)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    coarse = base * Affine.scale(30)  # 300 m nodes over the tile
+    shape = (TILE // 30, TILE // 30)
+    a = np.full((2, *shape), np.nan, dtype=np.float32)
+    k = 40  # blocks of 40 x 40 nodes (12 km): the GCP mapping reads a coordinate raster per block
+    for by in range(0, shape[0], k):
+        for bx in range(0, shape[1], k):
+            h, w = min(k, shape[0] - by), min(k, shape[1] - bx)
+            t = coarse * Affine.translation(bx, by)
+            a[:, by:by + h, bx:bx + w] = scene.coords(dst_crs=crs, dst_transform=t, shape=(h, w))
+    b = withdem.dem.coords(dst_crs=crs, dst_transform=coarse, shape=shape, step=1)  # type: ignore[union-attr]
+    inside = np.isfinite(a).all(axis=0) & (a[0] >= 0) & (a[0] < scene.lines) & (a[1] >= 0) & \
+        (a[1] < scene.samples)
+    sp = scene.annotation["VV"].pixel_spacing
+    d = np.hypot((a[0] - b[0]) * sp[1], (a[1] - b[1]) * sp[0])[inside]
+    return {"strips": strips, "wall_s": wall, "cpu_s": cpu,
+            "stage_s": {name: round(v, 2) for name, v in sec.items()},
+            "per_tile_wall_s_extrapolated": wall * 91 / strips, "dem_write_s": t_dem,
+            "tps_vs_dem_geometry_m": {"median": float(np.median(d)), "p95": float(np.quantile(d, 0.95)),
+                                      "max": float(d.max()), "nodes": int(d.size)}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", help="folder for the full-size product (default: a temporary one)")
     ap.add_argument("--fraction", type=float, default=1.0, help="fraction of the tile's 91 strips")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--geocoding", default="tps", choices=["tps", "poly3"])
+    ap.add_argument("--dem-strips", type=int, default=0, help="also run the --dem path on this many strips")
     ap.add_argument("--make", help=argparse.SUPPRESS)  # child: write the product into this folder
     args = ap.parse_args()
     if args.make:
@@ -168,6 +239,9 @@ def main() -> None:
         print(f"wrote the full-size product in {time.perf_counter() - t0:.0f} s: {safe}", flush=True)
         res = {"tile": run_tile(safe, fraction=args.fraction, workers=args.workers, geocoding=args.geocoding),
                "geolocation": gcp_errors(safe), "load": os.getloadavg()}
+        if args.dem_strips:
+            res["dem"] = dem_path(safe, args.dem_strips)
+            res["load_after_dem"] = os.getloadavg()
     print(json.dumps(res, indent=2))
 
 
