@@ -2,9 +2,17 @@
 paired 120x120 patches (BigEarthNet-style), which every other command reads like any store.
 
 Inputs. S2: a .SAFE folder, per-band GeoTIFF/COG/JP2 files with the band in the name (or their
-folder), or one multi-band GeoTIFF with band descriptions. S1: VV and VH GeoTIFF/COG (two files or
-one 2-band file), linear power or dB. --stac: local STAC Item JSON files instead of paths.
+folder), or one multi-band GeoTIFF with band descriptions. S1: a raw IW GRD product as downloaded
+(.SAFE folder or .SAFE.zip, read in place), or VV and VH GeoTIFF/COG already terrain-corrected (two
+files or one 2-band file), linear power or dB. --stac: local STAC Item JSON files instead of paths.
 Either sensor may be left out (a single-sensor store).
+
+Raw GRD. DN -> sigma0 (--s1-calibration) with the product's calibration LUT, thermal noise removed
+(range and azimuth vectors), negative results and border noise are nodata; geocoded through the
+product's GCP grid by GDAL (thin-plate spline; --s1-geocoding poly3), or, with --dem, terrain-
+corrected from the orbit and the DEM through sarsen. Without a DEM the command prints the expected
+terrain error (dh / tan(incidence)). The manifest records the steps, the IPF version and the
+geocoding of every product.
 
 What happens. The S2 10 m grid defines the patches (--stride pixels apart); 20 m bands are cut
 from their own grid (60x60) and upsampled as BigEarthNet (bicubic); S1 is reprojected onto each
@@ -19,6 +27,8 @@ Examples:
       --out stores/t33uup --scl --max-days 3
   csmae tile --stac items/s2.json items/s1.json --out stores/aoi --workers 2
   csmae tile --s1 s1_scene.tif --s1-units linear --out stores/s1only   # one 2-band file (VV, VH)
+  csmae tile --s2 S2B_MSIL2A_...SAFE --s1 S1A_IW_GRDH_1SDV_...SAFE.zip --out stores/raw   # raw GRD
+  csmae tile --s2 S2B_MSIL2A_...SAFE --s1 S1A_IW_GRDH_1SDV_...SAFE --dem glo30.tif --out stores/rtc
 """
 
 from __future__ import annotations
@@ -36,7 +46,9 @@ def _codes(text: str) -> list[int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s2", nargs="+", default=[], metavar="PATH",
                    help="S2 L2A inputs (SAFE, band files, stack)")
-    p.add_argument("--s1", nargs="+", default=[], metavar="PATH", help="S1 GRD inputs (VV/VH files)")
+    p.add_argument("--s1", nargs="+", default=[], metavar="PATH",
+                   help="S1 inputs: raw GRD products (.SAFE folder or .zip, IW VV+VH) or terrain-corrected "
+                        "VV/VH files")
     p.add_argument("--stac", nargs="+", default=[], metavar="ITEM.json", help="local STAC Item JSON file(s)")
     p.add_argument("--out", required=True, help="store folder to write")
     p.add_argument("--stride", type=int, default=120, help="pixels between patches on the 10 m grid (default "
@@ -48,6 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "nodata, defective, cloud shadow, clouds, cirrus, snow)")
     p.add_argument("--s1-units", choices=["linear", "db"], help="S1 units (default: as the file says, "
                    "else decided from the values)")
+    p.add_argument("--s1-calibration", choices=["sigma0", "gamma0", "beta0"], default="sigma0",
+                   help="raw GRD: backscatter convention of the calibration (default sigma0)")
+    p.add_argument("--s1-geocoding", choices=["tps", "poly3"], default="tps",
+                   help="raw GRD without --dem: GCP warp by thin-plate spline (default) or 3rd-order "
+                        "polynomial")
+    p.add_argument("--dem", metavar="DEM.tif", help="raw GRD: terrain-correct with this DEM (GeoTIFF/COG, "
+                   "WGS 84; e.g. Copernicus GLO-30) through sarsen (pip install 'csmae[sar]')")
+    area = p.add_mutually_exclusive_group()
+    area.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
+                      help="cut only the patches that intersect this lon/lat box")
+    area.add_argument("--aoi", metavar="AREA.geojson",
+                      help="cut only the patches that intersect these polygons (GeoJSON, lon/lat)")
     p.add_argument("--max-days", type=float,
                    help="refuse S1/S2 pairs acquired more than this many days apart")
     p.add_argument("--boa-offset", type=float, help="S2 DN offset of every band when the inputs carry no "
@@ -82,17 +106,22 @@ def run(args: argparse.Namespace) -> int:
         bars[0].n = done
         bars[0].refresh()
 
+    from csmae.data.scenes.aoi import bbox_area, read_aoi
+
     scl = None if args.scl is None else _codes(args.scl)
+    aoi = bbox_area(args.bbox) if args.bbox else read_aoi(args.aoi) if args.aoi else None
     try:
         res = tile_scenes(args.out, s2=args.s2, s1=args.s1, stac=args.stac, stride=args.stride,
                           min_valid=args.min_valid, scl=scl, s1_units=args.s1_units, max_days=args.max_days,
                           layout=args.layout, boa_offset=args.boa_offset, workers=args.workers,
                           overwrite=args.overwrite, product_checksums=args.product_checksums,
-                          yes=args.yes,
-                          progress=progress)
+                          yes=args.yes, progress=progress, s1_calibration=args.s1_calibration,
+                          s1_geocoding=args.s1_geocoding, dem=args.dem, aoi=aoi)
     finally:
         for b in bars:
             b.close()
+    for m in res.messages:
+        print(m)
     for g in res.gaps:
         days = "unknown" if g["days"] is None else f"{g['days']:.2f} days"
         print(f"S2 {g['s2']} / S1 {g['s1']}: acquired {days} apart")

@@ -67,8 +67,15 @@ def cut_strip(job: SceneJob, r: int, dss: Datasets) -> Strip:
                 why += f" ({reader.invalid_note})"
             reasons[c].append(why)
         pixels[sensor] = got.data
-    keep = np.flatnonzero(ok)
     foot = g.footprints(r)
+    if job.aoi is not None:
+        import shapely
+
+        inside = shapely.intersects(shapely.from_wkb(job.aoi), shapely.from_wkb(foot))
+        for c in np.flatnonzero(~inside):
+            ok[c] = False
+            reasons[c].append("outside the --bbox / --aoi area")
+    keep = np.flatnonzero(ok)
     for cs in np.flatnonzero(~ok).tolist():
         st.skipped.append({"patch": g.patch_id(job.name, r, cs), "file": _files(job),
                            "reason": "; ".join(reasons[cs])})

@@ -21,6 +21,9 @@ class PatchGrid:
     """Patches of ``size`` pixels every ``stride`` pixels over a north-up 10 m grid.
 
     Patch (r, c) covers pixels [r*stride, r*stride+size) x [c*stride, c*stride+size).
+    A grid cut out of a scene's grid (``--bbox`` / ``--aoi``) keeps the scene's patch numbering:
+    its patch (0, 0) is the scene's (``row_offset``, ``col_offset``), ids use ``id_digits`` digits,
+    and readers of the scene's own raster read from pixel (row_offset, col_offset) * stride.
     """
 
     crs: Any  # rasterio CRS
@@ -29,6 +32,9 @@ class PatchGrid:
     height: int
     stride: int = IMAGE_SIZE
     size: int = IMAGE_SIZE
+    row_offset: int = 0
+    col_offset: int = 0
+    id_digits: int = 0  # 0: from this grid's own size
 
     @property
     def rows(self) -> int:
@@ -55,8 +61,8 @@ class PatchGrid:
 
     def patch_id(self, scene: str, r: int, c: int) -> str:
         """BigEarthNet-style id: ``<scene>_r012_c034`` (patch row and column at this stride)."""
-        d = max(3, len(str(max(self.rows, self.cols) - 1)))
-        return f"{scene}_r{r:0{d}d}_c{c:0{d}d}"
+        d = self.id_digits or max(3, len(str(max(self.rows, self.cols) - 1)))
+        return f"{scene}_r{r + self.row_offset:0{d}d}_c{c + self.col_offset:0{d}d}"
 
     def footprints(self, r: int) -> list[bytes]:
         """WKB polygons (EPSG:4326, lon/lat, counter-clockwise) of the patches of row ``r``."""
@@ -85,7 +91,8 @@ class PatchGrid:
     def to_dict(self) -> dict[str, Any]:
         return {"crs": self.crs_string(), "transform": list(self.transform)[:6], "width": self.width,
                 "height": self.height, "stride": self.stride, "size": self.size, "rows": self.rows,
-                "cols": self.cols}
+                "cols": self.cols, **({"first_patch": [self.row_offset, self.col_offset]}
+                                      if self.row_offset or self.col_offset else {})}
 
 
 @lru_cache(maxsize=16)

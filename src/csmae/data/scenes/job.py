@@ -40,6 +40,7 @@ class SceneJob:
     groups: tuple[ArrayGroup, ...]
     min_valid: float
     scl_codes: tuple[int, ...] | None = None
+    aoi: bytes | None = None  # WKB (lon/lat) of --bbox / --aoi: patches outside it are skipped
 
     @property
     def patches(self) -> int:

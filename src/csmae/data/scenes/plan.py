@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csmae.data.base import DataError
+from csmae.data.scenes.aoi import crop_grid
 from csmae.data.scenes.grid import PatchGrid
 from csmae.data.scenes.job import SceneJob, SceneSource
 from csmae.data.scenes.rasters import GridInfo
@@ -31,6 +32,7 @@ class Plan:
     gaps: list[dict[str, Any]] = field(default_factory=list)  # sensor pairs and their time gap
     inputs: list[str] = field(default_factory=list)  # every file read
     product_checksums: list[dict[str, Any]] = field(default_factory=list)  # per product, as checked
+    options_used: dict[str, Any] = field(default_factory=dict)  # reader options that shaped the pixels
 
     @property
     def patches(self) -> int:
@@ -77,13 +79,14 @@ def find_scenes(paths: Mapping[str, Sequence[str]], stac: Sequence[str], options
 def plan_tiling(
     *, paths: Mapping[str, Sequence[str]], stac: Sequence[str] = (), stride: int = 120,
     min_valid: float = 0.9, scl: Sequence[int] | None = None, max_days: float | None = None,
-    layout: str = "float32", options: Mapping[str, Any] | None = None,
+    layout: str = "float32", options: Mapping[str, Any] | None = None, aoi: Any | None = None,
 ) -> Plan:
     """Find and check every scene, pair the sensors and lay out the store rows (no pixels read).
 
     Args:
         paths: sensor -> the user's input paths of that sensor.
         options: reader options (``s1_units``, ``boa_offset``).
+        aoi: a lon/lat (multi)polygon (``--bbox`` / ``--aoi``): only patches intersecting it are cut.
     """
     if not 0.0 <= min_valid <= 1.0:
         raise ValueError(f"--min-valid must be in [0, 1], got {min_valid}")
@@ -107,16 +110,27 @@ def plan_tiling(
     for sc in found[top]:
         src = grid_reader.check(sc)
         pg = grid_reader.patch_grid(src, stride)
+        if aoi is not None:
+            cropped = crop_grid(pg, aoi)
+            if cropped is None:
+                log.info("%s %s: outside the --bbox / --aoi area, not used", grid_reader.label, sc.source)
+                continue
+            pg = cropped
         grid_reader.check_masks(src, codes)
         scenes: dict[str, tuple[SceneSource, ...]] = {top: (src,)}
         for other in others:
             scenes[other] = _pair(top, src, pg, other, warped[other], max_days, plan.gaps)
             used |= {s.scene.source for s in scenes[other]}
         job = SceneJob(name=sc.name, grid=pg, row_base=base, scenes=scenes, sensors=sensors,
-                       groups=tuple(groups), min_valid=min_valid, scl_codes=codes)
+                       groups=tuple(groups), min_valid=min_valid, scl_codes=codes,
+                       aoi=None if aoi is None else aoi.wkb)
         _check_size(job, sc.source)
         plan.jobs.append(job)
         base += job.patches
+    if aoi is not None and not plan.jobs:
+        raise DataError(f"the --bbox / --aoi area (lon/lat bounds {_lonlat(aoi)}) intersects none of the "
+                        f"{len(found[top])} {grid_reader.label} scene(s)",
+                        path=", ".join(s.source for s in found[top]))
     for other in others:
         for s in warped[other]:
             if s.scene.source not in used:
@@ -140,6 +154,11 @@ def plan_tiling(
                 if entry is not None:
                     plan.product_checksums.append(entry)
     plan.inputs = sorted(files)
+    for sensor in sensors:
+        used_by = getattr(reader_of(sensor), "options_used", None)
+        if used_by is not None:
+            plan.options_used.update(used_by([s for j in plan.jobs for s in j.scenes.get(sensor, ())],
+                                             options or {}))
     return plan
 
 
@@ -149,11 +168,16 @@ def _pair(top: str, src: SceneSource, pg: PatchGrid, other: str, candidates: lis
     a, b = reader_of(top).label, reader_of(other).label
     sc = src.scene
     fp = _footprint_in(pg, "EPSG:4326")
-    extent = reader_of(other).extent
-    over = [s for s in candidates if _footprint_in(extent(s), "EPSG:4326").intersection(fp).area > 0]
+    reader = reader_of(other)
+
+    def footprint(s: SceneSource) -> Any:  # a reader may know it better than its grid's box
+        known = getattr(reader, "footprint", None)
+        got = known(s) if known is not None else None
+        return got if got is not None else _footprint_in(reader.extent(s), "EPSG:4326")
+
+    over = [s for s in candidates if footprint(s).intersection(fp).area > 0]
     if not over:
-        others = "; ".join(f"{s.scene.source} {_lonlat(_footprint_in(extent(s), 'EPSG:4326'))}"
-                           for s in candidates)
+        others = "; ".join(f"{s.scene.source} {_lonlat(footprint(s))}" for s in candidates)
         raise DataError(f"{b} and {a} do not overlap: no {b} scene covers any of this {a} scene "
                         f"({a} lon/lat bounds {_lonlat(fp)}; {b}: {others})", path=sc.source)
     pairs = []

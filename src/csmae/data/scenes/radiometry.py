@@ -97,9 +97,27 @@ def read_mtd_msil2a(path: str | Path) -> dict[str, S2Radiometry]:
     """
     p = str(path)
     try:
-        root = ET.parse(p).getroot()
-    except (OSError, ET.ParseError) as e:
+        data = Path(p).read_bytes()
+    except OSError as e:
         raise DataError(f"cannot read the product metadata ({e})", path=p) from None
+    return parse_mtd_msil2a(data, p)
+
+
+def parse_mtd_msil2a(data: bytes, p: str) -> dict[str, S2Radiometry]:
+    """:func:`read_mtd_msil2a` on the file's bytes (``p`` names it: a path, or ``zip!member``).
+
+    Parsed with defusedxml: entity declarations and external entities are refused.
+    """
+    import defusedxml.ElementTree as DET
+    from defusedxml import DefusedXmlException
+
+    try:
+        root = DET.fromstring(data)
+    except ET.ParseError as e:
+        raise DataError(f"cannot read the product metadata ({e})", path=p) from None
+    except DefusedXmlException as e:
+        raise DataError(f"refused XML: {type(e).__name__} (entity declarations and external entities are "
+                        "not allowed in product metadata)", path=p) from None
 
     def find_all(tag: str) -> list[ET.Element]:
         return [el for el in root.iter() if el.tag.split("}")[-1] == tag]
@@ -123,7 +141,7 @@ def read_mtd_msil2a(path: str | Path) -> dict[str, S2Radiometry]:
     baseline = find_all("PROCESSING_BASELINE")
     pb = baseline[0].text if baseline else "?"
     bands = set(names.values()) | set(offsets)
-    src = f"{Path(p).name} (processing baseline {pb})"
+    src = f"{Path(p.split('!')[-1]).name} (processing baseline {pb})"
     if not 1.0 <= q <= 1e6:
         raise DataError(f"BOA_QUANTIFICATION_VALUE {q:g} is implausible (products use 10000)", path=p)
     return {b: checked_radiometry(1.0 / q, offsets.get(b, 0.0) / q, source=src, path=p,

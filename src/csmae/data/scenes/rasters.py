@@ -69,12 +69,23 @@ def require_regular_file(path: str | Path) -> None:
         raise DataError(f"not a regular file ({kind}); only regular files are read", path=str(path))
 
 
+def local_file(path: str) -> str | None:
+    """The local file a raster path reads (the zip of a ``/vsizip/`` path); None for a URL."""
+    if "://" in path:
+        return None
+    if path.startswith("/vsizip/"):
+        inner = path[len("/vsizip/"):]
+        cut = inner.lower().find(".zip/")
+        return inner[: cut + 4] if cut >= 0 else inner
+    return path
+
+
 def open_raster(path: str | Path) -> Any:
     """``rasterio.open(path)`` with a clear error for a missing file or one that is not a raster."""
     rasterio = rasterio_module()
     p = str(path)
-    if "://" not in p and not p.startswith("/vsi"):
-        require_regular_file(p)
+    if "://" not in p and (not p.startswith("/vsi") or p.startswith("/vsizip/")):
+        require_regular_file(local_file(p) or p)  # a zip member: the zip itself must be a regular file
     try:
         return rasterio.open(p)
     except rasterio.errors.RasterioIOError as e:

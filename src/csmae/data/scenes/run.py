@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ from csmae.data.scenes.bounds import check_output_size, check_scene_sizes
 from csmae.data.scenes.cut import cut_strip
 from csmae.data.scenes.job import SceneJob
 from csmae.data.scenes.plan import Plan, plan_tiling
-from csmae.data.scenes.rasters import Datasets
-from csmae.data.scenes.readers import SCENE_READERS, by_priority
+from csmae.data.scenes.rasters import Datasets, local_file
+from csmae.data.scenes.readers import SCENE_READERS, by_priority, reader_of
 from csmae.data.store import STORE_KIND, ArrayGroup
 from csmae.data.store_write import write_manifest, write_skipped, write_table
 from csmae.sensors import get_sensor
@@ -58,6 +58,7 @@ class TileResult:
     chunks_resumed: int
     seconds: dict[str, float]
     gaps: list[dict[str, Any]]
+    messages: list[str] = field(default_factory=list)  # for the user (e.g. expected terrain error)
 
 
 class RecordFiles:
@@ -113,7 +114,8 @@ class RecordFiles:
 def _plan_key(plan: Plan, options: dict[str, Any]) -> str:
     h = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
     for f in plan.inputs:
-        st = os.stat(f) if "://" not in f else None
+        local = local_file(f)
+        st = os.stat(local) if local is not None else None
         h.update(f"{os.path.abspath(f)}|{st.st_size if st else ''}|{st.st_mtime_ns if st else ''}\n".encode())
     for j in plan.jobs:
         h.update(json.dumps({"name": j.name, "grid": j.grid.to_dict(), "base": j.row_base}).encode())
@@ -127,6 +129,8 @@ def tile_scenes(
     boa_offset: float | None = None, workers: int = 1, overwrite: bool = False,
     product_checksums: bool = True, yes: bool = False, progress: Callable[[int, int], None] | None = None,
     paths: Mapping[str, Sequence[str]] | None = None,
+    s1_calibration: str = "sigma0", s1_geocoding: str = "tps", dem: str | None = None,
+    aoi: Any | None = None,
 ) -> TileResult:
     """Cut georeferenced S1/S2 scenes into a prepared store of paired 120x120 patches.
 
@@ -149,6 +153,11 @@ def tile_scenes(
         progress: called with (strips done, strips) after each strip.
         paths: input paths of any sensor with a scene reader (:mod:`csmae.data.scenes.readers`),
             added to those of ``s2`` and ``s1``.
+        s1_calibration: raw GRD products: ``sigma0`` (default), ``gamma0`` or ``beta0``.
+        s1_geocoding: raw GRD without a DEM: ``tps`` (thin-plate spline, default) or ``poly3``.
+        dem: a DEM GeoTIFF/COG: terrain-correct raw GRD products (sarsen; ``csmae[sar]``).
+        aoi: a lon/lat shapely (multi)polygon (:mod:`csmae.data.scenes.aoi`): cut only the patches
+            that intersect it.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -165,9 +174,14 @@ def tile_scenes(
     plan = plan_tiling(paths=inputs, stac=stac, stride=stride, min_valid=min_valid, scl=scl,
                        max_days=max_days, layout=layout,
                        options={"s1_units": s1_units, "boa_offset": boa_offset,
-                                "product_checksums": product_checksums})
+                                "product_checksums": product_checksums, "s1_calibration": s1_calibration,
+                                "s1_geocoding": s1_geocoding, "dem": dem},
+                       aoi=aoi)
     options = {"stride": stride, "min_valid": min_valid, "scl": plan.jobs[0].scl_codes, "layout": layout,
                "s1_units": s1_units, "boa_offset": boa_offset, "sensors": list(plan.sensors)}
+    options.update(plan.options_used)  # e.g. raw GRD processing options: part of the resume key
+    if aoi is not None:
+        options["aoi"] = aoi.wkt
     check_scene_sizes(plan, yes=yes)  # before anything is written
     check_output_size(plan, out, stride=stride, yes=yes)
     key = _plan_key(plan, options)
@@ -379,8 +393,13 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
     else:
         os.replace(tmp, out)
     log.info("tiled %s: %d patches, %d skipped", out, len(entries), len(skipped))
+    messages: list[str] = []
+    for j in plan.jobs:
+        for sensor, srcs in j.scenes.items():
+            say = getattr(reader_of(sensor), "messages", None)
+            messages += [m for m in (say(srcs) if say else []) if m not in messages]
     return TileResult(path=out, patches=len(entries), skipped=len(skipped), chunks=chunks,
-                      chunks_resumed=resumed, seconds=seconds, gaps=plan.gaps)
+                      chunks_resumed=resumed, seconds=seconds, gaps=plan.gaps, messages=messages)
 
 
 def _scene_info(j: SceneJob) -> dict[str, Any]:

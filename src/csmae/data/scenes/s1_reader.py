@@ -1,20 +1,38 @@
-"""Sentinel-1 GRD scenes for the tiler: VV/VH warped onto the patch grid in linear power, then dB."""
+"""Sentinel-1 GRD scenes for the tiler: VV/VH warped onto the patch grid in linear power, then dB.
+
+Terrain-corrected files (RTC COGs, BigEarthNet-style GeoTIFFs) are read here; raw GRD products
+(``.SAFE`` / ``.zip``: calibration, noise removal, geocoding) through :mod:`.grd_reader`.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from csmae.data.scenes.grd_reader import (
+    check_grd,
+    describe_grd,
+    find_grd,
+    grd_files,
+    split_grd,
+    terrain_message,
+    warp_grd,
+)
+from csmae.data.scenes.grd_scene import GrdScene
 from csmae.data.scenes.grid import PatchGrid, grid_from_s1
 from csmae.data.scenes.job import SceneJob, SceneSource, StripPixels
+from csmae.data.scenes.product_checksums import skipped, verify_product_checksums
 from csmae.data.scenes.radiometry import linear_to_db, s1_to_linear
 from csmae.data.scenes.rasters import Datasets, GridInfo, iso, read_window
 from csmae.data.scenes.s1 import S1Scene, check_grid, find_s1_scenes
 from csmae.data.store import ArrayGroup
 from csmae.sensors import Sensor
+
+log = logging.getLogger(__name__)
 
 POLARISATIONS = ("VV", "VH")
 
@@ -29,13 +47,23 @@ class S1Reader:
     max_side_px = 60000  # an IW swath is 25,000 px at 10 m; a few assembled slices stay below this
 
     def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
-        return list(find_s1_scenes(paths, options.get("s1_units")))
+        grd, files = split_grd(paths)
+        found: list[Any] = find_grd(grd, options)
+        if options.get("dem") and not grd:
+            raise ValueError("--dem terrain-corrects raw S1 GRD products (.SAFE / .zip); none given")
+        return found + (list(find_s1_scenes(files, options.get("s1_units"))) if files else [])
 
     def owns(self, scene: Any) -> bool:
-        return isinstance(scene, S1Scene)
+        return isinstance(scene, (S1Scene, GrdScene))
 
     def check(self, scene: Any) -> SceneSource:
+        if isinstance(scene, GrdScene):
+            return check_grd(scene)
         return SceneSource(scene=scene, grid=check_grid(scene))
+
+    def footprint(self, source: SceneSource) -> Any | None:
+        """The scene's lon/lat footprint when it is known better than its grid's box (a raw GRD)."""
+        return source.scene.footprint() if isinstance(source.scene, GrdScene) else None
 
     def extent(self, source: SceneSource) -> GridInfo:
         return source.grid  # type: ignore[no-any-return]
@@ -68,6 +96,11 @@ class S1Reader:
         right, bottom = left + dst_t.a * w, top + dst_t.e * g.size
         resampling = getattr(Resampling, job.sensors[sensor].scene_resampling)
         for src in job.scenes[sensor]:
+            if isinstance(src.scene, GrdScene):
+                tmp = warp_grd(src, dst_crs=g.crs, dst_transform=dst_t, shape=(g.size, w), dss=dss, sec=sec)
+                fill = np.isnan(out) & ~np.isnan(tmp)
+                out[fill] = tmp[fill]
+                continue
             t0 = time.perf_counter()
             sg = src.grid
             b = transform_bounds(g.crs, sg.crs, left, bottom, right, top, densify_pts=21)
@@ -103,16 +136,49 @@ class S1Reader:
         return rec
 
     def files(self, source: SceneSource) -> set[str]:
+        if isinstance(source.scene, GrdScene):
+            return grd_files(source)
         return {r.path for r in source.scene.bands.values()}
 
     def product_checksums(self, source: SceneSource, check: bool) -> dict[str, Any] | None:
-        """None: calibrated GeoTIFF/COG inputs carry no product manifest."""
-        return None
+        """A raw GRD product's own checksums (manifest.safe, MD5) of every member read: annotation,
+        calibration, noise and measurement. None: calibrated GeoTIFF/COG inputs carry no manifest."""
+        if not isinstance(source.scene, GrdScene):
+            return None
+        product = source.scene.product
+        where = product.zip_path or product.source
+        if not check:
+            return skipped(where)
+        members = sorted({getattr(f, kind) for f in product.files.values()
+                          for kind in ("annotation", "calibration", "noise", "measurement")})
+        res = verify_product_checksums(where, members)
+        if res.manifest is None:
+            log.warning("%s: no manifest.safe; the product's files cannot be checked", where)
+        elif res.unlisted:
+            log.warning("%s: manifest.safe has no checksum for %s", where, ", ".join(res.unlisted))
+        return res.to_dict()
 
     def describe(self, sources: Sequence[SceneSource]) -> Any | None:
-        return [{"source": s.scene.source, "name": s.scene.name, "units": s.scene.units,
+        return [describe_grd(s) if isinstance(s.scene, GrdScene) else
+                {"source": s.scene.source, "name": s.scene.name, "units": s.scene.units,
                  "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime),
                  "crs": s.grid.crs.to_string(), "pixel": list(s.grid.res)} for s in sources]
+
+    def options_used(self, sources: Sequence[SceneSource], options: Mapping[str, Any]) -> dict[str, Any]:
+        """The raw-GRD options, when a raw GRD product is among the sources (for the resume key)."""
+        if not any(isinstance(s.scene, GrdScene) for s in sources):
+            return {}
+        import os
+
+        dem = options.get("dem")
+        return {"s1_calibration": options.get("s1_calibration") or "sigma0",
+                "s1_geocoding": options.get("s1_geocoding") or "tps",
+                "dem": os.path.abspath(dem) if dem else None}
+
+    def messages(self, sources: Sequence[SceneSource]) -> list[str]:
+        """Lines for the user about these scenes (the expected terrain error of ellipsoid geocoding)."""
+        out = [terrain_message(s.scene) for s in sources if isinstance(s.scene, GrdScene)]
+        return [m for m in out if m]
 
     def notes(self, sensor: Sensor) -> dict[str, str]:
         return {"s1_resampling": f"{sensor.scene_resampling} (GDAL warp, in linear power; an output pixel "

@@ -1,7 +1,8 @@
 """Sentinel-2 L2A inputs: a ``.SAFE`` folder, per-band files, or one multi-band GeoTIFF.
 
-- ``.SAFE``: ``GRANULE/*/IMG_DATA/R10m/*_B02_10m.jp2`` ... (10 m bands from ``R10m``, 20 m bands and
-  SCL from ``R20m``), radiometry from ``MTD_MSIL2A.xml``.
+- ``.SAFE`` folder or ``.SAFE.zip``: ``GRANULE/*/IMG_DATA/R10m/*_B02_10m.jp2`` ... (10 m bands from
+  ``R10m``, 20 m bands and SCL from ``R20m``), radiometry from ``MTD_MSIL2A.xml``; one scene per
+  granule (:mod:`.s2_safe`).
 - per-band files (GeoTIFF/COG/JP2) with the band in the name (``..._B02_10m.tif``, ``B8A.tif``,
   ``..._SCL_20m.tif``), given one by one or as a folder; files of one scene share their name once the
   band (and resolution) token is removed. An ``MTD_MSIL2A.xml`` in the folder is used when present.
@@ -23,6 +24,7 @@ import numpy as np
 from csmae.data.base import DataError
 from csmae.data.scenes.radiometry import BEN_QUANTIFICATION, S2Radiometry, band_name, read_mtd_msil2a
 from csmae.data.scenes.rasters import BandRef, GridInfo, datetime_from_name, grid_of, open_raster
+from csmae.data.scenes.s2_safe import is_s2_zip, safe_scenes
 
 log = logging.getLogger(__name__)
 
@@ -85,32 +87,6 @@ def is_safe(p: Path) -> bool:
                            or (p / "GRANULE").is_dir())
 
 
-def from_safe(p: Path, bands: tuple[str, ...]) -> S2Scene:
-    """Bands of a ``.SAFE`` product (10 m bands from R10m, others and SCL from R20m)."""
-    granules = sorted((p / "GRANULE").glob("*/IMG_DATA"))
-    if not granules:
-        raise DataError("a .SAFE folder without GRANULE/*/IMG_DATA (is it an L2A product?)", path=str(p))
-    if len(granules) > 1:
-        raise DataError(f"{len(granules)} granules in one product; give one granule per scene", path=str(p))
-    img = granules[0]
-    refs: dict[str, BandRef] = {}
-    for b in bands:
-        folder = "R10m" if b in ("B02", "B03", "B04", "B08") else "R20m"
-        found = sorted((img / folder).glob(f"*_{b}_{folder[1:]}.jp2")) + sorted(
-            (img / folder).glob(f"*_{b}_{folder[1:]}.tif"))
-        if not found:
-            raise DataError(f"band {b} is missing (no *_{b}_{folder[1:]}.jp2 in {folder})", path=str(img))
-        refs[b] = BandRef(str(found[0]))
-    scl = sorted((img / "R20m").glob("*_SCL_20m.jp2")) + sorted((img / "R20m").glob("*_SCL_20m.tif"))
-    mtd = p / MTD
-    rad = read_mtd_msil2a(mtd) if mtd.is_file() else {}
-    if not rad:
-        log.warning("%s: no %s; assuming no BOA offset (pre-PB04.00 DN)", p, MTD)
-    name = product_name(p)
-    return S2Scene(name=name, source=str(p), bands=refs, scl=BandRef(str(scl[0])) if scl else None,
-                   radiometry=rad, datetime=datetime_from_name(name), product=str(p))
-
-
 def from_multiband(path: Path, bands: tuple[str, ...], rad: dict[str, S2Radiometry]) -> S2Scene:
     """One multi-band raster whose band descriptions name the bands."""
     with open_raster(path) as src:
@@ -169,8 +145,8 @@ def find_s2_scenes(paths: list[str], bands: tuple[str, ...],
         p = Path(raw)
         if not p.exists():
             raise DataError("S2 input not found", path=str(p))
-        if is_safe(p):
-            scenes.append(from_safe(p, bands))
+        if is_safe(p) or is_s2_zip(p):
+            scenes.extend(safe_scenes(p, bands))  # one scene per granule; a .zip is read in place
         elif p.is_dir():
             files = _files_in(p)
             if not files:

@@ -62,14 +62,15 @@ class S2Reader:
         scene: S2Scene = src.scene
         grids = src.grid
         g = job.grid
-        y, w = r * g.stride, g.strip_width
+        y, w = (g.row_offset + r) * g.stride, g.strip_width
+        x = g.col_offset * g.stride  # a grid cut out by --bbox / --aoi starts inside the raster
         t0 = time.perf_counter()
         bands: dict[str, np.ndarray] = {}
         for b, ref in scene.bands.items():
             if grids.at20[b]:
-                bands[b] = read_window(dss, ref.path, ref.bidx, 0, y // 2, w // 2, g.size // 2)
+                bands[b] = read_window(dss, ref.path, ref.bidx, x // 2, y // 2, w // 2, g.size // 2)
             else:
-                a = read_window(dss, ref.path, ref.bidx, 0, y, w, g.size)
+                a = read_window(dss, ref.path, ref.bidx, x, y, w, g.size)
                 if job.sensors[sensor].native_side(b) != IMAGE_SIZE:  # a 20 m band stacked at 10 m
                     a = np.rint(a.reshape(g.size // 2, 2, w // 2, 2).mean(axis=(1, 3))).astype(a.dtype)
                 bands[b] = a
@@ -77,8 +78,8 @@ class S2Reader:
         if job.scl_codes is not None and scene.scl is not None:
             ref = scene.scl
             at10 = dss.get(ref.path).width == grids.g10.width
-            scl = read_window(dss, ref.path, ref.bidx, 0, y, w, g.size) if at10 else \
-                read_window(dss, ref.path, ref.bidx, 0, y // 2, w // 2, g.size // 2)
+            scl = read_window(dss, ref.path, ref.bidx, x, y, w, g.size) if at10 else \
+                read_window(dss, ref.path, ref.bidx, x // 2, y // 2, w // 2, g.size // 2)
             flags = np.isin(scl, job.scl_codes)
             if not at10:
                 flags = flags.repeat(2, axis=0).repeat(2, axis=1)  # nearest, as SCL must be resampled
@@ -135,8 +136,11 @@ class S2Reader:
             return None
         if not check:
             return skipped(product)
-        mtd = Path(product) / MTD
-        members = sorted(self.files(source) | ({str(mtd)} if mtd.is_file() else set()))
+        if Path(product).is_file():  # a zipped product: names relative to the .SAFE inside it
+            members = sorted(_zip_member(f) for f in self.files(source)) + _zip_mtd(product)
+        else:
+            mtd = Path(product) / MTD
+            members = sorted(self.files(source) | ({str(mtd)} if mtd.is_file() else set()))
         res = verify_product_checksums(product, members)
         if res.manifest is None:
             log.warning("%s: no manifest.safe; the product's files cannot be checked", product)
@@ -154,3 +158,18 @@ class S2Reader:
     def notes(self, sensor: Sensor) -> dict[str, str]:
         return {"s2_radiometry": "BigEarthNet pre-PB04.00 DN: round((DN*scale+offset)*10000), valid >= 1, "
                                  "0 = nodata"}
+
+
+def _zip_member(gdal_path: str) -> str:
+    """``/vsizip/x.zip/X.SAFE/GRANULE/...`` -> ``GRANULE/...`` (the name inside the product)."""
+    inner = gdal_path.split(".zip/", 1)[-1]
+    root, _, rest = inner.partition("/")
+    return rest if root.upper().endswith(".SAFE") else inner
+
+
+def _zip_mtd(product: str) -> list[str]:
+    """``[MTD_MSIL2A.xml]`` when the zipped product has it beside its manifest, else []."""
+    import zipfile
+
+    with zipfile.ZipFile(product) as z:
+        return [MTD] if any(n.count("/") <= 1 and n.rsplit("/", 1)[-1] == MTD for n in z.namelist()) else []

@@ -1,0 +1,129 @@
+"""``csmae tile`` with a raw GRD product (folder and zip): S2 + raw S1 into a store, against the known
+backscatter field; the manifest's records; the printed terrain error; refusals before any write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from csmae.errors import DataError
+from tests.scenes.grd_fixtures import PRODUCT, make_product, sigma_at
+
+#: the S2 mosaic (2 x 3 real BigEarthNet patches) placed inside the GRD fixture's data region
+S2_T = Affine(10.0, 0, 415000.0, 0, -10.0, 4972000.0)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    from rasterio.crs import CRS
+
+    from csmae.data.scenes.example import write_band_files
+    from tests.geo.tile_fixtures import load_real_mosaic
+
+    root = tmp_path_factory.mktemp("grdtile")
+    m = load_real_mosaic()
+    s2 = write_band_files(root / "s2", m.s2, crs=CRS.from_epsg(32631), transform=S2_T, tile="31TCJ",
+                          stamp="20210809T105031")
+    folder = make_product(root / "folder")
+    zipped = make_product(root / "zip", zipped=True)
+    return {"root": root, "s2": [str(p) for p in s2], "safe": str(folder.safe), "zip": str(zipped.safe)}
+
+
+def _truth_db(store: Path, ids: list[str]) -> np.ndarray:
+    """The field's dB at each stored pixel's radar position (GDAL's GCP warp of a coordinate raster)."""
+    from rasterio.crs import CRS
+
+    from csmae.data.scenes.grd_geocode import geocode_window
+    from csmae.data.scenes.grd_scene import open_grd_scene
+    from tests.scenes.grd_fixtures import REGION
+
+    sc = open_grd_scene(str(next((store.parent / "folder").glob("*.SAFE"))))
+    l0, l1, p0, p1 = REGION
+    ln, px = np.meshgrid(np.arange(l0, l1, dtype=np.float32), np.arange(p0, p1, dtype=np.float32),
+                         indexing="ij")
+    coords = geocode_window(np.stack([ln, px]), l0, p0, sc.grid, method="tps", dst_crs=CRS.from_epsg(32631),
+                            dst_transform=S2_T, dst_shape=(240, 360))
+    out = []
+    for pid in ids:
+        r, c = (int(t[1:]) for t in pid.split("_")[-2:])
+        sub = coords[:, r * 120:(r + 1) * 120, c * 120:(c + 1) * 120]
+        li, pi = np.rint(sub[0]).astype(int), np.rint(sub[1]).astype(int)
+        out.append(np.stack([10 * np.log10(sigma_at(p, li, pi)) for p in ("VV", "VH")]))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("kind", ["safe", "zip"])
+def test_tile_s2_with_raw_grd(inputs, kind: str, capsys) -> None:
+    from csmae.cli import main
+    from tests.geo.tile_fixtures import store_arrays
+
+    out = inputs["root"] / f"store_{kind}"
+    assert main(["tile", "--s2", *inputs["s2"], "--s1", inputs[kind], "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"S1 {PRODUCT}: ellipsoid geocoding (no --dem)" in printed and "per 100 m" in printed
+    arrays, ids = store_arrays(out)
+    assert arrays["s1"].shape == (6, 2, 120, 120) and len(ids) == 6
+    want = _truth_db(out, ids)
+    err = np.abs(arrays["s1"] - want)
+    assert np.median(err) < 0.1 and np.quantile(err, 0.99) < 0.5  # DN rounding + resampling, dB
+    man = json.loads((out / "manifest.json").read_text())
+    tiling = man["tiling"]
+    s1 = tiling["scenes"][0]["s1"][0]
+    assert s1["product"] == PRODUCT and s1["ipf_version"] == "003.31" and s1["kind"] == "S1 GRD (raw)"
+    assert s1["radiometry"] == {"calibration": "sigma0", "thermal_noise": "range+azimuth",
+                                "border_noise": "removed by the IPF (>= 2.90): DN 0 = nodata"}
+    assert s1["geocoding"]["method"].startswith("ellipsoid (no DEM)")
+    assert 160 < s1["geocoding"]["expected_terrain_error"]["near_range_m"] < 180
+    assert tiling["s1_calibration"] == "sigma0" and tiling["dem"] is None
+
+
+def test_gamma0_store_differs_by_incidence(inputs) -> None:
+    from csmae.cli import main
+    from tests.geo.tile_fixtures import store_arrays
+
+    out = inputs["root"] / "store_gamma"
+    assert main(["tile", "--s2", *inputs["s2"], "--s1", inputs["safe"], "--s1-calibration", "gamma0",
+                 "--out", str(out)]) == 0
+    g, _ = store_arrays(out)
+    sigma = inputs["root"] / "store_safe"
+    if not sigma.exists():
+        assert main(["tile", "--s2", *inputs["s2"], "--s1", inputs["safe"], "--out", str(sigma)]) == 0
+    s, _ = store_arrays(sigma)
+    diff = float(np.median(g["s1"] - s["s1"]))  # 10 log10(1 / cos(theta)), theta ~ 31 deg here
+    assert diff == pytest.approx(-10 * np.log10(np.cos(np.deg2rad(31.0))), abs=0.15)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["tiling"]["scenes"][0]["s1"][0]["radiometry"]["calibration"] == "gamma0"
+
+
+def test_grd_not_over_the_s2_tile_refused_before_writing(inputs, tmp_path: Path) -> None:
+    from rasterio.crs import CRS
+
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import write_band_files
+    from tests.geo.tile_fixtures import load_real_mosaic
+
+    m = load_real_mosaic()
+    far = write_band_files(tmp_path / "far", m.s2, crs=CRS.from_epsg(32631),
+                           transform=Affine(10.0, 0, 800000.0, 0, -10.0, 4000000.0), tile="31SGA",
+                           stamp="20210809T105031")
+    out = tmp_path / "store"
+    with pytest.raises(DataError, match="S1 and S2 do not overlap") as e:
+        tile_scenes(out, s2=[str(p) for p in far], s1=[inputs["safe"]])
+    assert inputs["safe"] in str(e.value)
+    assert not out.exists() and not (tmp_path / "store.partial").exists()
+
+
+def test_dem_needs_a_raw_product_and_a_folder(inputs, tmp_path: Path) -> None:
+    from csmae.data.scenes import tile_scenes
+
+    dem = tmp_path / "dem.tif"
+    dem.write_bytes(b"x")
+    with pytest.raises(DataError, match="needs the product as a .SAFE folder"):
+        tile_scenes(tmp_path / "a", s2=inputs["s2"], s1=[inputs["zip"]], dem=str(dem))
+    with pytest.raises(DataError, match="not a DEM raster"):
+        tile_scenes(tmp_path / "b", s2=inputs["s2"], s1=[inputs["safe"]], dem=str(dem))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
