@@ -34,6 +34,8 @@ class Hit:
     geometry: dict[str, Any] | None = None
     #: acquisition time of this item's sensor, ISO 8601 UTC ("2017-06-13T10:10:31Z"), or None
     datetime: str | None = None
+    #: place key (:func:`csmae.geo.place_of` of the footprint): the same ground, any date or sensor
+    place: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +77,7 @@ class Retriever:
             (i, s): r for r, (i, s, ok) in enumerate(zip(self._ids, self._sensors, self._live)) if ok
         }
         self._geom, self._bbox, self._times = _item_geo(items)
+        self._places = _item_places(items, self._geom)
 
     def reload(self) -> dict[str, Any]:
         """Load the index folder again (after ``csmae index add/remove``); returns the new counts.
@@ -229,6 +232,7 @@ class Retriever:
                     overlap=overlap,
                     geometry=geometry,
                     datetime=when,
+                    place=None if self._places is None else self._places[int(r)],
                 )
             )
             if len(hits) == k:
@@ -462,6 +466,17 @@ def _item_geo(items: Any) -> tuple[list[Any] | None, np.ndarray | None, list[str
             bbox = bounds_array(geom)
     times = iso_list(items["datetime"]) if "datetime" in items.columns else None
     return geom, bbox, times
+
+
+def _item_places(items: Any, geom: list[Any] | None) -> list[str | None] | None:
+    """Place key per row: the items' ``place`` column, else computed from the footprints (old indexes)."""
+    if "place" in items.columns:
+        return [None if v is None or v != v else str(v) for v in items["place"].tolist()]
+    if geom is None:
+        return None
+    from csmae.geo.place import places_of
+
+    return places_of(geom)
 
 
 def _check_model(model_dir: Path, recorded: dict[str, Any], dim: int) -> None:
