@@ -98,12 +98,12 @@ def read_columns(table: Any) -> dict[str, list[Any]] | None:
 
 
 def sample_keys(cols: Mapping[str, list[Any]], i: int) -> dict[str, Any]:
-    """The sample geo keys of row ``i`` of :func:`read_columns`."""
+    """The sample geo keys of row ``i`` of :func:`read_columns` (the place is not one: samples of every
+    reader carry the same keys, and the place is a function of ``geometry``)."""
     return {
         "geometry": cols["geometry"][i],
         "crs": cols["crs"][i],
         "transform": cols["transform"][i],
         "datetime": {s: cols[f"datetime_{s}"][i] for s in SENSORS},
         "scene": {s: cols[f"scene_{s}"][i] for s in SENSORS},
-        "place": cols["place"][i],
     }
