@@ -4,8 +4,10 @@ A series archive holds ``n`` places, each acquired by both sensors on every date
 :attr:`Series.dates` (S1 a day or two off S2, as in BigEarthNet). Rows are (place, date) pairs,
 place-major. What varies between the dates of one place, and is **not** change:
 
-- season: vegetation classes' red-edge/NIR reflectance follows a phenology curve of the day of year,
-  their VH backscatter rises with it (more biomass), and soil moisture moves VV/VH by a random offset;
+- season: vegetation classes' red-edge/NIR reflectance follows a phenology curve of the day of year
+  (crops with a larger swing than natural vegetation) and their visible reflectance falls as they
+  green up; their VH backscatter rises with it (more biomass); land backscatter follows a wet
+  spring / dry late summer soil-moisture cycle (about 2 dB) plus a random offset per date;
 - illumination and sensor noise (S2), speckle (S1, fresh every date);
 - clouds: on a date S2 is cloudy with probability ``cloud_prob``; a smooth cloud field then hides
   60-100% of the patch (bright, flat spectrum). S1 sees through clouds.
@@ -37,8 +39,12 @@ from csmae.sensors import S1
 #: classes whose spectrum follows the phenology curve (vegetation)
 _VEGETATION_GROUPS = ("agri", "forest", "shrub", "grass", "wetland")
 _VEG = np.array([g in _VEGETATION_GROUPS for g in scene.S1_GROUP_OF])
+_CROP = np.array([g == "agri" for g in scene.S1_GROUP_OF])
+_WATER = np.array([g == "water" for g in scene.S1_GROUP_OF])
 #: bands (S2_SPECTRUM_BANDS order) that rise with leaf area: red edge + NIR
 _PHENO_BANDS = np.array([b in ("B05", "B06", "B07", "B08", "B8A", "B09") for b in scene.S2_SPECTRUM_BANDS])
+#: bands that fall as vegetation greens up (chlorophyll absorption): the visible
+_VISIBLE = np.array([b in ("B01", "B02", "B03", "B04") for b in scene.S2_SPECTRUM_BANDS])
 #: a cloud's DN per band (bright and flat in the visible/NIR, darker in the SWIR)
 _CLOUD_DN = np.array([7200, 7400, 7300, 7500, 7400, 7300, 7300, 7200, 7100, 3000, 4300, 3100], np.float32)
 
@@ -74,10 +80,24 @@ class Series:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def phenology(day: date) -> float:
-    """Leaf-area factor of a day: 0.7 in mid-winter to 1.15 in early July (a smooth annual cycle)."""
+def phenology(day: date, *, crop: bool = False) -> float:
+    """Leaf-area factor of a day: natural vegetation 0.7 (mid-winter) to 1.15 (early July); crops
+    0.5 to 1.2, peaking in late July (sown in spring)."""
     doy = day.timetuple().tm_yday
+    if crop:
+        return float(0.85 + 0.35 * np.cos(2 * np.pi * (doy - 205) / 365.25))
     return float(0.925 + 0.225 * np.cos(2 * np.pi * (doy - 185) / 365.25))
+
+
+def wetness(day: date) -> float:
+    """Soil-moisture anomaly in [-1, 1]: wet in late winter / spring, dry in late summer."""
+    return float(np.cos(2 * np.pi * (day.timetuple().tm_yday - 60) / 365.25))
+
+
+def _season_factor(cover: np.ndarray, day: date) -> np.ndarray:
+    """(H, W) leaf-area factor of each pixel's class on ``day`` (1 for non-vegetation)."""
+    per_class = np.where(_CROP, phenology(day, crop=True), np.where(_VEG, phenology(day), 1.0))
+    return per_class[cover].astype(np.float32)
 
 
 @dataclass
@@ -113,7 +133,8 @@ def _ground(rng: np.random.Generator, changed: bool, event: date | None) -> tupl
 def _s2(rng: np.random.Generator, g: _Ground, cover: np.ndarray, day: date, cloud: float
         ) -> dict[str, np.ndarray]:
     base = scene.SPECTRA[cover].transpose(2, 0, 1)  # (12, H, W)
-    pheno = np.where(_VEG[cover][None] & _PHENO_BANDS[:, None, None], phenology(day), 1.0)
+    f = _season_factor(cover, day)[None]  # (1, H, W)
+    pheno = np.where(_PHENO_BANDS[:, None, None], f, np.where(_VISIBLE[:, None, None], 1 / np.sqrt(f), 1.0))
     gain = rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, size=(12, 1, 1)).astype(np.float32)
     img = base * pheno * gain * (g.jitter[cover] * g.texture)[None]
     if cloud > 0:
@@ -133,8 +154,9 @@ def _s2(rng: np.random.Generator, g: _Ground, cover: np.ndarray, day: date, clou
 
 def _s1(rng: np.random.Generator, g: _Ground, cover: np.ndarray, day: date) -> dict[str, np.ndarray]:
     mean_db = scene.S1_MEAN_DB[cover].transpose(2, 0, 1).copy()  # (2, H, W)
-    mean_db[1] += np.where(_VEG[cover], 2.0 * (phenology(day) - 0.925), 0.0)  # VH: biomass
-    mean_db = mean_db + rng.normal(0, 0.6) + g.relief[None]  # soil moisture today + relief
+    mean_db[1] += 3.0 * (_season_factor(cover, day) - 1.0)  # VH: biomass (0 off vegetation)
+    moisture = np.where(_WATER[cover], 0.0, 1.0 * wetness(day) + rng.normal(0, 0.6))  # soil moisture today
+    mean_db = mean_db + moisture[None] + g.relief[None]
     power = 10 ** (mean_db / 10)
     looks = 4.4
     speckle = rng.standard_gamma(looks, size=power.shape, dtype=np.float32) / looks
