@@ -183,7 +183,7 @@ def places_section(ctx: Any, rep: Any, fig_dir: Any, change: dict[str, Any], det
     rep.paragraph(fused_sentence(fused))
     rep.paragraph("Run change detection on the series index yourself:")
     rep.code(f"csmae changes {ctx.path('index-series')} --before {BEFORE} --after {AFTER} "
-             "--pairing s2->s1 --geojson changes.geojson")
+             "--pairing s2:s1 --geojson changes.geojson")
 
 
 def change_map(details: dict[str, Any], out: Any) -> Any:

@@ -60,7 +60,11 @@ class Period:
         return ~np.isnat(t) & (t >= self.start) & (t < self.end)
 
     def __str__(self) -> str:
-        return f"{self.start}/{self.end}"
+        def show(t: np.datetime64) -> str:
+            text = str(t)
+            return text[:10] if text.endswith("T00:00:00") else text
+
+        return f"{show(self.start)}/{show(self.end)}"
 
 
 def parse_pairing(pairing: str) -> tuple[str, str]:
