@@ -81,7 +81,8 @@ def test_keys_survive_float_noise_grid_offsets_and_other_zones():
     assert base == want
     # a later acquisition: the same grid with float noise in the footprint (1e-9 degrees)
     rng = np.random.default_rng(0)
-    noisy = [shapely.Polygon(np.asarray(shapely.from_wkb(w).exterior.coords)[:-1] + rng.normal(0, 1e-9, (4, 2)))
+    noisy = [shapely.Polygon(np.asarray(shapely.from_wkb(w).exterior.coords)[:-1]
+                             + rng.normal(0, 1e-9, (4, 2)))
              for w in _grid_footprints("EPSG:32633", x0, y0, 3, 4)]
     assert places_of(noisy) == base
     # grids whose patches are off the place cells by less than half a patch get the cells' keys

@@ -18,7 +18,8 @@ from csmae.retrieval.change import (
 
 BEFORE = Period.parse("2018-04-01/2018-06-01")
 AFTER = Period.parse("2018-08-01/2018-10-01")
-DATES = np.array(["2018-04-10", "2018-05-20", "2018-07-01", "2018-08-15", "2018-09-20"], dtype="datetime64[s]")
+DATES = np.array(["2018-04-10", "2018-05-20", "2018-07-01", "2018-08-15", "2018-09-20"],
+                 dtype="datetime64[s]")
 
 
 def _archive(seed: int = 0, n_places: int = 30, dim: int = 8):
@@ -60,7 +61,8 @@ def _brute(places, sensors, times, vecs, valid, a, b):
 @pytest.mark.parametrize("pairing", ["s2->s2", "s1->s1", "s2->s1", "s1->s2"])
 def test_change_scores_match_brute_force(pairing):
     places, sensors, times, vecs, valid = _archive()
-    res = change_scores(places, sensors, times, vecs, before=BEFORE, after=AFTER, pairing=pairing, valid=valid)
+    res = change_scores(places, sensors, times, vecs, before=BEFORE, after=AFTER, pairing=pairing,
+                        valid=valid)
     want = _brute(places, sensors, times, vecs, valid, *pairing.split("->"))
     assert set(res.places) == set(want) and len(res) == len(want) > 10
     for p, s, nb, na, pr in zip(res.places, res.score, res.n_before, res.n_after, res.pairing, strict=True):

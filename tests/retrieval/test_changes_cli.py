@@ -40,16 +40,17 @@ def _brute(emb_dir: Path, a: str, b: str) -> dict[str, float]:
     emb = load_embeddings(emb_dir)
     times = [t.strftime("%Y-%m-%d") for t in emb.meta["datetime"]]
     out = {}
-    for p in sorted(set(emb.meta["place"])):
-        def mean(sensor: str, lo: str, hi: str) -> np.ndarray | None:
-            vs = [emb.vectors[i].astype(np.float64) for i in range(len(emb)) if emb.meta["place"][i] == p
-                  and emb.sensors[i] == sensor and lo <= times[i] < hi]
-            if not vs:
-                return None
-            m = sum(v / np.linalg.norm(v) for v in vs)
-            return m / np.linalg.norm(m)
 
-        x, y = mean(a, "2018-04-01", "2018-06-01"), mean(b, "2018-07-26", "2018-10-01")
+    def mean(p: str, sensor: str, lo: str, hi: str) -> np.ndarray | None:
+        vs = [emb.vectors[i].astype(np.float64) for i in range(len(emb)) if emb.meta["place"][i] == p
+              and emb.sensors[i] == sensor and lo <= times[i] < hi]
+        if not vs:
+            return None
+        m = sum(v / np.linalg.norm(v) for v in vs)
+        return m / np.linalg.norm(m)
+
+    for p in sorted(set(emb.meta["place"])):
+        x, y = mean(p, a, "2018-04-01", "2018-06-01"), mean(p, b, "2018-07-26", "2018-10-01")
         if x is not None and y is not None:
             out[p] = 1 - float(x @ y)
     return out
@@ -99,7 +100,8 @@ def test_changes_cli_bbox_and_bad_input(series_index, tmp_path, capsys):
     e = load_embeddings(emb)
     c = shapely.from_wkb(e.meta["geometry"][0]).centroid
     box = [c.x - 0.001, c.y - 0.001, c.x + 0.001, c.y + 0.001]
-    rc = main(["changes", str(index), "--before", BEFORE, "--after", AFTER, "--bbox", *map(str, box), "--json"])
+    rc = main(["changes", str(index), "--before", BEFORE, "--after", AFTER, "--bbox", *map(str, box),
+               "--json"])
     assert rc == 0
     got = json.loads(capsys.readouterr().out)
     assert [r["place"] for r in got["top"]] == [e.meta["place"][0]]

@@ -172,7 +172,7 @@ def series_names(rng: np.random.Generator, n: int, series: Series
     ``date_index``; places are grouped into tiles of 64 like the plain archive. S2 names (the ids)
     are unique: each tile has its own hour and minute (up to 180 tiles).
     """
-    from csmae.data.synth import COUNTRIES, PATCHES_PER_TILE, _SEASON
+    from csmae.data.synth import _SEASON, COUNTRIES, PATCHES_PER_TILE
 
     days = [date.fromisoformat(d) for d in series.dates]
     lo, hi = date.fromisoformat(series.change_start), date.fromisoformat(series.change_end)
@@ -239,7 +239,8 @@ def series_generator(rows: list[dict[str, Any]], places: list[dict[str, Any]], s
                 truth["cloud_s2"][nm["s2"]] = round(cloud, 3)
             s2 = _s2(rng, g, cover, day, cloud)
             s1_day = date.fromisoformat(nm["s1_date"][:10])
-            s1_cover = g.after if g.after is not None and g.event is not None and s1_day >= g.event else g.cover
+            changed_s1 = g.after is not None and g.event is not None and s1_day >= g.event
+            s1_cover = g.after if changed_s1 and g.after is not None else g.cover
             yield {"s1": _s1(rng, g, s1_cover, s1_day), "s2": s2,
                    "labels": scene.labels_of(cover, min_fraction), "cover": cover}
 
@@ -248,8 +249,8 @@ def series_generator(rows: list[dict[str, Any]], places: list[dict[str, Any]], s
 
 
 def series_archive(rng: np.random.Generator, n: int, series: Series, *, seed: int, min_fraction: float,
-                   split_fractions: Any) -> tuple[list[dict[str, Any]], list[str], Callable[[], dict[str, Any]],
-                                                  dict[str, Any]]:
+                   split_fractions: Any
+                   ) -> tuple[list[dict[str, Any]], list[str], Callable[[], dict[str, Any]], dict[str, Any]]:
     """(row names with footprints, row splits, ``gen()``, ground truth) of a series archive of ``n`` places.
 
     All dates of a place share its footprint (so its place key) and its split.

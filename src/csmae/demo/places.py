@@ -38,7 +38,8 @@ def stage_series(ctx: Any) -> None:
     from csmae.retrieval.index import build_index
 
     r = ctx.recipe
-    store, emb_dir, idx_dir = ctx.path("data", "series"), ctx.path("embeddings", "series"), ctx.path("index-series")
+    store, emb_dir = ctx.path("data", "series"), ctx.path("embeddings", "series")
+    idx_dir = ctx.path("index-series")
 
     def series() -> dict[str, Any]:
         bar = ctx.progress("places through time", 1, "store")
@@ -55,8 +56,8 @@ def stage_series(ctx: Any) -> None:
 
         t0 = time.perf_counter()
         holder: dict[str, int] = {}
-        embed_dataset(ctx.path("runs", "csmae", "model"), [store], emb_dir, split=None, batch_size=r.embed_batch,
-                      precision="bf16", device="cpu", overwrite=True,
+        embed_dataset(ctx.path("runs", "csmae", "model"), [store], emb_dir, split=None,
+                      batch_size=r.embed_batch, precision="bf16", device="cpu", overwrite=True,
                       on_progress=lambda done, total: holder.update(done=done))
         n = int(holder.get("done", 0))
         return {"pairs": n, "pairs_per_s": round(n / max(1e-9, time.perf_counter() - t0), 1)}
@@ -155,8 +156,8 @@ def fused_sentence(fused: dict[str, Any], k: int = 10) -> str:
 def change_sentences(change: dict[str, Any]) -> list[str]:
     a, p, k = change["auc"], change["precision_at_k"], change["k"]
     return [
-        f"Change detection on {change['places']} held-out places ({change['changed']} with a known land-cover "
-        f"change between the periods {change['before']} and {change['after']}; "
+        f"Change detection on {change['places']} held-out places ({change['changed']} with a known "
+        f"land-cover change between the periods {change['before']} and {change['after']}; "
         f"{change['cloudy_s2_images']} S2 images under clouds left out by their cloud mask): ROC AUC of the "
         f"CSMAE descriptor distance S2→S2 {a['s2->s2']:.3f}, S1→S1 {a['s1->s1']:.3f}, cross-sensor S2 "
         f"before → S1 after {a['s2->s1']:.3f}; pixel difference S2→S2 {a['pixel s2->s2']:.3f}, S1→S1 "

@@ -12,4 +12,5 @@ from csmae.geo.footprint import footprint, footprint_wkb, wkb_to_geojson
 from csmae.geo.keys import GEO_KEYS, iso_utc
 from csmae.geo.place import place_of, place_polygon, places_of
 
-__all__ = ["GEO_KEYS", "footprint", "footprint_wkb", "iso_utc", "place_of", "place_polygon", "places_of", "wkb_to_geojson"]
+__all__ = ["GEO_KEYS", "footprint", "footprint_wkb", "iso_utc", "place_of", "place_polygon", "places_of",
+           "wkb_to_geojson"]

@@ -114,7 +114,8 @@ def places_of(geometries: Iterable[Any]) -> list[str | None]:
         sel = np.flatnonzero(epsg == code)
         part = arr[sel]
         tr = _to_utm(int(code))
-        projected = shapely.transform(part, lambda xy, tr=tr: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        projected = shapely.transform(part, lambda xy, tr=tr: np.column_stack(tr.transform(xy[:, 0],
+                                                                                         xy[:, 1])))
         pc = shapely.centroid(projected)
         col = np.floor_divide(np.rint(shapely.get_x(pc) / SNAP_M).astype(np.int64), _CELL_STEPS)
         row = np.floor_divide(np.rint(shapely.get_y(pc) / SNAP_M).astype(np.int64), _CELL_STEPS)

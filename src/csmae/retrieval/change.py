@@ -19,7 +19,6 @@ sensor only), ROC AUC and precision@k of a ranking against known changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +140,7 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     return (x - med) / (mad if mad > 0 else 1.0)
 
 
-def change_scores(places: Sequence[Any], sensors: Sequence[str], times: Any, vectors: np.ndarray, *,
+def change_scores(places: Any, sensors: Any, times: Any, vectors: np.ndarray, *,
                   before: Period, after: Period, pairing: str = "auto", valid: np.ndarray | None = None
                   ) -> ChangeScores:
     """Score every place seen in both periods (see the module docstring), highest change first.
@@ -178,7 +177,7 @@ def change_scores(places: Sequence[Any], sensors: Sequence[str], times: Any, vec
     return ChangeScores(*(c[order] for c in cols))
 
 
-def pixel_change_scores(places: Sequence[Any], sensors: Sequence[str], times: Any, images: np.ndarray, *,
+def pixel_change_scores(places: Any, sensors: Any, times: Any, images: np.ndarray, *,
                         before: Period, after: Period, sensor: str, valid: np.ndarray | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
     """The pixel-difference baseline: (place keys, mean |after - before| of the period-mean images).
@@ -194,7 +193,7 @@ def pixel_change_scores(places: Sequence[Any], sensors: Sequence[str], times: An
     means = []
     for period in (before, after):
         sel = np.flatnonzero(ok & period.contains(times))
-        keys, inv = np.unique(places[sel].astype(str), return_inverse=True)
+        keys, inv = np.unique(np.asarray(places[sel]).astype(str), return_inverse=True)
         flat = np.asarray(images[sel], dtype=np.float64).reshape(len(sel), -1)
         sums = np.zeros((len(keys), flat.shape[1]))
         np.add.at(sums, inv, flat)

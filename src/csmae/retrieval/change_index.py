@@ -42,8 +42,8 @@ def index_changes(index: Any, *, before: Period, after: Period, pairing: str = "
     times = items["datetime"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
     rows = rows[before.contains(times[rows]) | after.contains(times[rows])]
     if len(rows) == 0:
-        raise ValueError(f"no item of the index falls in {before} or {after}{' inside the filter' if where else ''}; "
-                         f"{coverage(items)}")
+        inside = " inside the filter" if where else ""
+        raise ValueError(f"no item of the index falls in {before} or {after}{inside}; {coverage(items)}")
     vectors = index.backend.reconstruct(rows)
     res = change_scores(np.asarray(places, dtype=object)[rows], items["sensor"].to_numpy(dtype=object)[rows],
                         times[rows], vectors, before=before, after=after, pairing=pairing)
@@ -96,7 +96,7 @@ def _lists(obj: Any) -> Any:
 
 
 def write_changes(scores: ChangeScores, path: str | os.PathLike[str], *, k: int | None = None) -> Path:
-    """Write the ranked places to ``path`` (``.parquet``: GeoParquet 1.1; ``.geojson``/``.json``), atomically."""
+    """Write the ranked places to ``path`` (``.parquet``: GeoParquet 1.1, or ``.geojson``) atomically."""
     import shapely
 
     from csmae.atomic import atomic_path

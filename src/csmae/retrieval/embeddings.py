@@ -341,7 +341,8 @@ def _places(given: Any, wkbs: Sequence[Any]) -> list[str | None]:
     """Place keys: ``given`` where set, else :func:`csmae.geo.place_of` of the footprint (None without)."""
     from csmae.geo.place import places_of
 
-    keys = [None if v is None else str(v) for v in given] if given is not None else [None] * len(wkbs)
+    keys: list[str | None] = ([None if v is None else str(v) for v in given] if given is not None
+                              else [None] * len(wkbs))
     todo = [i for i, (k, w) in enumerate(zip(keys, wkbs, strict=True)) if k is None and w is not None]
     if todo:
         for i, k in zip(todo, places_of([wkbs[i] for i in todo]), strict=True):

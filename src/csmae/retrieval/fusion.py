@@ -47,7 +47,8 @@ def fused_pairs(emb: Embeddings, *, split: str | Sequence[str] | None = None) ->
     j = np.array([pos[s1.ids[i]] for i in keep], dtype=np.int64)
     i = np.array(keep, dtype=np.int64)
     if len(i) == 0:
-        return np.empty(0, object), np.zeros((0, emb.dim), np.float32), np.zeros((0, emb.labels.shape[1]), bool)
+        empty = np.zeros((0, emb.labels.shape[1]), bool)
+        return np.empty(0, object), np.zeros((0, emb.dim), np.float32), empty
     return s1.ids[i], fuse(s1.vectors[i], s2.vectors[j]), s1.labels[i]
 
 
