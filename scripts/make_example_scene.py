@@ -34,7 +34,7 @@ def make(out: Path, rows: int = 3, cols: int = 4, seed: int = 0) -> dict[str, Pa
     from rasterio.enums import Resampling
     from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
-    from csmae.geo.scenes.example import post_2022, synthetic_scene, write_s1, write_safe, write_stac_item
+    from csmae.data.scenes.example import post_2022, synthetic_scene, write_s1, write_safe, write_stac_item
 
     s2, s1_db = synthetic_scene(rows, cols, seed)
     crs = CRS.from_epsg(32633)

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from csmae.errors import IntegrityError as IntegrityError
+
 log = logging.getLogger(__name__)
 
 ALGORITHM = "sha256"
@@ -36,14 +38,6 @@ CHECKSUMS = "checksums"
 CHUNK = 4 << 20
 _warned: set[str] = set()
 _cache: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime_ns) -> digest
-
-
-class IntegrityError(ValueError):
-    """An artefact file does not match its manifest (damaged, truncated or replaced)."""
-
-    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None):
-        super().__init__(message)
-        self.path = str(path) if path is not None else None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from csmae.errors import UnknownLabelError as UnknownLabelError
+
 #: The 19-class nomenclature in the conventional (alphabetical) multi-hot order.
 LABELS_19: tuple[str, ...] = (
     "Agro-forestry areas",
@@ -80,10 +82,6 @@ LABEL_43_TO_19: dict[str, str | None] = {
 
 LABELS_43: tuple[str, ...] = tuple(LABEL_43_TO_19)
 _INDEX_19 = {name: i for i, name in enumerate(LABELS_19)}
-
-
-class UnknownLabelError(ValueError):
-    """A label name that belongs to neither nomenclature."""
 
 
 def map_43_to_19(names: Iterable[str], *, where: str = "") -> list[str]:

@@ -55,6 +55,10 @@ class Sensor:
         mean, std: per-band normalisation statistics, in ``bands`` order.
         display: band names used for a 3-channel picture (true colour for S2, VV/VH/ratio for S1).
         description: a human-readable line.
+        scene_grid_priority: tiling whole scenes (``csmae tile``), the present sensor with the
+            highest priority defines the patch grid; the others are warped onto it.
+        scene_resampling: the GDAL resampling that warps this sensor's scenes onto another
+            sensor's patch grid.
     """
 
     name: str
@@ -66,6 +70,8 @@ class Sensor:
     display: tuple[str, ...]
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    scene_grid_priority: int = field(default=0, compare=False)
+    scene_resampling: str = field(default="bilinear", compare=False)
 
     def __post_init__(self) -> None:
         if len(set(self.bands)) != len(self.bands):
@@ -168,14 +174,17 @@ S2_BANDS_12 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B
 S1 = _make(
     "s1", S1_BANDS, dtype="float32", units="dB", display=("VV", "VH"),
     description="Sentinel-1 GRD IW, VV and VH backscatter in dB, 10 m",
+    scene_grid_priority=1, scene_resampling="bilinear",
 )
 S2 = _make(
     "s2", S2_BANDS_10, dtype="uint16", units="reflectance x 10000", display=("B04", "B03", "B02"),
     description="Sentinel-2 L2A, 10 bands at 10 m and 20 m (20 m upsampled to 10 m)",
+    scene_grid_priority=2,
 )
 S2_12 = _make(
     "s2", S2_BANDS_12, dtype="uint16", units="reflectance x 10000", display=("B04", "B03", "B02"),
     description="Sentinel-2 L2A, all 12 L2A bands (20 m and 60 m upsampled to 10 m)",
+    scene_grid_priority=2,
 )
 
 #: Reference-implementation channel orders (data-formats.md), for importing its checkpoints.
@@ -183,6 +192,9 @@ REFERENCE_S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B11", "B
 REFERENCE_S1_BANDS = ("VH", "VV")
 
 SENSORS: dict[str, Sensor] = {"s1": S1, "s2": S2}
+
+#: The sensors a model preset pairs by default (the uni-modal MAE presets: one per sensor).
+DEFAULT_SENSORS: tuple[str, ...] = ("s1", "s2")
 
 
 def get_sensor(name: str, *, bands: str | tuple[str, ...] | list[str] | None = None) -> Sensor:

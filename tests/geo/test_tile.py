@@ -30,7 +30,7 @@ def mosaic():
 
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory, mosaic):
-    from csmae.geo.scenes import tile_scenes
+    from csmae.data.scenes import tile_scenes
 
     root = tmp_path_factory.mktemp("aligned")
     write_aligned(root, mosaic)
@@ -110,9 +110,9 @@ def test_shifted_s1_grid_lands_where_it_should(tmp_path, mosaic):
     """S1 on the same CRS and pixel, origin moved 30 m east and 50 m south: values move with it."""
     from affine import Affine
 
-    from csmae.geo.scenes import tile_scenes
-    from csmae.geo.scenes.example import write_band_files, write_s1
-    from csmae.geo.scenes.radiometry import S1_DB_FLOOR
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import write_band_files, write_s1
+    from csmae.data.scenes.radiometry import S1_DB_FLOOR
 
     write_band_files(tmp_path / "s2", mosaic.s2, crs=mosaic.crs, transform=mosaic.transform)
     shifted = mosaic.transform @ Affine.translation(3, 5)  # S1 pixel (i, j) sits at S2 pixel (i+5, j+3)
@@ -136,8 +136,8 @@ def test_s1_on_another_crs_and_pixel_size(tmp_path, mosaic):
     from pyproj import Transformer
     from rasterio.crs import CRS
 
-    from csmae.geo.scenes import tile_scenes
-    from csmae.geo.scenes.example import _write, write_band_files
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import _write, write_band_files
 
     write_band_files(tmp_path / "s2", mosaic.s2, crs=mosaic.crs, transform=mosaic.transform)
     other = CRS.from_epsg(mosaic.crs.to_epsg() - 1)  # the zone to the west
@@ -169,8 +169,8 @@ def test_s1_on_another_crs_and_pixel_size(tmp_path, mosaic):
 
 
 def test_stride_overlapping_patches(tmp_path, mosaic):
-    from csmae.geo.scenes import tile_scenes
-    from csmae.geo.scenes.example import write_band_files
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import write_band_files
 
     write_band_files(tmp_path / "s2", mosaic.s2, crs=mosaic.crs, transform=mosaic.transform)
     res = tile_scenes(tmp_path / "store", s2=[str(tmp_path / "s2")], stride=60)
@@ -184,7 +184,7 @@ def test_stride_overlapping_patches(tmp_path, mosaic):
 
 
 def test_native_layout_reads_the_same(tmp_path, aligned):
-    from csmae.geo.scenes import tile_scenes
+    from csmae.data.scenes import tile_scenes
 
     root, _ = aligned
     tile_scenes(tmp_path / "native", s2=[str(root / "s2")], s1=[str(root / "s1")], layout="native")
@@ -201,8 +201,8 @@ def test_two_s1_scenes_fill_each_other_nearest_in_time_first(tmp_path, mosaic):
     """S1 in two overlapping scenes (left and right part): every patch is covered, values unchanged."""
     from affine import Affine
 
-    from csmae.geo.scenes import tile_scenes
-    from csmae.geo.scenes.example import write_band_files, write_s1
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import write_band_files, write_s1
 
     write_band_files(tmp_path / "s2", mosaic.s2, crs=mosaic.crs, transform=mosaic.transform)
     left, right = mosaic.s1[:, :, :200], mosaic.s1[:, :, 160:]

@@ -62,7 +62,7 @@ def test_the_good_scene_works_and_reports_the_time_gap(capsys, scene):
 def test_s1_and_s2_that_do_not_overlap(capsys, scene, mosaic):
     from affine import Affine
 
-    from csmae.geo.scenes.example import write_s1
+    from csmae.data.scenes.example import write_s1
 
     shutil.rmtree(scene / "s1")
     far = mosaic.transform @ Affine.translation(20000, 0)  # 200 km east
@@ -76,7 +76,7 @@ def test_a_missing_band(capsys, scene):
 
 
 def test_mismatched_band_sizes(capsys, scene, mosaic):
-    from csmae.geo.scenes.example import _write
+    from csmae.data.scenes.example import _write
 
     p = _band(scene, "B03")
     _write(p, [mosaic.s2["B03"][:-1]], crs=mosaic.crs, transform=mosaic.transform)
@@ -101,7 +101,7 @@ def test_a_raster_without_crs(capsys, scene, mosaic):
 
 
 def test_a_stac_item_whose_assets_are_missing(capsys, tmp_path, scene):
-    from csmae.geo.scenes.example import write_stac_item
+    from csmae.data.scenes.example import write_stac_item
     from csmae.sensors import S2_BANDS_10
 
     assets = {b: _band(scene, b) for b in S2_BANDS_10}
@@ -130,7 +130,7 @@ def test_unknown_times_with_max_days(capsys, scene):
 
 
 def test_uncalibrated_s1_and_bad_options(capsys, scene, mosaic):
-    from csmae.geo.scenes.example import _write
+    from csmae.data.scenes.example import _write
 
     for p in list((scene / "s1").iterdir()):
         p.unlink()

@@ -22,7 +22,7 @@ def _script():
 
 def test_readme_example_from_scenes_to_search(tmp_path, capsys):
     from csmae.cli import main
-    from csmae.geo.scenes.example import synthetic_scene
+    from csmae.data.scenes.example import synthetic_scene
     from tests.retrieval.conftest import save_tiny
 
     ex = _script()

@@ -27,7 +27,7 @@ def mosaic():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, mosaic):
     """The aligned per-band COG scene, tiled: what every other encoding must give back."""
-    from csmae.geo.scenes import tile_scenes
+    from csmae.data.scenes import tile_scenes
 
     root = tmp_path_factory.mktemp("ref")
     write_aligned(root, mosaic)
@@ -43,8 +43,8 @@ def _scl(mosaic) -> np.ndarray:
 
 
 def test_safe_pre_and_post_2022_give_the_same_patches(tmp_path, mosaic, reference):
-    from csmae.geo.scenes import tile_scenes
-    from csmae.geo.scenes.example import post_2022, write_safe
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import post_2022, write_safe
 
     old = write_safe(tmp_path, mosaic.s2, crs=mosaic.crs, transform=mosaic.transform, product=PRODUCT_OLD)
     new_bands = {b: post_2022(a) for b, a in mosaic.s2.items()}
@@ -71,9 +71,9 @@ def test_safe_pre_and_post_2022_give_the_same_patches(tmp_path, mosaic, referenc
 
 
 def test_stac_items_post_2022_scale_offset(tmp_path, mosaic, reference):
-    from csmae.geo.scenes import tile_scenes
-    from csmae.geo.scenes.example import post_2022, write_band_files, write_s1, write_stac_item
-    from csmae.geo.scenes.stac import COMMON_NAMES
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import post_2022, write_band_files, write_s1, write_stac_item
+    from csmae.data.scenes.stac import COMMON_NAMES
 
     files = write_band_files(tmp_path / "data" / "s2", {b: post_2022(a) for b, a in mosaic.s2.items()},
                              crs=mosaic.crs, transform=mosaic.transform)
@@ -101,8 +101,8 @@ def test_stac_items_post_2022_scale_offset(tmp_path, mosaic, reference):
 
 
 def test_multiband_stack_and_two_band_s1(tmp_path, mosaic, reference):
-    from csmae.geo.scenes import tile_scenes
-    from csmae.geo.scenes.example import write_s1, write_stack
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import write_s1, write_stack
 
     stack = write_stack(tmp_path / "T33UUP_20170613T101031_stack.tif", mosaic.s2, crs=mosaic.crs,
                         transform=mosaic.transform)
@@ -118,8 +118,8 @@ def test_multiband_stack_and_two_band_s1(tmp_path, mosaic, reference):
 def test_scl_and_nodata_patches_are_skipped_with_reasons(tmp_path, mosaic):
     import csv
 
-    from csmae.geo.scenes import tile_scenes
-    from csmae.geo.scenes.example import write_safe
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import write_safe
 
     bands = {b: a.copy() for b, a in mosaic.s2.items()}
     bands["B03"][120:240, 0:20] = 0  # patch (1, 0): 1/6 of it is nodata
@@ -152,7 +152,7 @@ def test_resume_after_a_kill_gives_the_same_store(tmp_path, mosaic):
     assert killed.returncode == 17, killed.stderr
     assert not (tmp_path / "store").exists()
     assert len(list((tmp_path / "store.partial" / "journal").glob("chunk-*.json"))) == 1
-    from csmae.geo.scenes import tile_scenes
+    from csmae.data.scenes import tile_scenes
 
     again = tile_scenes(tmp_path / "store", s2=[str(tmp_path / "s2")], s1=[str(tmp_path / "s1")])
     assert (again.chunks, again.chunks_resumed) == (2, 1)

@@ -7,8 +7,8 @@ import pytest
 
 
 def test_s2_dn_to_the_bigearthnet_convention(tmp_path):
-    from csmae.geo.scenes.example import mtd_xml
-    from csmae.geo.scenes.radiometry import S2Radiometry, read_mtd_msil2a, s2_to_ben_dn
+    from csmae.data.scenes.example import mtd_xml
+    from csmae.data.scenes.radiometry import S2Radiometry, read_mtd_msil2a, s2_to_ben_dn
 
     dn = np.array([0, 1, 500, 1000, 1001, 2500, 40000], np.uint16)
     # PB >= 04.00 (offset -1000): reflectance (DN - 1000) / 10000; negatives clamp to 1, 0 stays nodata
@@ -26,7 +26,7 @@ def test_s2_dn_to_the_bigearthnet_convention(tmp_path):
 
 
 def test_s1_units_and_nodata():
-    from csmae.geo.scenes.radiometry import S1_DB_FLOOR, linear_to_db, s1_to_linear
+    from csmae.data.scenes.radiometry import S1_DB_FLOOR, linear_to_db, s1_to_linear
 
     db = np.array([-12.0, 0.0, np.nan, -32768.0, -60.0], np.float32)
     lin = s1_to_linear(db, units="db", nodata=-32768.0)

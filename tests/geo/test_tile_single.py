@@ -15,7 +15,7 @@ from tests.geo.tile_fixtures import S1_NAME, load_real_mosaic, store_arrays, wri
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    from csmae.geo.scenes import tile_scenes
+    from csmae.data.scenes import tile_scenes
 
     root = tmp_path_factory.mktemp("single")
     write_aligned(root, load_real_mosaic())
@@ -86,8 +86,8 @@ def test_s1_only_in_geographic_coordinates_gets_a_utm_10m_grid(tmp_path):
     """S1 delivered in EPSG:4326: the patches are cut on a 10 m grid of the scene's UTM zone."""
     from affine import Affine
 
-    from csmae.geo.scenes import tile_scenes
-    from csmae.geo.scenes.example import _write
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.example import _write
 
     t = Affine(1e-4, 0, 13.70, 0, -1e-4, 48.25)  # ~7.4 x 11 m pixels at 48 N
     (tmp_path / "s1").mkdir()
@@ -100,7 +100,7 @@ def test_s1_only_in_geographic_coordinates_gets_a_utm_10m_grid(tmp_path):
     grid = man["tiling"]["scenes"][0]["grid"]
     assert grid["crs"] == "EPSG:32633" and grid["transform"][0] == 10.0 and grid["transform"][4] == -10.0
     assert res.patches == len(ids) >= 6  # 3.7 x 4.4 km of data, minus the rim outside the rotated footprint
-    from csmae.geo.scenes.radiometry import S1_DB_FLOOR
+    from csmae.data.scenes.radiometry import S1_DB_FLOOR
 
     valid = arrays["s1"] != np.float32(S1_DB_FLOOR)  # rim patches keep < 10% nodata pixels (the floor)
     assert valid.mean() > 0.95 and valid.reshape(len(ids), -1).mean(axis=1).min() >= 0.9

@@ -36,7 +36,7 @@ class RealMosaic:
 def load_real_mosaic() -> RealMosaic:
     import rasterio
 
-    from csmae.geo.scenes.example import mosaic
+    from csmae.data.scenes.example import mosaic
     from csmae.sensors import get_sensor
 
     s2_root, s1_root = V1 / "BigEarthNet-v1.0", V1 / "BigEarthNet-S1-v1.0"
@@ -68,7 +68,7 @@ def load_real_mosaic() -> RealMosaic:
 
 def write_aligned(root: Path, m: RealMosaic, *, s1_units: str = "db") -> tuple[list[Path], list[Path]]:
     """S2 per-band COGs + S1 VV/VH COGs on the same 10 m grid."""
-    from csmae.geo.scenes.example import write_band_files, write_s1
+    from csmae.data.scenes.example import write_band_files, write_s1
 
     s2 = write_band_files(root / "s2", m.s2, crs=m.crs, transform=m.transform, tile=TILE, stamp=S2_STAMP)
     s1 = write_s1(root / "s1", m.s1[0], m.s1[1], crs=m.crs, transform=m.transform, units=s1_units,

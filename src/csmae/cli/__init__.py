@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from csmae import __version__
+    from csmae.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="csmae",

@@ -50,14 +50,14 @@ def dry_run_report(cfg) -> list[str]:  # type: ignore[no-untyped-def]
     """Validate the model preset and overrides on the meta device (no memory, no data)."""
     import torch
 
-    import csmae
+    from csmae.models import create_model
     from csmae.training.config import has_placeholders
     from csmae.training.optim import scaled_lr
     from csmae.training.trainer import check_precision
 
     check_precision(cfg)
     with torch.device("meta"):
-        model = csmae.create_model(cfg.model.name, **cfg.model.overrides)
+        model = create_model(cfg.model.name, **cfg.model.overrides)
     n_params = sum(p.numel() for p in model.parameters())
     sensors = ", ".join(f"{s}: {list(v.bands)}" for s, v in model.sensors.items())
     t, d = cfg.trainer, cfg.data

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GDAL_CACHEMAX", "512")
     from tqdm import tqdm
 
-    from csmae.geo.scenes import tile_scenes
+    from csmae.data.scenes import tile_scenes
 
     bars: list[tqdm] = []  # created once the scenes are checked (errors come before any bar)
 

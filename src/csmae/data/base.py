@@ -33,26 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from csmae.errors import DataError as DataError
 from csmae.labels import LABELS_19
 from csmae.sensors import IMAGE_SIZE, Sensor
 
 Sample = dict[str, Any]
-
-
-class DataError(ValueError):
-    """Bad input data. The message names the file or source, the patch and what is wrong."""
-
-    def __init__(self, message: str, *, patch: str | None = None, path: str | None = None):
-        parts = []
-        if path:
-            parts.append(str(path))
-        if patch:
-            parts.append(f"patch {patch}")
-        prefix = ": ".join(parts)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
-        self.patch = patch
-        self.path = path
-        self.reason = message
 
 
 def upsample_band(band: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:

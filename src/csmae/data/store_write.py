@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from csmae import __version__
 from csmae.atomic import clean_stale_temps
 from csmae.data.base import DataError, Sample
 from csmae.data.store import (
@@ -31,6 +30,7 @@ from csmae.data.store import (
 from csmae.integrity import checksum_files
 from csmae.labels import LABELS_19
 from csmae.sensors import IMAGE_SIZE, Sensor
+from csmae.version import __version__
 
 
 def open_records(folder: Path, groups: Sequence[ArrayGroup], rows: int, *,

@@ -14,7 +14,8 @@ import lzma
 import zlib
 from typing import Any
 
-from csmae.data.base import DataError
+from csmae.errors import DataError
+from csmae.errors import TooLargeError as TooLargeError
 
 #: TIFF Compression tag value -> name, for the codecs :func:`decompress_segment` decodes.
 CODECS = {1: "none", 5: "LZW", 8: "Deflate", 32946: "Deflate", 32773: "PackBits", 34925: "LZMA",
@@ -23,10 +24,6 @@ CODECS = {1: "none", 5: "LZW", 8: "Deflate", 32946: "Deflate", 32773: "PackBits"
 LZMA_MEMLIMIT = 128 * 1024 * 1024
 #: Largest Zstandard window accepted (the same bound for the decoder's own buffer).
 ZSTD_MAX_WINDOW = 64 * 1024 * 1024
-
-
-class TooLargeError(DataError):
-    """Input whose decoded size would exceed a limit (a decompression bomb, an oversized shape)."""
 
 
 def _too_large(what: str, limit: int) -> DataError:

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from csmae.data.base import DataError
+from csmae.errors import DataError
 
 Transform = tuple[float, float, float, float, float, float]
 

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from csmae.data.base import DataError
+from csmae.errors import DataError
 
 
 def read_georef(

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from csmae.sensors import Sensor, get_sensor
+from csmae.sensors import DEFAULT_SENSORS, Sensor, get_sensor
 
 #: Decoder layouts. ``per_target``: one decoder (body + pixel head) per target sensor, fed by every
 #: source sensor. ``shared``: one decoder body for all targets, a pixel head per target.
@@ -75,7 +75,7 @@ class ModelConfig:
 
     name: str = "custom"
     variant: str = "custom"
-    sensors: tuple[str, ...] = ("s1", "s2")
+    sensors: tuple[str, ...] = DEFAULT_SENSORS
     bands: dict[str, tuple[str, ...]] = field(default_factory=dict)
     img_size: int = 120
     patch_size: int = 15

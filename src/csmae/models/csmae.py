@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from csmae import losses
+import csmae.losses as losses
 from csmae.masking import make_mask_plan, patchify, unpatchify
 from csmae.models.config import ModelConfig
 from csmae.models.decoder import CrossSensorDecoder

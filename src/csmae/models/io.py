@@ -130,7 +130,7 @@ def save_pretrained(model: Any, path: str | Path, *, extra: Mapping[str, Any] | 
     """Write the model folder at ``path`` (atomically: temp folder + rename). Returns ``path``."""
     from safetensors.torch import save_file
 
-    from csmae import __version__
+    from csmae.version import __version__
 
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)

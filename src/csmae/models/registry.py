@@ -12,6 +12,7 @@ import fnmatch
 from typing import Any
 
 from csmae.models.config import SIZES, VARIANTS, ModelConfig
+from csmae.sensors import DEFAULT_SENSORS
 
 _PRESETS: dict[str, dict[str, Any]] = {}
 
@@ -28,7 +29,7 @@ def _register_defaults() -> None:
         sizes = {"embed_dim": dim, "num_heads": heads}
         for variant, spec in VARIANTS.items():
             register(f"csmae_{variant}_{size}", variant=variant, **spec.to_dict(), **sizes)
-        for sensor in ("s1", "s2"):
+        for sensor in DEFAULT_SENSORS:
             register(
                 f"mae_{sensor}_{size}",
                 variant="mae",

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from csmae import __version__
 from csmae.atomic import OWNER_FILE, clean_stale_temps, mark_owner, replace_folder, write_json_atomic
 from csmae.integrity import file_digest
+from csmae.version import __version__
 
 __all__ = [
     "AtomicFolder", "base_manifest", "read_manifest", "replace_folder", "sha256_file", "write_json_atomic"

@@ -21,7 +21,6 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from csmae import __version__
 from csmae.geo.geojson import MEDIA_TYPE as GEOJSON_TYPE
 from csmae.geo.geojson import feature_collection
 from csmae.service.catalog import Catalog
@@ -42,6 +41,7 @@ from csmae.service.protocol import (
 from csmae.service.render import png_data_url
 from csmae.service.schemas import ErrorOut, HealthOut, ItemInfo, ItemOut, ItemsPage, SearchOut
 from csmae.service.uploads import ALLOWED_SUFFIXES, UploadedFile, decode_upload, safe_name
+from csmae.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,8 @@ from typing import Any, Union
 
 import yaml
 
+from csmae.errors import ConfigError as ConfigError
+
 PRECISIONS = ("32", "bf16-mixed", "16-mixed", "bf16-true", "64")
 LR_SCALINGS = ("none", "linear", "sqrt")
 SCHEDULES = ("cosine", "constant")
@@ -165,10 +167,6 @@ class FitConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
-
-
-class ConfigError(ValueError):
-    """An invalid training config; the message names the key and what was expected."""
 
 
 # ------------------------------------------------------------------------------------- loading

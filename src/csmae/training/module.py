@@ -238,7 +238,7 @@ class CSMAEModule(pl.LightningModule):
             self.weight_copies.stale = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from csmae import __version__
+        from csmae.version import __version__
 
         cfg = getattr(self.model, "config", None)
         checkpoint["csmae"] = {

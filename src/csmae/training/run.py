@@ -81,7 +81,7 @@ def resolve_run_dir(out: str | Path | None, config_path: str | Path | None) -> P
 def write_manifest(run_dir: Path, cfg: FitConfig, *, status: str, **extra: Any) -> None:
     import torch
 
-    from csmae import __version__
+    from csmae.version import __version__
 
     path = run_dir / "manifest.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
@@ -136,10 +136,10 @@ def prepare_run_dir(run_dir: Path, cfg: FitConfig, *, resume: bool | str) -> Pat
 
 
 def build_model(cfg: FitConfig) -> Any:
-    import csmae
+    from csmae.models import create_model
 
     try:
-        return csmae.create_model(cfg.model.name, **cfg.model.overrides)
+        return create_model(cfg.model.name, **cfg.model.overrides)
     except KeyError as e:
         raise ConfigError(f"model.name: {e.args[0] if e.args else e}") from None
 

@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from csmae.data.base import DataError
-from csmae.geo.scenes.radiometry import S2Radiometry, band_name, read_mtd_msil2a
-from csmae.geo.scenes.rasters import BandRef, GridInfo, datetime_from_name, grid_of, open_raster
+from csmae.data.scenes.radiometry import S2Radiometry, band_name, read_mtd_msil2a
+from csmae.data.scenes.rasters import BandRef, GridInfo, datetime_from_name, grid_of, open_raster
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from csmae.data.base import DataError
-from csmae.geo.scenes.rasters import BandRef, GridInfo, datetime_from_name, grid_of, open_raster
-from csmae.geo.scenes.s2 import RASTER_SUFFIXES
+from csmae.data.scenes.rasters import BandRef, GridInfo, datetime_from_name, grid_of, open_raster
+from csmae.data.scenes.s2 import RASTER_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from csmae.data.base import DataError
-from csmae.geo.scenes.radiometry import S2Radiometry, band_name
-from csmae.geo.scenes.rasters import BandRef
-from csmae.geo.scenes.s1 import S1Scene, _scene
-from csmae.geo.scenes.s2 import S2Scene
+from csmae.data.scenes.radiometry import S2Radiometry, band_name
+from csmae.data.scenes.rasters import BandRef
+from csmae.data.scenes.s1 import S1Scene, _scene
+from csmae.data.scenes.s2 import S2Scene
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from csmae.data.base import DataError
 
@@ -102,3 +105,31 @@ def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Datasets(threading.local):
+    """rasterio datasets opened once per thread (handles are not thread-safe)."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, Any] = {}
+
+    def get(self, path: str) -> Any:
+        if path not in self.open:
+            self.open[path] = open_raster(path)
+        return self.open[path]
+
+    def close(self) -> None:
+        for ds in self.open.values():
+            ds.close()
+        self.open.clear()
+
+
+def read_window(dss: Datasets, path: str, bidx: int, col: int, row: int, w: int, h: int) -> np.ndarray:
+    """Band ``bidx`` of ``path``, columns ``col..col+w``, rows ``row..row+h`` (clear error if unreadable)."""
+    from rasterio.windows import Window
+
+    src = dss.get(path)
+    try:
+        return src.read(bidx, window=Window(col, row, w, h), boundless=False)
+    except Exception as e:  # rasterio raises RasterioIOError / CPLE_* for corrupt blocks
+        raise DataError(f"cannot read rows {row}..{row + h} ({str(e)[:200]})", path=path) from None

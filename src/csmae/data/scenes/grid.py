@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from csmae.data.base import DataError
-from csmae.geo.scenes.rasters import GridInfo
+from csmae.data.scenes.rasters import GridInfo
 from csmae.sensors import IMAGE_SIZE
 
 #: pixel size (m) of the patch grid

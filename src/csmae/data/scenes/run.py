@@ -19,7 +19,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,14 @@ import numpy as np
 from csmae.atomic import replace_folder
 from csmae.data.base import DataError
 from csmae.data.prepare import JOURNAL, PLAN, lock_partial, reset_partial
+from csmae.data.scenes.cut import cut_strip
+from csmae.data.scenes.job import SceneJob
+from csmae.data.scenes.plan import Plan, plan_tiling
+from csmae.data.scenes.rasters import Datasets
+from csmae.data.scenes.readers import SCENE_READERS, by_priority
 from csmae.data.store import ArrayGroup
 from csmae.data.store_write import write_manifest, write_skipped, write_table
-from csmae.geo.scenes.cut import S1_RESAMPLING, Datasets, SceneJob, cut_strip
-from csmae.geo.scenes.plan import Plan, plan_tiling
-from csmae.geo.scenes.rasters import iso
+from csmae.sensors import get_sensor
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +124,13 @@ def tile_scenes(
     stac: Sequence[str] = (), stride: int = 120, min_valid: float = 0.9, scl: Sequence[int] | None = None,
     s1_units: str | None = None, max_days: float | None = None, layout: str = "float32",
     boa_offset: float | None = None, workers: int = 1, overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, paths: Mapping[str, Sequence[str]] | None = None,
 ) -> TileResult:
     """Cut georeferenced S1/S2 scenes into a prepared store of paired 120x120 patches.
 
     Args:
         out: store folder to write (``open_dataset(out)`` reads it).
-        s2, s1, stac: input paths (see :mod:`csmae.geo.scenes.s2`, ``.s1``, ``.stac``).
+        s2, s1, stac: input paths (see :mod:`csmae.data.scenes.s2`, ``.s1``, ``.stac``).
         stride: pixels between patch origins on the 10 m grid (120: no overlap).
         min_valid: least fraction of valid pixels per patch and sensor (nodata, zeros, S1 border
             and SCL-flagged pixels are invalid); other patches are listed in ``skipped.csv``.
@@ -139,14 +142,20 @@ def tile_scenes(
         boa_offset: DN offset of every S2 band when the inputs carry no metadata (e.g. -1000).
         workers: strips cut at once (threads). overwrite: replace an existing store.
         progress: called with (strips done, strips) after each strip.
+        paths: input paths of any sensor with a scene reader (:mod:`csmae.data.scenes.readers`),
+            added to those of ``s2`` and ``s1``.
     """
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
     if workers < 1:
         raise ValueError("workers must be >= 1")
-    plan = plan_tiling(s2=s2, s1=s1, stac=stac, stride=stride, min_valid=min_valid, scl=scl,
-                       s1_units=s1_units, max_days=max_days, layout=layout, boa_offset=boa_offset)
+    inputs: dict[str, list[str]] = {"s2": list(s2), "s1": list(s1)}  # the CLI's --s2 / --s1
+    for sensor, more in (paths or {}).items():
+        inputs[sensor] = [*inputs.get(sensor, []), *more]
+    plan = plan_tiling(paths=inputs, stac=stac, stride=stride, min_valid=min_valid, scl=scl,
+                       max_days=max_days, layout=layout,
+                       options={"s1_units": s1_units, "boa_offset": boa_offset})
     options = {"stride": stride, "min_valid": min_valid, "scl": plan.jobs[0].scl_codes, "layout": layout,
                "s1_units": s1_units, "boa_offset": boa_offset, "sensors": list(plan.sensors)}
     key = _plan_key(plan, options)
@@ -156,7 +165,8 @@ def tile_scenes(
     try:
         resumed = reset_partial(tmp, key, "tiling", log)
         return _run(plan, tmp, out, key=key, options=options, resumed=resumed, workers=workers,
-                    overwrite=overwrite, progress=progress, sources=[*s2, *s1, *stac])
+                    overwrite=overwrite, progress=progress,
+                    sources=[p for s in by_priority(inputs) for p in inputs[s]] + list(stac))
     finally:
         lock.close()
 
@@ -300,11 +310,10 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
         **options,
         "scenes": [_scene_info(j) for j in plan.jobs],
         "time_gaps_days": plan.gaps,
-        "s1_resampling": f"{S1_RESAMPLING} (GDAL warp, in linear power; an output pixel whose source "
-                         "stencil touches nodata is nodata), then 10*log10",
-        "s2_radiometry": "BigEarthNet pre-PB04.00 DN: round((DN*scale+offset)*10000), valid >= 1, 0 = nodata",
-        "seconds": seconds,
     }
+    for sensor, reader in SCENE_READERS.items():
+        tiling.update(reader.notes(get_sensor(sensor)))
+    tiling["seconds"] = seconds
     write_manifest(tmp, sensors=plan.sensors, groups=plan.groups, layout=options["layout"], rows=plan.patches,
                    entries=entries, skipped=len(skipped), producer="csmae tile",
                    source={"paths": [os.path.abspath(s) for s in sources], "kind": "scenes"},
@@ -323,10 +332,8 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
 
 def _scene_info(j: SceneJob) -> dict[str, Any]:
     d: dict[str, Any] = {"name": j.name, "grid": j.grid.to_dict(), "first_row": j.row_base}
-    if j.s2 is not None:
-        d["s2"] = {"source": j.s2.source, "datetime": iso(j.s2.datetime), "scl": j.s2.scl is not None,
-                   "radiometry": {b: j.s2.radiometry_of(b).to_dict() for b in j.s2.bands}}
-    d["s1"] = [{"source": s.scene.source, "name": s.scene.name, "units": s.scene.units,
-                "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime),
-                "crs": s.grid.crs.to_string(), "pixel": list(s.grid.res)} for s in j.s1]
+    for sensor in by_priority(SCENE_READERS):
+        info = SCENE_READERS[sensor].describe(j.scenes.get(sensor, ()))
+        if info is not None:
+            d[sensor] = info
     return d

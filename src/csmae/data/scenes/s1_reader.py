@@ -1,0 +1,114 @@
+"""Sentinel-1 GRD scenes for the tiler: VV/VH warped onto the patch grid in linear power, then dB."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from csmae.data.scenes.grid import PatchGrid, grid_from_s1
+from csmae.data.scenes.job import SceneJob, SceneSource, StripPixels
+from csmae.data.scenes.radiometry import linear_to_db, s1_to_linear
+from csmae.data.scenes.rasters import Datasets, GridInfo, iso, read_window
+from csmae.data.scenes.s1 import S1Scene, check_grid, find_s1_scenes
+from csmae.data.store import ArrayGroup
+from csmae.sensors import Sensor
+
+POLARISATIONS = ("VV", "VH")
+
+
+class S1Reader:
+    """S1 GRD: VV and VH files (or one 2-band file), linear power or dB."""
+
+    label = "S1"
+    invalid_note = "outside the S1 scene, border noise or nodata"
+    flag_note = ""
+    classifies = False
+
+    def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
+        return list(find_s1_scenes(paths, options.get("s1_units")))
+
+    def owns(self, scene: Any) -> bool:
+        return isinstance(scene, S1Scene)
+
+    def check(self, scene: Any) -> SceneSource:
+        return SceneSource(scene=scene, grid=check_grid(scene))
+
+    def extent(self, source: SceneSource) -> GridInfo:
+        return source.grid  # type: ignore[no-any-return]
+
+    def patch_grid(self, source: SceneSource, stride: int) -> PatchGrid:
+        return grid_from_s1(source.grid, stride)
+
+    def check_masks(self, source: SceneSource, scl_codes: tuple[int, ...] | None) -> None:
+        return None
+
+    def read_strip(self, job: SceneJob, sensor: str, r: int, dss: Datasets, sec: dict[str, float]
+                   ) -> StripPixels:
+        """(2, size, W) float32 linear power (VV, VH) of strip ``r`` on the patch grid; NaN = nodata.
+
+        Nodata is NaN through the warp: GDAL's bilinear kernel then gives NaN to every output pixel
+        whose 2x2 source stencil touches nodata (no renormalised extrapolation at swath borders),
+        and it runs GDAL's no-mask fast path (2.5x faster than declaring a nodata value, measured).
+        Several S1 scenes fill each other's gaps, nearest in time first.
+        """
+        from affine import Affine
+        from rasterio.enums import Resampling
+        from rasterio.warp import reproject, transform_bounds
+        from rasterio.windows import from_bounds
+
+        g = job.grid
+        w = g.strip_width
+        dst_t = g.strip_transform(r)
+        out = np.full((2, g.size, w), np.nan, dtype=np.float32)
+        left, top = dst_t.c, dst_t.f
+        right, bottom = left + dst_t.a * w, top + dst_t.e * g.size
+        resampling = getattr(Resampling, job.sensors[sensor].scene_resampling)
+        for src in job.scenes[sensor]:
+            t0 = time.perf_counter()
+            sg = src.grid
+            b = transform_bounds(g.crs, sg.crs, left, bottom, right, top, densify_pts=21)
+            win = from_bounds(*b, transform=sg.transform)
+            c0, r0 = int(np.floor(win.col_off)) - 2, int(np.floor(win.row_off)) - 2
+            c1, r1 = int(np.ceil(win.col_off + win.width)) + 2, int(np.ceil(win.row_off + win.height)) + 2
+            c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, sg.width), min(r1, sg.height)
+            if c1 <= c0 or r1 <= r0:
+                continue
+            sc = src.scene
+            lin = np.stack([s1_to_linear(read_window(dss, sc.bands[p].path, sc.bands[p].bidx, c0, r0, c1 - c0,
+                                                     r1 - r0), units=sc.units, nodata=sc.nodata[p])
+                            for p in POLARISATIONS])
+            sec["decode"] = sec.get("decode", 0.0) + time.perf_counter() - t0
+            t0 = time.perf_counter()
+            tmp = np.full_like(out, np.nan)
+            src_t = sg.transform @ Affine.translation(c0, r0)
+            reproject(lin, tmp, src_transform=src_t, src_crs=sg.crs, dst_transform=dst_t, dst_crs=g.crs,
+                      resampling=resampling, init_dest_nodata=False)
+            fill = np.isnan(out) & ~np.isnan(tmp)
+            out[fill] = tmp[fill]
+            sec["warp"] = sec.get("warp", 0.0) + time.perf_counter() - t0
+        return StripPixels(data=out, valid=~np.isnan(out[0]) & ~np.isnan(out[1]))
+
+    def records(self, job: SceneJob, group: ArrayGroup, data: Any, cols: list[int],
+                sec: dict[str, float]) -> np.ndarray:
+        g = job.grid
+        rec = np.empty((len(cols), *group.record_shape()), dtype=group.dtype)
+        db = linear_to_db(data)  # (2, size, W)
+        pol = [POLARISATIONS.index(b) for b in group.bands]
+        for j, c in enumerate(cols):
+            rec[j] = db[pol, :, c * g.stride:c * g.stride + g.size]
+        return rec
+
+    def files(self, source: SceneSource) -> set[str]:
+        return {r.path for r in source.scene.bands.values()}
+
+    def describe(self, sources: Sequence[SceneSource]) -> Any | None:
+        return [{"source": s.scene.source, "name": s.scene.name, "units": s.scene.units,
+                 "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime),
+                 "crs": s.grid.crs.to_string(), "pixel": list(s.grid.res)} for s in sources]
+
+    def notes(self, sensor: Sensor) -> dict[str, str]:
+        return {"s1_resampling": f"{sensor.scene_resampling} (GDAL warp, in linear power; an output pixel "
+                                 "whose source stencil touches nodata is nodata), then 10*log10"}
