@@ -130,3 +130,32 @@ def test_periods_parse_and_reject_bad_input():
     with pytest.raises(ValueError, match="unknown sensor pairing"):
         change_scores([], [], np.array([], "datetime64[s]"), np.zeros((0, 2)), before=BEFORE, after=AFTER,
                       pairing="s3->s1")
+
+
+def test_change_vectors_and_change_like_search_match_brute_force():
+    from csmae.retrieval.change import change_vectors, similar_changes
+
+    places, sensors, times, vecs, valid = _archive(seed=5)
+    keys, deltas = change_vectors(places, sensors, times, vecs, before=BEFORE, after=AFTER, pairing="s2->s1",
+                                  valid=valid)
+    raw = {}
+    for p in sorted({p for p in places if p is not None}):
+        def period_mean(s, lo, hi, p=p):
+            rows = [i for i in range(len(places)) if places[i] == p and sensors[i] == s and valid[i]
+                    and np.datetime64(lo) <= times[i] < np.datetime64(hi)]
+            return _unit(sum(_unit(vecs[i].astype(np.float64)) for i in rows)) if rows else None
+
+        b, a = period_mean("s2", "2018-04-01", "2018-06-01"), period_mean("s1", "2018-08-01", "2018-10-01")
+        if b is not None and a is not None:
+            raw[p] = a - b
+    mean = sum(raw.values()) / len(raw)
+    assert list(keys) == sorted(raw)
+    for k, d in zip(keys, deltas, strict=True):
+        np.testing.assert_allclose(d, raw[k] - mean, atol=1e-5)
+    query = keys[3]
+    found, sims = similar_changes(keys, deltas, query)
+    cos = {k: float(_unit(raw[k] - mean) @ _unit(raw[query] - mean)) for k in raw if k != query}
+    assert list(found) == sorted(cos, key=lambda k: (-cos[k], k))
+    np.testing.assert_allclose(sims, [cos[k] for k in found], atol=1e-5)
+    with pytest.raises(ValueError, match="no acquisitions in both periods"):
+        similar_changes(keys, deltas, "01N-0-0")

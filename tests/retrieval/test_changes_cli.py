@@ -113,3 +113,38 @@ def test_changes_cli_bbox_and_bad_input(series_index, tmp_path, capsys):
     assert rc == 1 and ".parquet" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
     with pytest.raises(SystemExit):
         main(["changes", str(index), "--before", BEFORE, "--after", AFTER, "--pairing", "s3->s1"])
+
+
+def test_changes_cli_like_ranks_places_by_change_vector(series_index, capsys):
+    from csmae.cli import main
+    from csmae.retrieval.embeddings import load_embeddings
+
+    index, emb = series_index
+    e = load_embeddings(emb)
+    times = [t.strftime("%Y-%m-%d") for t in e.meta["datetime"]]
+
+    def mean(p, s, lo, hi):
+        vs = [e.vectors[i].astype(np.float64) for i in range(len(e))
+              if e.meta["place"][i] == p and e.sensors[i] == s and lo <= times[i] < hi]
+        m = sum(v / np.linalg.norm(v) for v in vs)
+        return m / np.linalg.norm(m)
+
+    places = sorted(set(e.meta["place"]))
+    raw = {p: mean(p, "s2", "2018-07-26", "2018-10-01") - mean(p, "s2", "2018-04-01", "2018-06-01")
+           for p in places}
+    centre = sum(raw.values()) / len(raw)
+    unit = {p: (v - centre) / np.linalg.norm(v - centre) for p, v in raw.items()}
+    query = places[0]
+    want = sorted((p for p in places if p != query), key=lambda p: (-float(unit[p] @ unit[query]), p))
+    rc = main(["changes", str(index), "--before", BEFORE, "--after", AFTER, "--pairing", "s2:s2",
+               "--like", query, "--k", "20", "--json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [r["place"] for r in got["top"]] == want
+    for r in got["top"]:
+        assert r["similarity"] == pytest.approx(float(unit[r["place"]] @ unit[query]), abs=1e-5)
+    rc = main(["changes", str(index), "--before", BEFORE, "--after", AFTER, "--like", query])
+    assert rc == 1 and "one sensor pairing" in capsys.readouterr().err
+    rc = main(["changes", str(index), "--before", BEFORE, "--after", AFTER, "--pairing", "s2:s2",
+               "--like", "01N-1-1"])
+    assert rc == 1 and "no acquisitions in both periods" in capsys.readouterr().err

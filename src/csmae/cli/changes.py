@@ -9,11 +9,15 @@ periods, ranked by a z-score within each pairing; the pairing is recorded per pl
 Periods are START/END (ISO dates, UTC, END exclusive). --bbox W S E N keeps the places whose
 footprints intersect the lon/lat box. --out writes every ranked place as GeoParquet (.parquet) or
 GeoJSON (.geojson): the place's 1200 m cell with rank, place, score, pairing, n_before, n_after.
+--like PLACE is the change-like search: the places whose change vector (after minus before
+descriptor, centred over the places) resembles PLACE's, with the same --bbox filter on the results.
 
 Examples:
   csmae changes demo/index-series --before 2018-04-01/2018-06-05 --after 2018-07-26/2018-10-01
   csmae changes idx --before 2018-04-01/2018-06-01 --after 2018-08-01/2018-10-01 --pairing 's2->s1' \
       --bbox 13.5 47.5 14.5 48.5 --out changes.parquet --k 20
+  csmae changes idx --before 2018-04-01/2018-06-01 --after 2018-08-01/2018-10-01 --pairing s2:s2 \
+      --like 33N-337-4451
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default auto")
     p.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
                    help="places whose footprint intersects this lon/lat box")
+    p.add_argument("--like", metavar="PLACE",
+                   help="change-like search: rank the places whose change resembles this place's "
+                        "(needs one --pairing)")
     p.add_argument("--k", type=int, default=20, help="places printed (default 20; --out writes all)")
     p.add_argument("--out", metavar="PATH", help="write the ranked places to PATH (.parquet or .geojson)")
     p.add_argument("--geojson", metavar="PATH", help="also write the ranked places as GeoJSON to PATH")
@@ -67,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{path}: write changes as .parquet (GeoParquet) or .geojson")
     where = {"bbox": tuple(args.bbox)} if args.bbox else None
     index = SearchIndex.load(args.index_dir)
+    if args.like:
+        return _like(args, index, before, after, where)
     scores = index_changes(index, before=before, after=after, pairing=args.pairing, where=where)
     written = [str(write_changes(scores, p)) for p in (args.out, args.geojson) if p]
     top = scores.top(args.k).to_records()
@@ -81,4 +90,27 @@ def run(args: argparse.Namespace) -> int:
               f"{r['n_before']:>6}  {r['n_after']:>5}")
     for path in written:
         print(f"wrote {path}")
+    return 0
+
+
+def _like(args: argparse.Namespace, index: object, before: object, after: object, where: object) -> int:
+    import json
+
+    from csmae.geo.place import parse_place
+    from csmae.retrieval.change_index import index_similar_changes
+
+    if args.out or args.geojson:
+        raise ValueError("--like prints its ranking (--json for JSON); --out/--geojson are for change scores")
+    parse_place(args.like)
+    found = index_similar_changes(index, place=args.like, before=before, after=after,  # type: ignore[arg-type]
+                                  pairing=args.pairing, where=where)  # type: ignore[arg-type]
+    top = found[: args.k]
+    if args.json:
+        print(json.dumps({"like": args.like, "before": str(before), "after": str(after),
+                          "pairing": args.pairing, "places": len(found), "top": top}, indent=2))
+        return 0
+    print(f"places whose change {before} -> {after} ({args.pairing}) resembles {args.like}'s")
+    print(f"{'rank':>4}  {'similarity':>10}  place")
+    for r in top:
+        print(f"{r['rank']:>4}  {r['similarity']:10.4f}  {r['place']}")
     return 0

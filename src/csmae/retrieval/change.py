@@ -13,6 +13,10 @@ periods. Distances of different pairings are not on one scale (two sensors' desc
 ground are further apart than one sensor's), so ``auto`` ranks by a robust z-score within each
 pairing: ``(d - median) / (1.4826 * MAD)`` over the places scored with that pairing.
 
+Change-like search (:func:`change_vectors`, :func:`similar_changes`): the places whose change
+vector (after minus before descriptor, centred over the places) points the same way as a query
+place's.
+
 Also here: the pixel-difference baseline (mean absolute difference of the period-mean images, one
 sensor only), ROC AUC and precision@k of a ranking against known changes.
 """
@@ -175,6 +179,50 @@ def change_scores(places: Any, sensors: Any, times: Any, vectors: np.ndarray, *,
     cols = [np.concatenate([p[j] for p in parts]) for j in range(6)]
     order = np.lexsort((cols[0].astype(str), -cols[2]))  # score descending, ties by place key
     return ChangeScores(*(c[order] for c in cols))
+
+
+def change_vectors(places: Any, sensors: Any, times: Any, vectors: np.ndarray, *, before: Period,
+                   after: Period, pairing: str, valid: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(place keys (P,), change vectors (P, D)) of the places seen in both periods with ``pairing``.
+
+    A place's change vector is its after descriptor minus its before descriptor (unit period
+    descriptors), minus the mean of that difference over all those places: the centring removes
+    what every place shares (the season, and for a cross-sensor pairing the offset between the two
+    sensors' descriptors), so what is left is the place's own change. Keys sorted.
+    """
+    a, b = parse_pairing(pairing)
+    places = np.asarray(list(places), dtype=object)
+    sensors = np.asarray(list(sensors), dtype=object)
+    times = np.asarray(times, dtype="datetime64[s]")
+    ok = np.ones(len(places), bool) if valid is None else np.asarray(valid, dtype=bool)
+    kb, db, _ = period_descriptors(places, vectors, ok & (sensors == a) & before.contains(times))
+    ka, da, _ = period_descriptors(places, vectors, ok & (sensors == b) & after.contains(times))
+    common, ib, ia = np.intersect1d(kb.astype(str), ka.astype(str), return_indices=True)
+    delta = da[ia].astype(np.float64) - db[ib]
+    if len(delta):
+        delta -= delta.mean(axis=0, keepdims=True)
+    return common.astype(object), delta.astype(np.float32)
+
+
+def similar_changes(keys: np.ndarray, deltas: np.ndarray, query: str) -> tuple[np.ndarray, np.ndarray]:
+    """Places whose change resembles ``query``'s: (keys, cosine of the change vectors), best first.
+
+    The query place itself is left out; ties are broken by place key.
+
+    Raises:
+        ValueError: ``query`` is not among ``keys`` (not seen in both periods).
+    """
+    pos = {str(k): i for i, k in enumerate(keys)}
+    if str(query) not in pos:
+        raise ValueError(f"place {query!r} has no acquisitions in both periods (with this pairing); "
+                         f"{len(keys)} places have")
+    d = np.asarray(deltas, dtype=np.float64)
+    unit = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    sims = unit @ unit[pos[str(query)]]
+    others = np.array([i for i in range(len(keys)) if i != pos[str(query)]], dtype=np.int64)
+    order = others[np.lexsort((np.asarray(keys, dtype=object)[others].astype(str), -sims[others]))]
+    return np.asarray(keys, dtype=object)[order], sims[order]
 
 
 def pixel_change_scores(places: Any, sensors: Any, times: Any, images: np.ndarray, *,

@@ -5,7 +5,8 @@ e.g. a bbox), their place keys, acquisition times and descriptors, and scores ev
 both periods. :func:`write_changes` writes the ranked places as GeoParquet (``.parquet``) or
 GeoJSON (``.geojson``/``.json``): one feature per place, its geometry the place's 1200 m cell
 (:func:`csmae.geo.place.place_polygon`), properties rank, place, score, rank_score, pairing,
-n_before, n_after.
+n_before, n_after. :func:`index_similar_changes` is the change-like search: places whose change
+resembles a given place's.
 """
 
 from __future__ import annotations
@@ -51,6 +52,42 @@ def index_changes(index: Any, *, before: Period, after: Period, pairing: str = "
         raise ValueError(f"no place has {pairing if pairing != 'auto' else 'any'} acquisitions in both "
                          f"{before} and {after}; {coverage(items)}")
     return res
+
+
+def index_similar_changes(index: Any, *, place: str, before: Period, after: Period, pairing: str,
+                          where: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Places of ``index`` whose change between the periods resembles ``place``'s (change-like search).
+
+    Change vectors (:func:`csmae.retrieval.change.change_vectors`) are computed over every place of
+    the archive seen in both periods; ``where`` (the search filters) then keeps the result places
+    that have an item passing it. Returns ``[{"rank", "place", "similarity"}]``, best first.
+
+    Raises:
+        ValueError: ``pairing`` is ``auto`` (a change vector needs one sensor pairing), or the place
+            has no acquisitions in both periods.
+    """
+    from csmae.retrieval.change import change_vectors, similar_changes
+
+    if pairing == "auto":
+        raise ValueError("change-like search needs one sensor pairing (e.g. s2->s2), not auto")
+    items = index.items
+    places = np.asarray(_places(items), dtype=object)
+    live = np.flatnonzero(index.columns.live)
+    times = items["datetime"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+    rows = live[before.contains(times[live]) | after.contains(times[live])]
+    if len(rows) == 0:
+        raise ValueError(f"no item of the index falls in {before} or {after}; {coverage(items)}")
+    sensors = items["sensor"].to_numpy(dtype=object)[rows]
+    keys, deltas = change_vectors(places[rows], sensors, times[rows], index.backend.reconstruct(rows),
+                                  before=before, after=after, pairing=pairing)
+    found, sims = similar_changes(keys, deltas, place)
+    if where:
+        allowed = index.allowed(index.filter_for(where))
+        ok = set(places[live if allowed is None else allowed].tolist())
+        keep = np.array([k in ok for k in found], dtype=bool)
+        found, sims = found[keep], sims[keep]
+    return [{"rank": i + 1, "place": str(k), "similarity": float(v)}
+            for i, (k, v) in enumerate(zip(found, sims, strict=True))]
 
 
 def _places(items: Any) -> list[str | None]:
