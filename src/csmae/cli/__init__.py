@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("csmae.cli.embed", "compute descriptors of an archive"),
     "index": ("csmae.cli.index", "build a search index over descriptors"),
     "search": ("csmae.cli.search", "search an index by archive id or image files"),
+    "changes": ("csmae.cli.changes", "rank places by how much they changed between two periods"),
     "evaluate": ("csmae.cli.evaluate", "evaluate retrieval in every direction"),
     "serve": ("csmae.cli.serve", "serve the search page and HTTP API"),
     "verify": ("csmae.cli.verify", "check an artefact's files against their recorded checksums"),

@@ -40,6 +40,7 @@ class ArchivePlaces:
         self._index_sensors = list(index_sensors)
         self._synthetic = bool((dataset or {}).get("geo_synthetic", False))
         self._geom, self._bbox, self._times = _item_geo(items)
+        self._places = _item_places(items, self._geom)
 
     def geo_of_row(self, row: int) -> tuple[dict[str, Any] | None, str | None]:
         """(GeoJSON geometry mapping, ISO 8601 UTC datetime) of a row; None parts when absent."""
@@ -48,6 +49,10 @@ class ArchivePlaces:
         geom = self._geom[row] if self._geom is not None else None
         when = self._times[row] if self._times is not None else None
         return wkb_to_geojson(geom), when
+
+    def place_of_row(self, row: int) -> str | None:
+        """Place key of a row (:func:`csmae.geo.place_of` of its footprint), None without one."""
+        return None if self._places is None else self._places[row]
 
     @property
     def geo_info(self) -> dict[str, Any]:
@@ -123,3 +128,14 @@ def _item_geo(items: Any) -> tuple[list[Any] | None, np.ndarray | None, list[str
             bbox = bounds_array(geom)
     times = iso_list(items["datetime"]) if "datetime" in items.columns else None
     return geom, bbox, times
+
+
+def _item_places(items: Any, geom: list[Any] | None) -> list[str | None] | None:
+    """Place key per row: the items' ``place`` column, else computed from the footprints (old indexes)."""
+    if "place" in items.columns:
+        return [None if v is None or v != v else str(v) for v in items["place"].tolist()]
+    if geom is None:
+        return None
+    from csmae.geo.place import places_of
+
+    return places_of(geom)

@@ -44,6 +44,8 @@ class Hit:
     geometry: dict[str, Any] | None = None
     #: acquisition time of this item's sensor, ISO 8601 UTC ("2017-06-13T10:10:31Z"), or None
     datetime: str | None = None
+    #: place key (:func:`csmae.geo.place_of` of the footprint): the same ground, any date or sensor
+    place: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,6 +210,7 @@ class SearchCore:
                     overlap=overlap,
                     geometry=geometry,
                     datetime=when,
+                    place=self.places.place_of_row(int(r)),
                 )
             )
             if len(hits) == k:

@@ -157,6 +157,7 @@ def hit_to_dict(hit: Any) -> dict[str, Any]:
         "overlap": [str(x) for x in (get("overlap") or [])],
         "geometry": json_safe(get("geometry")),
         "datetime": None if get("datetime") is None else str(get("datetime")),
+        "place": None if get("place") is None else str(get("place")),
     }
 
 

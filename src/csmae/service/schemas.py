@@ -74,6 +74,8 @@ class HitOut(BaseModel):
     geometry: dict[str, Any] | None = Field(
         None, description="footprint as a GeoJSON geometry (EPSG:4326 lon/lat); null when unknown")
     datetime: str | None = Field(None, description="acquisition time of this image, ISO 8601 UTC")
+    place: str | None = Field(None, description="place key: the same ground at any date or sensor "
+                                                "(csmae.geo.place_of of the footprint)")
 
 
 class QueryOut(BaseModel):
