@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("csmae.cli.embed", "compute descriptors of an archive"),
     "index": ("csmae.cli.index", "build a search index over descriptors"),
     "search": ("csmae.cli.search", "search an index by archive id or image files"),
+    "timeline": ("csmae.cli.timeline", "a place's acquisitions in time order, with descriptor distances"),
     "changes": ("csmae.cli.changes", "rank places by how much they changed between two periods"),
     "evaluate": ("csmae.cli.evaluate", "evaluate retrieval in every direction"),
     "serve": ("csmae.cli.serve", "serve the search page and HTTP API"),
@@ -68,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, LookupError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         if args.verbose:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        msg = e.args[0] if isinstance(e, LookupError) and e.args else e
         print(f"csmae {args.command}: error: {msg}", file=sys.stderr)
         return 1

@@ -101,6 +101,15 @@ class SearchCore:
             raise KeyError(f"no patch {patch_id!r} with sensor {sensor!r} in the index")
         return r
 
+    def id_of_row(self, row: int) -> str:
+        return str(self._ids[row])
+
+    def sensor_of_row(self, row: int) -> str:
+        return str(self._sensors[row])
+
+    def labels_of_row(self, row: int) -> list[str]:
+        return self.label_list(self._labels[row])
+
     def labels_of(self, patch_id: str, sensor: str) -> list[str]:
         return self.label_list(self._labels[self.row_of(patch_id, sensor)])
 

@@ -40,6 +40,7 @@ from csmae.service.protocol import (
 )
 from csmae.service.render import png_data_url
 from csmae.service.schemas import ErrorOut, HealthOut, ItemInfo, ItemOut, ItemsPage, SearchOut
+from csmae.service.timeline_api import install_timeline_route
 from csmae.service.uploads import ALLOWED_SUFFIXES, UploadedFile, decode_upload, safe_name
 from csmae.version import __version__
 
@@ -370,6 +371,8 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         query = {"id": None, "sensor": sensor, "labels": None, "files": [u.name for u in uploads],
                  "preview": png_data_url(raw, specs[sensor])}
         return finish(hits, query, target, k, t0, format)
+
+    install_timeline_route(app, retriever, guard=search_guard, filters=_filter_params)
 
     @app.post("/api/reload", responses=_ERRORS, tags=["info"])
     def reload() -> dict[str, Any]:
