@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-reference": ("csmae.cli.import_reference", "import a reference CSMAE checkpoint"),
     "embed": ("csmae.cli.embed", "compute descriptors of an archive"),
     "index": ("csmae.cli.index", "build a search index over descriptors"),
+    "ingest": ("csmae.cli.ingest", "tile, embed and add new scenes to an index (resumable, idempotent)"),
     "search": ("csmae.cli.search", "search an index by archive id or image files"),
     "timeline": ("csmae.cli.timeline", "a place's acquisitions in time order, with descriptor distances"),
     "changes": ("csmae.cli.changes", "rank places by how much they changed between two periods"),

@@ -156,6 +156,21 @@ def tile_scenes(
     plan = plan_tiling(paths=inputs, stac=stac, stride=stride, min_valid=min_valid, scl=scl,
                        max_days=max_days, layout=layout,
                        options={"s1_units": s1_units, "boa_offset": boa_offset})
+    return tile_plan(plan, out, stride=stride, min_valid=min_valid, layout=layout, s1_units=s1_units,
+                     boa_offset=boa_offset, workers=workers, overwrite=overwrite, progress=progress,
+                     sources=[p for s in by_priority(inputs) for p in inputs[s]] + list(stac))
+
+
+def tile_plan(
+    plan: Plan, out: str | os.PathLike[str], *, stride: int, min_valid: float, layout: str,
+    s1_units: str | None, boa_offset: float | None, sources: Sequence[str], workers: int = 1,
+    overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+) -> TileResult:
+    """Cut the scenes of a :func:`~csmae.data.scenes.plan.plan_tiling` plan (or a part of its jobs)
+    into the store ``out``; the options are those the plan was made with (see :func:`tile_scenes`)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
     options = {"stride": stride, "min_valid": min_valid, "scl": plan.jobs[0].scl_codes, "layout": layout,
                "s1_units": s1_units, "boa_offset": boa_offset, "sensors": list(plan.sensors)}
     key = _plan_key(plan, options)
@@ -165,8 +180,7 @@ def tile_scenes(
     try:
         resumed = reset_partial(tmp, key, "tiling", log)
         return _run(plan, tmp, out, key=key, options=options, resumed=resumed, workers=workers,
-                    overwrite=overwrite, progress=progress,
-                    sources=[p for s in by_priority(inputs) for p in inputs[s]] + list(stac))
+                    overwrite=overwrite, progress=progress, sources=list(sources))
     finally:
         lock.close()
 

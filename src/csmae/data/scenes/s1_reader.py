@@ -33,6 +33,11 @@ class S1Reader:
     def owns(self, scene: Any) -> bool:
         return isinstance(scene, S1Scene)
 
+    def claims(self, path: str) -> bool:
+        from csmae.data.scenes.s1 import claims_path
+
+        return claims_path(path)
+
     def check(self, scene: Any) -> SceneSource:
         return SceneSource(scene=scene, grid=check_grid(scene))
 
