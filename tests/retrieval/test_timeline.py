@@ -13,27 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csmae.data.synth_time import Series
-
-SERIES = Series(dates=("2018-04-08", "2018-05-20", "2018-08-06", "2018-09-25"), change_fraction=0.5)
-
-
-@pytest.fixture(scope="module")
-def series_index(tmp_path_factory) -> tuple[Path, Path]:
-    import torch
-
-    import csmae
-    from csmae.data.synth import write_synthetic
-    from csmae.retrieval import build_index, embed_dataset
-
-    tmp = tmp_path_factory.mktemp("timeline")
-    store = write_synthetic(tmp / "store", n=6, seed=3, format="store", layout="native", series=SERIES)[0]
-    torch.manual_seed(0)
-    csmae.create_model("csmae_sesd_tiny").save_pretrained(tmp / "model")
-    embed_dataset(tmp / "model", [str(store)], tmp / "emb", precision="fp32", device="cpu", batch_size=16)
-    build_index(tmp / "emb", kind="exact", out=tmp / "index")
-    return tmp / "index", tmp / "emb"
-
 
 def _brute(emb_dir: Path, place: str, reference: str = "first", sensors=None, start=None, end=None):
     """[(id, sensor, iso time, distance)] of a place, from the embeddings folder."""
@@ -77,10 +56,10 @@ def _check(tl, want):
 
 
 @pytest.mark.parametrize("reference", ["first", "previous"])
-def test_timeline_of_every_place_matches_brute_force(series_index, reference):
+def test_timeline_of_every_place_matches_brute_force(timeline_index, reference):
     from csmae.retrieval.retriever import Retriever
 
-    index, emb = series_index
+    index, emb = timeline_index
     r = Retriever.load(index)
     places = _places(emb)
     assert len(places) == 6
@@ -94,13 +73,13 @@ def test_timeline_of_every_place_matches_brute_force(series_index, reference):
         assert first is None if reference == "previous" else first == pytest.approx(0, abs=1e-6)
 
 
-def test_timeline_by_id_point_item_reference_and_filter(series_index):
+def test_timeline_by_id_point_item_reference_and_filter(timeline_index):
     import shapely
 
     from csmae.retrieval.embeddings import load_embeddings
     from csmae.retrieval.retriever import Retriever
 
-    index, emb = series_index
+    index, emb = timeline_index
     r = Retriever.load(index)
     e = load_embeddings(emb)
     i = 5
@@ -124,10 +103,10 @@ def test_timeline_by_id_point_item_reference_and_filter(series_index):
     assert [a.sensor for a in tl.acquisitions] == ["s1", "s1"]
 
 
-def test_timeline_bad_input_says_what_the_archive_covers(series_index):
+def test_timeline_bad_input_says_what_the_archive_covers(timeline_index):
     from csmae.retrieval.retriever import Retriever
 
-    index, emb = series_index
+    index, emb = timeline_index
     r = Retriever.load(index)
     covers = r"covers 6 places.*2018-04-0\d \.\. 2018-09"
     with pytest.raises(LookupError, match=r"no acquisition of place 01N-1-1.*" + covers):
@@ -146,10 +125,10 @@ def test_timeline_bad_input_says_what_the_archive_covers(series_index):
         r.timeline(_places(emb)[0], reference="nope")
 
 
-def test_timeline_cli_table_json_geojson(series_index, tmp_path, capsys):
+def test_timeline_cli_table_json_geojson(timeline_index, tmp_path, capsys):
     from csmae.cli import main
 
-    index, emb = series_index
+    index, emb = timeline_index
     place = _places(emb)[1]
     want = _brute(emb, place, "previous")
     out = tmp_path / "tl.geojson"
@@ -173,13 +152,13 @@ def test_timeline_cli_table_json_geojson(series_index, tmp_path, capsys):
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_timeline_http(series_index):
+def test_timeline_http(timeline_index):
     from fastapi.testclient import TestClient
 
     from csmae.retrieval.retriever import Retriever
     from csmae.service import create_app
 
-    index, emb = series_index
+    index, emb = timeline_index
     place = _places(emb)[2]
     want = _brute(emb, place)
     with TestClient(create_app(Retriever.load(index)), raise_server_exceptions=False) as c:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("csmae.cli.search", "search an index by archive id or image files"),
     "timeline": ("csmae.cli.timeline", "a place's acquisitions in time order, with descriptor distances"),
     "changes": ("csmae.cli.changes", "rank places by how much they changed between two periods"),
+    "export": ("csmae.cli.export", "write an area's items, footprints and descriptors as GeoParquet"),
     "evaluate": ("csmae.cli.evaluate", "evaluate retrieval in every direction"),
     "serve": ("csmae.cli.serve", "serve the search page and HTTP API"),
     "verify": ("csmae.cli.verify", "check an artefact's files against their recorded checksums"),
