@@ -161,6 +161,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     search_guard: Any = contextlib.nullcontext() if cfg.thread_safe else io_guard
     previews = _PngCache(cfg.preview_cache)
     places = geo_info(retriever)
+    has_timeline = bool(places.get("footprints")) and callable(getattr(retriever, "timeline", None))
 
     app = FastAPI(
         title="csmae search",
@@ -233,7 +234,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
             "label_names": label_names,
             "filters": filter_vocabulary(retriever),
             "model": model_info,
-            "geo": {**places, "basemap": cfg.basemap},
+            "geo": {**places, "basemap": cfg.basemap, "timeline": has_timeline},
             "limits": {
                 "max_k": cfg.max_k, "max_page": cfg.max_page, "max_upload_bytes": cfg.max_upload_bytes,
                 "max_files": cfg.max_files, "upload_formats": list(ALLOWED_SUFFIXES),
