@@ -1,5 +1,5 @@
 """Exact search cost per query by batch size: FAISS IndexFlatIP at its default BLAS threshold and at
-csmae's (``csmae.retrieval.index.BLAS_THRESHOLD``), and a torch matmul + top-k for scale.
+csmae's (``csmae.retrieval.backends.faiss.BLAS_THRESHOLD``), and a torch matmul + top-k for scale.
 
 FAISS scans query by query until n_queries * D reaches ``distance_compute_blas_threshold`` (128,000 in
 faiss 1.15: 167 queries at D=768), so 2-166 queries per call cost as much per query as one.
@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 import torch
 
-from csmae.retrieval.index import BLAS_THRESHOLD
+from csmae.retrieval.backends.faiss import BLAS_THRESHOLD
 
 
 def best_of(fn, reps: int = 3) -> float:

@@ -114,7 +114,8 @@ def synthetic(n: int, dim: int, seed: int, basis: np.ndarray | None = None, rank
 def bench_ann(args: argparse.Namespace) -> None:
     import faiss
 
-    from csmae.retrieval.index import factory_string, recall_at_k, set_search_param
+    from csmae.retrieval.backends.faiss import factory_string, set_search_param
+    from csmae.retrieval.backends.faiss_tune import recall_at_k
     from csmae.retrieval.topk import exact_topk
 
     n, d = args.n, args.dim

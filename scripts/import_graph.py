@@ -80,7 +80,9 @@ def problems(edges: dict[str, set[str]]) -> list[str]:
     counts = folder_edges(edges)
     found = []
     if counts[("geo", "data")]:
-        users = sorted(s for s, t in edges.items() if floor(s) == "geo" and any(floor(x) == "data" for x in t))
+        users = sorted(
+            s for s, t in edges.items() if floor(s) == "geo" and any(floor(x) == "data" for x in t)
+        )
         found.append(f"geo imports data ({counts[('geo', 'data')]} imports): {', '.join(users)}")
     face = sorted(s for s, t in edges.items() if "csmae" in t and s not in ("csmae", "csmae.__main__"))
     if face:
@@ -94,7 +96,9 @@ def problems(edges: dict[str, set[str]]) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--modules", action="store_true", help="module-level edges")
     parser.add_argument("--check", action="store_true", help="exit 1 when a layering rule is broken")
     args = parser.parse_args()

@@ -59,6 +59,13 @@ class Sensor:
             highest priority defines the patch grid; the others are warped onto it.
         scene_resampling: the GDAL resampling that warps this sensor's scenes onto another
             sensor's patch grid.
+        plausible_range: (low, high) raw values a band of this sensor can hold; a query image
+            outside it has wrong units or is corrupt. None: no check.
+        quantity: what the raw values measure, in words (for messages about implausible values).
+        badge_colour: colour of this sensor's badge in result grids (matplotlib colour string).
+        skippable_query_bands: band files a query may carry besides the model's bands (all bands of
+            the product, e.g. S2 B01, B09), skipped when the model does not use them; any other
+            foreign band is refused.
     """
 
     name: str
@@ -70,6 +77,12 @@ class Sensor:
     display: tuple[str, ...]
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # -- query checks and display (knowledge about the sensor, not part of its identity) --
+    plausible_range: tuple[float, float] | None = field(default=None, compare=False)
+    quantity: str = field(default="", compare=False)
+    badge_colour: str = field(default="#444444", compare=False)
+    skippable_query_bands: tuple[str, ...] = field(default=(), compare=False)
+    # -- scene tiling --
     scene_grid_priority: int = field(default=0, compare=False)
     scene_resampling: str = field(default="bilinear", compare=False)
 
@@ -145,6 +158,10 @@ class Sensor:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Sensor:
+        """The spec of :meth:`to_dict`; query checks and display come from the built-in sensor of
+        the same name (they are not stored in artefacts)."""
+        known = SENSORS.get(d["name"])
+        knowledge: dict[str, Any] = {} if known is None else {f: getattr(known, f) for f in KNOWLEDGE_FIELDS}
         return cls(
             name=d["name"],
             bands=tuple(d["bands"]),
@@ -154,7 +171,14 @@ class Sensor:
             std=tuple(float(v) for v in d["std"]),
             display=tuple(d["display"]),
             description=d.get("description", ""),
+            **knowledge,
         )
+
+
+#: Sensor fields that are knowledge about the sensor (query checks, display, scene tiling), not part of
+#: an artefact's spec: :meth:`Sensor.from_dict` takes them from the built-in sensor of the same name.
+KNOWLEDGE_FIELDS = ("plausible_range", "quantity", "badge_colour", "skippable_query_bands",
+                    "scene_grid_priority", "scene_resampling")
 
 
 def _make(name: str, bands: tuple[str, ...], **kw: Any) -> Sensor:
@@ -171,20 +195,29 @@ S1_BANDS = ("VV", "VH")
 S2_BANDS_10 = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
 S2_BANDS_12 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 
+#: Query checks and display. Raw values a band can hold: S1 backscatter in dB (measured values lie
+#: within about -50..+40 dB), S2 reflectance x 10000 as in L2A products (uint16; down to -1
+#: reflectance for products with the radiometric offset applied). S2 query files may carry all 12
+#: L2A bands.
+_S1_KNOWLEDGE: dict[str, Any] = {
+    "plausible_range": (-100.0, 100.0), "quantity": "backscatter in dB", "badge_colour": "#d95f02",
+    "scene_grid_priority": 1, "scene_resampling": "bilinear"}
+_S2_KNOWLEDGE: dict[str, Any] = {
+    "plausible_range": (-10_000.0, 65_535.0),
+    "quantity": "reflectance scaled by 10000 (L2A digital numbers)", "badge_colour": "#1b9e77",
+    "skippable_query_bands": S2_BANDS_12, "scene_grid_priority": 2}
+
 S1 = _make(
     "s1", S1_BANDS, dtype="float32", units="dB", display=("VV", "VH"),
-    description="Sentinel-1 GRD IW, VV and VH backscatter in dB, 10 m",
-    scene_grid_priority=1, scene_resampling="bilinear",
+    description="Sentinel-1 GRD IW, VV and VH backscatter in dB, 10 m", **_S1_KNOWLEDGE,
 )
 S2 = _make(
     "s2", S2_BANDS_10, dtype="uint16", units="reflectance x 10000", display=("B04", "B03", "B02"),
-    description="Sentinel-2 L2A, 10 bands at 10 m and 20 m (20 m upsampled to 10 m)",
-    scene_grid_priority=2,
+    description="Sentinel-2 L2A, 10 bands at 10 m and 20 m (20 m upsampled to 10 m)", **_S2_KNOWLEDGE,
 )
 S2_12 = _make(
     "s2", S2_BANDS_12, dtype="uint16", units="reflectance x 10000", display=("B04", "B03", "B02"),
-    description="Sentinel-2 L2A, all 12 L2A bands (20 m and 60 m upsampled to 10 m)",
-    scene_grid_priority=2,
+    description="Sentinel-2 L2A, all 12 L2A bands (20 m and 60 m upsampled to 10 m)", **_S2_KNOWLEDGE,
 )
 
 #: Reference-implementation channel orders (data-formats.md), for importing its checkpoints.

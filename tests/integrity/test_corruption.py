@@ -182,11 +182,12 @@ def test_damaged_hnsw_never_reaches_faiss_and_allocates_nothing(artefacts, tmp_p
     import sys
     import time
 
+    import csmae.retrieval.backends.faiss as fb
     import csmae.retrieval.index as ix
 
     art = copy_artefact(artefacts["index-hnsw"], tmp_path)
     flip_bytes(art / "index.faiss", 40, seed=11)
-    faiss = ix._faiss()
+    faiss = fb.faiss_module()
     called = []
     monkeypatch.setattr(faiss, "read_index", lambda *a, **k: called.append(a))
     t0 = time.perf_counter()
@@ -196,8 +197,9 @@ def test_damaged_hnsw_never_reaches_faiss_and_allocates_nothing(artefacts, tmp_p
     # in a process limited to 1 GiB of address space above what importing csmae takes
     code = (
         "import resource, sys\n"
+        "import csmae.retrieval.backends.faiss as fb\n"
         "import csmae.retrieval.index as ix\n"
-        "ix._faiss()\n"
+        "fb.faiss_module()\n"
         "peak = int(open('/proc/self/status').read().split('VmPeak:')[1].split()[0]) * 1024\n"
         "resource.setrlimit(resource.RLIMIT_AS, (peak + (1 << 30), resource.RLIM_INFINITY))\n"
         "try:\n"

@@ -1,4 +1,4 @@
-"""A small in-memory retriever with the interface of ``csmae.retrieval.Retriever`` (INTERFACES.md).
+"""A small in-memory retriever with the interface the service declares (``service/protocol.py``).
 
 Archive vectors are a fixed random projection of block-averaged, normalised pixels, so an uploaded
 copy of an item's pixels embeds to exactly that item's vector: search by upload can be checked
@@ -78,7 +78,14 @@ class FakeRetriever:
         return (v / np.linalg.norm(v)).astype(np.float32)
 
     # --- the Retriever interface ------------------------------------------------------------
-    def items(self, split=None, sensor=None, label=None, offset=0, limit=50):
+    @staticmethod
+    def _no_filter(where) -> None:
+        """This archive has no filter columns: a filter is refused (a 400 from the service)."""
+        if where is not None:
+            raise ValueError("this archive cannot be filtered (the retriever takes no filter)")
+
+    def items(self, split=None, sensor=None, label=None, offset=0, limit=50, where=None):
+        self._no_filter(where)
         rows = [
             {"id": pid, "sensor": s, "split": self.meta[pid]["split"],
              "labels": list(self.meta[pid]["labels"])}
@@ -106,7 +113,8 @@ class FakeRetriever:
                 break
         return hits
 
-    def search_by_id(self, patch_id, *, sensor, target="any", k=10, exclude_self=True):
+    def search_by_id(self, patch_id, *, sensor, target="any", k=10, exclude_self=True, where=None):
+        self._no_filter(where)
         if (patch_id, sensor) not in self.pixels:
             raise KeyError(f"unknown id {patch_id!r} for sensor {sensor}")
         q = self.vectors[self.rows.index((patch_id, sensor))]
@@ -133,7 +141,8 @@ class FakeRetriever:
             raise ValueError(f"no {sensor} patch of the archive contains lon {lon}, lat {lat}")
         return inside[0]
 
-    def search_by_arrays(self, raw, *, sensor, target="any", k=10):
+    def search_by_arrays(self, raw, *, sensor, target="any", k=10, where=None):
+        self._no_filter(where)
         spec = self.specs[sensor]
         if raw.shape != (spec.num_channels, IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(f"expected {(spec.num_channels, IMAGE_SIZE, IMAGE_SIZE)}, got {raw.shape}")

@@ -44,17 +44,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="embeddings folder to build from, or an update of an existing index",
     )
     p.add_argument("--out", help="output index folder (build)")
-    p.add_argument(
-        "--kind", default="exact", help="exact | hnsw | hnsw-sq8 | ivf | ivfpq | FAISS factory string"
-    )
+    from csmae.retrieval.backends import registry
+
+    default = registry.get_spec(registry.default_backend())
+    p.add_argument("--kind", default="exact", help=default.kinds)
     p.add_argument("--target-recall", type=float, default=0.95, help="recall@10 to tune approximate kinds to")
     p.add_argument("--recall-queries", type=int, default=500, help="sampled queries for the recall check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
     p.add_argument("--ids", help="remove: file of ids ('ID' or 'ID SENSOR' per line)")
     p.add_argument("--missing-ok", action="store_true", help="remove: ignore ids not in the index")
-    p.add_argument("--backend", default="faiss", choices=["faiss", "milvus"], help="vector backend")
-    p.add_argument("--uri", default=None, help="milvus: path ending .db (Milvus Lite) or http://host:19530")
-    p.add_argument("--collection", default=None, help="milvus: collection name (default: new, unique)")
+    p.add_argument(
+        "--backend", default=default.name, choices=registry.backend_names(), help="vector backend"
+    )
+    for opt, engines in registry.cli_options():  # each engine's own options (BackendSpec.options)
+        p.add_argument(opt.flag, dest=opt.name, default=None, help=f"{', '.join(engines)}: {opt.help}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"expected one embeddings folder or one of {OPS}, got {t}")
     if not args.out:
         raise ValueError("building an index needs --out FOLDER")
+    from csmae.retrieval.backends.registry import cli_options
     from csmae.retrieval.index import build_index
 
     si = build_index(
@@ -75,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
         recall_queries=args.recall_queries,
         overwrite=args.overwrite,
         backend=args.backend,
-        uri=args.uri,
-        collection=args.collection,
+        **{opt.name: getattr(args, opt.name) for opt, _ in cli_options()},
     )
     m = si.manifest
     extra = ""

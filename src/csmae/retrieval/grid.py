@@ -1,7 +1,8 @@
 """Retrieval grids: the query on the left, the top-k on the right, one row per query.
 
 S2 is shown in true colour and S1 in false colour (VV, VH, VV-VH) via :func:`csmae.sensors.display_rgb`;
-under each tile: a sensor badge, the score and the labels shared with the query.
+under each tile: a sensor badge (in the sensor spec's ``badge_colour``), the score and the labels
+shared with the query.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-BADGE_COLOURS = {"s1": "#d95f02", "s2": "#1b9e77"}
+from csmae.sensors import SENSORS
+
+#: Badge colour of a sensor the package does not know.
+UNKNOWN_SENSOR_COLOUR = "#444444"
+
+
+def badge_colour(sensor: str) -> str:
+    """The badge colour of a sensor name, from its :class:`csmae.sensors.Sensor` spec."""
+    spec = SENSORS.get(sensor)
+    return spec.badge_colour if spec is not None else UNKNOWN_SENSOR_COLOUR
 
 
 @dataclass
@@ -92,7 +102,7 @@ def draw_grid(
                     0.24,
                     0.16,
                     transform=ax.transAxes,
-                    color=BADGE_COLOURS.get(tile.sensor, "#444444"),
+                    color=badge_colour(tile.sensor),
                     clip_on=False,
                 )
             )

@@ -5,33 +5,32 @@ Index folder::
     INDEX_DIR/
       manifest.json    kind "csmae-index": model (sha256, name, variant, pooling, dim), sensors, kind,
                        factory, count (live items), rows (row ids ever given), search params, recall@10
-                       vs exact (approximate kinds), "backend" (its files and state), "files"
-      index.faiss      FAISS index over row ids (inner product on L2-normalised float32 = cosine);
-                       after `csmae index add/remove`: index-<generation>.faiss
+                       vs exact (approximate kinds), "backend" (the engine's entry: its files and
+                       state), "files"
       items.parquet    row i = row id i: id, sensor, split, labels (bool multi-hot), live (False =
                        removed), and when the embeddings have them the geo columns
                        (embeddings.META_COLUMNS: geometry WKB EPSG:4326, bbox_xmin..bbox_ymax,
                        datetime UTC, country, season, scene);
-                       after add/remove: items-<generation>.parquet
-      vectors-*.f16    ivfpq only: the on-disk float16 vectors for exact re-ranking (immutable chunks)
+                       after `csmae index add/remove`: items-<generation>.parquet
+      ...              the engine's own files, named by its entry (an in-process engine's index and
+                       on-disk vectors; none for a database engine): see csmae.retrieval.backends
     manifest.json also records skipped_nonfinite (NaN/inf vectors left out) and checksums (size +
-    sha256 of every file of the current version, verified by SearchIndex.load before FAISS reads a byte).
+    sha256 of every file of the current version, verified by SearchIndex.load before the engine
+    reads a byte).
 
 The manifest names the files of the current version, so an update writes new files first and then
 replaces manifest.json atomically: a reader (or a crash at any point) sees the old or the new index,
 never a mix. Every search evaluates a :class:`~csmae.retrieval.filters.Filter` (sensor, split,
 labels, country, season, dates, bbox) on the items table into the allowed rows, which the backend
-applies inside the search (module csmae.retrieval.backends.faiss).
+applies inside the search. This module talks to engines only through the protocol
+(:mod:`csmae.retrieval.backends.base`) and the registry; it names none.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,13 +46,14 @@ from csmae.retrieval.artifacts import (
     read_manifest,
     write_json_atomic,
 )
-from csmae.retrieval.backends.faiss import (  # noqa: F401  (FaissBackend: re-exported)
-    BLAS_THRESHOLD,
-    FaissBackend,
-    factory_string,
-    faiss_module,
+from csmae.retrieval.backends.base import VectorBackend
+from csmae.retrieval.backends.registry import (
+    create_backend,
+    discard_backend,
+    entry_of,
+    load_backend,
+    spec_of_entry,
 )
-from csmae.retrieval.backends.registry import create_backend, discard_backend, load_backend
 from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
 from csmae.retrieval.filters import Filter, FilterColumns, as_filter
 from csmae.retrieval.topk import l2_normalize
@@ -65,61 +65,17 @@ FORMAT_VERSION = 2
 TARGET_RECALL = 0.95
 
 __all__ = [
-    "BLAS_THRESHOLD",
     "KIND",
     "SearchIndex",
     "build_index",
-    "factory_string",
-    "recall_at_k",
-    "set_search_param",
 ]
-
-
-def _faiss() -> Any:
-    return faiss_module()
-
-
-def set_search_param(index: Any, name: str, value: int) -> None:
-    faiss = _faiss()
-    faiss.ParameterSpace().set_index_parameter(index, name, value)
-
-
-def recall_at_k(
-    index: Any,
-    vectors: np.ndarray,
-    *,
-    k: int = 10,
-    n_queries: int = 500,
-    seed: int = 0,
-    params: dict[str, int] | None = None,
-) -> float:
-    """Mean recall@k of a raw FAISS ``index`` (ids = positions) against exact inner-product search,
-    sampled archive items as queries (each query's own row excluded from both lists)."""
-    faiss = _faiss()
-    n = len(vectors)
-    if n < 2:
-        return 1.0
-    k = min(k, n - 1)
-    rng = np.random.default_rng(seed)
-    qi = np.sort(rng.choice(n, size=min(n_queries, n), replace=False))
-    q = vectors[qi]
-    _, exact = faiss.knn(q, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    for name, v in (params or {}).items():
-        set_search_param(index, name, v)
-    _, approx = index.search(q, k + 1)
-    hits = 0
-    for row, own in enumerate(qi):
-        e = [j for j in exact[row] if j != own][:k]
-        a = {j for j in approx[row] if j != own and j >= 0}
-        hits += len(set(e) & a)
-    return hits / (k * len(qi))
 
 
 @dataclass
 class SearchIndex:
     """A loaded index: vector backend + items table (row i = row id i) + manifest."""
 
-    backend: Any  # FaissBackend | MilvusBackend (csmae.retrieval.backends.registry)
+    backend: VectorBackend  # any registered engine (csmae.retrieval.backends.registry)
     items: Any  # pandas.DataFrame: id, sensor, split, labels, live, [geo columns]
     manifest: dict[str, Any]
     path: Path | None = None
@@ -129,8 +85,10 @@ class SearchIndex:
     # ------------------------------------------------------------- properties
     @property
     def index(self) -> Any:
-        """The raw FAISS index (ids = row ids)."""
-        return self.backend.index
+        """The engine's own in-process index object, where it has one (ids = row ids; tests and
+        benchmarks)."""
+        engine: Any = self.backend
+        return engine.index
 
     @property
     def dim(self) -> int:
@@ -243,19 +201,14 @@ class SearchIndex:
     def save(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a complete index folder atomically (a new folder, generation 0)."""
         out = Path(out)
-        store = self.backend.store
         with AtomicFolder(out, overwrite=overwrite) as tmp:
-            if store is not None:
-                for c in store.chunks:
-                    _link_or_copy(store.folder / c.file, tmp / c.file)
-            entry = self.backend.save(tmp, file="index.faiss")
+            entry = self.backend.save(tmp, generation=0)
             self.items.to_parquet(tmp / "items.parquet", index=False)
             self.manifest.update(backend=entry, files={"items": "items.parquet"}, generation=0)
-            # integrity: per-file sizes + sha256, verified by load() before FAISS parses the bytes
+            # integrity: per-file sizes + sha256, verified by load() before the engine parses the bytes
             self.manifest = {**self.manifest, "checksums": checksum_files(tmp, data_files(self.manifest))}
             write_json_atomic(tmp / "manifest.json", self.manifest)
-        if store is not None:
-            store.folder = out
+        self.backend.relocate(out)
         self.path = out
         return out
 
@@ -265,20 +218,13 @@ class SearchIndex:
 
         path = Path(path)
         manifest = read_manifest(path, kind=KIND)
-        entry: dict[str, Any] | None = manifest.get("backend")
-        legacy = entry is None
-        if entry is None:  # csmae < format 2: FAISS ids = positions, sensor rows contiguous
-            entry = {
-                "file": "index.faiss",
-                "kind": manifest.get("index_kind"),
-                "factory": manifest.get("factory"),
-            }
+        entry, legacy = entry_of(manifest)  # legacy: csmae < format 2 (no backend entry recorded)
         items_file = (manifest.get("files") or {}).get("items", "items.parquet")
-        for f in ([entry["file"]] if entry.get("file") else []) + [items_file]:  # Milvus: no file
+        for f in spec_of_entry(entry, path).must_exist(entry) + [items_file]:  # database engines: none
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
-        # integrity: damaged bytes must never reach faiss.read_index (a flipped HNSW header can make
-        # it allocate many GiB; a flipped vector would rank first for every query)
+        # integrity: damaged bytes must never reach the engine's reader (a flipped HNSW header can
+        # make FAISS allocate many GiB; a flipped vector would rank first for every query)
         verify_manifest_files(path, manifest, what="index")
         backend = load_backend(
             path, entry, params=dict(manifest.get("search_params") or {}), legacy=legacy
@@ -304,22 +250,11 @@ class SearchIndex:
 
 def data_files(manifest: dict[str, Any]) -> list[str]:
     """The files of an index folder's current version (what its checksums cover)."""
-    entry = manifest.get("backend")
-    if entry is None:  # a format-1 folder
-        entry = {"file": "index.faiss"}
-    files = [entry["file"]] if entry.get("file") else []  # a Milvus index keeps no vector file here
-    files.append((manifest.get("files") or {}).get("items", "items.parquet"))
-    files += [c["file"] for c in (entry.get("vectors") or {}).get("chunks", [])]
-    return files
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    entry, _ = entry_of(manifest)  # a format-1 folder: the default engine's legacy entry
+    spec = spec_of_entry(entry)
+    first = spec.must_exist(entry)  # a database engine keeps no vector file here
+    rest = [f for f in spec.entry_files(entry) if f not in first]
+    return [*first, (manifest.get("files") or {}).get("items", "items.parquet"), *rest]
 
 
 def items_table(emb: Embeddings, order: np.ndarray) -> Any:
@@ -357,27 +292,27 @@ def build_index(
     train_size: int = 100_000,
     overwrite: bool = False,
     seed: int = 0,
-    backend: str = "faiss",
-    uri: str | None = None,
-    collection: str | None = None,
+    backend: str | None = None,
+    **options: Any,
 ) -> SearchIndex:
     """Build one index over every sensor's vectors of an embeddings folder (or object).
 
     Args:
         emb: :class:`Embeddings` or an embeddings folder.
-        kind: ``"exact"`` (Flat), ``"hnsw"`` (HNSW32), ``"hnsw-sq8"`` (HNSW32 over 8-bit
-            scalar-quantised vectors: about a third of the memory, approximate scores), ``"ivf"``
-            (IVF, sqrt-sized lists), ``"ivfpq"`` (OPQ + IVF + PQ codes in RAM, candidates
-            re-ranked exactly from on-disk float16 vectors: for archives beyond RAM) or any FAISS
-            factory string (built with METRIC_INNER_PRODUCT).
+        kind: the engine's index kind (see its module). The default engine's: exact (Flat), hnsw
+            (HNSW32), hnsw-sq8 (HNSW32 over 8-bit scalar-quantised vectors: about a third of the
+            memory, approximate scores), ivf (IVF, sqrt-sized lists), ivfpq (IVF + PQ codes in
+            RAM, candidates re-ranked exactly from on-disk float16 vectors: for archives beyond
+            RAM) or any FAISS factory string (inner product).
         out: folder to save to (atomically); None = keep in memory.
         target_recall: approximate kinds get the smallest efSearch/nprobe that reaches this
             recall@10 against exact search on a sample; the measured recall is stored.
         recall_queries: sampled queries for that measurement.
         train_size: vectors used to train IVF/PQ indexes.
-        backend: ``"faiss"`` (in-process, default) or ``"milvus"`` (optional extra; see docs/milvus.md).
-        uri: the Milvus URI: ``path.db`` (Milvus Lite in this process) or ``http://host:19530``.
-        collection: the Milvus collection name (default: a new unique one per build).
+        backend: a registered engine (``registry.backend_names()``; None = the default, FAISS in
+            process; Milvus needs an optional extra, see docs/milvus.md).
+        options: the engine's own options (``BackendSpec.options``; e.g. Milvus ``uri`` =
+            ``path.db`` (Lite, in this process) or ``http://host:19530``, and ``collection``).
     """
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another output or pass --overwrite")
@@ -403,23 +338,17 @@ def build_index(
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     train = vectors[np.sort(rng.choice(n, size=min(n, train_size), replace=False))]
-    store_folder = None
-    if kind == "ivfpq":
-        store_folder = Path(tempfile.mkdtemp(prefix="csmae-vectors-"))
     items = items_table(emb, order)
-    be: Any = None
+    be: VectorBackend | None = None
     try:
         be = create_backend(
             backend, kind, dim=d, n_hint=n, label_names=list(emb.label_names), train=train,
-            store_folder=store_folder, uri=uri, collection=collection,
-            name_hint=Path(out).name if out is not None else "index",
-        )
+            name_hint=Path(out).name if out is not None else "index", **options,
+        )  # fmt: skip
         be.add(np.arange(n, dtype=np.int64), vectors, items)
         build_s = time.perf_counter() - t0
         recall = be.tune(vectors, target=target_recall, n_queries=recall_queries, seed=seed)
     except BaseException:
-        if store_folder is not None:
-            shutil.rmtree(store_folder, ignore_errors=True)
         if be is not None:
             discard_backend(be)
         raise
@@ -454,10 +383,6 @@ def build_index(
         except BaseException:
             discard_backend(be)
             raise
-        if store_folder is not None:
-            shutil.rmtree(store_folder, ignore_errors=True)
-    elif store_folder is not None:
-        weakref.finalize(si, shutil.rmtree, str(store_folder), True)
     return si
 
 

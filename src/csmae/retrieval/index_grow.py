@@ -2,12 +2,14 @@
 
 Row ids are append-only. ``add`` appends the new embeddings as new rows (an (id, sensor) already in
 the index is replaced: its old row is removed and the new one appended, and the report says so);
-``remove`` retires rows (``live = False`` in items.parquet; FAISS drops them, or keeps HNSW
-tombstones that every search excludes); ``compact`` rebuilds an HNSW graph without its tombstones.
+``remove`` retires rows (``live = False`` in items.parquet; the engine drops them, or keeps
+tombstones that every search excludes, e.g. FAISS HNSW); ``compact`` rebuilds the engine's index
+without its tombstones.
 
-Crash safety: an update writes the new version's files under new names (``index-<g>.faiss``,
-``items-<g>.parquet``, new ``vectors-*`` chunks), then replaces ``manifest.json`` atomically (it
-names the files of the current version), then deletes the previous version's files. A kill at any
+Crash safety: an update writes the new version's files under new names (``items-<g>.parquet`` and
+the engine's files of version ``g``, e.g. a new index file and new vector chunks), then replaces
+``manifest.json`` atomically (it names the files of the current version), then deletes the previous
+version's files (those the engines own, see ``BackendSpec.owns_file``). A kill at any
 moment leaves a folder that loads with the old or the new content; stray files of an interrupted
 update are removed by the next one. One writer at a time (a lock file); readers never block.
 """
@@ -28,6 +30,7 @@ import numpy as np
 
 from csmae.atomic import atomic_path, write_json_atomic
 from csmae.integrity import checksum_files
+from csmae.retrieval.backends.registry import owned_file
 from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
 from csmae.retrieval.index import SearchIndex, _duplicates, data_files, items_table, normalized_rows
 
@@ -186,7 +189,8 @@ def remove_items(
 
 
 def compact_index(index_dir: str | os.PathLike[str]) -> UpdateReport:
-    """Rebuild an HNSW graph without its tombstones (same row ids); other kinds need nothing."""
+    """Rebuild the engine's index without its tombstones (same row ids; FAISS HNSW graphs); other
+    kinds need nothing."""
     path = Path(index_dir)
     t0 = time.perf_counter()
     with _writer_lock(_existing(path)):
@@ -209,8 +213,10 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
     """Write the new version's files, swap manifest.json atomically, then delete the old files."""
     man = si.manifest
     gen = int(man.get("generation", 0)) + 1
-    index_file, items_file = f"index-{gen}.faiss", f"items-{gen}.parquet"
-    entry = _save_backend(si, path, index_file)
+    items_file = f"items-{gen}.parquet"
+    before = set(si.backend.files())
+    entry = si.backend.save(path, generation=gen)  # the engine's files of version gen, atomically
+    written = set(si.backend.files()) - before  # its new index file (new vector chunks: not in sums)
     with atomic_path(path / items_file) as tmp:
         si.items.to_parquet(tmp, index=False)
     live = si.items["live"].to_numpy(dtype=bool)
@@ -227,7 +233,7 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
     # integrity: size + sha256 of the new version's files (unchanged vector chunks keep their entry)
     old_sums = man.get("checksums") or {}
     files = data_files(man)
-    fresh = [f for f in files if f not in old_sums or f in (index_file, items_file)]
+    fresh = [f for f in files if f not in old_sums or f in written or f == items_file]
     man["checksums"] = {**{f: old_sums[f] for f in files if f not in fresh}, **checksum_files(path, fresh)}
     man.setdefault("updates", []).append(
         {
@@ -243,37 +249,16 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
     write_json_atomic(path / "manifest.json", man)  # the commit point
     rep.count, rep.generation = int(live.sum()), gen
     si.invalidate()
-    _remove_stale(
-        path,
-        keep={
-            index_file,
-            items_file,
-            *(c.file for c in (si.backend.store.chunks if si.backend.store else [])),
-        },
-    )
-
-
-def _save_backend(si: SearchIndex, path: Path, index_file: str) -> dict[str, Any]:
-    """Save the backend's new version as ``index_file`` (atomically); a backend that keeps no file
-    in the folder (Milvus: its manifest entry has no "file") writes nothing here."""
-    tmp = path / f".{Path(index_file).stem}.tmp-{os.getpid()}{Path(index_file).suffix}"
-    try:
-        entry = si.backend.save(path, file=tmp.name)
-        if entry.get("file"):
-            os.replace(tmp, path / index_file)
-            entry["file"] = index_file
-    finally:
-        tmp.unlink(missing_ok=True)
-    return entry
+    _remove_stale(path, keep={items_file, *si.backend.files()})
 
 
 def _remove_stale(path: Path, keep: set[str]) -> None:
+    """Remove files of older versions: items tables, the engines' own files, temporaries."""
     for f in path.iterdir():
         name = f.name
         stale = (
-            (name.startswith("index") and name.endswith(".faiss"))
-            or (name.startswith("items") and name.endswith(".parquet"))
-            or name.startswith("vectors-")
+            (name.startswith("items") and name.endswith(".parquet"))
+            or owned_file(name)
             or (name.startswith(".") and ".tmp-" in name)
         )
         if stale and name not in keep and f.is_file():

@@ -128,21 +128,6 @@ def _filter_params(
     return filter_query(split, labels_any, labels_all, labels_none, country, season, start, end, bbox)
 
 
-def _where_kw(fn: Any, where: Any) -> dict[str, Any]:
-    """``{"where": where}`` for a retriever method that filters (a stand-in retriever may not)."""
-    if where is None:
-        return {}
-    import inspect
-
-    try:
-        ok = "where" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ApiError(400, "this archive cannot be filtered (the retriever takes no filter)")
-    return {"where": where}
-
-
 def _where(params: dict[str, Any] | None) -> Any:
     """The Filter of the query parameters; a malformed one is a 422 naming the problem."""
     if params is None:
@@ -268,12 +253,11 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         if label is not None and label not in label_names:
             raise ApiError(422, f"unknown label {label[:200]!r}; see label_names in /api/health")
         where = _where(filters)  # validates (422) before anything else
-        kw: dict[str, Any] = {}
+        split = None
         if filters is not None and list(filters) == ["split"] and len(filters["split"]) == 1:
-            kw = {"split": filters["split"][0]}  # the plain listing filter every retriever has
-        else:
-            kw = _where_kw(retriever.items, where)
-        total, rows = call(retriever.items, sensor=sensor, label=label, offset=offset, limit=limit, **kw)
+            split, where = filters["split"][0], None  # the plain listing filter every retriever has
+        total, rows = call(retriever.items, split=split, sensor=sensor, label=label, offset=offset,
+                           limit=limit, where=where)
         items = [row_to_dict(r) for r in rows]
         return {"total": int(total), "offset": offset, "limit": limit, "items": items}
 
@@ -355,10 +339,10 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         entry = check_id(id)
         if sensor not in entry.sensors:
             raise ApiError(404, f"archive id {id} has no {sensor} vector; it has {entry.sensors}")
-        kw = _where_kw(retriever.search_by_id, _where(filters))
+        where = _where(filters)
         t0 = time.perf_counter()
         hits = call(retriever.search_by_id, id, sensor=sensor, target=target, k=clamp_k(k),
-                    exclude_self=exclude_self, **kw)
+                    exclude_self=exclude_self, where=where)
         query = {"id": id, "sensor": sensor, "split": entry.split, "labels": entry.labels,
                  **call(query_geo, retriever, id, sensor), "lon": lon, "lat": lat}
         return finish(hits, query, target, k, t0, format)
@@ -379,10 +363,10 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
             raise ApiError(422, f"too many files: {len(files)}, at most {cfg.max_files}")
         uploads = [UploadedFile(name=safe_name(f.filename), data=f.file.read()) for f in files]
         raw = decode_upload(uploads, specs[sensor])  # (C, 120, 120)
-        kw = _where_kw(retriever.search_by_arrays, _where(filters))
+        where = _where(filters)
         t0 = time.perf_counter()
         hits = call(retriever.search_by_arrays, raw, sensor=sensor, target=target, k=clamp_k(k),
-                    guard=io_guard, **kw)
+                    guard=io_guard, where=where)
         query = {"id": None, "sensor": sensor, "labels": None, "files": [u.name for u in uploads],
                  "preview": png_data_url(raw, specs[sensor])}
         return finish(hits, query, target, k, t0, format)

@@ -9,18 +9,27 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from csmae.sensors import Sensor, get_sensor
+
+if TYPE_CHECKING:  # the core's filter type, without importing the index layer at start-up
+    from csmae.retrieval.search_core import Where
 
 logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class RetrieverLike(Protocol):
-    """The subset of ``csmae.retrieval.Retriever`` the service calls."""
+    """The subset of ``csmae.retrieval.Retriever`` the service calls.
+
+    The search and listing signatures are those of the search core
+    (:class:`csmae.retrieval.search_core.SearchCore`), ``where`` included: the service passes its
+    filter (None when the request has none) to every retriever alike. A retriever that cannot
+    filter raises ``ValueError`` for a filter it is given (a 400).
+    """
 
     label_names: Sequence[str]
     sensors: Any  # names of the sensors in the index, or name -> Sensor
@@ -33,6 +42,7 @@ class RetrieverLike(Protocol):
         label: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        where: Where = None,
     ) -> tuple[int, list[dict[str, Any]]]: ...
 
     def search_by_id(
@@ -43,6 +53,7 @@ class RetrieverLike(Protocol):
         target: str = "any",
         k: int = 10,
         exclude_self: bool = True,
+        where: Where = None,
     ) -> list[Any]: ...
 
     def search_by_arrays(
@@ -52,6 +63,7 @@ class RetrieverLike(Protocol):
         sensor: str,
         target: str = "any",
         k: int = 10,
+        where: Where = None,
     ) -> list[Any]: ...
 
     def preview_png(self, patch_id: str, sensor: str) -> bytes: ...

@@ -1,5 +1,12 @@
-"""Vector backends behind one protocol (:mod:`.base`): FAISS in-process (default), Milvus (extra)."""
+"""Vector engines behind one protocol (:mod:`.base`), found by the registry (:mod:`.registry`):
+FAISS in-process (default), Milvus (optional extra). A new engine is one module defining ``BACKEND``."""
 
-from csmae.retrieval.backends.base import VectorBackend, allowed_rows, check_result
+from csmae.retrieval.backends.base import (
+    BackendOption,
+    BackendSpec,
+    VectorBackend,
+    allowed_rows,
+    check_result,
+)
 
-__all__ = ["VectorBackend", "allowed_rows", "check_result"]
+__all__ = ["BackendOption", "BackendSpec", "VectorBackend", "allowed_rows", "check_result"]

@@ -13,6 +13,8 @@ Row ids and removal, per kind:
   re-ranked exactly from an on-disk memory-mapped float16 copy of the vectors
   (:class:`~csmae.retrieval.backends.vectorstore.VectorStore`).
 
+Tuning for a recall target: :mod:`csmae.retrieval.backends.faiss_tune`.
+
 Filters arrive as allowed row ids and become an ``IDSelectorBitmap`` passed in the search
 parameters, so the result is the top-k among allowed rows, not a post-filtered list. Approximate
 kinds search the allowed rows exactly instead when they are few (``EXACT_MAX_ROWS``) or a small
@@ -27,11 +29,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from csmae.atomic import atomic_path
+from csmae.retrieval.backends.base import BackendOption, BackendSpec
 from csmae.retrieval.backends.vectorstore import VectorStore
 from csmae.retrieval.filters import Filter
 
@@ -66,6 +71,11 @@ def faiss_module() -> Any:
         faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
         _configured = True
     return faiss
+
+
+def set_search_param(index: Any, name: str, value: int) -> None:
+    """Set a search parameter (``efSearch``, ``nprobe``) on a raw FAISS index (benchmarks)."""
+    faiss_module().ParameterSpace().set_index_parameter(index, name, value)
 
 
 def factory_string(kind: str, n: int, dim: int = 768) -> str:
@@ -117,6 +127,7 @@ class FaissBackend:
         n_rows: int | None = None,
         tombstones: int = 0,
         legacy: bool = False,
+        file: str | None = None,
     ):
         self.faiss = faiss_module()
         self.index = index
@@ -128,6 +139,7 @@ class FaissBackend:
         self.n_rows = int(index.ntotal if n_rows is None else n_rows)  # row ids ever given: 0..n_rows-1
         self.tombstones = int(tombstones)
         self.legacy = legacy  # a csmae < 0.3 folder: FAISS ids = positions, no add/remove
+        self.file = file  # the index file in the index folder (last saved or loaded)
         self.dim = int(index.d)
         self.ivf = self.faiss.try_extract_index_ivf(index)
         self.hnsw = self._is_hnsw()
@@ -144,7 +156,10 @@ class FaissBackend:
         store_folder: Path | None = None,
         store_dtype: str = "float16",
     ) -> FaissBackend:
-        """An empty (trained) backend for ``kind``; ``train`` = L2-normalised sample (IVF/PQ/SQ)."""
+        """An empty (trained) backend for ``kind``; ``train`` = L2-normalised sample (IVF/PQ/SQ).
+
+        ``store_folder``: where ivfpq writes its on-disk vectors (default: a temporary folder,
+        removed when the backend is discarded, dropped or saved into an index folder)."""
         faiss = faiss_module()
         factory = factory_string(kind, n_hint, dim)
         try:
@@ -169,8 +184,9 @@ class FaissBackend:
         rerank = 0
         if kind == "ivfpq":
             if store_folder is None:
-                raise ValueError("ivfpq needs a folder for its on-disk vectors")
-            store = VectorStore(Path(store_folder), dim=dim, dtype=store_dtype, chunks=[])
+                store = VectorStore.scratch(dim=dim, dtype=store_dtype)
+            else:
+                store = VectorStore(Path(store_folder), dim=dim, dtype=store_dtype, chunks=[])
             rerank = RERANK
         return cls(index=index, kind=kind, factory=factory, store=store, rerank=rerank, n_rows=0)
 
@@ -254,6 +270,7 @@ class FaissBackend:
             rerank=self.rerank,
             n_rows=self.n_rows,
             tombstones=0,
+            file=self.file,
         )
 
     # ------------------------------------------------------------------- read
@@ -424,75 +441,47 @@ class FaissBackend:
         truth: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> float | None:
         """Smallest efSearch / nprobe (and, for ivfpq, re-rank depth) reaching recall@10 ``target``
-        vs exact on sampled rows of ``vectors`` (the row ids 0..N-1 of this backend), or against
-        ``truth`` = (queries, their exact top-10 row ids) for archives too big to hold; stores the
-        setting in ``self.params``."""
+        vs exact on sampled rows of ``vectors`` (row ids 0..N-1), or against ``truth`` = (queries,
+        their exact top-10 row ids); stored in ``params``. None for exact kinds
+        (:func:`csmae.retrieval.backends.faiss_tune.tune`)."""
+        from csmae.retrieval.backends.faiss_tune import tune
 
-        def measure(params: dict[str, int]) -> float:
-            if truth is None:
-                assert vectors is not None
-                return recall_at_k(self, vectors, n_queries=n_queries, seed=seed, params=params)
-            tq, tr = truth
-            _, got = self._search_index(np.ascontiguousarray(tq, dtype=np.float32), tr.shape[1], None, params)
-            return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, tr)]))
+        return tune(self, vectors, target=target, n_queries=n_queries, seed=seed, truth=truth)
 
-        if not self.approximate:
-            return None
-        name, values = self._tunable()
-        if name is None:
-            return measure({})
-        # kinds with an on-disk re-rank: more candidates lift the recall cap of the compressed codes
-        reranks = [self.rerank] if self.store is None else [RERANK, 2 * RERANK, 4 * RERANK, 10 * RERANK]
-        # ivfpq aims 0.01 higher: at 1M x 768 nprobe 4 measured 0.955 on the tuning queries and
-        # 0.945 on held-out ones (bench/README.md "## search"); with it: 0.978 at 1M, 0.955 at 5M
-        aim = target + (0.01 if self.store is not None else 0.0)
-        best: tuple[float, int, int] | None = None  # recall, value, rerank
-        for rr in reranks:
-            prev, flat = -1.0, 0
-            for v in values:
-                extra = {"rerank": rr} if self.store is not None else {}
-                r = measure({name: v, **extra})
-                if best is None or r > best[0] + 1e-9:
-                    best = (r, v, rr)
-                flat = flat + 1 if r <= prev + 0.002 else 0
-                if r >= aim or flat >= 2:  # reached, or the codes cap it
-                    break
-                prev = max(prev, r)
-            if best is not None and best[0] >= aim:
-                break
-        assert best is not None
-        recall, v, rr = best
-        if recall < target:
-            log.warning(
-                "%s cannot reach recall@10 %.3f on this archive (best %.3f at %s=%d, rerank %d); "
-                "a kind with exact vectors (hnsw, exact) can",
-                self.factory,
-                target,
-                recall,
-                name,
-                v,
-                rr,
-            )
-        self.params[name] = v
-        if self.store is not None:
-            self.rerank = rr
-        log.info("%s: %s=%d (rerank %d) gives recall@10 %.3f", self.factory, name, v, self.rerank, recall)
-        return recall
-
-    def _tunable(self) -> tuple[str | None, list[int]]:
-        if self.hnsw:
-            return "efSearch", [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
-        if self.ivf is not None:
-            return "nprobe", [
-                p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if p <= self.ivf.nlist
-            ]
-        return None, []
+    def set_params(self, params: Mapping[str, Any]) -> None:
+        """Update efSearch / nprobe (and ``rerank``: ivfpq's re-rank depth)."""
+        for name, value in params.items():
+            if name == "rerank":
+                self.rerank = int(value)
+            else:
+                self.params[name] = int(value)
 
     # ------------------------------------------------------------- save/load
-    def save(self, folder: Path, *, file: str = "index.faiss") -> dict[str, Any]:
-        faiss = self.faiss
-        faiss.write_index(self.index, str(Path(folder) / file))
-        return self.entry(file)
+    def save(self, folder: Path, *, generation: int = 0, file: str | None = None) -> dict[str, Any]:
+        """Write ``index.faiss`` (version 0) or ``index-<generation>.faiss`` into ``folder``
+        atomically, after hard-linking ivfpq's vector chunks there when they live elsewhere."""
+        folder = Path(folder)
+        name = file or index_file_name(generation)
+        if self.store is not None and self.store.folder.resolve() != folder.resolve():
+            self.store.link_into(folder)
+        with atomic_path(folder / name) as tmp:
+            self.faiss.write_index(self.index, str(tmp))
+        self.file = name
+        return self.entry(name)
+
+    def files(self) -> list[str]:
+        """The index file and ivfpq's vector chunks, as the index folder holds them."""
+        chunks = [c.file for c in self.store.chunks] if self.store is not None else []
+        return ([self.file] if self.file else []) + chunks
+
+    def relocate(self, folder: Path) -> None:
+        if self.store is not None:
+            self.store.moved_to(folder)
+
+    def discard(self) -> None:
+        """Remove ivfpq's temporary vector folder of a build that failed (nothing else is outside)."""
+        if self.store is not None:
+            self.store.release()
 
     def entry(self, file: str) -> dict[str, Any]:
         e: dict[str, Any] = {
@@ -531,6 +520,7 @@ class FaissBackend:
             n_rows=int(entry.get("n_rows", index.ntotal)),
             tombstones=int(entry.get("tombstones", 0)),
             legacy=legacy,
+            file=f.name,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -549,45 +539,68 @@ class FaissBackend:
         return d
 
 
-def recall_at_k(
-    backend: FaissBackend,
-    vectors: np.ndarray,
-    *,
-    k: int = 10,
-    n_queries: int = 500,
-    seed: int = 0,
-    params: dict[str, int] | None = None,
-    rows: np.ndarray | None = None,
-) -> float:
-    """Mean recall@k of ``backend`` against exact inner-product search on ``vectors`` (row i =
-    row id i), sampled archive items as queries (each query's own row excluded from both lists).
-    ``rows``: restrict both searches to these allowed rows (filtered recall)."""
-    faiss = faiss_module()
-    allowed = np.arange(len(vectors)) if rows is None else np.asarray(rows, dtype=np.int64)
-    if len(allowed) < 2:
-        return 1.0
-    k = min(k, len(allowed) - 1)
-    rng = np.random.default_rng(seed)
-    qi = np.sort(rng.choice(allowed, size=min(n_queries, len(allowed)), replace=False))
-    q = np.ascontiguousarray(vectors[qi], dtype=np.float32)
-    _, e = faiss.knn(
-        q, np.ascontiguousarray(vectors[allowed], dtype=np.float32), k + 1, metric=faiss.METRIC_INNER_PRODUCT
-    )
-    exact = allowed[e]
-    _, approx = (
-        backend._search_index(q, k + 1, rows, params)
-        if rows is None
-        else backend.search(q, k + 1, rows=rows, params=params)
-    )
-    hits = 0
-    for row, own in enumerate(qi):
-        ex = [j for j in exact[row] if j != own][:k]
-        a = {j for j in approx[row] if j != own and j >= 0}
-        hits += len(set(ex) & a)
-    return hits / (k * len(qi))
-
-
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ registration
+def index_file_name(generation: int) -> str:
+    """``index.faiss`` for a new index folder, ``index-<g>.faiss`` for update ``g``."""
+    return "index.faiss" if generation == 0 else f"index-{generation}.faiss"
+
+
+def _create(
+    kind: str,
+    *,
+    dim: int,
+    n_hint: int,
+    label_names: list[str],
+    train: np.ndarray | None = None,
+    name_hint: str = "index",
+    store_folder: Path | None = None,
+) -> FaissBackend:
+    return FaissBackend.create(kind, dim=dim, n_hint=n_hint, train=train, store_folder=store_folder)
+
+
+def _load(
+    folder: Path, entry: dict[str, Any], *, params: dict[str, Any], legacy: bool = False
+) -> FaissBackend:
+    return FaissBackend.load(folder, entry, params=params, legacy=legacy)
+
+
+def _index_files(entry: Mapping[str, Any]) -> list[str]:
+    return [str(entry["file"])] if entry.get("file") else []
+
+
+def _entry_files(entry: Mapping[str, Any]) -> list[str]:
+    return _index_files(entry) + [str(c["file"]) for c in (entry.get("vectors") or {}).get("chunks", [])]
+
+
+def _owns_file(name: str) -> bool:
+    return (name.startswith("index") and name.endswith(".faiss")) or name.startswith("vectors-")
+
+
+def _legacy_entry(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """csmae < format 2: FAISS ids = positions, sensor rows contiguous, one ``index.faiss``."""
+    return {
+        "file": index_file_name(0),
+        "kind": manifest.get("index_kind"),
+        "factory": manifest.get("factory"),
+    }
+
+
+BACKEND = BackendSpec(
+    name="faiss",
+    create=_create,
+    load=_load,
+    options=(BackendOption("store_folder"),),  # ivfpq's on-disk vectors (Python API; default: temporary)
+    entry_files=_entry_files,
+    required_files=_index_files,
+    owns_file=_owns_file,
+    home="lives in the index folder",
+    kinds="exact | hnsw | hnsw-sq8 | ivf | ivfpq | FAISS factory string",
+    default=True,
+    legacy_entry=_legacy_entry,
+)

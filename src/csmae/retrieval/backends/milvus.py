@@ -36,12 +36,13 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from csmae.retrieval.backends.base import BackendOption, BackendSpec
 from csmae.retrieval.backends.milvus_expr import filter_expression, rows_expression
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,6 @@ class MilvusBackend:
     """
 
     name = "milvus"
-    store = None  # no on-disk vector copy in the index folder (FaissBackend's ivfpq has one)
     tombstones = 0  # Milvus deletes rows itself: nothing for `csmae index compact` to do
 
     def __init__(
@@ -586,6 +586,10 @@ class MilvusBackend:
         """The search parameters (``ef`` / ``nprobe``), as FaissBackend.params."""
         return self.search_params
 
+    def set_params(self, params: Mapping[str, Any]) -> None:
+        """Update the search parameters (``ef`` / ``nprobe``)."""
+        self.search_params.update(params)
+
     @classmethod
     def load(
         cls, folder: Path | None, entry: dict[str, Any], *, params: dict[str, Any] | None = None, **_: Any
@@ -597,6 +601,17 @@ class MilvusBackend:
         """Nothing to write into the index folder (the vectors live in Milvus); the manifest entry."""
         self.client.flush(self.collection)
         return self.entry()
+
+    def files(self) -> list[str]:
+        """No files in the index folder: the vectors and filter columns live in the collection."""
+        return []
+
+    def relocate(self, folder: Path) -> None:
+        """Nothing in the index folder moves."""
+
+    def discard(self) -> None:
+        """Drop the collection of a build that failed."""
+        self.drop()
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -748,3 +763,51 @@ def load(
             be.count - count,
         )
     return be
+
+
+# ------------------------------------------------------------------ registration
+def _create(
+    kind: str,
+    *,
+    dim: int,
+    n_hint: int,
+    label_names: list[str],
+    uri: str,
+    collection: str | None = None,
+    train: np.ndarray | None = None,
+    name_hint: str = "index",
+) -> MilvusBackend:
+    return create(
+        uri,
+        dim=dim,
+        label_names=label_names,
+        kind=kind,
+        n_hint=n_hint,
+        collection=collection,
+        name_hint=name_hint,
+    )
+
+
+def _load(
+    folder: Path, entry: dict[str, Any], *, params: dict[str, Any], legacy: bool = False
+) -> MilvusBackend:
+    return load(folder, entry, params=params)
+
+
+BACKEND = BackendSpec(
+    name="milvus",
+    create=_create,
+    load=_load,
+    options=(
+        BackendOption(
+            "uri",
+            help="path ending .db (Milvus Lite) or http://host:19530",
+            required=(
+                "a path ending .db (Milvus Lite, in this process) or http://host:19530 (a Milvus server)"
+            ),
+            locates=True,
+        ),
+        BackendOption("collection", help="collection name (default: new, unique)"),
+    ),
+    home="keeps its vectors in a Milvus collection at --uri",
+)

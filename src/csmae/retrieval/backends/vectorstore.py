@@ -9,6 +9,10 @@ Only the pages a query touches are read (the OS page cache keeps the hot ones).
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,38 @@ class VectorStore:
                 )
             self._maps.append(np.memmap(f, dtype=_DTYPES[dtype], mode="r", shape=(c.rows, dim)))
         self._starts = np.array([c.start for c in chunks], dtype=np.int64)
+        self._scratch: weakref.finalize | None = None
+
+    @classmethod
+    def scratch(cls, *, dim: int, dtype: str) -> VectorStore:
+        """An empty store in a new temporary folder, removed with the store (or by :meth:`release`)
+        unless the vectors are saved into an index folder first."""
+        folder = Path(tempfile.mkdtemp(prefix="csmae-vectors-"))
+        store = cls(folder, dim=dim, dtype=dtype, chunks=[])
+        store._scratch = weakref.finalize(store, shutil.rmtree, str(folder), True)
+        return store
+
+    def release(self) -> None:
+        """Remove the temporary folder of a :meth:`scratch` store (nothing for a store in an index)."""
+        if self._scratch is not None:
+            self._scratch()
+
+    def link_into(self, folder: Path) -> None:
+        """Hard-link (or copy) every chunk into ``folder`` (an index folder being written)."""
+        for c in self.chunks:
+            dst = Path(folder) / c.file
+            if dst.exists():
+                continue
+            try:
+                os.link(self.folder / c.file, dst)
+            except OSError:
+                shutil.copy2(self.folder / c.file, dst)
+
+    def moved_to(self, folder: Path) -> None:
+        """The chunks now live in ``folder``: a scratch folder is removed (open maps stay valid)."""
+        self.release()
+        self._scratch = None
+        self.folder = Path(folder)
 
     @property
     def n_rows(self) -> int:

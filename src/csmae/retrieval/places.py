@@ -1,0 +1,141 @@
+"""Places of an index's items: footprints, acquisition times, extents, and the item at a lon/lat.
+
+:class:`ArchivePlaces` reads the GeoParquet columns of an index's items table (``geometry`` as WKB in
+EPSG:4326 lon/lat, the ``bbox_*`` covering columns, ``datetime``) once and answers per-row
+geometry/time/place key for hits, the archive's extent and :meth:`ArchivePlaces.locate` (search by place).
+An archive without footprints (e.g. indexed from an LMDB) has none of them, and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class ArchivePlaces:
+    """Footprints and acquisition times of the rows of one index.
+
+    Args:
+        items: the index's items table (pandas), one row per (id, sensor) vector.
+        ids, sensors, live: per-row id, sensor name and "not removed" flag (numpy arrays).
+        index_sensors: the sensors the index holds.
+        dataset: the index manifest's ``dataset`` record (``geo_synthetic`` marks demo footprints).
+    """
+
+    def __init__(
+        self,
+        items: Any,
+        *,
+        ids: np.ndarray,
+        sensors: np.ndarray,
+        live: np.ndarray,
+        index_sensors: Sequence[str],
+        dataset: Mapping[str, Any] | None = None,
+    ):
+        self._ids = ids
+        self._sensors = sensors
+        self._live = live
+        self._index_sensors = list(index_sensors)
+        self._synthetic = bool((dataset or {}).get("geo_synthetic", False))
+        self._geom, self._bbox, self._times = _item_geo(items)
+        self._places = _item_places(items, self._geom)
+
+    def geo_of_row(self, row: int) -> tuple[dict[str, Any] | None, str | None]:
+        """(GeoJSON geometry mapping, ISO 8601 UTC datetime) of a row; None parts when absent."""
+        from csmae.geo.footprint import wkb_to_geojson
+
+        geom = self._geom[row] if self._geom is not None else None
+        when = self._times[row] if self._times is not None else None
+        return wkb_to_geojson(geom), when
+
+    def place_of_row(self, row: int) -> str | None:
+        """The row's place key (:func:`csmae.geo.place_of` of its footprint), None without one."""
+        return None if self._places is None else self._places[row]
+
+    @property
+    def geo_info(self) -> dict[str, Any]:
+        """Footprints known (count), their extent [W, S, E, N], and whether they are synthetic (demo)."""
+        ext = self.extent()
+        n = 0 if self._bbox is None else int(np.isfinite(self._bbox[:, 0]).sum())
+        return {"footprints": n, "extent": list(ext) if ext else None, "synthetic": self._synthetic}
+
+    def extent(self, sensor: str | None = None) -> tuple[float, float, float, float] | None:
+        """(min lon, min lat, max lon, max lat) of the footprints (of one sensor), None without any."""
+        if self._bbox is None:
+            return None
+        m = np.isfinite(self._bbox[:, 0])
+        if sensor is not None:
+            m &= self._sensors == sensor
+        if not m.any():
+            return None
+        b = self._bbox[m]
+        return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())
+
+    def locate(self, lon: float, lat: float, *, sensor: str) -> str:
+        """Id of the archive item of ``sensor`` whose footprint contains (lon, lat).
+
+        Where several do (neighbouring patches share edges, S2 tiles overlap), the one whose
+        footprint centre is nearest to the point.
+
+        Raises:
+            ValueError: bad coordinates, an archive without footprints, or no footprint contains the
+                point (the message gives the archive's extent).
+        """
+        import shapely
+
+        if sensor not in self._index_sensors:
+            raise ValueError(f"the index has no {sensor!r} items; it holds {self._index_sensors}")
+        if not (np.isfinite(lon) and np.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+            raise ValueError(f"lon, lat must be degrees within [-180, 180] x [-90, 90], got {lon}, {lat}")
+        ext = self.extent(sensor)
+        if ext is None or self._geom is None:
+            raise ValueError(
+                f"the archive's {sensor} items have no footprints (the indexed source had no "
+                "georeferencing, e.g. an LMDB): search by place needs a georeferenced archive"
+            )
+        b = self._bbox
+        assert b is not None  # extent() is None without boxes
+        cand = np.flatnonzero(self._live & (self._sensors == sensor) & (b[:, 0] <= lon) & (b[:, 2] >= lon)
+                              & (b[:, 1] <= lat) & (b[:, 3] >= lat))
+        if len(cand):
+            geoms = shapely.from_wkb([self._geom[r] for r in cand])
+            inside = shapely.covers(geoms, shapely.points(lon, lat))
+            cand, geoms = cand[inside], geoms[inside]
+        if not len(cand):
+            raise ValueError(
+                f"no {sensor} patch of the archive contains lon {lon:.6f}, lat {lat:.6f}; its {sensor} "
+                f"footprints span lon {ext[0]:.4f} to {ext[2]:.4f}, lat {ext[1]:.4f} to {ext[3]:.4f}"
+            )
+        dist = shapely.distance(shapely.centroid(geoms), shapely.points(lon, lat))
+        return str(self._ids[cand[int(np.argmin(dist))]])
+
+
+def _item_places(items: Any, geom: list[Any] | None) -> list[str | None] | None:
+    """Place key per row: the items' ``place`` column, else computed from the footprints (old indexes)."""
+    if "place" in items.columns:
+        return [None if v is None or v != v else str(v) for v in items["place"].tolist()]
+    if geom is None:
+        return None
+    from csmae.geo.place import places_of
+
+    return places_of(geom)
+
+
+def _item_geo(items: Any) -> tuple[list[Any] | None, np.ndarray | None, list[str | None] | None]:
+    """(WKB per row, (N, 4) bbox, ISO datetime per row) of an items table; None parts when absent."""
+    from csmae.geo.parquet import bounds_array, iso_list
+
+    geom = items["geometry"].tolist() if "geometry" in items.columns else None
+    if geom is not None and not any(g is not None for g in geom):
+        geom = None
+    bbox = None
+    if geom is not None:
+        cols = [f"bbox_{f}" for f in ("xmin", "ymin", "xmax", "ymax")]
+        if all(c in items.columns for c in cols):
+            bbox = items[cols].to_numpy(dtype=np.float64)
+        else:
+            bbox = bounds_array(geom)
+    times = iso_list(items["datetime"]) if "datetime" in items.columns else None
+    return geom, bbox, times
