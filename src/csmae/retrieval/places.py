@@ -113,14 +113,14 @@ class ArchivePlaces:
 
 
 def _item_places(items: Any, geom: list[Any] | None) -> list[str | None] | None:
-    """Place key per row: the items' ``place`` column, else computed from the footprints (old indexes)."""
-    if "place" in items.columns:
-        return [None if v is None or v != v else str(v) for v in items["place"].tolist()]
-    if geom is None:
-        return None
-    from csmae.geo.place import places_of
+    """Place key per row: the items' ``place`` column, else computed from the footprints (old or
+    grown indexes); None when the archive has neither."""
+    from csmae.geo.place import fill_places
 
-    return places_of(geom)
+    given = items["place"].tolist() if "place" in items.columns else None
+    if given is None and geom is None:
+        return None
+    return fill_places(given, geom if geom is not None else [None] * len(items))
 
 
 def _item_geo(items: Any) -> tuple[list[Any] | None, np.ndarray | None, list[str | None] | None]:
