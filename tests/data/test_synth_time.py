@@ -100,3 +100,17 @@ def test_series_is_deterministic_and_off_by_default(tmp_path):
     assert "synthetic_series" not in manifest["source"]
     with pytest.raises(ValueError, match="at least 2 distinct dates"):
         Series(dates=("2018-05-01", "2018-04-01"))
+
+
+def test_synth_cli_series(tmp_path, capsys):
+    from csmae.cli import main
+    from csmae.data.store import StoreDataset
+
+    out = tmp_path / "series"
+    assert main(["synth", "--out", str(out), "--n", "4", "--format", "store", "--series",
+                 "--dates", "2018-04-01,2018-09-01", "--change-fraction", "1"]) == 0
+    assert "4 synthetic places x 2 dates" in capsys.readouterr().out
+    truth = json.loads((out / "manifest.json").read_text())["source"]["synthetic_series"]
+    assert len(StoreDataset(out)) == 8 and all(p["changed"] for p in truth["places"])
+    assert main(["synth", "--out", str(tmp_path / "x"), "--n", "4", "--cloud-prob", "0.5"]) == 1
+    assert "--cloud-prob needs --series" in capsys.readouterr().err and not (tmp_path / "x").exists()

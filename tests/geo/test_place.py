@@ -119,3 +119,22 @@ def test_southern_hemisphere_and_bad_keys():
             parse_place(bad)
     with pytest.raises(ValueError, match="empty"):
         place_of(shapely.Polygon())
+
+
+def test_artefacts_without_a_place_column_get_it_from_their_footprints(tmp_path):
+    import pyarrow.parquet as pq
+
+    from csmae.geo.place import fill_places, place_of
+    from csmae.retrieval.embeddings import read_shard, write_shard
+
+    geoms = _grid_footprints("EPSG:32633", 400800.0, 5300400.0, 1, 3) + [None]
+    write_shard(tmp_path / "new.parquet", ids=["a", "b", "c", "d"], sensors=["s1"] * 4, splits=["test"] * 4,
+                labels=np.zeros((4, 19), bool), vectors=np.ones((4, 3), np.float32), meta={"geometry": geoms})
+    table = pq.read_table(tmp_path / "new.parquet")
+    want = [place_of(g) for g in geoms]
+    assert table.column("place").to_pylist() == want and want[-1] is None
+    pq.write_table(table.drop(["place"]), tmp_path / "old.parquet")  # as written before the column
+    got = read_shard(tmp_path / "old.parquet")["meta"]["place"]
+    assert [None if v != v else v for v in got] == want  # pandas may show a missing key as NaN
+    # grown tables: a missing (None/NaN) key is computed, a given one kept
+    assert fill_places(["x", float("nan"), None, None], geoms) == ["x", want[1], want[2], None]

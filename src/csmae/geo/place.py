@@ -125,6 +125,24 @@ def places_of(geometries: Iterable[Any]) -> list[str | None]:
     return out
 
 
+def fill_places(given: Iterable[Any] | None, geometries: list[Any]) -> list[str | None]:
+    """Place keys per row: ``given`` where it holds one, else :func:`place_of` of the row's geometry.
+
+    For tables written before the ``place`` column existed, or grown from such tables (missing
+    values are None or NaN); rows without either stay None.
+    """
+    keys: list[str | None] = [None] * len(geometries)
+    if given is not None:
+        keys = [None if v is None or v != v else str(v) for v in given]
+        if len(keys) != len(geometries):
+            raise ValueError(f"{len(keys)} place keys for {len(geometries)} geometries")
+    todo = [i for i, k in enumerate(keys) if k is None and geometries[i] is not None]
+    if todo:
+        for i, k in zip(todo, places_of([geometries[i] for i in todo]), strict=True):
+            keys[i] = k
+    return keys
+
+
 def parse_place(key: str) -> tuple[int, int, int]:
     """``"33N-337-4451"`` -> (EPSG 32633, col 337, row 4451).
 

@@ -78,13 +78,18 @@ def parse_pairing(pairing: str) -> tuple[str, str]:
     return a, b
 
 
+def _has_place(places: Any) -> np.ndarray:
+    """(N,) bool: the row has a place key (None and NaN, as pandas writes a missing one, have not)."""
+    return np.array([isinstance(p, str) and bool(p) for p in places], dtype=bool)
+
+
 def period_descriptors(places: np.ndarray, vectors: np.ndarray, mask: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(place keys (P,), unit descriptors (P, D), acquisitions per place (P,)) of the rows in ``mask``.
 
-    Keys are sorted; rows without a place (None) are left out.
+    Keys are sorted; rows without a place (None/NaN) are left out.
     """
-    sel = np.flatnonzero(np.asarray(mask, dtype=bool) & np.array([p is not None for p in places], dtype=bool))
+    sel = np.flatnonzero(np.asarray(mask, dtype=bool) & _has_place(places))
     if len(sel) == 0:
         return np.empty(0, object), np.zeros((0, vectors.shape[1]), np.float32), np.zeros(0, np.int64)
     keys, inv = np.unique(np.asarray(places, dtype=object)[sel].astype(str), return_inverse=True)
@@ -237,7 +242,7 @@ def pixel_change_scores(places: Any, sensors: Any, times: Any, images: np.ndarra
     sensors = np.asarray(list(sensors), dtype=object)
     times = np.asarray(times, dtype="datetime64[s]")
     ok = (np.ones(len(places), bool) if valid is None else np.asarray(valid, bool)) & (sensors == sensor)
-    ok &= np.array([p is not None for p in places], dtype=bool)
+    ok &= _has_place(places)
     means = []
     for period in (before, after):
         sel = np.flatnonzero(ok & period.contains(times))

@@ -91,13 +91,11 @@ def index_similar_changes(index: Any, *, place: str, before: Period, after: Peri
 
 
 def _places(items: Any) -> list[str | None]:
-    if "place" in items.columns:
-        return [None if v is None or v != v else str(v) for v in items["place"].tolist()]
-    if "geometry" not in items.columns:
-        return [None] * len(items)
-    from csmae.geo.place import places_of
+    from csmae.geo.place import fill_places
 
-    return places_of(items["geometry"].tolist())
+    given = items["place"].tolist() if "place" in items.columns else None
+    geoms = items["geometry"].tolist() if "geometry" in items.columns else [None] * len(items)
+    return fill_places(given, geoms)
 
 
 def coverage(items: Any) -> str:

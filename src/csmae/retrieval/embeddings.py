@@ -339,15 +339,9 @@ def meta_frame(rows: dict[str, list[Any]]) -> Any:
 
 def _places(given: Any, wkbs: Sequence[Any]) -> list[str | None]:
     """Place keys: ``given`` where set, else :func:`csmae.geo.place_of` of the footprint (None without)."""
-    from csmae.geo.place import places_of
+    from csmae.geo.place import fill_places
 
-    keys: list[str | None] = ([None if v is None else str(v) for v in given] if given is not None
-                              else [None] * len(wkbs))
-    todo = [i for i, (k, w) in enumerate(zip(keys, wkbs, strict=True)) if k is None and w is not None]
-    if todo:
-        for i, k in zip(todo, places_of([wkbs[i] for i in todo]), strict=True):
-            keys[i] = k
-    return keys
+    return fill_places(given, list(wkbs))
 
 
 def drop_nonfinite(emb: Embeddings, *, source: str = "the embeddings", show: int = 20

@@ -77,3 +77,47 @@ def fused_query_map(emb: Embeddings, *, k: int = 10, query_split: str = "val", a
     out[FUSED] = evaluate(fused, labels, arch.vectors, arch.labels, ks=[k])["map"][k]
     out = {key: float(v) for key, v in out.items()}
     return {**out, "queries": int(len(ids)), "archive": int(len(arch))}
+
+
+def is_fused(sensor: str) -> bool:
+    """Whether a query sensor name asks for a fused query (``"s1+s2"``, also written ``"s2+s1"``)."""
+    return sorted(str(sensor).split("+")) == ["s1", "s2"]
+
+
+def fused_vector_of(core: Any, patch_id: str) -> tuple[np.ndarray, list[int]]:
+    """(fused (D,) descriptor, its two index rows) of archive pair ``patch_id`` (a search core).
+
+    Raises:
+        ValueError: the archive does not hold both the S1 and the S2 item of ``patch_id``.
+    """
+    rows, missing = [], []
+    for s in ("s1", "s2"):
+        try:
+            rows.append(int(core.row_of(patch_id, s)))
+        except (KeyError, ValueError):
+            missing.append(s)
+    if len(missing) == 2:
+        raise KeyError(f"no patch {patch_id!r} in the index")
+    if missing:
+        raise ValueError(f"a fused {FUSED} query needs both the S1 and the S2 item of {patch_id!r}; the "
+                         f"archive has no {' and no '.join(missing)} item of it")
+    v1, v2 = (core.index.reconstruct(r) for r in rows)
+    return fuse(v1, v2)[0], rows
+
+
+def search_fused_by_id(core: Any, patch_id: str, *, target: str = "any", k: int = 10,
+                       exclude_self: bool = True, where: Any = None) -> list[Any]:
+    """Search with the fused S1+S2 descriptor of archive pair ``patch_id`` (a search core's hits).
+
+    With ``exclude_self`` both of the pair's own items are left out of the results. Hits report the
+    labels they share with the pair.
+    """
+    core.check_target(target)
+    vec, own = fused_vector_of(core, patch_id)
+    extra = len(own) if exclude_self else 0
+    scores, rows = core.index.search(vec[None], k + extra, target=target, where=where)
+    r = rows[0].copy()
+    if exclude_self:
+        r[np.isin(r, own)] = -1
+    labels = core.index.columns.labels[own[0]]
+    return list(core.hits(scores[0], r, k, labels))

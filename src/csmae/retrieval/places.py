@@ -2,7 +2,8 @@
 
 :class:`ArchivePlaces` reads the GeoParquet columns of an index's items table (``geometry`` as WKB in
 EPSG:4326 lon/lat, the ``bbox_*`` covering columns, ``datetime``) once and answers per-row
-geometry/time for hits, the archive's extent and :meth:`ArchivePlaces.locate` (search by place).
+geometry/time/place key for hits, the archive's extent, :meth:`ArchivePlaces.locate` (search by
+place), and the rows of a place key (timelines).
 An archive without footprints (e.g. indexed from an LMDB) has none of them, and says so.
 """
 
@@ -174,6 +175,17 @@ class ArchivePlaces:
         return str(self._ids[cand[int(np.argmin(dist))]])
 
 
+def _item_places(items: Any, geom: list[Any] | None) -> list[str | None] | None:
+    """Place key per row: the items' ``place`` column, else computed from the footprints (old or
+    grown indexes); None when the archive has neither."""
+    from csmae.geo.place import fill_places
+
+    given = items["place"].tolist() if "place" in items.columns else None
+    if given is None and geom is None:
+        return None
+    return fill_places(given, geom if geom is not None else [None] * len(items))
+
+
 def _item_geo(items: Any) -> tuple[list[Any] | None, np.ndarray | None, list[str | None] | None]:
     """(WKB per row, (N, 4) bbox, ISO datetime per row) of an items table; None parts when absent."""
     from csmae.geo.parquet import bounds_array, iso_list
@@ -191,13 +203,3 @@ def _item_geo(items: Any) -> tuple[list[Any] | None, np.ndarray | None, list[str
     times = iso_list(items["datetime"]) if "datetime" in items.columns else None
     return geom, bbox, times
 
-
-def _item_places(items: Any, geom: list[Any] | None) -> list[str | None] | None:
-    """Place key per row: the items' ``place`` column, else computed from the footprints (old indexes)."""
-    if "place" in items.columns:
-        return [None if v is None or v != v else str(v) for v in items["place"].tolist()]
-    if geom is None:
-        return None
-    from csmae.geo.place import places_of
-
-    return places_of(geom)

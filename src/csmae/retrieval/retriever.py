@@ -175,7 +175,16 @@ class Retriever:
         where: Where = None,
     ) -> list[Hit]:
         """Query with an archive item's own descriptor (its (id, sensor) row left out if exclude_self)
-        among the items that pass ``where`` (a :class:`Filter` or its plain-dict form)."""
+        among the items that pass ``where`` (a :class:`Filter` or its plain-dict form).
+
+        ``sensor="s1+s2"``: the fused descriptor of the pair's S1 and S2 items
+        (:mod:`csmae.retrieval.fusion`); both are left out if exclude_self.
+        """
+        from csmae.retrieval.fusion import is_fused, search_fused_by_id
+
+        if is_fused(sensor):
+            return search_fused_by_id(self.core, patch_id, target=target, k=k, exclude_self=exclude_self,
+                                      where=where)
         return self.core.search_by_id(patch_id, sensor=sensor, target=target, k=k,
                                       exclude_self=exclude_self, where=where)
 
