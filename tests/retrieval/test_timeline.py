@@ -171,6 +171,11 @@ def test_timeline_http(timeline_index):
         res = c.get("/api/timeline", params={"id": want[0][0], "sensors": "s1", "format": "geojson"})
         assert res.status_code == 200 and res.headers["content-type"].startswith("application/geo+json")
         assert {f["properties"]["sensor"] for f in res.json()["features"]} == {"s1"}
+        res = c.get("/api/timeline", params={"place": place, "reference": f"{want[-1][0]}@{want[-1][1]}"})
+        assert res.status_code == 200 and res.json()["reference"] == "item"
+        assert res.json()["acquisitions"][-1]["distance"] == pytest.approx(0, abs=1e-6)
+        assert c.get("/api/timeline", params={"place": place, "reference": "nope@s1"}).status_code == 404
+        assert c.get("/api/timeline", params={"place": place, "reference": "x@s9"}).status_code == 400
         res = c.get("/api/timeline", params={"place": "01N-1-1"})
         assert res.status_code == 404 and "covers 6 places" in res.json()["detail"]
         res = c.get("/api/timeline", params={"lon": -120, "lat": 10})

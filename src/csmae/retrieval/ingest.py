@@ -181,7 +181,7 @@ def _ingest_job(job: Any, plan: Any, record: dict[str, Any], *, work: Path, inde
     from csmae.retrieval.embed import embed_dataset
     from csmae.retrieval.embeddings import load_embeddings
 
-    folder = work / f"{job.name}-{record['digest'][:16]}"
+    folder = work / f"{_safe_name(job.name)}-{record['digest'][:16]}"
     store, emb_dir = folder / "store", folder / "emb"
     t = time.perf_counter()
     if not (store / "manifest.json").is_file():
@@ -219,6 +219,13 @@ def _ingest_job(job: Any, plan: Any, record: dict[str, Any], *, work: Path, inde
     _pause("added", job.name)
     shutil.rmtree(folder, ignore_errors=True)
     return int(record["patches"])
+
+
+def _safe_name(name: str) -> str:
+    """A scene name as one plain folder name inside the work folder (never a path out of it)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".")[:120] or "scene"
 
 
 def _pause(stage: str, job: str) -> None:

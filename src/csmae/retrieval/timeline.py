@@ -8,7 +8,8 @@ descriptor distance to a reference:
 
 - ``"first"``: the first acquisition of the timeline (distance 0 for itself);
 - ``"previous"``: the acquisition before it in time order (None for the first);
-- an archive item ``(id, sensor)`` (or an id held by one sensor only): any item of the archive.
+- an archive item ``(id, sensor)``, ``"ID@SENSOR"``, or an id (its first index sensor's item): any
+  item of the archive.
 
 The distance is the cosine distance ``1 - <u, v>`` of the unit descriptors, in [0, 2]: one
 descriptor space for S1 and S2, so an S2 acquisition and the next S1 one compare directly.
@@ -190,6 +191,8 @@ def _distances(core: SearchCore, rows: np.ndarray, vectors: np.ndarray, referenc
         d: list[float | None] = [None]
         d += [max(0.0, 1.0 - float(a @ b)) for a, b in zip(vectors[:-1], vectors[1:])]
         return "previous", None, d
+    if isinstance(reference, str) and reference not in REFERENCES:
+        reference = parse_reference(reference)  # "ID" or "ID@SENSOR"
     if reference == "first":
         ref_row, ref_vec = int(rows[0]), vectors[0]
         kind = "first"

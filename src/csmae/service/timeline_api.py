@@ -49,7 +49,6 @@ def install_timeline_route(app: FastAPI, retriever: Any, *, guard: Any, filters:
         the patch containing lon/lat), both sensors, in time order, among the items passing the
         filter; each with the cosine distance of its descriptor to the reference."""
         from csmae.retrieval.filters import Filter
-        from csmae.retrieval.timeline import parse_reference
 
         fn = getattr(retriever, "timeline", None)
         if fn is None:
@@ -60,13 +59,13 @@ def install_timeline_route(app: FastAPI, retriever: Any, *, guard: Any, filters:
             raise ApiError(422, "give exactly one of place, id, or lon and lat")
         try:
             flt = Filter.from_dict({**(where or {}), **({"sensor": sensors} if sensors else {})})
-            ref = parse_reference(reference)
         except ValueError as e:
             raise ApiError(422, str(e)) from None
         t0 = time.perf_counter()
         try:
             with guard:
-                tl = fn(place, patch_id=id, sensor=sensor, lon=lon, lat=lat, reference=ref, where=flt)
+                tl = fn(place, patch_id=id, sensor=sensor, lon=lon, lat=lat, reference=reference.strip(),
+                        where=flt)
         except LookupError as e:
             raise ApiError(404, str(e.args[0] if e.args else e)) from None
         except ValueError as e:
