@@ -83,6 +83,14 @@ def _has_place(places: Any) -> np.ndarray:
     return np.array([isinstance(p, str) and bool(p) for p in places], dtype=bool)
 
 
+def _group_sum(inv: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups, F) float64 sums of the rows of ``values`` (N, F) by group ``inv`` (N,) (every group
+    non-empty): one stable sort and :func:`numpy.add.reduceat`, far faster than ``np.add.at``."""
+    order = np.argsort(inv, kind="stable")
+    starts = np.searchsorted(inv[order], np.arange(n_groups))
+    return np.add.reduceat(np.asarray(values, dtype=np.float64)[order], starts, axis=0)
+
+
 def period_descriptors(places: np.ndarray, vectors: np.ndarray, mask: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(place keys (P,), unit descriptors (P, D), acquisitions per place (P,)) of the rows in ``mask``.
@@ -95,8 +103,7 @@ def period_descriptors(places: np.ndarray, vectors: np.ndarray, mask: np.ndarray
     keys, inv = np.unique(np.asarray(places, dtype=object)[sel].astype(str), return_inverse=True)
     v = np.asarray(vectors[sel], dtype=np.float64)
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    sums = np.zeros((len(keys), v.shape[1]))
-    np.add.at(sums, inv, v)
+    sums = _group_sum(inv, v, len(keys))
     counts = np.bincount(inv, minlength=len(keys))
     sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     return keys.astype(object), sums.astype(np.float32), counts
@@ -247,9 +254,11 @@ def pixel_change_scores(places: Any, sensors: Any, times: Any, images: np.ndarra
     for period in (before, after):
         sel = np.flatnonzero(ok & period.contains(times))
         keys, inv = np.unique(np.asarray(places[sel]).astype(str), return_inverse=True)
-        flat = np.asarray(images[sel], dtype=np.float64).reshape(len(sel), -1)
-        sums = np.zeros((len(keys), flat.shape[1]))
-        np.add.at(sums, inv, flat)
+        flat = np.asarray(images)[sel].reshape(len(sel), -1)
+        if len(sel) == 0:
+            means.append((keys, np.zeros((0, flat.shape[1]))))
+            continue
+        sums = _group_sum(inv, flat, len(keys))
         means.append((keys, sums / np.bincount(inv, minlength=len(keys))[:, None]))
     (kb, mb), (ka, ma) = means
     common, ib, ia = np.intersect1d(kb, ka, return_indices=True)
