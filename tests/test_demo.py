@@ -189,3 +189,39 @@ def test_quick_demo_report_opens_in_a_browser_with_all_pictures(quick_demo: Path
     assert all(done and width > 0 for done, width, _ in images), images
     assert all(src.startswith("data:image/png;base64") for _, _, src in images), images
     assert outside == []
+
+
+def test_quick_demo_change_and_fused_metrics_match_a_brute_force_recomputation(quick_demo: Path) -> None:
+    """metrics.json "change" (AUC by pair counting over per-place loops) and "fused" keys."""
+    import itertools
+
+    m = json.loads((quick_demo / "report" / "metrics.json").read_text())
+    change, fused = m["change"], m["fused"]
+    names = {"s2->s2", "s1->s1", "s2->s1", "pixel s2->s2", "pixel s1->s1"}
+    assert set(change["auc"]) == set(change["precision_at_k"]) == names
+    assert set(fused["map@10"]) == {"s1", "s2", "s1+s2"}
+    truth = json.loads((quick_demo / "data" / "series" / "manifest.json").read_text())
+    truth = truth["source"]["synthetic_series"]
+    changed = {p["place"] for p in truth["places"] if p["changed"]}
+    from csmae.retrieval.embeddings import load_embeddings
+
+    emb = load_embeddings(quick_demo / "embeddings" / "series")
+    day = [t.strftime("%Y-%m-%d") for t in emb.meta["datetime"]]
+    dist = {}
+    for p in sorted(set(emb.meta["place"])):
+        def period(s: str, lo: str, hi: str, p: str = p) -> np.ndarray:
+            vs = [emb.vectors[i] / np.linalg.norm(emb.vectors[i]) for i in range(len(emb))
+                  if emb.meta["place"][i] == p and emb.sensors[i] == s and lo <= day[i] < hi
+                  and not (s == "s2" and emb.ids[i] in truth["cloud_s2"])]
+            return np.sum(vs, axis=0) / np.linalg.norm(np.sum(vs, axis=0)) if vs else None
+
+        b, a = period("s2", "2018-04-01", "2018-06-05"), period("s2", "2018-07-26", "2018-10-01")
+        if b is not None and a is not None:
+            dist[p] = 1 - float(b @ a)
+    pos = [d for p, d in dist.items() if p in changed]
+    neg = [d for p, d in dist.items() if p not in changed]
+    pairs = [1.0 if x > y else 0.5 if x == y else 0.0 for x, y in itertools.product(pos, neg)]
+    assert change["auc"]["s2->s2"] == pytest.approx(np.mean(pairs), abs=1e-6)
+    assert change["k"]["s2->s2"] == len(pos)
+    md = (quick_demo / "report" / "report.md").read_text()
+    assert f"S2→S2 {change['auc']['s2->s2']:.3f}" in md and "change_map.png" in md

@@ -105,3 +105,23 @@ def milvus_deploy(request, tmp_path_factory):
         return Deployment("server", lambda name: uri)
     root, n = tmp_path_factory.mktemp("milvus-lite"), count()
     return Deployment("lite", lambda name: str(root / f"{name}-{next(n)}.db"))
+
+
+@pytest.fixture(scope="session")
+def timeline_index(tmp_path_factory) -> tuple[Path, Path]:
+    """A synthetic series archive (6 places, 4 dates, both sensors), tiny model, exact index."""
+    import torch
+
+    import csmae
+    from csmae.data.synth import write_synthetic
+    from csmae.data.synth_time import Series
+    from csmae.retrieval import build_index, embed_dataset
+
+    tmp = tmp_path_factory.mktemp("timeline")
+    series = Series(dates=("2018-04-08", "2018-05-20", "2018-08-06", "2018-09-25"), change_fraction=0.5)
+    store = write_synthetic(tmp / "store", n=6, seed=3, format="store", layout="native", series=series)[0]
+    torch.manual_seed(0)
+    csmae.create_model("csmae_sesd_tiny").save_pretrained(tmp / "model")
+    embed_dataset(tmp / "model", [str(store)], tmp / "emb", precision="fp32", device="cpu", batch_size=16)
+    build_index(tmp / "emb", kind="exact", out=tmp / "index")
+    return tmp / "index", tmp / "emb"

@@ -21,7 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-reference": ("csmae.cli.import_reference", "import a reference CSMAE checkpoint"),
     "embed": ("csmae.cli.embed", "compute descriptors of an archive"),
     "index": ("csmae.cli.index", "build a search index over descriptors"),
+    "ingest": ("csmae.cli.ingest", "tile, embed and add new scenes to an index (resumable, idempotent)"),
     "search": ("csmae.cli.search", "search an index by archive id or image files"),
+    "timeline": ("csmae.cli.timeline", "a place's acquisitions in time order, with descriptor distances"),
+    "changes": ("csmae.cli.changes", "rank places by how much they changed between two periods"),
+    "export": ("csmae.cli.export", "write an area's items, footprints and descriptors as GeoParquet"),
     "evaluate": ("csmae.cli.evaluate", "evaluate retrieval in every direction"),
     "serve": ("csmae.cli.serve", "serve the search page and HTTP API"),
     "verify": ("csmae.cli.verify", "check an artefact's files against their recorded checksums"),
@@ -72,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, LookupError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         if args.verbose:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        msg = e.args[0] if isinstance(e, LookupError) and e.args else e
         print(f"csmae {args.command}: error: {redact_uri(msg)}", file=sys.stderr)
         return 1

@@ -4,6 +4,8 @@ Query by an archive item (--id, with --sensor saying which of its images), by a 
 the archive item of --sensor whose footprint contains that point, WGS 84 degrees) or by files:
 GeoTIFF band files (one per band, named like *_B02.tif / *_VV.tif; 20 m bands are upsampled) or one
 .npy/.npz (C, 120, 120) in the model's band order. --target picks the archive sensor (s1, s2 or any).
+--sensor s1+s2 (with --id or --at) queries with the fused descriptor of the pair's S1 and S2 items:
+the mean of their L2-normalised descriptors, renormalised (csmae.retrieval.fusion).
 --geojson writes the query and the hits as a GeoJSON FeatureCollection (footprints; properties
 role, rank, score, id, sensor, labels, datetime).
 
@@ -35,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--at", metavar="LON,LAT", type=_lon_lat,
                    help="query with the archive patch (of --sensor) whose footprint contains this point "
                         "(WGS 84 degrees; write --at=-8.5,53.2 when the longitude is negative)")
-    p.add_argument("--sensor", required=True, help="sensor of the query image (s1 or s2)")
+    p.add_argument("--sensor", required=True,
+                   help="sensor of the query image (s1 or s2), or s1+s2: the fused descriptor of the "
+                        "pair's S1 and S2 items (with --id or --at; csmae.retrieval.fusion)")
     p.add_argument("--target", default="any", help="archive sensor to search: s1, s2 or any (default)")
     p.add_argument("--k", type=int, default=10, help="number of results")
     p.add_argument(
@@ -77,12 +81,18 @@ def _lon_lat(text: str) -> tuple[float, float]:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from csmae.retrieval.fusion import FUSED, is_fused
     from csmae.retrieval.retriever import Retriever
 
     where = filter_from_args(args)
+    fused = is_fused(args.sensor)
+    if fused and args.file:
+        raise ValueError(f"--sensor {FUSED} fuses the S1 and S2 items of an archive pair: query with --id "
+                         "or --at, not --file")
     r = Retriever.load(args.index_dir, model_dir=args.model, data=args.data)
+    shown = "s2" if fused else args.sensor  # the image shown for a fused query (grid, GeoJSON)
     if args.at:
-        args.id = r.locate(*args.at, sensor=args.sensor)
+        args.id = r.locate(*args.at, sensor=shown)
     if args.id:
         hits = r.search_by_id(
             args.id, sensor=args.sensor, target=args.target, k=args.k, exclude_self=not args.keep_self,
@@ -98,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
             from csmae.retrieval.queryfiles import read_query
 
             raw = read_query(args.file, r.model.sensors[args.sensor])
-        grid_for_hits(r, hits, args.grid, query_id=args.id, query_sensor=args.sensor, query_raw=raw)
+        grid_for_hits(r, hits, args.grid, query_id=args.id, query_sensor=shown, query_raw=raw)
     if args.geojson:
         from csmae.geo.geojson import feature_collection, write_geojson
 
-        query = r.item(args.id, args.sensor) if args.id else {"id": None, "sensor": args.sensor}
+        query = {**r.item(args.id, shown), "sensor": args.sensor} if args.id else {"id": None,
+                                                                                 "sensor": args.sensor}
         write_geojson(args.geojson, feature_collection(query, hits))
     if args.json:
         query = {"id": args.id, "file": args.file, "sensor": args.sensor, "target": args.target, "k": args.k,

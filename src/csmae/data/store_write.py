@@ -137,7 +137,7 @@ def pair_entry(sample: Mapping[str, Any], row: int, sensors: Sequence[str]) -> d
     from csmae.geo.columns import entry_geo
     from csmae.geo.keys import GEO_KEYS
 
-    skip = {"id", "labels", "split", *sensors, *GEO_KEYS}
+    skip = {"id", "labels", "split", *sensors, *GEO_KEYS, "place"}  # place: from the geometry (geo columns)
     labels = np.asarray(sample["labels"], dtype=bool)
     if labels.shape != (len(LABELS_19),):
         raise DataError(f"labels have shape {labels.shape}, expected ({len(LABELS_19)},)",

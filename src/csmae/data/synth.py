@@ -187,7 +187,7 @@ def _write_store(tmp: Path, names: list[dict[str, str]], splits: list[str], sens
 def write_synthetic(
     out_dir: str | os.PathLike[str], *, n: int, seed: int = 0, format: str = "v1",
     split_fractions: Sequence[float] = (0.6, 0.2, 0.2), min_fraction: float = 0.05,
-    s2_bands: Any = "all", layout: str = "float32", overwrite: bool = False,
+    s2_bands: Any = "all", layout: str = "float32", overwrite: bool = False, series: Any = None,
 ) -> list[Path]:
     """Write ``n`` synthetic pairs; return the path(s) to give :func:`csmae.data.open_dataset`.
 
@@ -199,6 +199,9 @@ def write_synthetic(
         split_fractions: train/val/test fractions. min_fraction: area for a class to be a label.
         s2_bands: S2 bands of a store (``"all"``: 12, the default, like v1; None: the 10 bands).
         layout: store layout (``"float32"`` or ``"native"``, see :mod:`csmae.data.store`).
+        series: a :class:`csmae.data.synth_time.Series`: ``n`` places, each at every date of the
+            series, with seasons, clouds and known change events (ground truth in the manifest /
+            synth.json under ``synthetic_series``). None (default): one pair per place, as always.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown synthetic format {format!r}; expected one of {FORMATS}")
@@ -212,17 +215,23 @@ def write_synthetic(
             raise FileExistsError(f"{out} exists (pass overwrite=True / --overwrite to replace it)")
         check_replaceable(out, "csmae-synth" if format == "v1" else STORE_KIND)  # nothing else is replaced
     rng = np.random.default_rng(seed)
-    names = _pair_names(rng, n)
-    place(names, seed)  # synthetic footprints: own random stream, names and pixels unchanged
-    splits = _splits(rng, n, split_fractions)
-    pixel_rng = np.random.default_rng([seed, 1])
+    source: dict[str, Any] = {"synthetic": {"n": n, "seed": seed, "split_fractions": list(split_fractions),
+                                            "min_fraction": min_fraction}}
+    if series is None:
+        names = _pair_names(rng, n)
+        place(names, seed)  # synthetic footprints: own random stream, names and pixels unchanged
+        splits = _splits(rng, n, split_fractions)
+        pixel_rng = np.random.default_rng([seed, 1])
+
+        def gen() -> dict[str, Any]:
+            return generate_pair(pixel_rng, min_fraction=min_fraction)
+    else:
+        from csmae.data.synth_time import series_archive
+
+        names, splits, gen, truth = series_archive(rng, n, series, seed=seed, min_fraction=min_fraction,
+                                                   split_fractions=split_fractions)
+        source["synthetic_series"] = truth  # filled while the pairs are generated, before the manifest
     meta_rng = np.random.default_rng([seed, 2])
-
-    def gen() -> dict[str, Any]:
-        return generate_pair(pixel_rng, min_fraction=min_fraction)
-
-    source = {"synthetic": {"n": n, "seed": seed, "split_fractions": list(split_fractions),
-                            "min_fraction": min_fraction}}
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     clean_stale_temps(out)  # folders of killed earlier runs (dead pid, over an hour old)
     if tmp.exists():

@@ -10,6 +10,7 @@ Output folder::
       embeddings/{csmae,mae_s1,mae_s2}/       val + test descriptors of the synthetic archive
       embeddings/real-{csmae,mae_s1,mae_s2}/  descriptors of the real pairs
       index/                 exact FAISS index of CSMAE over the synthetic val + test items (csmae serve)
+      data/series/, embeddings/series/, index-series/   held-out places through time (csmae.demo.places)
       report/                report.md, report.html (self-contained), metrics.json, figures/
 
 Stages whose output folder exists (each is written atomically) are skipped when the demo is run
@@ -304,6 +305,9 @@ def run_demo(out: str | os.PathLike[str] = "csmae-demo", *, quick: bool = False,
         for key in MODELS:
             stage_embed(ctx, key, real=real)
     stage_index(ctx)
+    from csmae.demo.places import stage_series
+
+    stage_series(ctx)
     t0 = time.perf_counter()
     bar = ctx.progress("evaluate + report", 1, "report")
     paths, metrics = write_demo_report(ctx)

@@ -47,6 +47,7 @@ class Recipe:
     grid_k: int = 5
     recon_samples: int = 4
     embed_batch: int = 128
+    series_places: int = 200  # held-out places of the places-through-time part (6 dates each)
 
     def model_overrides(self, key: str) -> dict[str, Any]:
         """ModelConfig overrides of model ``key`` (see :data:`MODELS`)."""
@@ -86,7 +87,7 @@ FULL = Recipe(name="full", n_pairs=2000)
 QUICK = Recipe(
     name="quick", n_pairs=240, embed_dim=64, num_heads=2, depth=2, shared_depth=1, decoder_embed_dim=32,
     decoder_num_heads=2, batch_size=24, steps=6, lr=1e-3, warmup_steps=1, grid_queries=2, grid_k=4,
-    recon_samples=2, embed_batch=64,
+    recon_samples=2, embed_batch=64, series_places=48,
 )
 
 

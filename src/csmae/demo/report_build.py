@@ -237,6 +237,11 @@ def write_demo_report(ctx: Any) -> tuple[dict[str, Path], dict[str, Any]]:
     if p2 is not None:
         rep.figure(p2, "Training loss per step (each model's own objective, so levels are not comparable)")
     _real_section(ctx, rep, fig_dir, real_embs, real)
+    from csmae.demo import places as pl
+
+    change, change_details = pl.change_metrics(ctx)
+    fused = pl.fused_metrics(ctx, k=k)
+    pl.places_section(ctx, rep, fig_dir, change, change_details, fused)
     rep.heading("Search page")
     rep.paragraph(f"An exact FAISS index of the CSMAE descriptors of the synthetic validation and test pairs "
                   f"(both sensors) is in {ctx.path('index')}. Open the search page with:")
@@ -262,6 +267,7 @@ def write_demo_report(ctx: Any) -> tuple[dict[str, Path], dict[str, Any]]:
     metrics = _jsonable({
         "kind": "csmae-demo-metrics", "recipe": r.to_dict(), "seed": ctx.seed, "protocol": proto,
         "models": {s: results[s].metrics for s in SERIES}, "effect": eff.to_dict(), "real": real,
+        "change": change, "fused": fused,
         "stages": ctx.state["stages"], "facts": facts["bullets"], "versions": _versions(),
     })
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

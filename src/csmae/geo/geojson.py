@@ -32,6 +32,7 @@ def feature(item: Any, *, role: str) -> dict[str, Any]:
         "sensor": _get(item, "sensor"),
         "labels": list(_get(item, "labels") or []),
         "datetime": _get(item, "datetime"),
+        "place": _get(item, "place"),
     }
     return {"type": "Feature", "geometry": _get(item, "geometry"), "properties": props}
 

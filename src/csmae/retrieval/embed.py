@@ -237,7 +237,8 @@ class EmbedJob:
         """Per-row geo columns of pairs lo..hi (rows interleaved per sensor like the vectors)."""
         if self.pair_meta is None:
             return None
-        rows: dict[str, list[Any]] = {c: [] for c in ("geometry", "datetime", "country", "season", "scene")}
+        rows: dict[str, list[Any]] = {c: [] for c in ("geometry", "datetime", "country", "season", "scene",
+                                                      "place")}
         for i in range(lo, hi):
             m = self.pair_meta(i)
             times, scenes = m.get("datetime") or {}, m.get("scene") or {}
@@ -247,6 +248,7 @@ class EmbedJob:
                 rows["scene"].append(scenes.get(s))
                 rows["country"].append(m.get("country"))
                 rows["season"].append(m.get("season"))
+                rows["place"].append(m.get("place"))  # None: computed from the geometry when written
         return rows
 
     def _write(self, path: Path, splits: list[Any], lo: int, hi: int) -> None:

@@ -10,11 +10,13 @@ Layout::
       part-00001.parquet   labels (fixed_size_list<bool>[L]), vector (fixed_size_list<float32>[D]),
                            geometry (binary WKB, EPSG:4326), bbox (struct xmin, ymin, xmax, ymax:
                            the GeoParquet covering column), datetime (timestamp[us, UTC]: the
-                           acquisition time of this row's sensor), country, season, scene (str);
+                           acquisition time of this row's sensor), country, season, scene (str),
+                           place (str: :func:`csmae.geo.place_of` of the footprint);
                            the geo columns are nullable; file metadata ``geo`` (GeoParquet 1.1)
 
 ``geopandas.read_parquet(shard)`` reads a shard as it is. Shards written before the geo columns
-existed are read too (``Embeddings.meta`` is then None).
+existed are read too (``Embeddings.meta`` is then None); shards without a ``place`` column get it
+computed from their footprints (null without one).
 
 Rows keep dataset order, sensors interleaved per shard; :meth:`Embeddings.select` picks a sensor /
 split while keeping that order.
@@ -37,8 +39,8 @@ from csmae.retrieval.artifacts import manifest_label_names, read_manifest
 KIND = "csmae-embeddings"
 #: per-row metadata columns of :attr:`Embeddings.meta` (and of the index items table)
 META_COLUMNS = ("geometry", "bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax", "datetime", "country",
-                "season", "scene")
-_SHARD_META = ("geometry", "bbox", "datetime", "country", "season", "scene")
+                "season", "scene", "place")
+_SHARD_META = ("geometry", "bbox", "datetime", "country", "season", "scene", "place")
 log = logging.getLogger(__name__)
 
 
@@ -119,7 +121,8 @@ def write_shard(
 
     Args:
         meta: per row ``geometry`` (WKB bytes | None), ``datetime`` (ISO UTC str | None),
-            ``country``, ``season``, ``scene`` (str | None); missing keys are null. None = all null.
+            ``country``, ``season``, ``scene``, ``place`` (str | None); missing keys are null (a
+            missing ``place`` is computed from the geometry). None = all null.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -146,6 +149,7 @@ def write_shard(
     for c in ("country", "season", "scene"):
         values = meta.get(c) or [None] * n
         table = table.append_column(c, pa.array([None if v is None else str(v) for v in values], pa.string()))
+    table = table.append_column("place", pa.array(_places(meta.get("place"), wkbs), pa.string()))
     table = with_geo_metadata(table, geo_metadata(wkbs))
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -216,6 +220,7 @@ def _read_meta(t: Any) -> Any:
         cols["datetime"] = pd.Series([None] * n, dtype="datetime64[us, UTC]")
     for c in ("country", "season", "scene"):
         cols[c] = t.column(c).to_pylist() if c in names else [None] * n
+    cols["place"] = _places(t.column("place").to_pylist() if "place" in names else None, cols["geometry"])
     df = pd.DataFrame({c: (v.to_numpy() if isinstance(v, pd.Series) else v) for c, v in cols.items()})
     df["datetime"] = pd.to_datetime(df["datetime"], utc=True)
     return df[list(META_COLUMNS)]
@@ -330,7 +335,15 @@ def meta_frame(rows: dict[str, list[Any]]) -> Any:
     for c in ("country", "season", "scene"):
         if c in rows:
             df[c] = list(rows[c])
+    df["place"] = _places(rows.get("place"), list(df["geometry"]))
     return df
+
+
+def _places(given: Any, wkbs: Sequence[Any]) -> list[str | None]:
+    """Place keys: ``given`` where set, else :func:`csmae.geo.place_of` of the footprint (None without)."""
+    from csmae.geo.place import fill_places
+
+    return fill_places(given, list(wkbs))
 
 
 def drop_nonfinite(emb: Embeddings, *, source: str = "the embeddings", show: int = 20

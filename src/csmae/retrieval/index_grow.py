@@ -20,7 +20,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +94,14 @@ def check_compatible(si: SearchIndex, emb: Embeddings, source: str) -> None:
 
 
 def add_embeddings(
-    index_dir: str | os.PathLike[str], emb: Embeddings | str | os.PathLike[str]
+    index_dir: str | os.PathLike[str], emb: Embeddings | str | os.PathLike[str], *,
+    ingested: Sequence[Mapping[str, Any]] = (),
 ) -> UpdateReport:
-    """Append an embeddings folder (or object) to an index folder in place (crash-safe)."""
+    """Append an embeddings folder (or object) to an index folder in place (crash-safe).
+
+    ``ingested``: records appended to the manifest's ``"ingested"`` list in the same commit
+    (``csmae ingest``: the scenes whose items this update adds).
+    """
     path = Path(index_dir)
     source = str(emb) if not isinstance(emb, Embeddings) else "the embeddings"
     t0 = time.perf_counter()
@@ -140,7 +145,7 @@ def add_embeddings(
             replaced_ids=replaced[:20],
             skipped_nonfinite=int((nonfinite or {}).get("count", 0)),
         )
-        _commit(si, path, rep, source=str(source))
+        _commit(si, path, rep, source=str(source), ingested=ingested)
     rep.seconds = time.perf_counter() - t0
     if replaced:
         log.warning(
@@ -209,9 +214,12 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None = None) -> None:
+def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None = None,
+            ingested: Sequence[Mapping[str, Any]] = ()) -> None:
     """Write the new version's files, swap manifest.json atomically, then delete the old files."""
     man = si.manifest
+    if ingested:
+        man["ingested"] = [*(man.get("ingested") or []), *(dict(r) for r in ingested)]
     gen = int(man.get("generation", 0)) + 1
     items_file = f"items-{gen}.parquet"
     before = set(si.backend.files())

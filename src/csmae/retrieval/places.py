@@ -2,7 +2,8 @@
 
 :class:`ArchivePlaces` reads the GeoParquet columns of an index's items table (``geometry`` as WKB in
 EPSG:4326 lon/lat, the ``bbox_*`` covering columns, ``datetime``) once and answers per-row
-geometry/time for hits, the archive's extent and :meth:`ArchivePlaces.locate` (search by place).
+geometry/time/place key for hits, the archive's extent, :meth:`ArchivePlaces.locate` (search by
+place), and the rows of a place key (timelines).
 An archive without footprints (e.g. indexed from an LMDB) has none of them, and says so.
 """
 
@@ -40,6 +41,8 @@ class ArchivePlaces:
         self._index_sensors = list(index_sensors)
         self._synthetic = bool((dataset or {}).get("geo_synthetic", False))
         self._geom, self._bbox, self._times = _item_geo(items)
+        self._places = _item_places(items, self._geom)
+        self._place_rows: dict[str, np.ndarray] | None = None  # place -> live rows, built on first use
 
     def geo_of_row(self, row: int) -> tuple[dict[str, Any] | None, str | None]:
         """(GeoJSON geometry mapping, ISO 8601 UTC datetime) of a row; None parts when absent."""
@@ -48,6 +51,71 @@ class ArchivePlaces:
         geom = self._geom[row] if self._geom is not None else None
         when = self._times[row] if self._times is not None else None
         return wkb_to_geojson(geom), when
+
+    def place_of_row(self, row: int) -> str | None:
+        """Place key of a row (:func:`csmae.geo.place_of` of its footprint), None without one."""
+        return None if self._places is None else self._places[row]
+
+    def time_of_row(self, row: int) -> str | None:
+        """Acquisition time of a row (ISO 8601 UTC), None when unknown."""
+        return None if self._times is None else self._times[row]
+
+    @property
+    def has_places(self) -> bool:
+        """Whether any row has a place key (an archive with footprints)."""
+        return self._places is not None and any(p is not None for p in self._places)
+
+    def rows_of_place(self, key: str) -> np.ndarray:
+        """Live rows of a place key (sorted; empty when the archive has none there)."""
+        if self._place_rows is None:
+            groups: dict[str, list[int]] = {}
+            for r, (p, ok) in enumerate(zip(self._places or [], self._live)):
+                if p is not None and ok:
+                    groups.setdefault(p, []).append(r)
+            self._place_rows = {p: np.asarray(v, dtype=np.int64) for p, v in groups.items()}
+        return self._place_rows.get(key, np.zeros(0, np.int64))
+
+    def coverage(self) -> str:
+        """What the archive covers, for error messages: places, lon/lat extent, dates, per sensor."""
+        n_places = len({p for p, ok in zip(self._places or [], self._live) if p is not None and ok})
+        per = ", ".join(f"{s}: {int(((self._sensors == s) & self._live).sum())}" for s in self._index_sensors)
+        ext = self.extent()
+        where = (f"lon {ext[0]:.4f} to {ext[2]:.4f}, lat {ext[1]:.4f} to {ext[3]:.4f}" if ext
+                 else "no footprints")
+        times = sorted(t for t, ok in zip(self._times or [], self._live) if t is not None and ok)
+        when = f"{times[0][:10]} .. {times[-1][:10]}" if times else "no acquisition times"
+        return f"the archive covers {n_places} places ({where}; {when}; {per} items)"
+
+    def place_at(self, lon: float, lat: float) -> str:
+        """Place key of the archive item (any sensor) whose footprint contains (lon, lat), the one
+        with the nearest footprint centre where several do.
+
+        Raises:
+            ValueError: bad coordinates, an archive without footprints or places.
+            LookupError: no footprint contains the point (the message says what the archive covers).
+        """
+        import shapely
+
+        if not (np.isfinite(lon) and np.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+            raise ValueError(f"lon, lat must be degrees within [-180, 180] x [-90, 90], got {lon}, {lat}")
+        if self._bbox is None or self._geom is None or not self.has_places:
+            raise ValueError("the archive has no footprints (the indexed source had no georeferencing, "
+                             "e.g. an LMDB): places need a georeferenced archive")
+        b = self._bbox
+        cand = np.flatnonzero(self._live & (b[:, 0] <= lon) & (b[:, 2] >= lon) & (b[:, 1] <= lat)
+                              & (b[:, 3] >= lat))
+        if len(cand):
+            geoms = shapely.from_wkb([self._geom[r] for r in cand])
+            inside = shapely.covers(geoms, shapely.points(lon, lat))
+            cand, geoms = cand[inside], geoms[inside]
+        if not len(cand):
+            raise LookupError(f"no patch of the archive contains lon {lon:.6f}, lat {lat:.6f}; "
+                              f"{self.coverage()}")
+        dist = shapely.distance(shapely.centroid(geoms), shapely.points(lon, lat))
+        order = np.lexsort((cand, dist))  # nearest centre, then the lowest row: deterministic
+        key = self.place_of_row(int(cand[order[0]]))
+        assert key is not None  # a row with a footprint has a place
+        return key
 
     @property
     def geo_info(self) -> dict[str, Any]:
@@ -107,6 +175,17 @@ class ArchivePlaces:
         return str(self._ids[cand[int(np.argmin(dist))]])
 
 
+def _item_places(items: Any, geom: list[Any] | None) -> list[str | None] | None:
+    """Place key per row: the items' ``place`` column, else computed from the footprints (old or
+    grown indexes); None when the archive has neither."""
+    from csmae.geo.place import fill_places
+
+    given = items["place"].tolist() if "place" in items.columns else None
+    if given is None and geom is None:
+        return None
+    return fill_places(given, geom if geom is not None else [None] * len(items))
+
+
 def _item_geo(items: Any) -> tuple[list[Any] | None, np.ndarray | None, list[str | None] | None]:
     """(WKB per row, (N, 4) bbox, ISO datetime per row) of an items table; None parts when absent."""
     from csmae.geo.parquet import bounds_array, iso_list
@@ -123,3 +202,4 @@ def _item_geo(items: Any) -> tuple[list[Any] | None, np.ndarray | None, list[str
             bbox = bounds_array(geom)
     times = iso_list(items["datetime"]) if "datetime" in items.columns else None
     return geom, bbox, times
+

@@ -8,7 +8,8 @@
   and the embedding of query images (arrays, or files read by :mod:`csmae.retrieval.queryfiles`);
 - :class:`~csmae.retrieval.places.ArchivePlaces` (the core's ``places``): footprints, extents and
   the item at a lon/lat;
-- :class:`~csmae.retrieval.previews.ArchivePreviews`: samples and pictures from the dataset.
+- :class:`~csmae.retrieval.previews.ArchivePreviews`: samples and pictures from the dataset;
+- :func:`~csmae.retrieval.timeline.place_timeline`: the time series of a place, over the core.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from csmae.retrieval.index import SearchIndex
 from csmae.retrieval.previews import ArchivePreviews
 from csmae.retrieval.query_encoder import QueryEncoder, check_model_matches_index
 from csmae.retrieval.search_core import Hit, SearchCore, Where
+from csmae.retrieval.timeline import Timeline, place_timeline
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +206,16 @@ class Retriever:
         where: Where = None,
     ) -> list[Hit]:
         """Query with an archive item's own descriptor (its (id, sensor) row left out if exclude_self)
-        among the items that pass ``where`` (a :class:`Filter` or its plain-dict form)."""
+        among the items that pass ``where`` (a :class:`Filter` or its plain-dict form).
+
+        ``sensor="s1+s2"``: the fused descriptor of the pair's S1 and S2 items
+        (:mod:`csmae.retrieval.fusion`); both are left out if exclude_self.
+        """
+        from csmae.retrieval.fusion import is_fused, search_fused_by_id
+
+        if is_fused(sensor):
+            return search_fused_by_id(self.core, patch_id, target=target, k=k, exclude_self=exclude_self,
+                                      where=where)
         return self.core.search_by_id(patch_id, sensor=sensor, target=target, k=k,
                                       exclude_self=exclude_self, where=where)
 
@@ -263,6 +274,24 @@ class Retriever:
         """Query with the archive item of ``sensor`` whose footprint contains (lon, lat) (:meth:`locate`)."""
         return self.search_by_id(self.locate(lon, lat, sensor=sensor), sensor=sensor, target=target, k=k,
                                  exclude_self=exclude_self, where=where)
+
+    # ----------------------------------------------------------------- time
+    def timeline(
+        self,
+        place: str | None = None,
+        *,
+        patch_id: str | None = None,
+        sensor: str | None = None,
+        lon: float | None = None,
+        lat: float | None = None,
+        reference: str | tuple[str, str] = "first",
+        where: Where = None,
+    ) -> Timeline:
+        """Every acquisition of a place (a place key, an archive item's place, or the place at
+        lon/lat), both sensors, in time order, each with its descriptor distance to ``reference``
+        ("first", "previous", or an archive item): :func:`csmae.retrieval.timeline.place_timeline`."""
+        return place_timeline(self.core, place=place, patch_id=patch_id, sensor=sensor, lon=lon, lat=lat,
+                              reference=reference, where=where)
 
     # ---------------------------------------------------------------- previews
     def sample(self, patch_id: str) -> dict[str, Any]:

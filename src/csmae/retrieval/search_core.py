@@ -44,6 +44,8 @@ class Hit:
     geometry: dict[str, Any] | None = None
     #: acquisition time of this item's sensor, ISO 8601 UTC ("2017-06-13T10:10:31Z"), or None
     datetime: str | None = None
+    #: place key (:func:`csmae.geo.place_of` of the footprint): the same ground, any date or sensor
+    place: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +100,15 @@ class SearchCore:
         if r is None:
             raise KeyError(f"no patch {patch_id!r} with sensor {sensor!r} in the index")
         return r
+
+    def id_of_row(self, row: int) -> str:
+        return str(self._ids[row])
+
+    def sensor_of_row(self, row: int) -> str:
+        return str(self._sensors[row])
+
+    def labels_of_row(self, row: int) -> list[str]:
+        return self.label_list(self._labels[row])
 
     def labels_of(self, patch_id: str, sensor: str) -> list[str]:
         return self.label_list(self._labels[self.row_of(patch_id, sensor)])
@@ -208,6 +219,7 @@ class SearchCore:
                     overlap=overlap,
                     geometry=geometry,
                     datetime=when,
+                    place=self.places.place_of_row(int(r)),
                 )
             )
             if len(hits) == k:

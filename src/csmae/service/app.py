@@ -40,6 +40,7 @@ from csmae.service.protocol import (
 )
 from csmae.service.render import PngCache, png_data_url
 from csmae.service.schemas import ErrorOut, HealthOut, ItemInfo, ItemOut, ItemsPage, SearchOut
+from csmae.service.timeline_api import install_timeline_route
 from csmae.service.uploads import ALLOWED_SUFFIXES, UploadedFile, decode_upload, safe_name
 from csmae.version import __version__
 
@@ -143,6 +144,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     search_guard: Any = contextlib.nullcontext() if cfg.thread_safe else io_guard
     previews = PngCache(cfg.preview_cache)
     places = geo_info(retriever)
+    has_timeline = bool(places.get("footprints")) and callable(getattr(retriever, "timeline", None))
 
     app = FastAPI(
         title="csmae search",
@@ -216,7 +218,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
             "label_names": label_names,
             "filters": filter_vocabulary(retriever),
             "model": public_paths(json_safe(dict(retriever.model_info or {}))),  # the model now used
-            "geo": {**places, "basemap": cfg.basemap},
+            "geo": {**places, "basemap": cfg.basemap, "timeline": has_timeline},
             "limits": {
                 "max_k": cfg.max_k, "max_page": cfg.max_page, "max_upload_bytes": cfg.max_upload_bytes,
                 "max_files": cfg.max_files, "upload_formats": list(ALLOWED_SUFFIXES),
@@ -303,7 +305,7 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
     @swap.reader
     def search(
         id: str | None = Query(None, max_length=200, description="archive id of the query"),
-        sensor: str = Query(..., max_length=16, description="sensor of the query image"),
+        sensor: str = Query(..., max_length=16, description="sensor of the query image, or s1+s2 (fused)"),
         target: str = Query("any", max_length=16, description="sensor of the results: s1, s2 or any"),
         k: int = Query(10, ge=1, le=cfg.max_k),
         exclude_self: bool = Query(True, description="leave the query's own pair out of the results"),
@@ -313,8 +315,13 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         filters: dict[str, Any] | None = Depends(_filter_params),
     ) -> Any:
         """Search the archive with an archive item as the query: by its id, or by a place (lon, lat:
-        the item of ``sensor`` whose footprint contains the point), among the items passing the filter."""
-        check_sensor(sensor)
+        the item of ``sensor`` whose footprint contains the point), among the items passing the filter.
+        ``sensor=s1+s2``: the fused descriptor of the pair's S1 and S2 items (csmae.retrieval.fusion)."""
+        parts = sensor.split("+")
+        if len(parts) == 2 and sorted(parts) == sorted(sensors) and parts[0] != parts[1]:
+            shown = parts[1]  # a fused query: the image whose footprint/time stand for the query
+        else:
+            shown = check_sensor(sensor)
         check_sensor(target, allow_any=True, what="target")
         if (lon is None) != (lat is None):
             raise ApiError(422, "give both lon and lat for a search by place")
@@ -323,17 +330,19 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         if lon is not None and lat is not None:
             if getattr(retriever, "locate", None) is None:
                 raise ApiError(400, "this archive has no footprints: search by place is not available")
-            id = call(retriever.locate, lon, lat, sensor=sensor)
+            id = call(retriever.locate, lon, lat, sensor=shown)
         assert id is not None
         entry = check_id(id)
-        if sensor not in entry.sensors:
-            raise ApiError(404, f"archive id {id} has no {sensor} vector; it has {entry.sensors}")
+        for s in parts if len(parts) == 2 else [sensor]:
+            if s not in entry.sensors:
+                raise ApiError(404, f"archive id {id} has no {s} vector; it has {entry.sensors}"
+                               + (f" (a fused {sensor} query needs both)" if len(parts) == 2 else ""))
         where = _where(filters)
         t0 = time.perf_counter()
         hits = call(retriever.search_by_id, id, sensor=sensor, target=target, k=clamp_k(k),
                     exclude_self=exclude_self, where=where)
         query = {"id": id, "sensor": sensor, "split": entry.split, "labels": entry.labels,
-                 **call(query_geo, retriever, id, sensor), "lon": lon, "lat": lat}
+                 **call(query_geo, retriever, id, shown), "lon": lon, "lat": lat}
         return finish(hits, query, target, k, t0, format)
 
     @app.post(UPLOAD_PATH, response_model=SearchOut, responses=_ERRORS, tags=["search"])
@@ -360,6 +369,8 @@ def create_app(retriever: Any, *, settings: ServiceSettings | None = None) -> An
         query = {"id": None, "sensor": sensor, "labels": None, "files": [u.name for u in uploads],
                  "preview": png_data_url(raw, specs[sensor])}
         return finish(hits, query, target, k, t0, format)
+
+    install_timeline_route(app, retriever, guard=search_guard, filters=_filter_params)
 
     @app.post("/api/reload", responses=_ERRORS, tags=["info"])
     def reload(request: Request) -> dict[str, Any]:

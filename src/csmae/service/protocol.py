@@ -74,6 +74,28 @@ class RetrieverLike(Protocol):
     #   geo_info -> {"footprints": int, "extent": [W, S, E, N] | None, "synthetic": bool}
 
 
+@runtime_checkable
+class TimelineRetriever(Protocol):
+    """A retriever with time series of places (optional: without it ``/api/timeline`` answers 400).
+
+    The signature is :meth:`csmae.retrieval.retriever.Retriever.timeline`'s; the result has
+    ``to_dict()`` and ``to_geojson()`` (:class:`csmae.retrieval.timeline.Timeline`). Unknown
+    places/ids/points raise ``LookupError`` (a 404), bad input ``ValueError`` (a 400).
+    """
+
+    def timeline(
+        self,
+        place: str | None = None,
+        *,
+        patch_id: str | None = None,
+        sensor: str | None = None,
+        lon: float | None = None,
+        lat: float | None = None,
+        reference: str | tuple[str, str] = "first",
+        where: Where = None,
+    ) -> Any: ...
+
+
 def query_geo(retriever: Any, patch_id: str, sensor: str) -> dict[str, Any]:
     """``{"geometry": GeoJSON | None, "datetime": str | None}`` of an archive item."""
     item = getattr(retriever, "item", None)
@@ -157,6 +179,7 @@ def hit_to_dict(hit: Any) -> dict[str, Any]:
         "overlap": [str(x) for x in (get("overlap") or [])],
         "geometry": json_safe(get("geometry")),
         "datetime": None if get("datetime") is None else str(get("datetime")),
+        "place": None if get("place") is None else str(get("place")),
     }
 
 

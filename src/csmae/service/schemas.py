@@ -74,6 +74,8 @@ class HitOut(BaseModel):
     geometry: dict[str, Any] | None = Field(
         None, description="footprint as a GeoJSON geometry (EPSG:4326 lon/lat); null when unknown")
     datetime: str | None = Field(None, description="acquisition time of this image, ISO 8601 UTC")
+    place: str | None = Field(None, description="place key: the same ground at any date or sensor "
+                                                "(csmae.geo.place_of of the footprint)")
 
 
 class QueryOut(BaseModel):
@@ -98,4 +100,25 @@ class SearchOut(BaseModel):
         None,
         description="P@k of this query (mean |Lq & Lr| / |Lr| over the results) when its labels are known",
     )
+    took_ms: float
+
+
+class AcquisitionOut(BaseModel):
+    id: str
+    sensor: str
+    datetime: str | None = Field(None, description="acquisition time, ISO 8601 UTC")
+    distance: float | None = Field(
+        None, description="cosine distance of its descriptor to the reference (null: no reference)")
+    labels: list[str]
+    geometry: dict[str, Any] | None = Field(None, description="footprint (GeoJSON, EPSG:4326)")
+
+
+class TimelineOut(BaseModel):
+    place: str = Field(description="place key (csmae.geo.place_of): a 1200 m cell of a fixed UTM grid")
+    reference: str = Field(description="first, previous, or item (a given archive item)")
+    reference_item: dict[str, Any] | None = Field(
+        None, description="id, sensor, datetime, place of the reference (null for previous)")
+    count: int
+    sensors: list[str]
+    acquisitions: list[AcquisitionOut] = Field(description="every acquisition of the place, in time order")
     took_ms: float

@@ -21,7 +21,8 @@ from csmae.data.scenes.s2_reader import DEFAULT_SCL_CODES, S2Reader
 from csmae.data.store import ArrayGroup
 from csmae.sensors import Sensor, get_sensor
 
-__all__ = ["DEFAULT_SCL_CODES", "SCENE_READERS", "SceneReader", "by_priority", "reader_of", "scene_of_item"]
+__all__ = ["DEFAULT_SCL_CODES", "SCENE_READERS", "SceneReader", "by_priority", "reader_of", "scene_of_item",
+           "sensor_of_input"]
 
 
 class SceneReader(Protocol):
@@ -43,6 +44,10 @@ class SceneReader(Protocol):
 
     def owns(self, scene: Any) -> bool:
         """Whether ``scene`` (e.g. from a STAC item) is one of this sensor's scenes."""
+
+    def claims(self, path: str) -> bool:
+        """Whether the user's input ``path`` (a file, folder or product) looks like this sensor's
+        (by its name, or the names of the files in a folder; no pixels read)."""
 
     def check(self, scene: Any) -> SceneSource:
         """Open the scene's rasters and check their georeferencing (no pixels read)."""
@@ -93,6 +98,18 @@ def reader_of(sensor: str) -> SceneReader:
 def by_priority(sensors: Iterable[str]) -> list[str]:
     """``sensors`` ordered by ``scene_grid_priority``, highest (the patch-grid sensor) first."""
     return sorted(sensors, key=lambda s: -get_sensor(s).scene_grid_priority)
+
+
+def sensor_of_input(path: str) -> str:
+    """The sensor whose reader claims an input path (:meth:`SceneReader.claims`); ``.json`` files
+    are STAC items (``"stac"``). ValueError naming the path when no reader or several do."""
+    if str(path).lower().endswith(".json"):
+        return "stac"
+    owners = [s for s in by_priority(SCENE_READERS) if SCENE_READERS[s].claims(str(path))]
+    if len(owners) != 1:
+        why = "no scene reader recognises it" if not owners else f"it looks like {owners} scenes"
+        raise ValueError(f"{path}: {why}; give the sensor explicitly (--s2 PATH / --s1 PATH)")
+    return owners[0]
 
 
 def scene_of_item(path: str, options: Mapping[str, Any]) -> tuple[str, Any]:

@@ -177,6 +177,27 @@ def tile_scenes(
                                 "product_checksums": product_checksums, "s1_calibration": s1_calibration,
                                 "s1_geocoding": s1_geocoding, "dem": dem},
                        aoi=aoi)
+    return tile_plan(plan, out, stride=stride, min_valid=min_valid, layout=layout, s1_units=s1_units,
+                     boa_offset=boa_offset, workers=workers, overwrite=overwrite, progress=progress,
+                     sources=[p for s in by_priority(inputs) for p in inputs[s]] + list(stac),
+                     aoi=aoi, yes=yes)
+
+
+def tile_plan(
+    plan: Plan, out: str | os.PathLike[str], *, stride: int, min_valid: float, layout: str,
+    s1_units: str | None, boa_offset: float | None, sources: Sequence[str], workers: int = 1,
+    overwrite: bool = False, progress: Callable[[int, int], None] | None = None, aoi: Any | None = None,
+    yes: bool = False,
+) -> TileResult:
+    """Cut the scenes of a :func:`~csmae.data.scenes.plan.plan_tiling` plan (or a part of its jobs)
+    into the store ``out``; the options are those the plan was made with (see :func:`tile_scenes`)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
+    if overwrite:
+        check_replaceable(out, STORE_KIND)
+    tmp = out.with_name(out.name + ".partial")
+    refuse_foreign_partial(tmp, "tile")
     options = {"stride": stride, "min_valid": min_valid, "scl": plan.jobs[0].scl_codes, "layout": layout,
                "s1_units": s1_units, "boa_offset": boa_offset, "sensors": list(plan.sensors)}
     options.update(plan.options_used)  # e.g. raw GRD processing options: part of the resume key
@@ -189,8 +210,7 @@ def tile_scenes(
     try:
         resumed = reset_partial(tmp, key, "tiling", log)
         return _run(plan, tmp, out, key=key, options=options, resumed=resumed, workers=workers,
-                    overwrite=overwrite, progress=progress,
-                    sources=[p for s in by_priority(inputs) for p in inputs[s]] + list(stac))
+                    overwrite=overwrite, progress=progress, sources=list(sources))
     finally:
         lock.close()
 

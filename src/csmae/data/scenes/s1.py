@@ -49,6 +49,14 @@ def _pol_of(name: str) -> str | None:
     return None if m is None else m.group(1).upper()
 
 
+def claims_path(path: str) -> bool:
+    """Whether an input looks like S1: a VV/VH file name, or a folder holding such files."""
+    p = Path(path)
+    if p.is_dir():
+        return any(_pol_of(f.name) for f in p.iterdir() if f.is_file())
+    return _pol_of(p.name) is not None
+
+
 def _key(name: str) -> str:
     stem = Path(name).stem
     return re.sub(r"__+", "_", _POL.sub("", stem, count=1)).strip("_-. ")

@@ -56,6 +56,11 @@ class S1Reader:
     def owns(self, scene: Any) -> bool:
         return isinstance(scene, (S1Scene, GrdScene))
 
+    def claims(self, path: str) -> bool:
+        from csmae.data.scenes.s1 import claims_path
+
+        return claims_path(path)
+
     def check(self, scene: Any) -> SceneSource:
         if isinstance(scene, GrdScene):
             return check_grd(scene)

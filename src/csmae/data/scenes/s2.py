@@ -65,6 +65,17 @@ def _band_of(name: str) -> str | None:
     return None if m is None else band_name(m.group(1))
 
 
+def claims_path(path: str) -> bool:
+    """Whether an input looks like S2 L2A: a .SAFE product, a band file name (B02, B8A, SCL...),
+    a folder holding band files, or a multi-band GeoTIFF named like an L2A product."""
+    p = Path(path)
+    if is_safe(p):
+        return True
+    if p.is_dir():
+        return any(_band_of(f.name) for f in p.iterdir() if f.is_file())
+    return _band_of(p.name) is not None or "MSIL2A" in p.name.upper()
+
+
 def _scene_key(name: str) -> str:
     stem = Path(name).stem
     stem = _BAND.sub("", stem, count=1)

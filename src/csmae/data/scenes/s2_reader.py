@@ -41,6 +41,11 @@ class S2Reader:
     def owns(self, scene: Any) -> bool:
         return isinstance(scene, S2Scene)
 
+    def claims(self, path: str) -> bool:
+        from csmae.data.scenes.s2 import claims_path
+
+        return claims_path(path)
+
     def check(self, scene: Any) -> SceneSource:
         return SceneSource(scene=scene, grid=check_grids(scene))
 

@@ -235,6 +235,11 @@ async function runSearch() {
     renderQuery(result);
     renderResults(result);
     if (window.csmaeMap) window.csmaeMap.draw(result.query, result.results);
+    if (q.kind === "id") {
+      writeUrl(q, target, k);
+      const geo = (state.health && state.health.geo) || {};
+      if (window.csmaeTimeline && geo.timeline) window.csmaeTimeline.show(q.id, q.sensor); // timeline.js
+    }
   } catch (err) {
     if (seq !== state.searchSeq) return;
     setStatus("");
@@ -310,6 +315,31 @@ function renderResults(result) {
   const pk = result.precision_at_k === null || result.precision_at_k === undefined
     ? "" : ` P@${result.results.length} = ${fmt(result.precision_at_k, 2)}.`;
   setStatus(`${result.results.length} results from ${where} for the ${sensorTitle(result.query.sensor)} query in ${fmt(result.took_ms, 1)} ms.${pk}`);
+}
+
+// ----- the page's URL: query, settings and filters (a shareable link) -----------------------------
+/** Put the archive query, target, k and the filter into the address bar (no reload, no history spam). */
+function writeUrl(q, target, k) {
+  const params = new URLSearchParams({ id: q.id, sensor: q.sensor, target, k: String(k) });
+  if (window.csmaeFilters) window.csmaeFilters.apply(params);
+  const url = `${location.pathname}?${params}`;
+  if (url !== `${location.pathname}${location.search}`) history.replaceState(null, "", url);
+}
+
+/** Restore a query from the URL (?id=&sensor=&target=&k=&start=...): the link someone shared. */
+async function readUrl() {
+  const params = new URLSearchParams(location.search);
+  const id = params.get("id");
+  const sensor = params.get("sensor");
+  if (params.has("k")) $("k").value = params.get("k");
+  const target = params.get("target");
+  const radio = target ? document.getElementById(`target-${target}`) : null;
+  if (radio) radio.checked = true;
+  if (window.csmaeFilters) {
+    await window.csmaeFilters.ready;
+    window.csmaeFilters.restore(params, { silent: true });
+  }
+  if (id && sensor && state.health && state.health.sensors.includes(sensor)) await selectItem(id, sensor);
 }
 
 // ----- upload ------------------------------------------------------------------------------------
@@ -396,6 +426,7 @@ async function init() {
   try {
     await loadHealth();
     await loadPage();
+    await readUrl();
   } catch (err) {
     $("archive-info").textContent = "Archive unavailable";
     showError(err.message);

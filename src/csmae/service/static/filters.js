@@ -3,6 +3,8 @@
 //   window.csmaeFilters.apply(URLSearchParams)  adds the filter query parameters (same keys as the API)
 //   window.csmaeFilters.setBox([w, s, e, n] | null)  set the box filter (map.js's drawn box arrives as
 //                                                   the "csmae:box" window event, detail {bbox})
+//   window.csmaeFilters.restore(URLSearchParams)     set the filter from a shared link's parameters
+//   window.csmaeFilters.ready                        a promise: the filter card is built
 // and fires "csmae:filters-changed" on document whenever the filter changes.
 "use strict";
 
@@ -134,16 +136,51 @@
     if (anchor) anchor.append(card);
   }
 
+  /** Set the filter from URL parameters (the API's keys), updating the controls; fires
+   *  "csmae:filters-changed" unless ``silent``. */
+  function restore(params, { silent = false } = {}) {
+    f.labels.clear();
+    for (const mode of ["any", "all", "none"]) for (const name of params.getAll(`labels_${mode}`)) f.labels.set(name, mode);
+    for (const c of document.querySelectorAll("#filters-card .filter-chip")) {
+      const mode = f.labels.get(c.dataset.name) || "";
+      c.dataset.mode = mode;
+      c.setAttribute("aria-pressed", mode ? "true" : "false");
+      c.textContent = mode ? `${mode === "none" ? "✕" : mode === "all" ? "∀" : "∃"} ${c.dataset.name}` : c.dataset.name;
+    }
+    f.split = params.get("split") || "";
+    f.country = params.getAll("country");
+    f.season = params.getAll("season");
+    f.start = params.get("start") || "";
+    f.end = params.get("end") || "";
+    const set = (id, value) => { const n = $(id); if (n) n.value = value; };
+    set("f-split", f.split); set("f-start", f.start); set("f-end", f.end);
+    for (const [id, values] of [["f-country", f.country], ["f-season", f.season]]) {
+      const s = $(id);
+      if (s) for (const o of s.options) o.selected = values.includes(o.value);
+    }
+    const box = (params.get("bbox") || "").split(",").map(Number);
+    f.bbox = box.length === 4 && box.every(Number.isFinite) ? box : null;
+    set("f-bbox", f.bbox ? f.bbox.map((x) => x.toFixed(4)).join(",") : "");
+    if (window.csmaeMap) window.csmaeMap.setBox(f.bbox);
+    if ($("filter-summary")) summary();
+    if (!silent) changed();
+  }
+
+  let built;
+  const ready = new Promise((resolve) => { built = resolve; });
+
   async function init() {
     try {
       const response = await fetch("/api/health");
       if (response.ok) build(await response.json());
     } catch (err) {
       console.warn("filters unavailable", err);
+    } finally {
+      built();
     }
   }
 
   window.addEventListener("csmae:box", (e) => setBox(e.detail && e.detail.bbox ? e.detail.bbox : e.detail));
-  window.csmaeFilters = { apply, setBox, state: f };
+  window.csmaeFilters = { apply, setBox, restore, ready, state: f };
   document.addEventListener("DOMContentLoaded", init);
 })();

@@ -11,7 +11,8 @@
 //   csmaeMap.map                the Leaflet map itself
 // Events (on window): "csmae:select" {detail: {id, sensor}} when a footprint is clicked;
 //                     "csmae:box" {detail: {bbox: [west, south, east, north]}} when a box is drawn.
-// No base map unless the server was started with --basemap: nothing is loaded from outside.
+// Base map: coastlines and borders from the shipped Natural Earth data (basemap.js), or the tiles
+// of --basemap when the server was started with one; nothing else is loaded from outside.
 "use strict";
 
 (function () {
@@ -65,9 +66,11 @@
       return;
     }
     card.hidden = false;
-    map = L.map(container, { zoomSnap: 0.25, worldCopyJump: false, attributionControl: Boolean(geo.basemap) });
+    map = L.map(container, { zoomSnap: 0.25, worldCopyJump: false, attributionControl: true });
     if (geo.basemap) {
       L.tileLayer(geo.basemap, { maxZoom: 19, attribution: "base map: " + new URL(geo.basemap.replace("{s}", "a")).host }).addTo(map);
+    } else if (window.csmaeBasemap) { // offline coastlines and borders (basemap.js, shipped data)
+      window.csmaeBasemap.add(map).catch((err) => console.warn(String(err)));
     }
     gridLayer = L.layerGroup().addTo(map);
     footprintLayer = L.featureGroup().addTo(map);

@@ -1,0 +1,183 @@
+"""``csmae ingest``: scenes -> the same index as tile + embed + index/add by hand; idempotent; a real
+kill -9 at each stage, then a rerun, gives the index of an uninterrupted run; other models refused.
+
+Scenes: scripts/make_example_scene.py (a small L2A .SAFE + an S1 scene on another grid) and a copy
+of its SAFE under a later product name (a second acquisition of the same tile).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LATER = ("20230613T101031", "20230703T101031")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> dict[str, Path]:
+    from tests.retrieval.conftest import save_tiny
+
+    tmp = tmp_path_factory.mktemp("ingest")
+    script = ROOT / "scripts" / "make_example_scene.py"
+    spec = importlib.util.spec_from_file_location("make_example_scene", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.make(tmp / "scenes", rows=2, cols=2)
+    safe = next((tmp / "scenes").glob("*.SAFE"))
+    later = shutil.copytree(safe, safe.with_name(safe.name.replace(*LATER)))
+    return {"safe": safe, "later": later, "s1": tmp / "scenes" / "s1", "model": save_tiny(tmp / "model"),
+            "other_model": save_tiny(tmp / "other_model", seed=1), "tmp": tmp}
+
+
+def _args(sc: dict[str, Path], index: Path) -> list[str]:
+    return ["ingest", str(sc["safe"]), str(sc["later"]), str(sc["s1"]), "--model", str(sc["model"]),
+            "--index", str(index), "--precision", "fp32", "--device", "cpu"]
+
+
+def _content(index: Path) -> dict:
+    """What an index holds: items, vectors, counts, generation, ingested scenes."""
+    from csmae.retrieval.index import SearchIndex
+
+    si = SearchIndex.load(index)
+    items = si.items.drop(columns=[c for c in si.items.columns if c.startswith("bbox")])
+    rows = np.arange(si.backend.n_rows, dtype=np.int64)
+    cols = {c: [v if isinstance(v, bytes) else repr(v) for v in items[c]] for c in items.columns}
+    return {"items": cols, "vectors": si.backend.reconstruct(rows),
+            "count": si.manifest["count"], "generation": si.manifest["generation"],
+            "ingested": [(r["scene"], r["digest"], r["patches"]) for r in si.manifest["ingested"]]}
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a["items"] == b["items"]
+    np.testing.assert_allclose(a["vectors"], b["vectors"], atol=1e-6)
+    assert (a["count"], a["generation"], a["ingested"]) == (b["count"], b["generation"], b["ingested"])
+
+
+@pytest.fixture(scope="module")
+def reference(scenes) -> dict:
+    """An uninterrupted ingest of both scenes."""
+    from csmae.cli import main
+
+    index = scenes["tmp"] / "ref-index"
+    assert main(_args(scenes, index)) == 0
+    return _content(index)
+
+
+def test_ingest_equals_tile_embed_index_by_hand_and_is_idempotent(scenes, reference, tmp_path, capsys):
+    from csmae.cli import main
+    from csmae.retrieval.ingest import work_folder
+
+    tmp = scenes["tmp"]
+    for i, key in enumerate(("safe", "later")):  # by hand: one store per acquisition
+        assert main(["tile", "--s2", str(scenes[key]), "--s1", str(scenes["s1"]), "--out",
+                     str(tmp_path / f"store{i}")]) == 0
+        assert main(["embed", str(scenes["model"]), str(tmp_path / f"store{i}"), "--out",
+                     str(tmp_path / f"emb{i}"), "--precision", "fp32", "--device", "cpu"]) == 0
+    assert main(["index", str(tmp_path / "emb0"), "--out", str(tmp_path / "hand")]) == 0
+    assert main(["index", "add", str(tmp_path / "hand"), str(tmp_path / "emb1")]) == 0
+    from csmae.retrieval.index import SearchIndex
+
+    si = SearchIndex.load(tmp_path / "hand")
+    assert reference["items"]["id"] == [repr(v) for v in si.items["id"]]
+    assert reference["items"]["sensor"] == [repr(v) for v in si.items["sensor"]]
+    rows = np.arange(si.backend.n_rows, dtype=np.int64)
+    np.testing.assert_allclose(reference["vectors"], si.backend.reconstruct(rows), atol=1e-6)
+    assert reference["count"] == 16 and reference["generation"] == 1
+    assert [s for s, *_ in reference["ingested"]] == [scenes[k].name[:44] for k in ("safe", "later")]
+    # a rerun skips both scenes, says so, and changes nothing
+    index = tmp / "ref-index"
+    before = (index / "manifest.json").read_bytes()
+    capsys.readouterr()
+    assert main(_args(scenes, index)) == 0
+    out = capsys.readouterr().out
+    assert out.count("already ingested (4 patches), skipped") == 2 and "0 scenes ingested" in out
+    assert (index / "manifest.json").read_bytes() == before
+    assert not work_folder(index).exists()
+
+
+@pytest.mark.parametrize("stage", [pytest.param("tiled", marks=pytest.mark.slow), "embedded",
+                                   pytest.param("added", marks=pytest.mark.slow)])
+def test_kill_9_then_rerun_gives_the_uninterrupted_index(scenes, reference, tmp_path, stage):
+    from csmae.cli import main
+    from csmae.retrieval.ingest import PAUSE_ENV, work_folder
+
+    index = tmp_path / "index"
+    env = {**os.environ, PAUSE_ENV: stage, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    if stage == "embedded":  # the second scene: the index holds the first one already
+        assert main([*_args(scenes, index)[:2], *_args(scenes, index)[3:]]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "csmae", *_args(scenes, index)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while not line.startswith("ingest: at"):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, proc.stderr.read()
+        os.kill(proc.pid, signal.SIGKILL)  # kill -9, mid-run
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert work_folder(index).exists()  # the work of the killed run is there to resume
+    assert main(_args(scenes, index)) == 0
+    _same(_content(index), reference)
+    assert not work_folder(index).exists()
+
+
+def test_other_model_reprocessed_product_and_foreign_work_folder_are_refused(scenes, reference, tmp_path,
+                                                                             capsys):
+    from csmae.cli import main
+    from csmae.retrieval.ingest import work_folder
+
+    index = tmp_path / "index"
+    assert main([*_args(scenes, index)[:2], *_args(scenes, index)[3:]]) == 0  # the first scene
+    before = {p.name: p.read_bytes() for p in index.iterdir()}
+    args = _args(scenes, index)
+    args[args.index("--model") + 1] = str(scenes["other_model"])
+    capsys.readouterr()
+    assert main(args) == 1
+    assert "another model" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in index.iterdir()} == before and not work_folder(index).exists()
+    # the same scene name from other bytes (a reprocessed product)
+    changed = shutil.copytree(scenes["safe"], tmp_path / scenes["safe"].name)
+    band = next(changed.rglob("*B02*"))
+    band.write_bytes(band.read_bytes() + b"\0")
+    assert main(["ingest", str(changed), str(scenes["s1"]), "--model", str(scenes["model"]),
+                 "--index", str(index)]) == 1
+    err = capsys.readouterr().err
+    assert "already ingested" in err and "from other files" in err and "nothing was changed" in err
+    assert {p.name: p.read_bytes() for p in index.iterdir()} == before
+    # a folder at the work folder's name that csmae did not make is left alone
+    foreign = work_folder(tmp_path / "fresh")
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(_args(scenes, tmp_path / "fresh")) == 1
+    assert "not a csmae ingest work folder" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "mine" and not (tmp_path / "fresh").exists()
+
+
+def test_inputs_are_told_apart_by_name(scenes, tmp_path, capsys):
+    from csmae.cli import main
+    from csmae.data.scenes.readers import sensor_of_input
+
+    assert sensor_of_input(str(scenes["safe"])) == "s2"
+    assert sensor_of_input(str(scenes["s1"])) == "s1"
+    assert sensor_of_input(str(next(scenes["s1"].glob("*_VV.tif")))) == "s1"
+    assert sensor_of_input("items/s2.json") == "stac"
+    odd = tmp_path / "odd.tif"
+    odd.write_bytes(b"x")
+    with pytest.raises(ValueError, match="odd.tif: no scene reader recognises it"):
+        sensor_of_input(str(odd))
+    assert main(["ingest", str(odd), "--model", str(scenes["model"]), "--index", str(tmp_path / "i")]) == 1
+    assert "--s2 PATH" in capsys.readouterr().err and not (tmp_path / "i").exists()
