@@ -153,6 +153,15 @@ def test_other_model_reprocessed_product_and_foreign_work_folder_are_refused(sce
     changed = shutil.copytree(scenes["safe"], tmp_path / scenes["safe"].name)
     band = next(changed.rglob("*B02*"))
     band.write_bytes(band.read_bytes() + b"\0")
+    # bytes that differ from the product's own manifest.safe: a damaged download, refused as such
+    assert main(["ingest", str(changed), str(scenes["s1"]), "--model", str(scenes["model"]),
+                 "--index", str(index)]) == 1
+    assert "download it again" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in index.iterdir()} == before
+    # a reprocessed product carries a manifest.safe that matches its new bytes
+    from csmae.data.scenes.example import write_manifest_safe
+
+    write_manifest_safe(changed)
     assert main(["ingest", str(changed), str(scenes["s1"]), "--model", str(scenes["model"]),
                  "--index", str(index)]) == 1
     err = capsys.readouterr().err

@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="as csmae embed")
     p.add_argument("--batch-size", type=int, default=64, help="pairs per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--no-product-checksums", dest="product_checksums", action="store_false",
+                   help="do not check Sentinel products against their manifest.safe (as csmae tile)")
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
 
 
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
                         min_valid=args.min_valid, scl=args.scl, s1_units=args.s1_units,
                         max_days=args.max_days,
                         boa_offset=args.boa_offset, precision=args.precision, batch_size=args.batch_size,
-                        device=args.device, kind=args.kind, say=lines.append)
+                        device=args.device, kind=args.kind, product_checksums=args.product_checksums,
+                        say=lines.append)
     if args.json:
         print(json.dumps({"index": str(res.index), "skipped": res.skipped,
                           "ingested": [{k: r[k] for k in ("scene", "patches", "digest")}

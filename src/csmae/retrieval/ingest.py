@@ -66,7 +66,7 @@ def ingest_scenes(
     stac: Sequence[str] = (), stride: int = 120, min_valid: float = 0.9, scl: Sequence[int] | None = None,
     s1_units: str | None = None, max_days: float | None = None, boa_offset: float | None = None,
     precision: str = "bf16", batch_size: int = 64, device: str = "auto", kind: str = "exact",
-    say: Callable[[str], None] = log.info,
+    product_checksums: bool = True, say: Callable[[str], None] = log.info,
 ) -> IngestResult:
     """Tile, embed and add scenes to an index (see the module docstring).
 
@@ -95,7 +95,8 @@ def ingest_scenes(
     elif not (model_dir / "model.safetensors").exists():
         raise FileNotFoundError(f"{model_dir} is not a model folder (no model.safetensors)")
     plan = plan_tiling(paths=paths, stac=stac, stride=stride, min_valid=min_valid, scl=scl, max_days=max_days,
-                       layout="float32", options={"s1_units": s1_units, "boa_offset": boa_offset})
+                       layout="float32", options={"s1_units": s1_units, "boa_offset": boa_offset,
+                                                  "product_checksums": product_checksums})
     tiling = {"stride": stride, "min_valid": min_valid, "scl": plan.jobs[0].scl_codes, "s1_units": s1_units,
               "boa_offset": boa_offset}
     res.seconds["plan"] = time.perf_counter() - t0
