@@ -46,7 +46,7 @@ from csmae.retrieval.artifacts import (
     read_manifest,
     write_json_atomic,
 )
-from csmae.retrieval.backends.base import VectorBackend
+from csmae.retrieval.backends.base import VectorBackend, owns_items
 from csmae.retrieval.backends.registry import (
     create_backend,
     discard_backend,
@@ -201,6 +201,8 @@ class SearchIndex:
     def save(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a complete index folder atomically (a new folder, generation 0)."""
         out = Path(out)
+        if owns_items(self.backend):  # the engine keeps the archive: the folder is a pointer
+            return self._save_pointer(out, overwrite=overwrite)
         with AtomicFolder(out, overwrite=overwrite) as tmp:
             entry = self.backend.save(tmp, generation=0)
             self.items.to_parquet(tmp / "items.parquet", index=False)
@@ -212,6 +214,17 @@ class SearchIndex:
         self.path = out
         return out
 
+    def _save_pointer(self, out: Path, *, overwrite: bool) -> Path:
+        """An index folder that points at the engine's archive: manifest.json only."""
+        engine: Any = self.backend
+        with AtomicFolder(out, overwrite=overwrite) as tmp:
+            entry = self.backend.save(tmp, generation=0)
+            engine.record_facts(self.manifest)
+            self.manifest.update(backend=entry, files={"items": None}, generation=0, checksums={})
+            write_json_atomic(tmp / "manifest.json", self.manifest)
+        self.path = out
+        return out
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SearchIndex:
         import pandas as pd
@@ -220,6 +233,9 @@ class SearchIndex:
         manifest = read_manifest(path, kind=KIND)
         entry, legacy = entry_of(manifest)  # legacy: csmae < format 2 (no backend entry recorded)
         items_file = (manifest.get("files") or {}).get("items", "items.parquet")
+        if items_file is None:  # a pointer: the engine keeps the items (the collection is the archive)
+            backend = load_backend(path, entry, params=dict(manifest.get("search_params") or {}))
+            return cls.from_archive(backend, manifest, path)
         for f in spec_of_entry(entry, path).must_exist(entry) + [items_file]:  # database engines: none
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
@@ -247,6 +263,13 @@ class SearchIndex:
             raise ValueError(f"{path}: the index has D={backend.dim}, manifest says {manifest['dim']}")
         return cls(backend=backend, items=items, manifest=manifest, path=path)
 
+    @classmethod
+    def from_archive(cls, backend: Any, manifest: dict[str, Any], path: Path | None = None) -> SearchIndex:
+        """The index over an engine that keeps the archive (items and facts read from it now)."""
+        facts = backend.facts()
+        items = backend.items(list((facts.get("sensors") or manifest.get("sensors") or {}).keys()))
+        return cls(backend=backend, items=items, manifest=archive_manifest(manifest, facts, items), path=path)
+
 
 def data_files(manifest: dict[str, Any]) -> list[str]:
     """The files of an index folder's current version (what its checksums cover)."""
@@ -254,7 +277,24 @@ def data_files(manifest: dict[str, Any]) -> list[str]:
     spec = spec_of_entry(entry)
     first = spec.must_exist(entry)  # a database engine keeps no vector file here
     rest = [f for f in spec.entry_files(entry) if f not in first]
-    return [*first, (manifest.get("files") or {}).get("items", "items.parquet"), *rest]
+    items = (manifest.get("files") or {}).get("items", "items.parquet")  # None: a pointer folder
+    return [*first, *([items] if items else []), *rest]
+
+
+def archive_manifest(manifest: dict[str, Any], facts: Mapping[str, Any], items: Any) -> dict[str, Any]:
+    """A pointer folder's manifest with the engine's recorded facts (they win: the collection is
+    the archive) and the counts of the items read from it now."""
+    out = {**manifest, **{k: v for k, v in facts.items() if k != "columns"}}
+    sensors = list((out.get("sensors") or {}).keys())
+    counts = items["sensor"].value_counts()
+    order = sensors + sorted(set(counts.index) - set(sensors))
+    out["sensor_counts"] = {s: int(counts.get(s, 0)) for s in order}
+    ranges, start = {}, 0
+    for s in order:  # items() groups rows by sensor in this order
+        ranges[s] = [start, start + int(counts.get(s, 0))]
+        start += int(counts.get(s, 0))
+    out.update(count=len(items), rows=len(items), sensor_ranges=ranges)
+    return out
 
 
 def items_table(emb: Embeddings, order: np.ndarray) -> Any:

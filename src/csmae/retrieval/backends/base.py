@@ -42,6 +42,16 @@ What an engine implements (shapes: Q queries, R rows, D dimensions, k results):
   atomic folder rename). ``discard()``: release what the engine created outside the index folder
   (a Milvus collection, a scratch folder) after a failed build.
 
+Optional capability, **the engine keeps the archive** (:class:`ItemsOwner`, e.g. a Milvus
+collection shared by many servers and writers): ``owns_items`` is True, ``items(sensors)`` reads
+the items table from the engine (row i = row id i; a snapshot taken at load: later writes by other
+processes are seen after a reload), ``facts()`` / ``record_facts(manifest)`` the model facts the
+engine recorded at build (a writer with another model, dimension or band order is refused against
+them), ``upsert_items(vectors, items, token=, source=)`` adds or replaces items by (id, sensor)
+(idempotent: a rerun after a kill completes the write) and ``delete_items(keys)`` removes them,
+``item_keys(ids, sensors)`` the engine's keys. The index folder is then a pointer (manifest.json
+only); engines without it (FAISS) keep ``items.parquet`` in the index folder.
+
 An engine module registers itself by defining ``BACKEND = BackendSpec(...)`` (found by the registry
 with :mod:`pkgutil`; see :class:`BackendSpec`); a third engine is one new module in this package.
 Heavy engine libraries are imported inside functions, so importing the package needs no extra.
@@ -143,6 +153,32 @@ class VectorBackend(Protocol):
     def discard(self) -> None:
         """Release what the engine created outside the index folder (after a failed build)."""
         ...
+
+
+@runtime_checkable
+class ItemsOwner(Protocol):
+    """An engine that keeps the items table itself (see the module docstring)."""
+
+    owns_items: bool
+
+    def items(self, sensors: Any = ()) -> Any:
+        """The items table now (pandas; row i = row id i), rows grouped by ``sensors`` order."""
+        ...
+
+    def facts(self) -> dict[str, Any]: ...
+
+    def record_facts(self, manifest: dict[str, Any]) -> None: ...
+
+    def upsert_items(self, vectors: np.ndarray, items: Any, *, token: str, source: str) -> Any: ...
+
+    def delete_items(self, keys: np.ndarray) -> int: ...
+
+    def item_keys(self, ids: Any, sensors: Any) -> np.ndarray: ...
+
+
+def owns_items(backend: Any) -> bool:
+    """True for an engine that keeps the archive's items table itself (:class:`ItemsOwner`)."""
+    return bool(getattr(backend, "owns_items", False))
 
 
 @dataclass(frozen=True)
