@@ -33,6 +33,7 @@ from csmae.integrity import checksum_files
 from csmae.retrieval.backends.registry import owned_file
 from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
 from csmae.retrieval.index import SearchIndex, _duplicates, data_files, items_table, normalized_rows
+from csmae.retrieval.index_archive import archive_add, archive_remove, open_pointer
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,16 @@ def _writer_lock(folder: Path) -> Iterator[None]:
 
 def check_compatible(si: SearchIndex, emb: Embeddings, source: str) -> None:
     """Refuse embeddings of another model, dimension, sensor band order or label set."""
-    im, em = si.manifest, emb.manifest
-    if emb.dim != si.dim:
-        raise ValueError(f"{source} holds D={emb.dim} vectors, the index holds D={si.dim}: nothing was added")
+    check_manifest_compatible(si.manifest, emb, source)
+
+
+def check_manifest_compatible(im: dict[str, Any], emb: Embeddings, source: str) -> None:
+    """:func:`check_compatible` against an index manifest (or an archive's recorded facts)."""
+    from csmae.retrieval.artifacts import manifest_label_names
+
+    em, dim = emb.manifest, int(im["dim"])
+    if emb.dim != dim:
+        raise ValueError(f"{source} holds D={emb.dim} vectors, the index holds D={dim}: nothing was added")
     a, b = im.get("model") or {}, em.get("model") or {}
     for key in ("sha256", "name", "variant", "pooling"):
         if a.get(key) is not None and b.get(key) is not None and a[key] != b[key]:
@@ -89,7 +97,7 @@ def check_compatible(si: SearchIndex, emb: Embeddings, source: str) -> None:
                 f"{source}: sensor {s!r} has another band order/normalisation than the index "
                 f"({new} vs {sensors[s]}): nothing was added"
             )
-    if list(emb.label_names) != list(si.label_names):
+    if list(emb.label_names) != list(manifest_label_names(im)):
         raise ValueError(f"{source} uses another label set than the index: nothing was added")
 
 
@@ -100,6 +108,11 @@ def add_embeddings(
     path = Path(index_dir)
     source = str(emb) if not isinstance(emb, Embeddings) else "the embeddings"
     t0 = time.perf_counter()
+    pointer = open_pointer(_existing(path))
+    if pointer is not None:  # the engine keeps the archive: no folder lock, the folder does not change
+        rep = UpdateReport(op="add", **archive_add(pointer, emb, source, check_manifest_compatible))
+        rep.seconds = time.perf_counter() - t0
+        return rep
     with _writer_lock(_existing(path)):
         si = SearchIndex.load(path)
         if not isinstance(emb, Embeddings):
@@ -157,6 +170,11 @@ def remove_items(
     """Remove items by (id, sensor) (sensor None = every sensor of that id), in place (crash-safe)."""
     path = Path(index_dir)
     t0 = time.perf_counter()
+    pointer = open_pointer(_existing(path))
+    if pointer is not None:
+        rep = UpdateReport(op="remove", **archive_remove(pointer, list(keys), missing_ok=missing_ok))
+        rep.seconds = time.perf_counter() - t0
+        return rep
     with _writer_lock(_existing(path)):
         si = SearchIndex.load(path)
         live = si.columns.live
@@ -193,6 +211,8 @@ def compact_index(index_dir: str | os.PathLike[str]) -> UpdateReport:
     kinds need nothing."""
     path = Path(index_dir)
     t0 = time.perf_counter()
+    if open_pointer(_existing(path)) is not None:  # the engine compacts its collection itself
+        return UpdateReport(op="compact")
     with _writer_lock(_existing(path)):
         si = SearchIndex.load(path)
         dropped = si.backend.tombstones

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -439,6 +440,10 @@ class MilvusBackend:
         step = max(1, INSERT_BYTES // (4 * self.dim + 2048))
         items = items.reset_index(drop=True)
         metas = A.meta_rows(items, self.column_types) if self.archive else None
+        if metas is not None:  # write time and position: items() keeps the order items were written in
+            now = time.time_ns() // 1_000_000
+            for i, meta in enumerate(metas):
+                meta["_w"], meta["_i"] = now, i
         batches = []
         for lo in range(0, len(pks), step):
             hi = min(len(pks), lo + step)
@@ -506,7 +511,12 @@ class MilvusBackend:
             total = self._count()
             recs = A.read_rows(self.client, self.collection, fields, total)
         rank = {s: i for i, s in enumerate(sensors)}
-        recs.sort(key=lambda r: (rank.get(str(r["sensor"]), len(rank)), str(r["sensor"]), int(r["row"])))
+        def order(r: dict[str, Any]) -> tuple[Any, ...]:
+            m = r.get("meta") or {}
+            return (rank.get(str(r["sensor"]), len(rank)), str(r["sensor"]), m.get("_w", 0), m.get("_i", 0),
+                    int(r["row"]))  # fmt: skip
+
+        recs.sort(key=order)
         items = A.decode_items(recs, self.column_types, len(self.label_names))
         self._set_keys(np.array([int(r["row"]) for r in recs], dtype=np.int64))
         self.count = self.next_row = len(recs)
@@ -542,7 +552,7 @@ class MilvusBackend:
             with guarded(self.uri, "record facts"):
                 A.write_record(self.client, self.collection, A.FACTS_KEY, facts)
         keys = A.item_keys(items["id"].tolist(), items["sensor"].tolist())
-        present = self._present(keys)
+        present = self.present(keys)
         replaced = [(str(i), str(s)) for i, s, p in zip(items["id"], items["sensor"], present) if p]
         records = A.read_records(self.client, self.collection, f"ingest:{token}")
         if records.get(f"ingest:{token}", {}).get("state") == "started":
@@ -556,7 +566,7 @@ class MilvusBackend:
 
     def delete_items(self, keys: np.ndarray) -> int:
         """Delete items by primary key; returns how many were present."""
-        present = self._present(keys)
+        present = self.present(keys)
         self._delete(np.asarray(keys, dtype=np.int64)[present])
         return int(present.sum())
 
@@ -564,7 +574,7 @@ class MilvusBackend:
         """The collection's primary keys of (id, sensor) items."""
         return A.item_keys(list(ids), list(sensors))
 
-    def _present(self, keys: np.ndarray) -> np.ndarray:
+    def present(self, keys: np.ndarray) -> np.ndarray:
         """(N,) bool: the primary keys stored in the collection now."""
         found: set[int] = set()
         with guarded(self.uri, "look up keys"):

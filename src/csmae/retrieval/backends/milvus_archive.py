@@ -212,13 +212,6 @@ def read_records(client: Any, collection: str, prefix: str = "") -> dict[str, di
     return {str(r["key"]): json.loads(r["value"]) for r in got}
 
 
-def ingest_token(source: str, manifest: dict[str, Any], n: int) -> str:
-    """A write's token: the same source folder with the same content gives the same token (a rerun
-    after a kill completes the same ingest)."""
-    sums = json.dumps(manifest.get("checksums") or manifest.get("shards") or {}, sort_keys=True)
-    return hashlib.sha256(f"{source}\x00{n}\x00{sums}".encode()).hexdigest()[:16]
-
-
 def ingest_record(source: str, rows: int, state: str) -> dict[str, Any]:
     return {
         "source": source,
