@@ -115,6 +115,7 @@ def _lite_path(uri: str) -> Path:
             f"Milvus URI {uri!r}: a Milvus Lite path must end in .db (e.g. ./archive.db), a server "
             "URI looks like http://host:19530"
         )
+    check_lite_path(path.absolute())  # before resolving: a symbolic link named x.db is refused too
     return path.resolve()
 
 
