@@ -1,6 +1,7 @@
 """Errors as JSON: every failure a client can cause is a 4xx with ``{"detail": message}``.
 
-Unexpected exceptions become a bare 500 ``{"detail": "internal error"}`` (logged with the
+A server the archive lives on that does not answer (:class:`~csmae.errors.ServiceUnavailable`, e.g.
+a Milvus server gone away) is a 503 naming it. Unexpected exceptions become a bare 500 ``{"detail": "internal error"}`` (logged with the
 traceback, never sent to the client).
 """
 
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from csmae.errors import ServiceUnavailable
 from csmae.service.uploads import UploadError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def _unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
+        # the archive's server went away: say which (the message redacts passwords); retry later
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -598,12 +598,12 @@ class MilvusBackend:
         out = np.zeros((len(rows), self.dim), dtype=np.float32)
         uniq = np.unique(pks)
         found: dict[int, Any] = {}
-        with guarded(self.uri, "get vectors"):
-            for lo in range(0, len(uniq), 1000):
-                res = self.client.get(
-                    self.collection, ids=[int(r) for r in uniq[lo : lo + 1000]], output_fields=["vec"]
-                )
-                found.update({int(r["row"]): r["vec"] for r in res})
+        for lo in range(0, len(uniq), 1000):
+            res = self._loaded(
+                "get vectors", self.client.get, self.collection, ids=[int(r) for r in uniq[lo : lo + 1000]],
+                output_fields=["vec"],
+            )  # fmt: skip
+            found.update({int(r["row"]): r["vec"] for r in res})
         missing = [int(r) for r, p in zip(rows, pks) if int(p) not in found]
         if missing:
             raise KeyError(
@@ -612,6 +612,21 @@ class MilvusBackend:
         for i, r in enumerate(pks):
             out[i] = np.asarray(found[int(r)], dtype=np.float32)
         return out
+
+    def _loaded(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)``; a server restarted since (its collections not loaded yet) gets them loaded
+        and the call repeated once; a server that does not answer is :class:`MilvusUnavailable`."""
+        with guarded(self.uri, what):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                if "not loaded" not in str(e):
+                    raise
+                log.warning("Milvus at %s: %s is not loaded (a restarted server?): loading it",
+                            redact(self.uri), self.collection)  # fmt: skip
+                for name in (self.collection, *([A.facts_collection(self.collection)] if self.archive else [])):
+                    self.client.load_collection(name, timeout=CONNECT_TIMEOUT_S * 6)
+                return fn(*args, **kwargs)
 
     def search(
         self,
@@ -654,10 +669,11 @@ class MilvusBackend:
         sp = {**self.search_params, **(params or {})}
         if self.approximate and allowed is not None and not params:
             sp = self._widen(sp, len(allowed), k)
-        with guarded(self.uri, "search"):
-            for lo in range(0, len(q), QUERY_BATCH):
-                hi = min(len(q), lo + QUERY_BATCH)
-                self._search_exact(q[lo:hi], k, expr, allowed, scores[lo:hi], out[lo:hi], sp)
+        for lo in range(0, len(q), QUERY_BATCH):
+            hi = min(len(q), lo + QUERY_BATCH)
+            self._loaded(
+                "search", self._search_exact, q[lo:hi], k, expr, allowed, scores[lo:hi], out[lo:hi], sp
+            )
         if self.archive:
             found = out >= 0
             out[found] = self._positions(out[found])

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from csmae.errors import ServiceUnavailable
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -21,12 +23,12 @@ LITE_ENTRIES = frozenset({"LOCK", "collections", "databases", ".database-staging
 #: words in a client error that mean the server is not reachable (not a refused request)
 _GONE = re.compile(
     r"unavailable|connect|deadline|timed? ?out|socket closed|connection reset|closed the connection|"
-    r"failed to connect|not ready|broken pipe|channel|ended recv",
+    r"failed to connect|not ready|broken pipe|channel|ended recv|collection not loaded",
     re.I,
 )
 
 
-class MilvusUnavailable(ConnectionError, RuntimeError):
+class MilvusUnavailable(ServiceUnavailable):
     """Milvus at a URI does not answer / a Lite .db cannot be opened (a RuntimeError too, so the
     CLI reports it as a one-line error; the service maps it to a JSON 503)."""
 
