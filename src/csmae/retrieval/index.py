@@ -357,9 +357,13 @@ def build_index(
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another output or pass --overwrite")
     source = None
-    if not isinstance(emb, Embeddings):
-        source = str(Path(emb).resolve())
-        emb = load_embeddings(emb)
+    if not isinstance(emb, Embeddings):  # a folder: shard by shard (bounded memory, same index)
+        from csmae.retrieval.index_stream import build_streamed
+
+        return build_streamed(
+            Path(emb), kind, out, target_recall=target_recall, recall_queries=recall_queries,
+            train_size=train_size, overwrite=overwrite, seed=seed, backend=backend, **options,
+        )  # fmt: skip
     if len(emb) == 0:
         raise ValueError("the embeddings are empty: nothing to index")
     dup = _duplicates(emb.ids, emb.sensors)
@@ -392,12 +396,25 @@ def build_index(
         if be is not None:
             discard_backend(be)
         raise
-    man = emb.manifest
+    manifest = index_manifest(
+        emb.manifest, be, kind=kind, dim=d, ranges=ranges, recall=recall, recall_queries=recall_queries,
+        build_s=build_s, source=source, label_names=emb.label_names, nonfinite=nonfinite,
+    )  # fmt: skip
+    return finish_build(SearchIndex(backend=be, items=items, manifest=manifest), out, overwrite)
+
+
+def index_manifest(
+    man: Mapping[str, Any], be: VectorBackend, *, kind: str, dim: int, ranges: dict[str, list[int]],
+    recall: float | None, recall_queries: int, build_s: float, source: str | None,
+    label_names: list[str], nonfinite: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """A new index's manifest (the embeddings manifest ``man``'s model facts, the engine's)."""
+    n = sum(hi - lo for lo, hi in ranges.values())
     manifest = base_manifest(
         KIND,
         model=man.get("model"),
-        dim=d,
-        sensors=man.get("sensors", {s: {} for s in order_sensors}),
+        dim=dim,
+        sensors=man.get("sensors", {s: {} for s in ranges}),
         index_kind=kind,
         factory=be.factory,
         metric="inner_product (cosine on L2-normalised vectors)",
@@ -411,12 +428,17 @@ def build_index(
         build_seconds=round(build_s, 3),
         embeddings=source,
         dataset=man.get("dataset"),
-        label_names=emb.label_names,
+        label_names=label_names,
         embed_precision=man.get("precision", "fp32"),
         skipped_nonfinite=nonfinite,
     )
     manifest["format_version"] = FORMAT_VERSION
-    si = SearchIndex(backend=be, items=items, manifest=manifest)
+    return manifest
+
+
+def finish_build(si: SearchIndex, out: str | os.PathLike[str] | None, overwrite: bool) -> SearchIndex:
+    """Save a new index (when ``out``); its engine's resources are released if that fails."""
+    be = si.backend
     if out is not None:
         try:
             si.save(out, overwrite=overwrite)

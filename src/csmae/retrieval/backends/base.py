@@ -29,9 +29,11 @@ What an engine implements (shapes: Q queries, R rows, D dimensions, k results):
   items-table rows (pandas; engines that filter natively store the filter columns).
 - ``remove(rows (R,))``: the rows are never returned again. ``compact(live_rows)`` -> a backend
   without tombstones (the same object where there is nothing to do).
-- ``tune(vectors (N, D), target=recall, n_queries=, seed=)`` -> the recall@10 measured after
-  choosing the cheapest search parameters that reach ``target`` (stored in ``params``), or None
-  for exact kinds (a no-op).
+- ``tune(vectors (N, D), target=recall, n_queries=, seed=, truth=)`` -> the recall@10 measured
+  after choosing the cheapest search parameters that reach ``target`` (stored in ``params``), or
+  None for exact kinds (a no-op); ``truth`` = (queries, their exact top-10 row ids) replaces
+  ``vectors`` where they are not all in memory (a streamed build). ``approximate``: True for kinds
+  that tune.
 - ``params`` / ``set_params(overrides)``: read / update the search parameters.
 - ``describe()`` -> a JSON-able dict (kind, parameters, sizes) for ``csmae info`` / ``/api/info``.
 - ``save(folder, generation=g)`` writes the engine's files of index version ``g`` into ``folder``
@@ -129,9 +131,16 @@ class VectorBackend(Protocol):
         ...
 
     def tune(
-        self, vectors: np.ndarray, *, target: float, n_queries: int = 500, seed: int = 0
+        self,
+        vectors: np.ndarray | None,
+        *,
+        target: float,
+        n_queries: int = 500,
+        seed: int = 0,
+        truth: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> float | None:
-        """Cheapest search parameters reaching recall@10 ``target``; the recall (None: exact)."""
+        """Cheapest search parameters reaching recall@10 ``target``; the recall (None: exact).
+        ``truth``: (queries, their exact top-k row ids) instead of ``vectors`` (a streamed build)."""
         ...
 
     def describe(self) -> dict[str, Any]:

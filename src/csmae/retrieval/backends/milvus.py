@@ -767,7 +767,13 @@ class MilvusBackend:
         return [[(int(h["row"]), float(h["distance"])) for h in hits] for hits in res]
 
     def tune(
-        self, vectors: np.ndarray, *, target: float, n_queries: int = 500, seed: int = 0
+        self,
+        vectors: np.ndarray | None,
+        *,
+        target: float,
+        n_queries: int = 500,
+        seed: int = 0,
+        truth: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> float | None:
         """Smallest ``ef`` (HNSW) / ``nprobe`` (IVF) reaching recall@10 ``target`` against exact
         search over ``vectors`` (rows 0..N-1 of this backend, L2-normalised), on sampled rows as
@@ -781,6 +787,17 @@ class MilvusBackend:
             name, values = "nprobe", [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist] or [nlist]
         else:
             return None
+        if truth is not None:  # (queries, their exact top-k row ids), e.g. computed shard by shard
+            tq, tr = np.ascontiguousarray(truth[0], dtype=np.float32), np.asarray(truth[1])
+            recall, best = 0.0, values[-1]
+            for val in values:
+                _, got = self.search(tq, tr.shape[1], params={name: val})
+                recall, best = float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, tr)])), val
+                if recall >= target:
+                    break
+            self.search_params[name] = best
+            return recall
+        assert vectors is not None
         v = np.ascontiguousarray(vectors, dtype=np.float32)
         n = len(v)
         if n < 2:
