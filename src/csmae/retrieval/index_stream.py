@@ -33,6 +33,23 @@ def _gather_rows(se: ShardedEmbeddings, rows: np.ndarray) -> np.ndarray:
     return l2_normalize(out)
 
 
+class LazySample:
+    """The training sample as an array read from the shards only when an engine asks for it (a
+    kind that trains: IVF, PQ); kinds that do not train never pay for it."""
+
+    def __init__(self, se: ShardedEmbeddings, rows: np.ndarray):
+        self.se, self.rows = se, rows
+        self.shape = (len(rows), se.dim)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = _gather_rows(self.se, self.rows)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
 def build_streamed(
     path: Path,
     kind: str,
@@ -68,14 +85,14 @@ def build_streamed(
     n, d = len(order), se.dim
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
-    train = _gather_rows(se, order[np.sort(rng.choice(n, size=min(n, train_size), replace=False))])
+    train = LazySample(se, order[np.sort(rng.choice(n, size=min(n, train_size), replace=False))])
     items = items_table(rows, order)
     row_of = np.full(len(rows), -1, np.int64)
     row_of[order] = np.arange(n)
     be: VectorBackend | None = None
     try:
         be = create_backend(
-            backend, kind, dim=d, n_hint=n, label_names=list(rows.label_names), train=train,
+            backend, kind, dim=d, n_hint=n, label_names=list(rows.label_names), train=train,  # type: ignore[arg-type]
             name_hint=Path(out).name if out is not None else "index", **options,
         )  # fmt: skip
         del train
