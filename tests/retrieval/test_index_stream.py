@@ -31,7 +31,8 @@ def write_folder(out: Path, *, shards: int, per: int, d: int, nan_row: int | Non
         write_shard(out / f"part-{j:05d}.parquet", ids=ids, sensors=["s1", "s2"] * (per // 2),
                     splits=["train", "val"] * (per // 2), labels=rng.random((per, 19)) < 0.2, vectors=v,
                     meta={"country": ["Austria" if i % 3 else None for i in range(per)],
-                          "datetime": [f"2018-0{1 + i % 9}-0{1 + i % 7}T10:00:00Z" for i in range(per)]})  # fmt: skip
+                          "datetime": [f"2018-0{1 + i % 9}-0{1 + i % 7}T10:00:00Z"
+                                       for i in range(per)]})  # fmt: skip
         entries.append({"file": f"part-{j:05d}.parquet", "rows": per})
     man = base_manifest("csmae-embeddings", model={"name": "t", "sha256": "c" * 64},
                         sensors={"s1": {"bands": ["VV"]}, "s2": {"bands": ["B02"]}}, dim=d,
@@ -55,7 +56,9 @@ def test_a_streamed_build_equals_a_loaded_build(tmp_path, kind):
     q = np.random.default_rng(1).normal(size=(8, 32)).astype(np.float32)
     if kind == "exact":
         for where in (None, {"split": ["val"], "country": ["Austria"]}):
-            assert np.array_equal(streamed.search(q, 10, where=where)[1], loaded.search(q, 10, where=where)[1])
+            assert np.array_equal(
+                streamed.search(q, 10, where=where)[1], loaded.search(q, 10, where=where)[1]
+            )
     else:  # tuned on the same sampled queries, against an exact top-10 computed shard by shard
         assert streamed.manifest["recall_at_10"] >= 0.95
         assert set(streamed.manifest["search_params"]) == set(loaded.manifest["search_params"])

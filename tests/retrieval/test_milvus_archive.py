@@ -26,7 +26,7 @@ from csmae.retrieval.embeddings import embeddings_from_arrays  # noqa: E402
 from csmae.retrieval.index import SearchIndex, build_index  # noqa: E402
 from csmae.retrieval.index_grow import add_embeddings, remove_items  # noqa: E402
 
-from .test_index_grow import MODEL, SENSORS, concat, make_emb, write_emb  # noqa: E402
+from .test_index_grow import MODEL, SENSORS, make_emb, write_emb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,8 +38,10 @@ def with_meta(emb, seed: int = 0):
     x, y = rng.uniform(-10, 10, n), rng.uniform(35, 45, n)
     meta = pd.DataFrame(
         {
-            "geometry": [shapely.to_wkb(shapely.box(a, b, a + 0.3, b + 0.2)) if i % 5 else None
-                         for i, (a, b) in enumerate(zip(x, y))],  # fmt: skip
+            "geometry": [
+                shapely.to_wkb(shapely.box(a, b, a + 0.3, b + 0.2)) if i % 5 else None
+                for i, (a, b) in enumerate(zip(x, y))
+            ],  # fmt: skip
             "bbox_xmin": np.where(np.arange(n) % 5 > 0, x, np.nan),
             "bbox_ymin": np.where(np.arange(n) % 5 > 0, y, np.nan),
             "bbox_xmax": np.where(np.arange(n) % 5 > 0, x + 0.3, np.nan),
@@ -56,7 +58,9 @@ def with_meta(emb, seed: int = 0):
 
 
 def collection_rows(be) -> list[dict]:
-    return A.read_rows(be.client, be.collection, ["row", "id", "sensor", "vec", "meta", "ingest"], be._count())
+    return A.read_rows(
+        be.client, be.collection, ["row", "id", "sensor", "vec", "meta", "ingest"], be._count()
+    )
 
 
 def brute(q, si: SearchIndex, k: int) -> list[list[tuple[str, str]]]:
@@ -138,8 +142,11 @@ def test_a_second_pointer_sees_writes_after_reload(archive, tmp_path):
     a2 = SearchIndex.load(out)  # a reload sees the other pointer's writes
     assert len(a2.items) == len(emb) + len(new) and set(a2.items["id"]) >= set(new.ids)
     assert hits(a2, q, 5) == brute(q, a2, 5)
-    assert (a2.items.sort_values(["id", "sensor"]).reset_index(drop=True)
-            .equals(SearchIndex.load(other).items.sort_values(["id", "sensor"]).reset_index(drop=True)))
+    assert (
+        a2.items.sort_values(["id", "sensor"])
+        .reset_index(drop=True)
+        .equals(SearchIndex.load(other).items.sort_values(["id", "sensor"]).reset_index(drop=True))
+    )
     # re-adding replaces by (id, sensor); removing through one pointer is seen through the other
     rep = add_embeddings(out, with_meta(make_emb(["b001"], seed=9), seed=4))
     assert (rep.added, rep.replaced) == (0, 2)

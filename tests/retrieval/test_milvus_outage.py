@@ -11,8 +11,8 @@ pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install '
 milvus = pytest.importorskip("milvus", reason="the server tests need the `milvus` package (dev extra)")
 
 from csmae.retrieval import Retriever  # noqa: E402
-from csmae.retrieval.index import build_index  # noqa: E402
 from csmae.retrieval.embeddings import load_embeddings  # noqa: E402
+from csmae.retrieval.index import build_index  # noqa: E402
 
 from .milvus_server import milvus_server  # noqa: E402
 

@@ -58,7 +58,10 @@ def test_an_existing_non_milvus_db_is_refused_untouched(tmp_path, capsys, what):
     if what == "sqlite":
         assert "SQLite database file" in err
     assert not (tmp_path / "idx").exists()
-    assert sorted((p.relative_to(tmp_path), p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()) == snapshot
+    assert (
+        sorted((p.relative_to(tmp_path), p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file())
+        == snapshot
+    )
 
 
 def test_a_fresh_or_real_lite_folder_is_used(tmp_path):

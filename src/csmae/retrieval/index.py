@@ -54,7 +54,7 @@ from csmae.retrieval.backends.registry import (
     load_backend,
     spec_of_entry,
 )
-from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite
 from csmae.retrieval.filters import Filter, FilterColumns, as_filter
 from csmae.retrieval.topk import l2_normalize
 

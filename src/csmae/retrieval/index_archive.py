@@ -1,8 +1,9 @@
 """Writes into an archive an engine keeps (a database collection): ``csmae index add / remove`` on a
 pointer folder, by any number of writers on any machines at once.
 
-Engines that keep the archive: ``backends/base.py`` (:class:`ItemsOwner`). A pointer folder (``manifest.json`` with ``files.items`` null) never changes on a write, so writers
-take no folder lock. Before a write, the embeddings are compared with the facts the engine
+Engines that keep the archive: ``backends/base.py`` (:class:`ItemsOwner`). A pointer folder
+(``manifest.json`` with ``files.items`` null) never changes on a write, so writers take no folder
+lock. Before a write, the embeddings are compared with the facts the engine
 recorded at build (model, dimension, band order and normalisation, label set): a mismatch is
 refused before anything is written. Items are upserted by (id, sensor) key under an ingest token
 (the same source folder gives the same token), so two writers never lose or duplicate an item, a

@@ -98,7 +98,9 @@ def build_streamed(
         del train
         for s in order_sensors:  # rows grouped by sensor, in folder order: row ids as a loaded build's
             for first, v in se.vectors():
-                sel = np.flatnonzero((rows.sensors[first : first + len(v)] == s) & se.finite[first : first + len(v)])
+                sel = np.flatnonzero(
+                    (rows.sensors[first : first + len(v)] == s) & se.finite[first : first + len(v)]
+                )
                 if len(sel) == 0:
                     continue
                 r = row_of[first + sel]

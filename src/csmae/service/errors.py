@@ -1,8 +1,8 @@
 """Errors as JSON: every failure a client can cause is a 4xx with ``{"detail": message}``.
 
 A server the archive lives on that does not answer (:class:`~csmae.errors.ServiceUnavailable`, e.g.
-a Milvus server gone away) is a 503 naming it. Unexpected exceptions become a bare 500 ``{"detail": "internal error"}`` (logged with the
-traceback, never sent to the client).
+a Milvus server gone away) is a 503 naming it. Unexpected exceptions become a bare 500
+``{"detail": "internal error"}`` (logged with the traceback, never sent to the client).
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ the items table from the engine (row i = row id i; a snapshot taken at load: lat
 processes are seen after a reload), ``facts()`` / ``record_facts(manifest)`` the model facts the
 engine recorded at build (a writer with another model, dimension or band order is refused against
 them), ``upsert_items(vectors, items, token=, source=)`` adds or replaces items by (id, sensor)
-(idempotent: a rerun after a kill completes the write) and ``delete_items(keys)`` removes them, ``present(keys)`` says which are stored,
+(idempotent: a rerun after a kill completes the write) and ``delete_items(keys)`` removes them,
+``present(keys)`` says which are stored,
 ``item_keys(ids, sensors)`` the engine's keys. The index folder is then a pointer (manifest.json
 only); engines without it (FAISS) keep ``items.parquet`` in the index folder.
 

@@ -165,8 +165,8 @@ def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None =
         client.list_collections(timeout=timeout)
     except Exception as e:
         raise MilvusUnavailable(
-            f"Milvus at {redact(uri)} did not answer within {timeout:g} s ({redact(_msg(e))}); is the server running "
-            "and is this its gRPC port (default 19530)? See docs/milvus.md"
+            f"Milvus at {redact(uri)} did not answer within {timeout:g} s ({redact(_msg(e))}); is the "
+            "server running and is this its gRPC port (default 19530)? See docs/milvus.md"
         ) from None
     return client
 
@@ -479,7 +479,9 @@ class MilvusBackend:
         return self
 
     def _count(self) -> int:
-        res = call(self.uri, "count", self.client.query, self.collection, filter="", output_fields=["count(*)"])
+        res = call(
+            self.uri, "count", self.client.query, self.collection, filter="", output_fields=["count(*)"]
+        )
         return int(res[0]["count(*)"])
 
     # ------------------------------------------------------------ the archive
@@ -498,8 +500,10 @@ class MilvusBackend:
         assert self._sorted is not None and self._order is not None
         pks = np.asarray(pks, dtype=np.int64)
         i = np.clip(np.searchsorted(self._sorted, pks), 0, max(len(self._sorted) - 1, 0))
-        ok = (len(self._sorted) > 0) & (self._sorted[i] == pks) if len(self._sorted) else np.zeros(
-            pks.shape, bool
+        ok = (
+            (len(self._sorted) > 0) & (self._sorted[i] == pks)
+            if len(self._sorted)
+            else np.zeros(pks.shape, bool)
         )
         return np.where(ok & (pks >= 0), self._order[i] if len(self._order) else -1, -1)
 
@@ -512,6 +516,7 @@ class MilvusBackend:
             total = self._count()
             recs = A.read_rows(self.client, self.collection, fields, total)
         rank = {s: i for i, s in enumerate(sensors)}
+
         def order(r: dict[str, Any]) -> tuple[Any, ...]:
             m = r.get("meta") or {}
             return (rank.get(str(r["sensor"]), len(rank)), str(r["sensor"]), m.get("_w", 0), m.get("_i", 0),
@@ -559,10 +564,14 @@ class MilvusBackend:
         if records.get(f"ingest:{token}", {}).get("state") == "started":
             log.warning("completing the interrupted write %s of %s into %s", token, source, self.collection)
         with guarded(self.uri, "record ingest"):
-            A.write_record(self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "started"))
+            A.write_record(
+                self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "started")
+            )
         self._write(keys, vectors, items, token=token)
         with guarded(self.uri, "record ingest"):
-            A.write_record(self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "done"))
+            A.write_record(
+                self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "done")
+            )
         return int((~present).sum()), replaced
 
     def delete_items(self, keys: np.ndarray) -> int:
@@ -624,7 +633,10 @@ class MilvusBackend:
                     raise
                 log.warning("Milvus at %s: %s is not loaded (a restarted server?): loading it",
                             redact(self.uri), self.collection)  # fmt: skip
-                for name in (self.collection, *([A.facts_collection(self.collection)] if self.archive else [])):
+                for name in (
+                    self.collection,
+                    *([A.facts_collection(self.collection)] if self.archive else []),
+                ):
                     self.client.load_collection(name, timeout=CONNECT_TIMEOUT_S * 6)
                 return fn(*args, **kwargs)
 

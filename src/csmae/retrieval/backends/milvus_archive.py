@@ -119,7 +119,8 @@ def meta_rows(items: Any, types: dict[str, str]) -> list[dict[str, Any]]:
         else:
             vals = s.tolist()
             cols[c] = [
-                None if (not isinstance(v, (list, np.ndarray, bytes)) and v is not None and pd.isna(v))
+                None
+                if (not isinstance(v, (list, np.ndarray, bytes)) and v is not None and pd.isna(v))
                 else _plain(v)
                 for v in vals
             ]
