@@ -92,3 +92,27 @@ def test_csmae_index_peak_rss_stays_near_the_index_size(tmp_path):
     assert peak - base < 1.5 * size + (256 << 20), (peak - base) / size
     man = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert man["count"] == 128000
+
+
+def test_index_add_from_a_folder_equals_add_from_loaded_embeddings(tmp_path):
+    """``csmae index add IDX EMB_DIR`` reads the folder shard by shard: the same rows, items and
+    vectors as adding the loaded embeddings (re-added ids replaced, a NaN vector skipped)."""
+    import shutil
+
+    from csmae.retrieval.index import SearchIndex
+    from csmae.retrieval.index_grow import add_embeddings
+
+    base = write_folder(tmp_path / "a", shards=2, per=200, d=16)
+    more = write_folder(tmp_path / "b", shards=3, per=100, d=16, nan_row=5)  # ids overlap a's
+    build_index(base, "exact", tmp_path / "x")
+    shutil.copytree(tmp_path / "x", tmp_path / "y")
+    rx = add_embeddings(tmp_path / "x", more)
+    ry = add_embeddings(tmp_path / "y", load_embeddings(more))
+    assert (rx.added, rx.replaced, rx.skipped_nonfinite) == (ry.added, ry.replaced, ry.skipped_nonfinite)
+    assert rx.replaced > 0 and rx.skipped_nonfinite == 1
+    x, y = SearchIndex.load(tmp_path / "x"), SearchIndex.load(tmp_path / "y")
+    assert x.items.drop(columns="labels").equals(y.items.drop(columns="labels"))
+    live = np.flatnonzero(x.items["live"].to_numpy())
+    np.testing.assert_array_equal(x.backend.reconstruct(live), y.backend.reconstruct(live))
+    q = np.random.default_rng(3).normal(size=(5, 16)).astype(np.float32)
+    assert np.array_equal(x.search(q, 8)[1], y.search(q, 8)[1])

@@ -31,7 +31,8 @@ import numpy as np
 from csmae.atomic import atomic_path, write_json_atomic
 from csmae.integrity import checksum_files
 from csmae.retrieval.backends.registry import owned_file
-from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
+from csmae.retrieval.emb_stream import ShardedEmbeddings, nonfinite_report, scan
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite
 from csmae.retrieval.index import SearchIndex, _duplicates, data_files, items_table, normalized_rows
 from csmae.retrieval.index_archive import archive_add, archive_remove, open_pointer
 
@@ -71,13 +72,17 @@ def check_compatible(si: SearchIndex, emb: Embeddings, source: str) -> None:
     check_manifest_compatible(si.manifest, emb, source)
 
 
-def check_manifest_compatible(im: dict[str, Any], emb: Embeddings, source: str) -> None:
-    """:func:`check_compatible` against an index manifest (or an archive's recorded facts)."""
+def check_manifest_compatible(
+    im: dict[str, Any], emb: Embeddings, source: str, *, emb_dim: int | None = None
+) -> None:
+    """:func:`check_compatible` against an index manifest (or an archive's recorded facts);
+    ``emb_dim``: the vectors' D where ``emb`` holds no vectors (a folder read shard by shard)."""
     from csmae.retrieval.artifacts import manifest_label_names
 
     em, dim = emb.manifest, int(im["dim"])
-    if emb.dim != dim:
-        raise ValueError(f"{source} holds D={emb.dim} vectors, the index holds D={dim}: nothing was added")
+    edim = emb.dim if emb_dim is None else emb_dim
+    if edim != dim:
+        raise ValueError(f"{source} holds D={edim} vectors, the index holds D={dim}: nothing was added")
     a, b = im.get("model") or {}, em.get("model") or {}
     for key in ("sha256", "name", "variant", "pooling"):
         if a.get(key) is not None and b.get(key) is not None and a[key] != b[key]:
@@ -115,10 +120,16 @@ def add_embeddings(
         return rep
     with _writer_lock(_existing(path)):
         si = SearchIndex.load(path)
-        if not isinstance(emb, Embeddings):
-            emb = load_embeddings(emb)
-        check_compatible(si, emb, source)
-        emb, nonfinite = drop_nonfinite(emb, source=source)  # never index NaN/inf
+        se = None
+        if not isinstance(emb, Embeddings):  # a folder: per-row columns now, vectors shard by shard
+            se = scan(emb)
+            emb = se.rows
+        check_manifest_compatible(si.manifest, emb, source, emb_dim=None if se is None else se.dim)
+        if se is None:
+            emb, nonfinite = drop_nonfinite(emb, source=source)  # never index NaN/inf
+        else:
+            nonfinite = nonfinite_report(se, source) if len(se.finite) else None
+            emb = emb.select(se.finite)
         dup = _duplicates(emb.ids, emb.sensors)
         if dup:
             raise ValueError(f"{source} holds duplicate (id, sensor) rows, e.g. {dup[:3]}: nothing was added")
@@ -134,12 +145,14 @@ def add_embeddings(
         old_rows = np.array([where[k] for k in keys if k in where], dtype=np.int64)
         replaced = [k for k in keys if k in where]
         order = np.arange(len(emb))
-        vectors = normalized_rows(emb, order)
         start = si.backend.n_rows
         new_rows = np.arange(start, start + len(emb), dtype=np.int64)
         new_items = items_table(emb, order)
         si.backend.remove(old_rows)
-        si.backend.add(new_rows, vectors, new_items)  # items: Milvus stores the filter columns
+        if se is None:
+            si.backend.add(new_rows, normalized_rows(emb, order), new_items)  # items: engines may store them
+        else:
+            _add_shards(si, se, new_rows, new_items)
         import pandas as pd
 
         items = si.items.copy()
@@ -162,6 +175,21 @@ def add_embeddings(
             replaced[:3],
         )
     return rep
+
+
+def _add_shards(si: SearchIndex, se: ShardedEmbeddings, new_rows: np.ndarray, new_items: Any) -> None:
+    """Add a folder's finite vectors shard by shard (no second full copy of the vectors)."""
+    from csmae.retrieval.topk import l2_normalize
+
+    pos_of = np.full(len(se.finite), -1, np.int64)
+    pos_of[se.finite] = np.arange(int(se.finite.sum()))
+    for first, v in se.vectors():
+        sel = np.flatnonzero(se.finite[first : first + len(v)])
+        if len(sel) == 0:
+            continue
+        j = pos_of[first + sel]
+        vectors = l2_normalize(np.ascontiguousarray(v[sel], dtype=np.float32))
+        si.backend.add(new_rows[j], vectors, new_items.iloc[j].reset_index(drop=True))
 
 
 def remove_items(
