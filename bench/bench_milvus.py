@@ -15,13 +15,20 @@ and p95 single-query latency (one query per call, FAISS and BLAS at one thread),
 peak RSS. Milvus Lite runs in this process (a gRPC server on a thread + numpy/FAISS); it is not
 the Milvus server, and its numbers say nothing about a standalone or distributed deployment.
 
+With ``--server`` (``start``: a Milvus 2.3.5 standalone started here from the dev extra's ``milvus``
+package, as the tests do; or a URI) the same FLAT / HNSW searches run against the server too, and
+``--clients 1,8`` adds queries/s with that many concurrent clients (threads, one query per call,
+unfiltered and the 10 % filter) for every engine.
+
   OMP_NUM_THREADS=1 .venv/bin/python bench/bench_milvus.py [--n 100000] [--queries 200] [--no-hnsw]
+  PYTHONPATH=.:src .venv/bin/python bench/bench_milvus.py --n 20000 --server start --clients 1,8
   .venv/bin/python bench/bench_milvus.py --sizing     # the formula table of docs/milvus.md (no run)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -69,6 +76,21 @@ def items_table(n: int, seed: int = 1):
             "labels": list(labels),
         }
     )
+
+
+def qps(fn, queries: np.ndarray, clients: int) -> float:
+    """Queries per second with ``clients`` threads each sending one query per call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(part: np.ndarray) -> None:
+        for x in part:
+            fn(x[None])
+
+    parts = np.array_split(np.tile(queries, (max(1, clients // 2), 1)), clients)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as ex:
+        list(ex.map(work, parts))
+    return sum(len(p) for p in parts) / (time.perf_counter() - t0)
 
 
 def timed_queries(fn, queries: np.ndarray) -> tuple[np.ndarray, list[float]]:
@@ -147,6 +169,8 @@ def main() -> int:
     ap.add_argument("--no-hnsw", action="store_true")
     ap.add_argument("--workdir", default=None, help="where the Lite .db goes (default: a temp dir)")
     ap.add_argument("--sizing", action="store_true", help="print the formula sizing table and exit")
+    ap.add_argument("--server", default=None, help="'start' (a local Milvus standalone) or a server URI")
+    ap.add_argument("--clients", default="", help="comma-separated client counts for queries/s, e.g. 1,8")
     args = ap.parse_args()
     if args.sizing:
         print(sizing(args.dim))
@@ -200,6 +224,29 @@ def main() -> int:
         faiss.omp_set_num_threads(1)
         build["faiss HNSW32"] = time.perf_counter() - t0
 
+    engines: dict[str, object] = {"milvus-lite FLAT": mflat}
+    if mhnsw is not None:
+        engines["milvus-lite HNSW"] = mhnsw
+    stack = contextlib.ExitStack()
+    if args.server:
+        uri = args.server
+        if uri == "start":
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from tests.retrieval.milvus_server import milvus_server
+
+            uri = stack.enter_context(milvus_server(work / "server"))
+        for kind in ("exact", "hnsw") if not args.no_hnsw else ("exact",):
+            t0 = time.perf_counter()
+            be = M.create(uri, dim=args.dim, label_names=LABELS, kind=kind, n_hint=args.n, name_hint=kind)
+            be.add(rows_all, v, items)
+            be.search(q[:1], args.k)
+            name = f"milvus-server {'FLAT' if kind == 'exact' else 'HNSW'}"
+            build[name] = time.perf_counter() - t0
+            if kind == "hnsw":
+                be.tune(v, target=0.95, n_queries=200)
+            engines[name] = be
+            print(f"{name} build {build[name]:.1f}s {be.search_params}", file=sys.stderr)
+
     rows = []
     for fname, flt in filters.items():
         mask = np.ones(args.n, bool) if flt is None else flt.mask(cols)
@@ -213,11 +260,14 @@ def main() -> int:
         rows.append(("faiss Flat (exact)", fname, mask.mean(), 1.0, lat))
         got, lat = timed_queries(lambda x, a=allowed, f=flt: mflat.search(x, args.k, rows=a, where=f)[1], q)
         rows.append(("milvus-lite FLAT", fname, mask.mean(), agreement(got, ref), lat))
-        if mhnsw is not None and fhnsw is not None:
+        for name, be in engines.items():
+            if name == "milvus-lite FLAT":
+                continue
             got, lat = timed_queries(
-                lambda x, a=allowed, f=flt: mhnsw.search(x, args.k, rows=a, where=f)[1], q
+                lambda x, a=allowed, f=flt, b=be: b.search(x, args.k, rows=a, where=f)[1], q
             )
-            rows.append(("milvus-lite HNSW", fname, mask.mean(), agreement(got, ref), lat))
+            rows.append((name, fname, mask.mean(), agreement(got, ref), lat))
+        if mhnsw is not None and fhnsw is not None:
             ph = faiss.SearchParametersHNSW(sel=sel, efSearch=128)
             got, lat = timed_queries(lambda x, ph=ph: fhnsw.search(x, args.k, params=ph)[1], q)
             rows.append(("faiss HNSW32 ef128 (selector only)", fname, mask.mean(), agreement(got, ref), lat))
@@ -232,6 +282,32 @@ def main() -> int:
     for eng, fname, sel_, agr, lat in rows:
         med, p95 = np.median(lat), np.percentile(lat, 95)
         print(f"| {eng} | {fname} | {sel_:.1%} | {agr:.3f} | {med:.2f} | {p95:.2f} |")
+    clients = [int(c) for c in args.clients.split(",") if c]
+    if clients:
+        print("\n| engine | filter | " + " | ".join(f"q/s at {c} client(s)" for c in clients) + " |")
+        print("|---|---|" + "---:|" * len(clients))
+        cands: dict[str, object] = {"faiss Flat (exact)": None, **engines}
+        if fhnsw is not None:
+            cands["faiss HNSW32 ef128"] = fhnsw
+        for fname in ("none", "10%"):
+            flt = filters[fname]
+            mask = np.ones(args.n, bool) if flt is None else flt.mask(cols)
+            allowed = None if flt is None else np.flatnonzero(mask).astype(np.int64)
+            sel = None
+            if flt is not None:
+                bits = np.packbits(mask, bitorder="little")
+                sel = faiss.IDSelectorBitmap(args.n, faiss.swig_ptr(bits))
+            for name, be in cands.items():
+                if be is None:
+                    p = faiss.SearchParameters(sel=sel)
+                    fn = lambda x, p=p: flat.search(x, args.k, params=p)  # noqa: E731
+                elif be is fhnsw:
+                    ph = faiss.SearchParametersHNSW(sel=sel, efSearch=128)
+                    fn = lambda x, ph=ph: fhnsw.search(x, args.k, params=ph)  # noqa: E731
+                else:
+                    fn = lambda x, b=be, a=allowed, f=flt: b.search(x, args.k, rows=a, where=f)  # noqa: E731
+                cells = [f"{qps(fn, q, c):.1f}" for c in clients]
+                print(f"| {name} | {fname} | " + " | ".join(cells) + " |")
     print("\n| build | seconds |\n|---|---:|")
     for k_, s in build.items():
         print(f"| {k_} | {s:.1f} |")
@@ -239,9 +315,9 @@ def main() -> int:
         print(f"\nMilvus Lite HNSW search params: {mhnsw.search_params} (M=32, efConstruction=200)")
     disk = sum(f.stat().st_size for f in db.rglob("*") if f.is_file()) / 1e9
     print(f"peak RSS {rss_gb():.2f} GB; Lite data dir {disk:.2f} GB")
-    mflat.drop()
-    if mhnsw is not None:
-        mhnsw.drop()
+    for be in engines.values():
+        be.drop()  # type: ignore[attr-defined]
+    stack.close()
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

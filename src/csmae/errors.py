@@ -40,6 +40,11 @@ class IntegrityError(ValueError):
         self.path = str(path) if path is not None else None
 
 
+class ServiceUnavailable(ConnectionError, RuntimeError):
+    """A server the archive lives on (a vector database) does not answer now; the message names it
+    (passwords redacted). The HTTP service answers 503; a later request may succeed."""
+
+
 class ConfigError(ValueError):
     """An invalid training config; the message names the key and what was expected."""
 

@@ -35,6 +35,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _bind_reusing(port: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
 def _children(pid: int) -> list[int]:
     """Process ids whose parent is ``pid`` (Linux /proc; empty elsewhere)."""
     out = []
@@ -58,21 +69,48 @@ def _log_tail(data_dir: Path, n: int = 2000) -> str:
 
 
 @contextlib.contextmanager
-def milvus_server(data_dir: Path, *, timeout: float = START_TIMEOUT_S) -> Iterator[str]:
+def milvus_server(
+    data_dir: Path, *, timeout: float = START_TIMEOUT_S, ports: dict[str, int] | None = None
+) -> Iterator[str]:
     """Start a Milvus standalone server with its data in ``data_dir``; yield its URI; stop it.
+
+    ``ports``: the listen ports to use (filled with the free ones picked when empty): a server
+    restarted on the same folder and ports comes back at the same URI with its collections.
 
     Raises:
         RuntimeError: the server exits or does not become healthy within ``timeout`` seconds
             (with the tail of its logs).
     """
-    from milvus import MilvusServer, __version__
+    import milvus
+    from milvus import MilvusServer, MilvusServerConfig, __version__
 
-    server = MilvusServer(wait_for_started=False)
+    # the embedded etcd's peer port is 2380 unless its own config says otherwise: a free one here,
+    # so several servers (a session's, a test's own, another session's) run side by side
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = {} if ports is None else ports
+    peer, client = ports.setdefault("etcd_peer_port", free_port()), ports.setdefault("etcd_port", free_port())
+    etcd_yaml = data_dir / "embedEtcd.yaml"
+    etcd_yaml.write_text(
+        f"listen-peer-urls: http://127.0.0.1:{peer}\ninitial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
+        f"initial-cluster: default=http://127.0.0.1:{peer}\nlisten-client-urls: http://127.0.0.1:{client}\n"
+        f"advertise-client-urls: http://127.0.0.1:{client}\n"
+    )
+    template = Path(milvus.__file__).parent / "data" / "config.yaml.template"
+    text = template.read_text().replace(
+        "  use:\n    embed: true", f"  config:\n    path: {etcd_yaml}\n  use:\n    embed: true", 1
+    )
+    own_template = data_dir / "config.yaml.template"
+    own_template.write_text(text)
+    config = MilvusServerConfig(template=str(own_template))
+    config.glog_conf_file = str(template.parent / "glog.conf")  # set only for the default template
+    server = MilvusServer(config, wait_for_started=False)
     server.set_base_dir(str(data_dir))
+    if ports:  # a restart: the old server's ports may sit in TIME_WAIT, which Milvus (SO_REUSEADDR)
+        server.config.try_bind_port = _bind_reusing  # binds but the package's pre-check would not
     for key in server.config_keys:  # every listen port: a free one (the package's defaults collide)
         if key.endswith("_port"):
-            server.config.set(key, free_port())
-    server.webservice_port = free_port()  # /healthz and metrics
+            server.config.set(key, ports.setdefault(key, free_port()))
+    server.webservice_port = ports.setdefault("webservice_port", free_port())  # /healthz and metrics
     t0 = time.monotonic()
     server.start()
     proc = server.server_proc

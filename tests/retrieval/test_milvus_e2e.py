@@ -46,7 +46,9 @@ def test_manifest_and_folder(built):
     assert entry["count"] == man["count"] == faiss_man["count"] > 0
     for key in ("model", "label_names", "sensor_counts", "dim"):
         assert man[key] == faiss_man[key], key
-    assert sorted(p.name for p in (tmp / "milvus").iterdir()) == ["items.parquet", "manifest.json"]
+    # the collection is the archive (#20): the index folder is a pointer, no local items table
+    assert sorted(p.name for p in (tmp / "milvus").iterdir()) == ["manifest.json"]
+    assert man["files"] == {"items": None} and entry["archive"]
 
 
 def test_retriever_over_milvus_equals_faiss(built):
@@ -133,12 +135,13 @@ def test_index_remove_and_add_keep_backends_equal(built, tmp_path, milvus_deploy
     for idx in ("faiss", "milvus"):
         assert main(["index", "add", str(tmp_path / idx), str(emb_dir)]) == 0
     rf, rm = Retriever.load(tmp_path / "faiss"), Retriever.load(tmp_path / "milvus")
-    assert len(rm.index.backend) == len(e) and rm.index.backend.n_rows == 2 * len(e)
+    # re-adding replaces by (id, sensor) key in the collection: row ids are the archive's positions
+    assert len(rm.index.backend) == len(e) and rm.index.backend.n_rows == len(e)
     for pid in pids[:6]:
         a = rf.search_by_id(pid, sensor="s2", k=6, where={"split": ["train", "val", "test"]})
         b = rm.search_by_id(pid, sensor="s2", k=6, where={"split": ["train", "val", "test"]})
         assert [(h.id, h.sensor) for h in a] == [(h.id, h.sensor) for h in b]
-    assert sorted(p.name for p in (tmp_path / "milvus").iterdir()) == ["items-2.parquet", "manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "milvus").iterdir()) == ["manifest.json"]  # a pointer
 
 
 def test_cli_errors_leave_nothing_behind(built, capsys):

@@ -47,7 +47,7 @@ from csmae.retrieval.artifacts import (
     read_manifest,
     write_json_atomic,
 )
-from csmae.retrieval.backends.base import VectorBackend
+from csmae.retrieval.backends.base import VectorBackend, owns_items
 from csmae.retrieval.backends.registry import (
     create_backend,
     discard_backend,
@@ -55,7 +55,7 @@ from csmae.retrieval.backends.registry import (
     load_backend,
     spec_of_entry,
 )
-from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite
 from csmae.retrieval.filters import Filter, FilterColumns, as_filter
 from csmae.retrieval.topk import l2_normalize
 
@@ -202,6 +202,8 @@ class SearchIndex:
     def save(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a complete index folder atomically (a new folder, generation 0)."""
         out = Path(out)
+        if owns_items(self.backend):  # the engine keeps the archive: the folder is a pointer
+            return self._save_pointer(out, overwrite=overwrite)
         with AtomicFolder(out, overwrite=overwrite, kind=KIND) as tmp:
             entry = self.backend.save(tmp, generation=0)
             self.items.to_parquet(tmp / "items.parquet", index=False)
@@ -210,6 +212,17 @@ class SearchIndex:
             self.manifest = {**self.manifest, "checksums": checksum_files(tmp, data_files(self.manifest))}
             write_json_atomic(tmp / "manifest.json", self.manifest)
         self.backend.relocate(out)
+        self.path = out
+        return out
+
+    def _save_pointer(self, out: Path, *, overwrite: bool) -> Path:
+        """An index folder that points at the engine's archive: manifest.json only."""
+        engine: Any = self.backend
+        with AtomicFolder(out, overwrite=overwrite, kind=KIND) as tmp:
+            entry = self.backend.save(tmp, generation=0)
+            engine.record_facts(self.manifest)
+            self.manifest.update(backend=entry, files={"items": None}, generation=0, checksums={})
+            write_json_atomic(tmp / "manifest.json", self.manifest)
         self.path = out
         return out
 
@@ -225,7 +238,11 @@ class SearchIndex:
         items_file = (manifest.get("files") or {}).get("items", "items.parquet")
         spec = spec_of_entry(entry, path)
         # never follow a name out of the folder (an edited manifest naming ../../etc/passwd)
-        check_members(path, [*spec.must_exist(entry), items_file, *spec.entry_files(entry)], what="index")
+        check_members(path, [*spec.must_exist(entry), *([items_file] if items_file else []),
+                             *spec.entry_files(entry)], what="index")
+        if items_file is None:  # a pointer: the engine keeps the items (the collection is the archive)
+            backend = load_backend(path, entry, params=dict(manifest.get("search_params") or {}))
+            return cls.from_archive(backend, manifest, path)
         for f in spec.must_exist(entry) + [items_file]:  # database engines: none
             if not (path / f).exists():
                 raise ValueError(f"{path}: {f} is missing (half-written or damaged index folder)")
@@ -253,6 +270,13 @@ class SearchIndex:
             raise ValueError(f"{path}: the index has D={backend.dim}, manifest says {manifest['dim']}")
         return cls(backend=backend, items=items, manifest=manifest, path=path)
 
+    @classmethod
+    def from_archive(cls, backend: Any, manifest: dict[str, Any], path: Path | None = None) -> SearchIndex:
+        """The index over an engine that keeps the archive (items and facts read from it now)."""
+        facts = backend.facts()
+        items = backend.items(list((facts.get("sensors") or manifest.get("sensors") or {}).keys()))
+        return cls(backend=backend, items=items, manifest=archive_manifest(manifest, facts, items), path=path)
+
 
 def data_files(manifest: dict[str, Any]) -> list[str]:
     """The files of an index folder's current version (what its checksums cover)."""
@@ -260,7 +284,24 @@ def data_files(manifest: dict[str, Any]) -> list[str]:
     spec = spec_of_entry(entry)
     first = spec.must_exist(entry)  # a database engine keeps no vector file here
     rest = [f for f in spec.entry_files(entry) if f not in first]
-    return [*first, (manifest.get("files") or {}).get("items", "items.parquet"), *rest]
+    items = (manifest.get("files") or {}).get("items", "items.parquet")  # None: a pointer folder
+    return [*first, *([items] if items else []), *rest]
+
+
+def archive_manifest(manifest: dict[str, Any], facts: Mapping[str, Any], items: Any) -> dict[str, Any]:
+    """A pointer folder's manifest with the engine's recorded facts (they win: the collection is
+    the archive) and the counts of the items read from it now."""
+    out = {**manifest, **{k: v for k, v in facts.items() if k != "columns"}}
+    sensors = list((out.get("sensors") or {}).keys())
+    counts = items["sensor"].value_counts()
+    order = sensors + sorted(set(counts.index) - set(sensors))
+    out["sensor_counts"] = {s: int(counts.get(s, 0)) for s in order}
+    ranges, start = {}, 0
+    for s in order:  # items() groups rows by sensor in this order
+        ranges[s] = [start, start + int(counts.get(s, 0))]
+        start += int(counts.get(s, 0))
+    out.update(count=len(items), rows=len(items), sensor_ranges=ranges)
+    return out
 
 
 def items_table(emb: Embeddings, order: np.ndarray) -> Any:
@@ -325,9 +366,13 @@ def build_index(
     if out is not None and overwrite:
         check_replaceable(out, KIND)  # before the build: --overwrite replaces only an index
     source = None
-    if not isinstance(emb, Embeddings):
-        source = str(Path(emb).resolve())
-        emb = load_embeddings(emb)
+    if not isinstance(emb, Embeddings):  # a folder: shard by shard (bounded memory, same index)
+        from csmae.retrieval.index_stream import build_streamed
+
+        return build_streamed(
+            Path(emb), kind, out, target_recall=target_recall, recall_queries=recall_queries,
+            train_size=train_size, overwrite=overwrite, seed=seed, backend=backend, **options,
+        )  # fmt: skip
     if len(emb) == 0:
         raise ValueError("the embeddings are empty: nothing to index")
     dup = _duplicates(emb.ids, emb.sensors)
@@ -360,12 +405,25 @@ def build_index(
         if be is not None:
             discard_backend(be)
         raise
-    man = emb.manifest
+    manifest = index_manifest(
+        emb.manifest, be, kind=kind, dim=d, ranges=ranges, recall=recall, recall_queries=recall_queries,
+        build_s=build_s, source=source, label_names=emb.label_names, nonfinite=nonfinite,
+    )  # fmt: skip
+    return finish_build(SearchIndex(backend=be, items=items, manifest=manifest), out, overwrite)
+
+
+def index_manifest(
+    man: Mapping[str, Any], be: VectorBackend, *, kind: str, dim: int, ranges: dict[str, list[int]],
+    recall: float | None, recall_queries: int, build_s: float, source: str | None,
+    label_names: list[str], nonfinite: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """A new index's manifest (the embeddings manifest ``man``'s model facts, the engine's)."""
+    n = sum(hi - lo for lo, hi in ranges.values())
     manifest = base_manifest(
         KIND,
         model=man.get("model"),
-        dim=d,
-        sensors=man.get("sensors", {s: {} for s in order_sensors}),
+        dim=dim,
+        sensors=man.get("sensors", {s: {} for s in ranges}),
         index_kind=kind,
         factory=be.factory,
         metric="inner_product (cosine on L2-normalised vectors)",
@@ -379,12 +437,17 @@ def build_index(
         build_seconds=round(build_s, 3),
         embeddings=source,
         dataset=man.get("dataset"),
-        label_names=emb.label_names,
+        label_names=label_names,
         embed_precision=man.get("precision", "fp32"),
         skipped_nonfinite=nonfinite,
     )
     manifest["format_version"] = FORMAT_VERSION
-    si = SearchIndex(backend=be, items=items, manifest=manifest)
+    return manifest
+
+
+def finish_build(si: SearchIndex, out: str | os.PathLike[str] | None, overwrite: bool) -> SearchIndex:
+    """Save a new index (when ``out``); its engine's resources are released if that fails."""
+    be = si.backend
     if out is not None:
         try:
             si.save(out, overwrite=overwrite)

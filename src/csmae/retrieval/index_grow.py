@@ -31,8 +31,10 @@ import numpy as np
 from csmae.atomic import atomic_path, write_json_atomic
 from csmae.integrity import checksum_files
 from csmae.retrieval.backends.registry import owned_file
-from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
+from csmae.retrieval.emb_stream import ShardedEmbeddings, nonfinite_report, scan
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite
 from csmae.retrieval.index import SearchIndex, _duplicates, data_files, items_table, normalized_rows
+from csmae.retrieval.index_archive import archive_add, archive_remove, open_pointer
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,20 @@ def _writer_lock(folder: Path) -> Iterator[None]:
 
 def check_compatible(si: SearchIndex, emb: Embeddings, source: str) -> None:
     """Refuse embeddings of another model, dimension, sensor band order or label set."""
-    im, em = si.manifest, emb.manifest
-    if emb.dim != si.dim:
-        raise ValueError(f"{source} holds D={emb.dim} vectors, the index holds D={si.dim}: nothing was added")
+    check_manifest_compatible(si.manifest, emb, source)
+
+
+def check_manifest_compatible(
+    im: dict[str, Any], emb: Embeddings, source: str, *, emb_dim: int | None = None
+) -> None:
+    """:func:`check_compatible` against an index manifest (or an archive's recorded facts);
+    ``emb_dim``: the vectors' D where ``emb`` holds no vectors (a folder read shard by shard)."""
+    from csmae.retrieval.artifacts import manifest_label_names
+
+    em, dim = emb.manifest, int(im["dim"])
+    edim = emb.dim if emb_dim is None else emb_dim
+    if edim != dim:
+        raise ValueError(f"{source} holds D={edim} vectors, the index holds D={dim}: nothing was added")
     a, b = im.get("model") or {}, em.get("model") or {}
     for key in ("sha256", "name", "variant", "pooling"):
         if a.get(key) is not None and b.get(key) is not None and a[key] != b[key]:
@@ -89,7 +102,7 @@ def check_compatible(si: SearchIndex, emb: Embeddings, source: str) -> None:
                 f"{source}: sensor {s!r} has another band order/normalisation than the index "
                 f"({new} vs {sensors[s]}): nothing was added"
             )
-    if list(emb.label_names) != list(si.label_names):
+    if list(emb.label_names) != list(manifest_label_names(im)):
         raise ValueError(f"{source} uses another label set than the index: nothing was added")
 
 
@@ -105,12 +118,23 @@ def add_embeddings(
     path = Path(index_dir)
     source = str(emb) if not isinstance(emb, Embeddings) else "the embeddings"
     t0 = time.perf_counter()
+    pointer = open_pointer(_existing(path))
+    if pointer is not None:  # the engine keeps the archive: no folder lock, the folder does not change
+        rep = UpdateReport(op="add", **archive_add(pointer, emb, source, check_manifest_compatible))
+        rep.seconds = time.perf_counter() - t0
+        return rep
     with _writer_lock(_existing(path)):
         si = SearchIndex.load(path)
-        if not isinstance(emb, Embeddings):
-            emb = load_embeddings(emb)
-        check_compatible(si, emb, source)
-        emb, nonfinite = drop_nonfinite(emb, source=source)  # never index NaN/inf
+        se = None
+        if not isinstance(emb, Embeddings):  # a folder: per-row columns now, vectors shard by shard
+            se = scan(emb)
+            emb = se.rows
+        check_manifest_compatible(si.manifest, emb, source, emb_dim=None if se is None else se.dim)
+        if se is None:
+            emb, nonfinite = drop_nonfinite(emb, source=source)  # never index NaN/inf
+        else:
+            nonfinite = nonfinite_report(se, source) if len(se.finite) else None
+            emb = emb.select(se.finite)
         dup = _duplicates(emb.ids, emb.sensors)
         if dup:
             raise ValueError(f"{source} holds duplicate (id, sensor) rows, e.g. {dup[:3]}: nothing was added")
@@ -126,12 +150,14 @@ def add_embeddings(
         old_rows = np.array([where[k] for k in keys if k in where], dtype=np.int64)
         replaced = [k for k in keys if k in where]
         order = np.arange(len(emb))
-        vectors = normalized_rows(emb, order)
         start = si.backend.n_rows
         new_rows = np.arange(start, start + len(emb), dtype=np.int64)
         new_items = items_table(emb, order)
         si.backend.remove(old_rows)
-        si.backend.add(new_rows, vectors, new_items)  # items: Milvus stores the filter columns
+        if se is None:
+            si.backend.add(new_rows, normalized_rows(emb, order), new_items)  # items: engines may store them
+        else:
+            _add_shards(si, se, new_rows, new_items)
         import pandas as pd
 
         items = si.items.copy()
@@ -156,12 +182,32 @@ def add_embeddings(
     return rep
 
 
+def _add_shards(si: SearchIndex, se: ShardedEmbeddings, new_rows: np.ndarray, new_items: Any) -> None:
+    """Add a folder's finite vectors shard by shard (no second full copy of the vectors)."""
+    from csmae.retrieval.topk import l2_normalize
+
+    pos_of = np.full(len(se.finite), -1, np.int64)
+    pos_of[se.finite] = np.arange(int(se.finite.sum()))
+    for first, v in se.vectors():
+        sel = np.flatnonzero(se.finite[first : first + len(v)])
+        if len(sel) == 0:
+            continue
+        j = pos_of[first + sel]
+        vectors = l2_normalize(np.ascontiguousarray(v[sel], dtype=np.float32))
+        si.backend.add(new_rows[j], vectors, new_items.iloc[j].reset_index(drop=True))
+
+
 def remove_items(
     index_dir: str | os.PathLike[str], keys: Iterable[tuple[str, str | None]], *, missing_ok: bool = False
 ) -> UpdateReport:
     """Remove items by (id, sensor) (sensor None = every sensor of that id), in place (crash-safe)."""
     path = Path(index_dir)
     t0 = time.perf_counter()
+    pointer = open_pointer(_existing(path))
+    if pointer is not None:
+        rep = UpdateReport(op="remove", **archive_remove(pointer, list(keys), missing_ok=missing_ok))
+        rep.seconds = time.perf_counter() - t0
+        return rep
     with _writer_lock(_existing(path)):
         si = SearchIndex.load(path)
         live = si.columns.live
@@ -198,6 +244,8 @@ def compact_index(index_dir: str | os.PathLike[str]) -> UpdateReport:
     kinds need nothing."""
     path = Path(index_dir)
     t0 = time.perf_counter()
+    if open_pointer(_existing(path)) is not None:  # the engine compacts its collection itself
+        return UpdateReport(op="compact")
     with _writer_lock(_existing(path)):
         si = SearchIndex.load(path)
         dropped = si.backend.tombstones

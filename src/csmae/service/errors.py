@@ -1,7 +1,8 @@
 """Errors as JSON: every failure a client can cause is a 4xx with ``{"detail": message}``.
 
-A database that does not answer (a ``ConnectionError`` such as ``MilvusUnavailable``) is a 503
-naming its URI without credentials. Unexpected exceptions become a bare 500
+A database that does not answer (a ``ConnectionError``, e.g. :class:`~csmae.errors.ServiceUnavailable`:
+a Milvus server gone away) is a 503 naming its URI without credentials. Unexpected exceptions become a
+bare 500
 ``{"detail": "internal error"}`` (logged with the traceback, never sent to the client).
 """
 

@@ -29,9 +29,11 @@ What an engine implements (shapes: Q queries, R rows, D dimensions, k results):
   items-table rows (pandas; engines that filter natively store the filter columns).
 - ``remove(rows (R,))``: the rows are never returned again. ``compact(live_rows)`` -> a backend
   without tombstones (the same object where there is nothing to do).
-- ``tune(vectors (N, D), target=recall, n_queries=, seed=)`` -> the recall@10 measured after
-  choosing the cheapest search parameters that reach ``target`` (stored in ``params``), or None
-  for exact kinds (a no-op).
+- ``tune(vectors (N, D), target=recall, n_queries=, seed=, truth=)`` -> the recall@10 measured
+  after choosing the cheapest search parameters that reach ``target`` (stored in ``params``), or
+  None for exact kinds (a no-op); ``truth`` = (queries, their exact top-10 row ids) replaces
+  ``vectors`` where they are not all in memory (a streamed build). ``approximate``: True for kinds
+  that tune.
 - ``params`` / ``set_params(overrides)``: read / update the search parameters.
 - ``describe()`` -> a JSON-able dict (kind, parameters, sizes) for ``csmae info`` / ``/api/info``.
 - ``save(folder, generation=g)`` writes the engine's files of index version ``g`` into ``folder``
@@ -41,6 +43,17 @@ What an engine implements (shapes: Q queries, R rows, D dimensions, k results):
   it removes stale files. ``relocate(folder)``: the saved files now live in ``folder`` (after an
   atomic folder rename). ``discard()``: release what the engine created outside the index folder
   (a Milvus collection, a scratch folder) after a failed build.
+
+Optional capability, **the engine keeps the archive** (:class:`ItemsOwner`, e.g. a Milvus
+collection shared by many servers and writers): ``owns_items`` is True, ``items(sensors)`` reads
+the items table from the engine (row i = row id i; a snapshot taken at load: later writes by other
+processes are seen after a reload), ``facts()`` / ``record_facts(manifest)`` the model facts the
+engine recorded at build (a writer with another model, dimension or band order is refused against
+them), ``upsert_items(vectors, items, token=, source=)`` adds or replaces items by (id, sensor)
+(idempotent: a rerun after a kill completes the write) and ``delete_items(keys)`` removes them,
+``present(keys)`` says which are stored,
+``item_keys(ids, sensors)`` the engine's keys. The index folder is then a pointer (manifest.json
+only); engines without it (FAISS) keep ``items.parquet`` in the index folder.
 
 An engine module registers itself by defining ``BACKEND = BackendSpec(...)`` (found by the registry
 with :mod:`pkgutil`; see :class:`BackendSpec`); a third engine is one new module in this package.
@@ -119,9 +132,16 @@ class VectorBackend(Protocol):
         ...
 
     def tune(
-        self, vectors: np.ndarray, *, target: float, n_queries: int = 500, seed: int = 0
+        self,
+        vectors: np.ndarray | None,
+        *,
+        target: float,
+        n_queries: int = 500,
+        seed: int = 0,
+        truth: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> float | None:
-        """Cheapest search parameters reaching recall@10 ``target``; the recall (None: exact)."""
+        """Cheapest search parameters reaching recall@10 ``target``; the recall (None: exact).
+        ``truth``: (queries, their exact top-k row ids) instead of ``vectors`` (a streamed build)."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -143,6 +163,36 @@ class VectorBackend(Protocol):
     def discard(self) -> None:
         """Release what the engine created outside the index folder (after a failed build)."""
         ...
+
+
+@runtime_checkable
+class ItemsOwner(Protocol):
+    """An engine that keeps the items table itself (see the module docstring)."""
+
+    owns_items: bool
+
+    def items(self, sensors: Any = ()) -> Any:
+        """The items table now (pandas; row i = row id i), rows grouped by ``sensors`` order."""
+        ...
+
+    def facts(self) -> dict[str, Any]: ...
+
+    def record_facts(self, manifest: dict[str, Any]) -> None: ...
+
+    def upsert_items(self, vectors: np.ndarray, items: Any, *, token: str, source: str) -> Any: ...
+
+    def delete_items(self, keys: np.ndarray) -> int: ...
+
+    def present(self, keys: np.ndarray) -> np.ndarray:
+        """(N,) bool: the keys stored in the engine now."""
+        ...
+
+    def item_keys(self, ids: Any, sensors: Any) -> np.ndarray: ...
+
+
+def owns_items(backend: Any) -> bool:
+    """True for an engine that keeps the archive's items table itself (:class:`ItemsOwner`)."""
+    return bool(getattr(backend, "owns_items", False))
 
 
 @dataclass(frozen=True)

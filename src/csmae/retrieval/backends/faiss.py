@@ -110,6 +110,16 @@ def _bitmap_selector(faiss: Any, rows: np.ndarray, n: int) -> tuple[Any, np.ndar
     return faiss.IDSelectorBitmap(bits), bits  # keep bits alive while the selector is used
 
 
+def _reserve(faiss: Any, inner: Any, n: int) -> None:
+    """Room for ``n`` vectors in a flat index up front: adds in chunks (a streamed build) then never
+    regrow its code buffer by doubling (a transient 3x the vectors' size)."""
+    flat = faiss.downcast_index(inner)
+    codes = getattr(flat, "codes", None)
+    if n > 0 and codes is not None and hasattr(codes, "resize") and flat.ntotal == 0:
+        codes.resize(int(n) * int(flat.code_size))  # capacity kept by the resize back to 0
+        codes.resize(0)
+
+
 class FaissBackend:
     """A FAISS index over row ids (see the module docstring)."""
 
@@ -180,6 +190,7 @@ class FaissBackend:
                     pass
         else:
             index = faiss.IndexIDMap2(inner)
+            _reserve(faiss, inner, n_hint)
         store = None
         rerank = 0
         if kind == "ivfpq":

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,8 +44,19 @@ from typing import Any
 import numpy as np
 
 from csmae.errors import redact_uri
+from csmae.retrieval.backends import milvus_archive as A
 from csmae.retrieval.backends.base import BackendOption, BackendSpec
 from csmae.retrieval.backends.milvus_expr import filter_expression, rows_expression
+from csmae.retrieval.backends.milvus_util import (
+    MilvusUnavailable,
+    MissingExtra,
+    NotMilvusLite,
+    call,
+    check_lite_path,
+    guarded,
+    redact,
+    silence_lite_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,7 @@ __all__ = [
     "MilvusBackend",
     "MilvusUnavailable",
     "MissingExtra",
+    "NotMilvusLite",
     "TOPK_MAX",
     "connect",
     "create",
@@ -83,15 +96,6 @@ SERVER_SCHEMES = ("http", "https", "tcp", "unix")
 COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
-class MilvusUnavailable(ConnectionError, RuntimeError):
-    """Milvus at a URI does not answer / a Lite .db cannot be opened (a RuntimeError too, so the
-    CLI reports it as a one-line error)."""
-
-
-class MissingExtra(ImportError, RuntimeError):
-    """The optional ``[milvus]`` extra is not installed (message says what to install)."""
-
-
 def _pymilvus() -> Any:
     try:
         import pymilvus
@@ -112,6 +116,7 @@ def _lite_path(uri: str) -> Path:
             f"Milvus URI {uri!r}: a Milvus Lite path must end in .db (e.g. ./archive.db), a server "
             "URI looks like http://host:19530"
         )
+    check_lite_path(path.absolute())  # before resolving: a symbolic link named x.db is refused too
     return path.resolve()
 
 
@@ -142,6 +147,8 @@ def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None =
             raise MissingExtra(
                 f"{uri}: a .db URI runs Milvus Lite, which is not installed: {EXTRA_HINT}"
             ) from e
+        check_lite_path(Path(uri))  # an existing x.db that is not Milvus Lite's: never touched
+        silence_lite_grpc()
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
             return pymilvus.MilvusClient(uri, timeout=timeout)
@@ -158,10 +165,10 @@ def connect(uri: str, *, timeout: float = CONNECT_TIMEOUT_S, token: str | None =
         client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout)
         client.list_collections(timeout=timeout)
     except Exception as e:
-        raise MilvusUnavailable(redact_uri(
-            f"Milvus at {uri} did not answer within {timeout:g} s ({_msg(e)}); is the server running "
-            "and is this its gRPC port (default 19530)? See docs/milvus.md"
-        )) from None
+        raise MilvusUnavailable(
+            f"Milvus at {redact(uri)} did not answer within {timeout:g} s ({redact(_msg(e))}); is the "
+            "server running and is this its gRPC port (default 19530)? See docs/milvus.md"
+        ) from None
     return client
 
 
@@ -214,7 +221,7 @@ def _collection_name(hint: str) -> str:
     return f"csmae_{base}_{uuid.uuid4().hex[:8]}"
 
 
-def _schema(pymilvus: Any, dim: int, n_labels: int) -> Any:
+def _schema(pymilvus: Any, dim: int, n_labels: int, archive: bool = False) -> Any:
     dt_ = pymilvus.DataType
     s = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     s.add_field("row", dt_.INT64, is_primary=True)
@@ -234,6 +241,9 @@ def _schema(pymilvus: Any, dim: int, n_labels: int) -> Any:
     for f in BBOX_FIELDS:
         s.add_field(f, dt_.DOUBLE)
     s.add_field("has_bbox", dt_.BOOL)
+    if archive:  # the collection is the archive: every other items column, the write's token
+        s.add_field("meta", dt_.JSON)
+        s.add_field("ingest", dt_.VARCHAR, max_length=64)
     return s
 
 
@@ -357,6 +367,7 @@ class MilvusBackend:
         count: int,
         next_row: int,
         nullable: bool = False,
+        archive: bool = False,
     ):
         self.client = client
         self.uri = uri
@@ -371,6 +382,13 @@ class MilvusBackend:
         self.label_columns = len(self.label_names) <= MAX_LABEL_COLUMNS
         #: the collection has the legacy nullable schema (no presence flags): milvus_expr
         self.nullable = bool(nullable)
+        #: the collection is the archive (milvus_archive): primary keys are item keys, row ids are
+        #: positions in the items snapshot read by items(); else row ids are the primary keys
+        self.archive = bool(archive)
+        self._keys = np.zeros(0, np.int64)  # archive: row id (position) -> primary key
+        self._sorted: np.ndarray | None = None
+        self._order: np.ndarray | None = None
+        self.column_types: dict[str, str] = {}
 
     def __len__(self) -> int:
         return self.count
@@ -391,72 +409,237 @@ class MilvusBackend:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if items is None:
             raise ValueError("the Milvus backend stores the filter columns: add() needs the items rows")
+        self._check_add(rows, vectors, items)
+        if len(rows) == 0:
+            return
+        if not self.archive:
+            self._write(rows, vectors, items, token="")
+            self.count = self._count()
+            self.next_row = max(self.next_row, int(rows.max()) + 1)
+            return
+        if not np.array_equal(rows, np.arange(len(self._keys), len(self._keys) + len(rows))):
+            raise ValueError("add: an archive collection's new row ids follow its items table's")
+        keys = A.item_keys(items["id"].tolist(), items["sensor"].tolist())
+        if not self.column_types:
+            self.column_types = A.column_types(items)
+        self._write(keys, vectors, items, token="build")
+        self._set_keys(np.concatenate([self._keys, keys]))
+        self.count += len(rows)
+        self.next_row = len(self._keys)
+
+    def _check_add(self, rows: np.ndarray, vectors: np.ndarray, items: Any) -> None:
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or not len(vectors) == len(rows) == len(items):
             raise ValueError(
                 f"add: {len(rows)} rows, vectors {vectors.shape}, {len(items)} items; "
                 f"the index holds D={self.dim}"
             )
-        if len(rows) == 0:
-            return
-        if not np.isfinite(vectors).all():
+        if len(rows) and not np.isfinite(vectors).all():
             bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
             raise ValueError(f"add: vector of row {int(rows[bad])} is not finite (NaN/inf); nothing written")
-        step = max(1, INSERT_BYTES // (4 * self.dim + 256))
+
+    def _write(self, pks: np.ndarray, vectors: np.ndarray, items: Any, *, token: str) -> None:
+        """Upsert rows under primary keys ``pks``; every batch is checked before the first is written."""
+        step = max(1, INSERT_BYTES // (4 * self.dim + 2048))
         items = items.reset_index(drop=True)
+        metas = A.meta_rows(items, self.column_types) if self.archive else None
+        if metas is not None:  # write time and position: items() keeps the order items were written in
+            now = time.time_ns() // 1_000_000
+            for i, meta in enumerate(metas):
+                meta["_w"], meta["_i"] = now, i
         batches = []
-        for lo in range(0, len(rows), step):  # every batch checked before the first is written
-            hi = min(len(rows), lo + step)
+        for lo in range(0, len(pks), step):
+            hi = min(len(pks), lo + step)
             recs = _records(
-                rows[lo:hi],
-                vectors[lo:hi],
-                items.iloc[lo:hi],
-                self.label_names,
-                self.label_columns,
+                pks[lo:hi], vectors[lo:hi], items.iloc[lo:hi], self.label_names, self.label_columns,
                 self.nullable,
-            )
+            )  # fmt: skip
+            if metas is not None:
+                for rec, meta in zip(recs, metas[lo:hi]):
+                    rec["meta"], rec["ingest"] = meta, token
             _check_records(recs, self.collection)
             batches.append(recs)
-        for recs in batches:
-            self.client.upsert(self.collection, recs)
-        self.client.flush(self.collection)
-        self.count = self._count()
-        self.next_row = max(self.next_row, int(rows.max()) + 1)
+        with guarded(self.uri, "insert"):
+            for recs in batches:
+                self.client.upsert(self.collection, recs)
+            self.client.flush(self.collection)
 
     def remove(self, rows: np.ndarray) -> None:
         rows = np.unique(np.asarray(rows, dtype=np.int64))
-        for lo in range(0, len(rows), 10_000):
-            self.client.delete(self.collection, ids=[int(r) for r in rows[lo : lo + 10_000]])
-        self.client.flush(self.collection)
-        self.count = self._count()
+        pks = self._keys[rows] if self.archive else rows
+        self._delete(pks)
+        self.count = self.count - len(rows) if self.archive else self._count()
+
+    def _delete(self, pks: np.ndarray) -> None:
+        with guarded(self.uri, "delete"):
+            for lo in range(0, len(pks), 10_000):
+                self.client.delete(self.collection, ids=[int(r) for r in pks[lo : lo + 10_000]])
+            self.client.flush(self.collection)
 
     def compact(self, live_rows: np.ndarray) -> MilvusBackend:
         """Nothing to rebuild (Milvus compacts deleted rows itself); the same backend."""
         return self
 
     def _count(self) -> int:
-        res = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        res = call(
+            self.uri, "count", self.client.query, self.collection, filter="", output_fields=["count(*)"]
+        )
         return int(res[0]["count(*)"])
+
+    # ------------------------------------------------------------ the archive
+    @property
+    def owns_items(self) -> bool:
+        """The collection is the archive: the index reads its items table from :meth:`items`."""
+        return self.archive
+
+    def _set_keys(self, keys: np.ndarray) -> None:
+        self._keys = np.asarray(keys, dtype=np.int64)
+        self._order = np.argsort(self._keys, kind="stable")
+        self._sorted = self._keys[self._order]
+
+    def _positions(self, pks: np.ndarray) -> np.ndarray:
+        """Row ids (positions) of primary keys; -1 for a key outside the snapshot."""
+        assert self._sorted is not None and self._order is not None
+        pks = np.asarray(pks, dtype=np.int64)
+        i = np.clip(np.searchsorted(self._sorted, pks), 0, max(len(self._sorted) - 1, 0))
+        ok = (
+            (len(self._sorted) > 0) & (self._sorted[i] == pks)
+            if len(self._sorted)
+            else np.zeros(pks.shape, bool)
+        )
+        return np.where(ok & (pks >= 0), self._order[i] if len(self._order) else -1, -1)
+
+    def items(self, sensors: Sequence[str] = ()) -> Any:
+        """The items table read from the collection now (row i = row id i), rows grouped by
+        ``sensors`` order then key; the backend's row ids follow it (a snapshot: reload to see
+        later writes)."""
+        fields = ["row", "id", "sensor", "labels", "meta"]
+        with guarded(self.uri, "read items"):
+            total = self._count()
+            recs = A.read_rows(self.client, self.collection, fields, total)
+        rank = {s: i for i, s in enumerate(sensors)}
+
+        def order(r: dict[str, Any]) -> tuple[Any, ...]:
+            m = r.get("meta") or {}
+            return (rank.get(str(r["sensor"]), len(rank)), str(r["sensor"]), m.get("_w", 0), m.get("_i", 0),
+                    int(r["row"]))  # fmt: skip
+
+        recs.sort(key=order)
+        items = A.decode_items(recs, self.column_types, len(self.label_names))
+        self._set_keys(np.array([int(r["row"]) for r in recs], dtype=np.int64))
+        self.count = self.next_row = len(recs)
+        return items
+
+    def facts(self) -> dict[str, Any]:
+        """The facts recorded in the collection at build (model, sensors, dim, label names, ...)."""
+        with guarded(self.uri, "read facts"):
+            return A.read_records(self.client, self.collection, A.FACTS_KEY).get(A.FACTS_KEY, {})
+
+    def record_facts(self, manifest: dict[str, Any]) -> None:
+        """Record an index manifest's model facts and the items columns in the collection."""
+        keep = ("model", "sensors", "dim", "label_names", "dataset", "embed_precision", "index_kind",
+                "factory", "metric", "version")  # fmt: skip
+        facts = {k: manifest[k] for k in keep if k in manifest}
+        facts["columns"] = self.column_types
+        with guarded(self.uri, "record facts"):
+            A.write_record(self.client, self.collection, A.FACTS_KEY, facts)
+
+    def upsert_items(
+        self, vectors: np.ndarray, items: Any, *, token: str, source: str
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """Add or replace items by (id, sensor) under ingest ``token`` (a rerun of the same token
+        completes it: rows are upserts); returns (added, replaced keys)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows = np.arange(len(items), dtype=np.int64)
+        self._check_add(rows, vectors, items)
+        extra = {c: t for c, t in A.column_types(items).items() if c not in self.column_types}
+        if extra:  # a writer whose items carry a new column (e.g. place): recorded for every reader
+            self.column_types = {**self.column_types, **extra}
+            facts = self.facts()
+            facts["columns"] = self.column_types
+            with guarded(self.uri, "record facts"):
+                A.write_record(self.client, self.collection, A.FACTS_KEY, facts)
+        keys = A.item_keys(items["id"].tolist(), items["sensor"].tolist())
+        present = self.present(keys)
+        replaced = [(str(i), str(s)) for i, s, p in zip(items["id"], items["sensor"], present) if p]
+        records = A.read_records(self.client, self.collection, f"ingest:{token}")
+        if records.get(f"ingest:{token}", {}).get("state") == "started":
+            log.warning("completing the interrupted write %s of %s into %s", token, source, self.collection)
+        with guarded(self.uri, "record ingest"):
+            A.write_record(
+                self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "started")
+            )
+        self._write(keys, vectors, items, token=token)
+        with guarded(self.uri, "record ingest"):
+            A.write_record(
+                self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "done")
+            )
+        return int((~present).sum()), replaced
+
+    def delete_items(self, keys: np.ndarray) -> int:
+        """Delete items by primary key; returns how many were present."""
+        present = self.present(keys)
+        self._delete(np.asarray(keys, dtype=np.int64)[present])
+        return int(present.sum())
+
+    def item_keys(self, ids: Any, sensors: Any) -> np.ndarray:
+        """The collection's primary keys of (id, sensor) items."""
+        return A.item_keys(list(ids), list(sensors))
+
+    def present(self, keys: np.ndarray) -> np.ndarray:
+        """(N,) bool: the primary keys stored in the collection now."""
+        found: set[int] = set()
+        with guarded(self.uri, "look up keys"):
+            for lo in range(0, len(keys), 1000):
+                got = self.client.get(self.collection, ids=[int(k) for k in keys[lo : lo + 1000]],
+                                      output_fields=["row"])  # fmt: skip
+                found.update(int(r["row"]) for r in got)
+        return np.array([int(k) in found for k in keys], dtype=bool)
+
+    def ingests(self) -> dict[str, dict[str, Any]]:
+        """The recorded writes by token (``state`` ``started`` = interrupted, or running now)."""
+        with guarded(self.uri, "read ingests"):
+            recs = A.read_records(self.client, self.collection, "ingest:")
+        return {k.split(":", 1)[1]: v for k, v in recs.items()}
 
     # ----------------------------------------------------------------- reads
     def reconstruct(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        pks = self._keys[rows] if self.archive else rows
         out = np.zeros((len(rows), self.dim), dtype=np.float32)
-        uniq = np.unique(rows)
+        uniq = np.unique(pks)
         found: dict[int, Any] = {}
         for lo in range(0, len(uniq), 1000):
-            res = self.client.get(
-                self.collection, ids=[int(r) for r in uniq[lo : lo + 1000]], output_fields=["vec"]
-            )
+            res = self._loaded(
+                "get vectors", self.client.get, self.collection, ids=[int(r) for r in uniq[lo : lo + 1000]],
+                output_fields=["vec"],
+            )  # fmt: skip
             found.update({int(r["row"]): r["vec"] for r in res})
-        missing = [int(r) for r in uniq if int(r) not in found]
+        missing = [int(r) for r, p in zip(rows, pks) if int(p) not in found]
         if missing:
             raise KeyError(
-                f"rows {missing[:10]} are not in Milvus collection {self.collection} at "
-                f"{redact_uri(self.uri)}"
+                f"rows {missing[:10]} are not in Milvus collection {self.collection} at {redact(self.uri)}"
             )
-        for i, r in enumerate(rows):
+        for i, r in enumerate(pks):
             out[i] = np.asarray(found[int(r)], dtype=np.float32)
         return out
+
+    def _loaded(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)``; a server restarted since (its collections not loaded yet) gets them loaded
+        and the call repeated once; a server that does not answer is :class:`MilvusUnavailable`."""
+        with guarded(self.uri, what):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                if "not loaded" not in str(e):
+                    raise
+                log.warning("Milvus at %s: %s is not loaded (a restarted server?): loading it",
+                            redact(self.uri), self.collection)  # fmt: skip
+                for name in (
+                    self.collection,
+                    *([A.facts_collection(self.collection)] if self.archive else []),
+                ):
+                    self.client.load_collection(name, timeout=CONNECT_TIMEOUT_S * 6)
+                return fn(*args, **kwargs)
 
     def search(
         self,
@@ -480,11 +663,14 @@ class MilvusBackend:
         if k > TOPK_MAX:
             raise ValueError(f"Milvus returns at most {TOPK_MAX} results per query; asked for k={k}")
         allowed = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if self.archive:  # allowed primary keys: the snapshot's (a later write is seen after reload)
+            assert self._sorted is not None
+            allowed = self._sorted if allowed is None else np.sort(self._keys[allowed])
         if where is not None and not getattr(where, "is_empty", False):
             expr = filter_expression(
                 where, label_names=self.label_names, label_columns=self.label_columns, nullable=self.nullable
             )
-        elif allowed is not None:
+        elif allowed is not None and not self.archive:
             expr = rows_expression(allowed)
             allowed = None  # the expression is exact
         else:
@@ -498,7 +684,12 @@ class MilvusBackend:
             sp = self._widen(sp, len(allowed), k)
         for lo in range(0, len(q), QUERY_BATCH):
             hi = min(len(q), lo + QUERY_BATCH)
-            self._search_exact(q[lo:hi], k, expr, allowed, scores[lo:hi], out[lo:hi], sp)
+            self._loaded(
+                "search", self._search_exact, q[lo:hi], k, expr, allowed, scores[lo:hi], out[lo:hi], sp
+            )
+        if self.archive:
+            found = out >= 0
+            out[found] = self._positions(out[found])
         return scores, out
 
     def _widen(self, sp: dict[str, Any], n_allowed: int, k: int) -> dict[str, Any]:
@@ -539,7 +730,8 @@ class MilvusBackend:
                 ss = np.array([x[1] for x in h], dtype=np.float32)
                 exhausted = len(h) < limit
                 if allowed is not None and len(rr):
-                    keep = np.isin(rr, allowed, assume_unique=False)
+                    at = np.clip(np.searchsorted(allowed, rr), 0, len(allowed) - 1)
+                    keep = allowed[at] == rr  # allowed is sorted: O(k log R), not a sort per query
                     rr, ss = rr[keep], ss[keep]
                 if exhausted and len(rr) < want and not boosted:
                     short.append(qi)
@@ -583,11 +775,18 @@ class MilvusBackend:
             output_fields=["row"],
             search_params=params,
             anns_field="vec",
+            timeout=CONNECT_TIMEOUT_S,  # bounded: a server gone mid-search is a 503, not a hang
         )
         return [[(int(h["row"]), float(h["distance"])) for h in hits] for hits in res]
 
     def tune(
-        self, vectors: np.ndarray, *, target: float, n_queries: int = 500, seed: int = 0
+        self,
+        vectors: np.ndarray | None,
+        *,
+        target: float,
+        n_queries: int = 500,
+        seed: int = 0,
+        truth: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> float | None:
         """Smallest ``ef`` (HNSW) / ``nprobe`` (IVF) reaching recall@10 ``target`` against exact
         search over ``vectors`` (rows 0..N-1 of this backend, L2-normalised), on sampled rows as
@@ -601,6 +800,17 @@ class MilvusBackend:
             name, values = "nprobe", [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist] or [nlist]
         else:
             return None
+        if truth is not None:  # (queries, their exact top-k row ids), e.g. computed shard by shard
+            tq, tr = np.ascontiguousarray(truth[0], dtype=np.float32), np.asarray(truth[1])
+            recall, best = 0.0, values[-1]
+            for val in values:
+                _, got = self.search(tq, tr.shape[1], params={name: val})
+                recall, best = float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, tr)])), val
+                if recall >= target:
+                    break
+            self.search_params[name] = best
+            return recall
+        assert vectors is not None
         v = np.ascontiguousarray(vectors, dtype=np.float32)
         n = len(v)
         if n < 2:
@@ -674,11 +884,13 @@ class MilvusBackend:
         self.drop()
 
     def entry(self) -> dict[str, Any]:
+        archive = {"archive": True, "facts": A.facts_collection(self.collection)} if self.archive else {}
         return {
             "backend": self.name,
             "uri": self.uri,
             "lite": is_lite_uri(self.uri),
             "collection": self.collection,
+            **archive,
             "dim": self.dim,
             "metric": "IP",
             "index_type": self.index_type,
@@ -695,6 +907,7 @@ class MilvusBackend:
             "uri": redact_uri(self.uri),
             "deployment": "Milvus Lite (in-process)" if is_lite_uri(self.uri) else "Milvus server",
             "collection": self.collection,
+            "archive": self.archive,
             "index_type": self.index_type,
             "index_params": self.index_params,
             "search_params": self.search_params,
@@ -704,8 +917,9 @@ class MilvusBackend:
 
     def drop(self) -> None:
         """Drop the collection (used when a build fails or an overwritten index is replaced)."""
-        if self.client.has_collection(self.collection):
-            self.client.drop_collection(self.collection)
+        for name in (self.collection, A.facts_collection(self.collection)):
+            if self.client.has_collection(name):
+                self.client.drop_collection(name)
 
     def close(self) -> None:
         try:
@@ -725,6 +939,7 @@ def create(
     name_hint: str = "index",
     search_params: dict[str, Any] | None = None,
     timeout: float = CONNECT_TIMEOUT_S,
+    archive: bool = False,
 ) -> MilvusBackend:
     """Create a new, empty, loaded collection (fails if ``collection`` exists) and its backend.
 
@@ -736,20 +951,24 @@ def create(
         n_hint: expected number of vectors (sizes IVF lists).
         collection: name; default a unique ``csmae_<hint>_<hex>``.
         search_params: per-search parameters (``ef`` for HNSW, ``nprobe`` for IVF).
+        archive: the collection is the archive (:mod:`milvus_archive`: item keys, every items
+            column, a facts collection); False: row ids as keys, the items table kept by the index.
     """
     pymilvus = _pymilvus()
     index_type = _index_type(kind)
     name = collection or _collection_name(name_hint)
-    if not COLLECTION_NAME.fullmatch(name):
+    if not COLLECTION_NAME.fullmatch(name) or (archive and len(A.facts_collection(name)) > 255):
         raise ValueError(
             f"Milvus collection name {name!r}: Milvus allows letters, digits and underscores, a letter "
             "or underscore first, at most 255 characters"
         )
     client = connect(uri, timeout=timeout)
     uri = normalise_uri(uri)
-    if client.has_collection(name):
-        raise FileExistsError(
-            f"Milvus collection {name!r} already exists at {redact_uri(uri)}; choose another name")
+    for taken in (name, A.facts_collection(name)) if archive else (name,):
+        if client.has_collection(taken):
+            raise FileExistsError(
+                f"Milvus collection {taken!r} already exists at {redact(uri)}; choose another name"
+            )
     ip = client.prepare_index_params()
     bparams = _build_params(index_type, n_hint, dim)
     ip.add_index("vec", index_type=index_type, metric_type="IP", params=bparams)
@@ -757,11 +976,13 @@ def create(
     # default, Bounded, may not see an add of the last seconds)
     client.create_collection(
         name,
-        schema=_schema(pymilvus, dim, len(label_names)),
+        schema=_schema(pymilvus, dim, len(label_names), archive),
         index_params=ip,
         consistency_level="Strong",
     )
     client.load_collection(name)
+    if archive:
+        A.create_facts(client, pymilvus, name)
     if search_params is None:
         search_params = {"ef": 128} if index_type.startswith("HNSW") else {}
         if index_type.startswith("IVF"):
@@ -778,6 +999,7 @@ def create(
         search_params=search_params,
         count=0,
         next_row=0,
+        archive=archive,
     )
 
 
@@ -800,6 +1022,8 @@ def load(
             f"Milvus collection {name!r} is missing at {redact_uri(uri)}{where}: was it dropped?")
     client.load_collection(name)
     fields = {f["name"] for f in client.describe_collection(name).get("fields", [])}
+    if entry.get("archive"):
+        return _load_archive(client, uri, name, entry, params, where)
     be = MilvusBackend(
         client=client,
         uri=normalise_uri(uri),
@@ -841,6 +1065,40 @@ def load(
     return be
 
 
+def _load_archive(
+    client: Any, uri: str, name: str, entry: dict[str, Any], params: dict[str, Any] | None, where: str
+) -> MilvusBackend:
+    """An archive collection's backend (its items are read by ``items()``; facts from the collection)."""
+    if not client.has_collection(A.facts_collection(name)):
+        raise ValueError(
+            f"Milvus collection {name!r} at {redact(uri)}{where} has no facts collection "
+            f"{A.facts_collection(name)!r}: it is not a csmae archive (or it was damaged)"
+        )
+    client.load_collection(A.facts_collection(name))
+    be = MilvusBackend(
+        client=client,
+        uri=normalise_uri(uri),
+        collection=name,
+        dim=int(entry["dim"]),
+        label_names=entry.get("label_names") or [],
+        index_type=str(entry.get("index_type", "FLAT")),
+        index_params=entry.get("index_params") or {},
+        search_params={**(entry.get("search_params") or {}), **(params or {})},
+        count=0,
+        next_row=0,
+        archive=True,
+    )
+    facts = be.facts()
+    if not facts:
+        raise ValueError(f"Milvus collection {name!r} at {redact(uri)}{where} records no csmae facts")
+    be.dim = int(facts.get("dim", be.dim))
+    be.label_names = list(facts.get("label_names") or be.label_names)
+    be.label_columns = len(be.label_names) <= MAX_LABEL_COLUMNS
+    be.column_types = dict(facts.get("columns") or {})
+    be.count = be._count()
+    return be
+
+
 # ------------------------------------------------------------------ registration
 def _create(
     kind: str,
@@ -861,6 +1119,7 @@ def _create(
         n_hint=n_hint,
         collection=collection,
         name_hint=name_hint,
+        archive=True,  # an index built through the registry: the collection is the archive
     )
 
 

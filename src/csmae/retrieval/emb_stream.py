@@ -1,0 +1,147 @@
+"""An embeddings folder read shard by shard: the per-row columns in memory, the vectors one shard at
+a time (``csmae index`` and ``csmae index add`` in bounded memory for every kind and engine).
+
+:func:`scan` reads every shard once and keeps ids, sensors, splits, labels, the geo columns and
+which vectors are finite, never the vectors; :meth:`ShardedEmbeddings.vectors` then yields each
+shard's vectors again (checksums verified on every read). Peak memory: the per-row columns, one
+shard, and whatever the engine keeps (a FAISS Flat index holds every vector: N x D x 4 bytes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csmae.retrieval.artifacts import read_manifest
+from csmae.retrieval.embeddings import KIND, Embeddings, _checksums, _empty_meta, _entry, read_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardedEmbeddings:
+    """An embeddings folder's per-row columns (``rows``: vectors of width 0) and its shards."""
+
+    path: Path
+    rows: Embeddings  # every column but the vectors (rows.vectors is (M, 0))
+    dim: int
+    finite: np.ndarray  # (M,) bool: the row's vector is all finite
+    shards: list[tuple[Path, dict[str, Any] | None, int]]  # file, checksum entry, first row
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.rows.manifest
+
+    def vectors(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, (R, D) float32) per shard, in row order."""
+        for f, checksum, start in self.shards:
+            part = read_shard(f, checksum=checksum)
+            v = part["vectors"]
+            if v.shape[1] != self.dim:
+                raise ValueError(f"{f}: vectors have D={v.shape[1]}, the folder's others D={self.dim}")
+            yield start, v
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), D) float32: the vectors of embeddings rows ``rows`` (sorted), one pass."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), np.float32)
+        for start, v in self.vectors():
+            lo, hi = np.searchsorted(rows, [start, start + len(v)])
+            out[lo:hi] = v[rows[lo:hi] - start]
+        return out
+
+
+def scan(path: str | os.PathLike[str]) -> ShardedEmbeddings:
+    """Read an embeddings folder's per-row columns and finite flags, one shard at a time."""
+    import pandas as pd
+
+    from csmae.integrity import finite_rows
+
+    path = Path(path)
+    manifest = read_manifest(path, kind=KIND)
+    sums = _checksums(path, manifest)
+    parts, shards, finite, metas, start, dim = [], [], [], [], 0, int(manifest.get("dim", 0))
+    for sh in manifest.get("shards") or []:
+        f = path / sh["file"]
+        if not f.exists():
+            raise ValueError(f"{path}: shard {sh['file']} listed in manifest.json is missing")
+        checksum = None if sums is None else _entry(sums, f)
+        part = read_shard(f, checksum=checksum)
+        v = part.pop("vectors")
+        if dim and v.shape[1] != dim:
+            raise ValueError(f"{path}: vectors have D={v.shape[1]} but manifest.json says dim={dim}")
+        dim = dim or int(v.shape[1])
+        if sh.get("rows") is not None and len(v) != int(sh["rows"]):
+            raise ValueError(f"{f}: {len(v)} rows, but manifest.json says {sh['rows']} rows")
+        finite.append(finite_rows(v))
+        del v
+        shards.append((f, checksum, start))
+        metas.append(part.pop("meta", None))
+        parts.append(part)
+        start += len(part["ids"])
+    n_labels = len(manifest.get("label_names") or []) or 19
+    meta = None
+    if any(m is not None for m in metas):
+        meta = pd.concat(
+            [m if m is not None else _empty_meta(len(p["ids"])) for m, p in zip(metas, parts, strict=True)],
+            ignore_index=True,
+        )
+
+    def cat(key: str, empty: np.ndarray) -> np.ndarray:
+        return np.concatenate([p[key] for p in parts]) if parts else empty
+
+    rows = Embeddings(
+        ids=cat("ids", np.empty(0, object)),
+        sensors=cat("sensors", np.empty(0, object)),
+        splits=cat("splits", np.empty(0, object)),
+        labels=cat("labels", np.zeros((0, n_labels), bool)),
+        vectors=np.zeros((start, 0), np.float32),
+        manifest=manifest,
+        meta=meta,
+    )
+    if "count" in manifest and int(manifest["count"]) != start:
+        raise ValueError(f"{path}: {start} rows in the shards but manifest.json says {manifest['count']}")
+    ok = np.concatenate(finite) if finite else np.zeros(0, bool)
+    return ShardedEmbeddings(path=path, rows=rows, dim=dim, finite=ok, shards=shards)
+
+
+def nonfinite_report(se: ShardedEmbeddings, source: str, show: int = 20) -> dict[str, Any] | None:
+    """What :func:`~csmae.retrieval.embeddings.drop_nonfinite` reports, from the finite flags."""
+    bad = np.flatnonzero(~se.finite)
+    if len(bad) == 0:
+        return None
+    if len(bad) == len(se.finite):
+        raise ValueError(f"{source}: every one of the {len(bad)} vectors has NaN/inf values: nothing "
+                         "to index (the model or its input is broken; re-embed)")  # fmt: skip
+    shown = [f"{se.rows.ids[i]}/{se.rows.sensors[i]}" for i in bad[:show]]
+    log.warning("%s: skipping %d of %d vectors with NaN/inf values (not indexed): %s%s", source,
+                len(bad), len(se.finite), ", ".join(shown), " ..." if len(bad) > show else "")  # fmt: skip
+    return {"count": int(len(bad)), "items": shown}
+
+
+def exact_top(queries: np.ndarray, se: ShardedEmbeddings, order: np.ndarray, k: int) -> np.ndarray:
+    """(Q, k) row ids (positions in ``order``) of the exact top-k inner products of L2-normalised
+    ``queries`` over the normalised vectors of embeddings rows ``order``, one shard at a time."""
+    from csmae.retrieval.topk import l2_normalize
+
+    row_of = np.full(len(se.finite), -1, np.int64)
+    row_of[order] = np.arange(len(order))
+    best_s = np.full((len(queries), k), -np.inf, np.float32)
+    best_r = np.full((len(queries), k), -1, np.int64)
+    for start, v in se.vectors():
+        r = row_of[start : start + len(v)]
+        keep = r >= 0
+        if not keep.any():
+            continue
+        s = queries @ l2_normalize(np.ascontiguousarray(v[keep], np.float32)).T
+        all_s = np.concatenate([best_s, s], axis=1)
+        all_r = np.concatenate([best_r, np.broadcast_to(r[keep], s.shape)], axis=1)
+        top = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+        best_s, best_r = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_r, top, 1)
+    return best_r

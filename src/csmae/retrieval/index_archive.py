@@ -1,0 +1,119 @@
+"""Writes into an archive an engine keeps (a database collection): ``csmae index add / remove`` on a
+pointer folder, by any number of writers on any machines at once.
+
+Engines that keep the archive: ``backends/base.py`` (:class:`ItemsOwner`). A pointer folder
+(``manifest.json`` with ``files.items`` null) never changes on a write, so writers take no folder
+lock. Before a write, the embeddings are compared with the facts the engine
+recorded at build (model, dimension, band order and normalisation, label set): a mismatch is
+refused before anything is written. Items are upserted by (id, sensor) key under an ingest token
+(the same source folder gives the same token), so two writers never lose or duplicate an item, a
+rerun after a kill completes the write, and re-adding an item replaces it. Servers see the writes
+when they reload (``POST /api/reload``, or a restart); a search before that ranks the snapshot it
+loaded. This module talks to the engine only through the protocol (``backends/base.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csmae.retrieval.artifacts import read_manifest
+from csmae.retrieval.backends.base import owns_items
+from csmae.retrieval.backends.registry import entry_of, load_backend
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
+
+log = logging.getLogger(__name__)
+
+
+def ingest_token(source: str, manifest: dict[str, Any], n: int) -> str:
+    """A write's token: the same source folder with the same content gives the same token (a rerun
+    after a kill completes the same ingest)."""
+    sums = json.dumps(manifest.get("checksums") or manifest.get("shards") or {}, sort_keys=True)
+    return hashlib.sha256(f"{source}\x00{n}\x00{sums}".encode()).hexdigest()[:16]
+
+
+def open_pointer(path: Path) -> tuple[dict[str, Any], Any] | None:
+    """(manifest, backend) of a pointer folder; None for a folder that keeps its own items table."""
+    from csmae.retrieval.index import KIND
+
+    manifest = read_manifest(path, kind=KIND)
+    if (manifest.get("files") or {}).get("items", "items.parquet") is not None:
+        return None
+    entry, _ = entry_of(manifest)
+    backend = load_backend(path, entry, params=dict(manifest.get("search_params") or {}))
+    if not owns_items(backend):
+        raise ValueError(f"{path}: manifest.json names no items file but its engine keeps none")
+    return manifest, backend
+
+
+def recorded_manifest(manifest: dict[str, Any], backend: Any) -> dict[str, Any]:
+    """The pointer's manifest with the facts the engine recorded (they win)."""
+    facts = backend.facts()
+    return {**manifest, **{k: v for k, v in facts.items() if k != "columns"}}
+
+
+def archive_add(
+    pointer: tuple[dict[str, Any], Any],
+    emb: Embeddings | str | Any,
+    source: str,
+    check: Callable[[dict[str, Any], Embeddings, str], None],
+) -> dict[str, Any]:
+    """Upsert an embeddings folder (or object) into the archive; the report's fields."""
+    from csmae.retrieval.index import _duplicates, items_table, normalized_rows
+
+    manifest, backend = pointer
+    where = str(Path(emb).resolve()) if not isinstance(emb, Embeddings) else source
+    if not isinstance(emb, Embeddings):
+        emb = load_embeddings(emb)
+    check(recorded_manifest(manifest, backend), emb, source)  # refused before anything is written
+    emb, nonfinite = drop_nonfinite(emb, source=source)
+    dup = _duplicates(emb.ids, emb.sensors)
+    if dup:
+        raise ValueError(f"{source} holds duplicate (id, sensor) rows, e.g. {dup[:3]}: nothing was added")
+    if len(emb) == 0:
+        return {"count": len(backend)}
+    order = np.arange(len(emb))
+    token = ingest_token(where, emb.manifest, len(emb))
+    added, replaced = backend.upsert_items(
+        normalized_rows(emb, order), items_table(emb, order), token=token, source=where
+    )
+    if replaced:
+        log.warning("%d (id, sensor) items were already in the archive and were replaced, e.g. %s",
+                    len(replaced), replaced[:3])  # fmt: skip
+    return {
+        "added": added,
+        "replaced": len(replaced),
+        "replaced_ids": replaced[:20],
+        "skipped_nonfinite": int((nonfinite or {}).get("count", 0)),
+        "count": len(backend) + added,
+    }
+
+
+def archive_remove(
+    pointer: tuple[dict[str, Any], Any], keys: Sequence[tuple[str, str | None]], *, missing_ok: bool
+) -> dict[str, Any]:
+    """Delete items by (id, sensor) (sensor None: every sensor of the id) from the archive."""
+    manifest, backend = pointer
+    sensors = list((recorded_manifest(manifest, backend).get("sensors") or {}).keys())
+    wanted: list[tuple[str, str]] = []
+    groups: list[tuple[str, list[int]]] = []
+    for i, s in keys:
+        at = len(wanted)
+        wanted += [(i, x) for x in ([s] if s is not None else sensors)]
+        groups.append((i if s is None else f"{i} {s}", list(range(at, len(wanted)))))
+    pks = backend.item_keys([w[0] for w in wanted], [w[1] for w in wanted])
+    present = backend.present(pks) if len(pks) else np.zeros(0, bool)
+    missing = [name for name, idx in groups if not present[idx].any()]
+    if missing and not missing_ok:
+        raise ValueError(
+            f"{len(missing)} of the ids are not in the index (e.g. {missing[:5]}): nothing was removed "
+            "(pass --missing-ok to remove the others)"
+        )
+    removed = backend.delete_items(np.unique(pks[present]))
+    return {"removed": removed, "count": max(0, len(backend) - removed)}
