@@ -40,9 +40,9 @@ def ingest_token(source: str, manifest: dict[str, Any], n: int) -> str:
 
 def open_pointer(path: Path) -> tuple[dict[str, Any], Any] | None:
     """(manifest, backend) of a pointer folder; None for a folder that keeps its own items table."""
-    from csmae.retrieval.index import KIND
+    from csmae.retrieval.index import FORMAT_VERSION, KIND
 
-    manifest = read_manifest(path, kind=KIND)
+    manifest = read_manifest(path, kind=KIND, format_version=FORMAT_VERSION)
     if (manifest.get("files") or {}).get("items", "items.parquet") is not None:
         return None
     entry, _ = entry_of(manifest)
