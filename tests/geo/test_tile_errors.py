@@ -7,27 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from tests.geo.tile_fixtures import S1_NAME, load_real_mosaic, write_aligned
-
-
-@pytest.fixture(scope="module")
-def mosaic():
-    return load_real_mosaic()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, mosaic) -> Path:
-    root = tmp_path_factory.mktemp("base")
-    write_aligned(root, mosaic)
-    return root
-
-
-@pytest.fixture()
-def scene(tmp_path, base) -> Path:
-    shutil.copytree(base, tmp_path / "scene")
-    return tmp_path / "scene"
+from tests.geo.tile_fixtures import S1_NAME
 
 
 def _tile(capsys, *args: str) -> tuple[int, str, str]:

@@ -9,28 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.geo.tile_fixtures import load_real_mosaic, write_aligned
-
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = "S2A_MSIL2A_20170613T101031_N0204_R022_T33UUP_20170613T101032"
-
-
-@pytest.fixture(scope="module")
-def mosaic():
-    return load_real_mosaic()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, mosaic) -> Path:
-    root = tmp_path_factory.mktemp("base")
-    write_aligned(root, mosaic)
-    return root
-
-
-@pytest.fixture()
-def scene(tmp_path, base) -> Path:
-    shutil.copytree(base, tmp_path / "scene")
-    return tmp_path / "scene"
 
 
 @pytest.fixture(scope="module")
