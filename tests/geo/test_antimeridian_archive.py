@@ -269,3 +269,34 @@ def test_tile_bbox_across_the_line_cuts_the_intersecting_patches(antimeridian_ar
                  "--bbox", *map(str, bbox)]) == 0
     ids = set(pq.read_table(tmp_path / "part" / "pairs.parquet", columns=["id"]).column("id").to_pylist())
     assert ids == _brute_rows(a, bbox) and 0 < len(ids) < ROWS * COLS
+
+
+def test_changes_with_a_bbox_across_the_line_write_split_cells(antimeridian_archive, tmp_path):
+    import geopandas as gpd
+
+    from csmae.cli import main
+
+    a = antimeridian_archive
+    geo = _store_geometry(a)
+    bbox = _boxes(a)["across"]
+    out, gj = tmp_path / "changes.parquet", tmp_path / "changes.geojson"
+    periods = ["--before", "2020-06-13/2020-06-14", "--after", "2020-06-14/2020-06-15", "--pairing", "s2->s1"]
+    assert main(["changes", str(a.index), *periods, "--bbox", *map(str, bbox), "--out", str(out),
+                 "--geojson", str(gj)]) == 0
+    want = {geo[p][1] for p in _brute_rows(a, bbox)}
+    df = gpd.read_parquet(out)
+    assert set(df["place"]) == want and df.is_valid.all()
+    fc = json.loads(gj.read_text())
+    for f in fc["features"]:
+        cell = shapely.geometry.shape(f["geometry"])
+        # the place's 1200 m cell in its zone's metres, from the key alone (pyproj)
+        zone, col, row = f["properties"]["place"][:2], *map(int, f["properties"]["place"].split("-")[1:])
+        tr = Transformer.from_crs("EPSG:4326", f"EPSG:326{zone}", always_xy=True)
+        back = shapely.union_all([shapely.transform(p, lambda xy, tr=tr: np.column_stack(tr.transform(*xy.T)))
+                                  for p in getattr(cell, "geoms", [cell])])
+        assert shapely.hausdorff_distance(back, shapely.box(col * 1200, row * 1200, (col + 1) * 1200,
+                                                            (row + 1) * 1200)) < 0.1
+        assert (f["geometry"]["type"] == "MultiPolygon") == ("bbox" in f)
+        if "bbox" in f:
+            assert f["bbox"][0] > f["bbox"][2]
+    assert any("bbox" in f for f in fc["features"])  # some place cells cross the line
