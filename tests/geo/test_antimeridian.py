@@ -310,3 +310,21 @@ def test_areas_of_interest_across_the_line(tmp_path):
     q = tmp_path / "split.geojson"
     q.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(box)}))
     assert read_aoi(q).equals(box)
+
+
+def test_an_s1_product_outline_across_the_line_is_split():
+    """A GRD's geolocation grid (lon/lat of its GCPs, longitudes jumping at 180 deg) -> its footprint
+    split there; the same ground as the outline in continuous longitudes."""
+    from csmae.data.scenes.grd_geocode import GcpGrid
+
+    lines, pixels = np.meshgrid(np.arange(0, 10_000, 2_000.0), np.arange(0, 25_000, 5_000.0), indexing="ij")
+    lon = 179.0 + 2.5 * pixels / 25_000 + 0.2 * lines / 10_000  # continuous: 179.0 .. 181.7
+    lat = 51.0 + 1.6 * lines / 10_000 - 0.1 * pixels / 25_000
+    pts = np.column_stack([lines.ravel(), pixels.ravel(), lat.ravel(), (lon.ravel() + 180) % 360 - 180,
+                           np.zeros(lon.size), np.full(lon.size, 35.0)])
+    fp = GcpGrid(pts).outline()
+    assert fp.geom_type == "MultiPolygon" and fp.is_valid and crosses_antimeridian(fp)
+    assert all(p.exterior.is_ccw for p in fp.geoms) and np.abs(shapely.get_coordinates(fp)[:, 0]).max() <= 180
+    cont = shapely.Polygon(np.column_stack([[lon[0, 0], lon[0, -1], lon[-1, -1], lon[-1, 0]],
+                                            [lat[0, 0], lat[0, -1], lat[-1, -1], lat[-1, 0]]]))
+    assert unwrap(fp).symmetric_difference(cont).area < 1e-9 * cont.area
