@@ -102,12 +102,13 @@ def lonlat_polygons(rings: np.ndarray) -> np.ndarray:
     import shapely
 
     ring = np.array(rings, dtype=np.float64)
-    ring[..., 0] = unwrap_lon(ring[..., 0])
-    polys = shapely.polygons(ring)
-    lon = ring[..., 0]
-    out = np.asarray(polys, dtype=object)
-    for i in np.flatnonzero((lon.min(axis=-1) < -180.0) | (lon.max(axis=-1) > 180.0)):
-        out[i] = split_at_antimeridian(polys[i])
+    jumps = (np.abs(np.diff(ring[..., 0], axis=-1)) > 180.0).any(axis=-1)  # only these can cross
+    out = np.asarray(shapely.polygons(ring), dtype=object)
+    for i in np.flatnonzero(jumps):
+        cont = ring[i].copy()
+        cont[:, 0] = unwrap_lon(cont[:, 0])
+        poly = shapely.Polygon(cont)
+        out[i] = split_at_antimeridian(poly) if cont[:, 0].min() < -180 or cont[:, 0].max() > 180 else poly
     return out
 
 
