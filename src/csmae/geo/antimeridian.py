@@ -203,6 +203,8 @@ def lon_extent(west: np.ndarray, east: np.ndarray) -> tuple[float, float] | None
     if not len(west):
         return None
     cross = west > east
+    if not cross.any() and east.max() - west.min() <= 180.0:  # no narrower range can cross the line
+        return float(west.min()), float(east.max())
     # crossing intervals as their two pieces [w, 180] and [-180, e]; then disjoint runs on the line
     lo = np.concatenate([west[~cross], west[cross], np.full(int(cross.sum()), -180.0)])
     hi = np.concatenate([east[~cross], np.full(int(cross.sum()), 180.0), east[cross]])

@@ -45,6 +45,7 @@ class ArchivePlaces:
         self._synthetic = bool((dataset or {}).get("geo_synthetic", False))
         self._geom, self._bbox, self._times = _item_geo(items)
         self._lon = _lon_bounds(self._geom, self._bbox)
+        self._extents: dict[str | None, tuple[float, float, float, float] | None] = {}  # per sensor
         self._places = _item_places(items, self._geom)
         self._place_rows: dict[str, np.ndarray] | None = None  # place -> live rows, built on first use
 
@@ -134,15 +135,19 @@ class ArchivePlaces:
 
         if self._bbox is None or self._lon is None:
             return None
+        if sensor in self._extents:
+            return self._extents[sensor]
         m = np.isfinite(self._bbox[:, 0])
         if sensor is not None:
             m &= self._sensors == sensor
-        if not m.any():
-            return None
-        b = self._bbox[m]
-        lon = lon_extent(self._lon[0][m], self._lon[1][m])
-        assert lon is not None  # finite boxes
-        return lon[0], float(b[:, 1].min()), lon[1], float(b[:, 3].max())
+        ext = None
+        if m.any():
+            b = self._bbox[m]
+            lon = lon_extent(self._lon[0][m], self._lon[1][m])
+            assert lon is not None  # finite boxes
+            ext = lon[0], float(b[:, 1].min()), lon[1], float(b[:, 3].max())
+        self._extents[sensor] = ext
+        return ext
 
     def locate(self, lon: float, lat: float, *, sensor: str) -> str:
         """Id of the archive item of ``sensor`` whose footprint contains (lon, lat).
