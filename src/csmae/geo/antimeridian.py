@@ -16,8 +16,9 @@ beyond it are shifted by -+360.
 Reading back, :func:`unwrap` shifts the parts on the far side by +360 so that centroids, bounds and
 areas are those of the unsplit ground. Everything is float64.
 
-(The ``antimeridian`` package fixes polygons whose ring already jumps, guessing where; here the
-continuous ring is known before it ever jumps, so an unwrap and a shapely cut suffice.)
+(The ``antimeridian`` package repairs arbitrary polygons whose rings jump, poles included; it is
+not a dependency: footprints here come from a projected ring narrower than 180 deg, for which
+``numpy.unwrap`` and a shapely cut are the whole job.)
 """
 
 from __future__ import annotations
