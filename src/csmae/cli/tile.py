@@ -69,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "WGS 84; e.g. Copernicus GLO-30) through sarsen (pip install 'csmae[sar]')")
     area = p.add_mutually_exclusive_group()
     area.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
-                      help="cut only the patches that intersect this lon/lat box")
+                      help="cut only the patches that intersect this lon/lat box (W > E: across the "
+                           "antimeridian)")
     area.add_argument("--aoi", metavar="AREA.geojson",
                       help="cut only the patches that intersect these polygons (GeoJSON, lon/lat)")
     p.add_argument("--max-days", type=float,

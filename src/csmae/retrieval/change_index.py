@@ -121,7 +121,9 @@ def changes_geojson(scores: ChangeScores, *, k: int | None = None) -> dict[str, 
         feats.append({"type": "Feature", "geometry": {"type": geom["type"],
                                                       "coordinates": _lists(geom["coordinates"])},
                       "properties": rec})
-    return {"type": "FeatureCollection", "features": feats}
+    from csmae.geo.geojson import with_bbox  # a cell across +-180 deg: split, bbox W > E (RFC 7946 5.2)
+
+    return {"type": "FeatureCollection", "features": [with_bbox(f) for f in feats]}
 
 
 def _lists(obj: Any) -> Any:

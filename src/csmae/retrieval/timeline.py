@@ -72,7 +72,9 @@ class Timeline:
                                  "datetime": a.datetime, "distance": a.distance, "labels": a.labels,
                                  "reference": self.reference}}
                  for i, a in enumerate(self.acquisitions)]
-        return {"type": "FeatureCollection", "features": feats}
+        from csmae.geo.geojson import with_bbox  # a footprint across +-180 deg: bbox W > E (RFC 7946 5.2)
+
+        return {"type": "FeatureCollection", "features": [with_bbox(f) for f in feats]}
 
 
 def place_timeline(

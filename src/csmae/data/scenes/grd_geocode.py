@@ -62,15 +62,20 @@ class GcpGrid:
                 float(self.points[:, 3].max()), float(self.points[:, 2].max()))
 
     def outline(self) -> Any:
-        """The grid's outer ring as a shapely polygon (lon, lat): the product's footprint."""
+        """The grid's outer ring as a shapely polygon (lon, lat): the product's footprint (split at
+        +-180 deg into a MultiPolygon where it crosses the antimeridian)."""
         import shapely
+
+        from csmae.geo.antimeridian import split_at_antimeridian, unwrap_lon
 
         lines = np.unique(self.points[:, 0])
         pixels = np.unique(self.points[:, 1])
         by = {(r[0], r[1]): (r[3], r[2]) for r in self.points}
         ring = [by[(lines[0], p)] for p in pixels] + [by[(ln, pixels[-1])] for ln in lines[1:]] + \
             [by[(lines[-1], p)] for p in pixels[::-1][1:]] + [by[(ln, pixels[0])] for ln in lines[::-1][1:]]
-        return shapely.Polygon(ring).buffer(0)
+        lonlat = np.asarray(ring, dtype=np.float64)
+        lonlat[:, 0] = unwrap_lon(lonlat[:, 0])  # continuous across +-180 deg, then split there
+        return split_at_antimeridian(shapely.Polygon(lonlat).buffer(0))
 
 
 def warp_options(method: str) -> dict[str, Any]:

@@ -65,8 +65,11 @@ class PatchGrid:
         return f"{scene}_r{r + self.row_offset:0{d}d}_c{c + self.col_offset:0{d}d}"
 
     def footprints(self, r: int) -> list[bytes]:
-        """WKB polygons (EPSG:4326, lon/lat, counter-clockwise) of the patches of row ``r``."""
+        """WKB polygons (EPSG:4326, lon/lat, counter-clockwise) of the patches of row ``r``; a patch
+        across the antimeridian is a MultiPolygon split at +-180 deg (:mod:`csmae.geo.antimeridian`)."""
         import shapely
+
+        from csmae.geo.antimeridian import lonlat_polygons
 
         t = self.transform
         cols = np.arange(self.cols)
@@ -81,7 +84,7 @@ class PatchGrid:
         tr = _to_lonlat(self.crs.to_wkt())
         lon, lat = tr.transform(xs.ravel(), ys.ravel())
         ring = np.stack([np.asarray(lon), np.asarray(lat)], axis=1).reshape(len(cols), 5, 2)
-        polys = shapely.polygons(ring)
+        polys = lonlat_polygons(ring)
         return [bytes(b) for b in shapely.to_wkb(polys)]
 
     def crs_string(self) -> str:
@@ -124,9 +127,12 @@ def grid_from_s1(g: GridInfo, stride: int) -> PatchGrid:
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
 
+    from csmae.geo.antimeridian import normalize_lon
+
     w, s, e, n = transform_bounds(g.crs, "EPSG:4326", *g.bounds(), densify_pts=21)
-    found = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(
-        (w + e) / 2, (s + n) / 2, (w + e) / 2, (s + n) / 2))
+    lon = normalize_lon((w + e + (360.0 if w > e else 0.0)) / 2)  # W > E: the scene crosses +-180 deg
+    found = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, (s + n) / 2, lon,
+                                                                                    (s + n) / 2))
     if not found:
         raise DataError("no UTM zone for the S1 scene's centre", path=g.path)
     utm = CRS.from_epsg(int(found[0].code))

@@ -40,15 +40,16 @@ class Plan:
 
 
 def _footprint_in(g: PatchGrid | GridInfo, crs: Any) -> Any:
-    import shapely
     from rasterio.warp import transform_bounds
+
+    from csmae.geo.antimeridian import box_geometry  # W > E (across +-180 deg): two boxes
 
     if isinstance(g, PatchGrid):
         t = g.transform
         b = (t.c, t.f + t.e * g.height, t.c + t.a * g.width, t.f)
     else:
         b = g.bounds()
-    return shapely.box(*transform_bounds(g.crs, crs, *b, densify_pts=21))
+    return box_geometry(transform_bounds(g.crs, crs, *b, densify_pts=21))
 
 
 def _lonlat(poly: Any) -> tuple[float, ...]:
