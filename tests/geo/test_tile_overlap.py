@@ -12,13 +12,10 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.geo.tile_fixtures import Tile, write_neighbour_tiles
-
-PATCH, AREA = 1200.0, 120 * 120
+from tests.geo.tile_fixtures import AREA, Tile, reference_patches, write_neighbour_tiles
 
 
 @pytest.fixture(scope="module")
@@ -26,37 +23,9 @@ def neighbours(tmp_path_factory) -> dict:
     return write_neighbour_tiles(tmp_path_factory.mktemp("neighbours"))
 
 
-def _patches(t: Tile, crs, *, s1: bool) -> list[dict]:
-    """Every grid patch of a tile: id, place, valid pixels (S2 + S1), centre-to-boundary distance."""
-    import shapely
-    from pyproj import Transformer
-
-    from csmae.geo.place import place_of
-
-    to_ll = Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True)
-    rows, cols = (t.height - 120) // 120 + 1, (t.width - 120) // 120 + 1
-    out = []
-    for r in range(rows):
-        for c in range(cols):
-            x, y = t.x0 + PATCH * c, t.y0 - PATCH * r  # upper-left corner
-            box = shapely.box(x, y - PATCH, x + PATCH, y)
-            lonlat = shapely.transform(box, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))
-            place = place_of(lonlat)
-            cx, cy = box.centroid.x, box.centroid.y
-            assert place == f"33N-{int(cx // PATCH)}-{int(cy // PATCH)}"  # the cell holding the centre
-            zeros = sum(max(0, min(hr + hh, 120 * r + 120) - max(hr, 120 * r))
-                        * max(0, min(hc + hw, 120 * c + 120) - max(hc, 120 * c))
-                        for hr, hc, hh, hw in t.holes)
-            out.append({"id": f"{t.scene}_r{r:03d}_c{c:03d}", "place": place, "s2_valid": AREA - zeros,
-                        "valid": AREA - zeros + (AREA if s1 else 0),
-                        "edge": box.centroid.distance(t.box().exterior), "scene": t.scene,
-                        "acquisition": t.product.split("_")[2]})  # the datatake sensing start
-    return out
-
-
 def _reference(tiles: list[Tile], crs, *, s1: bool, min_valid: float = 0.9) -> tuple[set, dict, dict]:
     """(kept ids, {dropped id: kept id}, {reason kind: count}) by the documented rule."""
-    kept = [p for t in tiles for p in _patches(t, crs, s1=s1) if p["s2_valid"] >= min_valid * AREA]
+    kept = [p for t in tiles for p in reference_patches(t, crs, s1=s1) if p["s2_valid"] >= min_valid * AREA]
     groups: dict[tuple, list[dict]] = {}
     for p in kept:
         groups.setdefault((p["place"], p["acquisition"]), []).append(p)

@@ -98,6 +98,7 @@ def store_arrays(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
 DATATAKE = "S2A_MSIL2A_20230613T101031_N0509_R022_T{tile}_20230613T141227"
 LATER = "S2B_MSIL2A_20230618T101029_N0509_R022_T{tile}_20230618T131501"
 NEIGHBOUR_S1 = "S1A_IW_GRDH_1SDV_20230613T165043"
+PATCH, AREA = 1200.0, 120 * 120
 
 
 @dataclass
@@ -184,4 +185,34 @@ def write_neighbour_tiles(root: Path, *, s1: bool = True) -> dict[str, object]:
         write_s1(root / "s1", vv, vv - 7, crs=crs, transform=Affine(10, 0, wx0, 0, -10, wy0),
                  name=NEIGHBOUR_S1)
         out["s1"] = root / "s1"
+    return out
+
+
+def reference_patches(t: Tile, crs, *, s1: bool) -> list[dict]:
+    """Every grid patch of a tile, computed from the fixture alone (not the tiler): id, place (checked
+    against the cell of the UTM centre), valid pixels (S2, and S2 + S1 when an S1 scene covers it),
+    distance from the centre to the tile's boundary (shapely), acquisition (datatake sensing start)."""
+    import shapely
+    from pyproj import Transformer
+
+    from csmae.geo.place import place_of
+
+    to_ll = Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True)
+    rows, cols = (t.height - 120) // 120 + 1, (t.width - 120) // 120 + 1
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            x, y = t.x0 + PATCH * c, t.y0 - PATCH * r  # upper-left corner
+            box = shapely.box(x, y - PATCH, x + PATCH, y)
+            lonlat = shapely.transform(box, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))
+            place = place_of(lonlat)
+            cx, cy = box.centroid.x, box.centroid.y
+            assert place == f"33N-{int(cx // PATCH)}-{int(cy // PATCH)}"  # the cell holding the centre
+            zeros = sum(max(0, min(hr + hh, 120 * r + 120) - max(hr, 120 * r))
+                        * max(0, min(hc + hw, 120 * c + 120) - max(hc, 120 * c))
+                        for hr, hc, hh, hw in t.holes)
+            out.append({"id": f"{t.scene}_r{r:03d}_c{c:03d}", "place": place, "s2_valid": AREA - zeros,
+                        "valid": AREA - zeros + (AREA if s1 else 0),
+                        "edge": box.centroid.distance(t.box().exterior), "scene": t.scene,
+                        "acquisition": t.product.split("_")[2]})  # the datatake sensing start
     return out
