@@ -135,20 +135,29 @@ def test_one_run_in_either_order_gives_the_same_index(scenes, one_after_the_othe
         np.testing.assert_allclose(got["vectors"], ref["vectors"], atol=1e-6)
 
 
-def test_index_add_of_two_separately_tiled_stores(scenes, one_after_the_other, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def embedded(scenes) -> Path:
+    """Each tile (with the S1 scene) tiled into its own store and embedded: emb_a, emb_b."""
+    from csmae.cli import main
+
+    root = scenes["tmp"] / "apart"
+    for name in ("a", "b"):
+        assert main(["tile", "--s2", str(scenes[name]), "--s1", str(scenes["s1"]), "--out",
+                     str(root / f"store_{name}")]) == 0
+        assert main(["embed", str(scenes["model"]), str(root / f"store_{name}"), "--out",
+                     str(root / f"emb_{name}"), "--precision", "fp32", "--device", "cpu"]) == 0
+    return root
+
+
+def test_index_add_of_two_separately_tiled_stores(scenes, one_after_the_other, embedded, tmp_path, capsys):
     from csmae.cli import main
     from csmae.retrieval.index import SearchIndex
 
-    for name in ("a", "b"):
-        assert main(["tile", "--s2", str(scenes[name]), "--s1", str(scenes["s1"]), "--out",
-                     str(tmp_path / f"store_{name}")]) == 0
-        assert main(["embed", str(scenes["model"]), str(tmp_path / f"store_{name}"), "--out",
-                     str(tmp_path / f"emb_{name}"), "--precision", "fp32", "--device", "cpu"]) == 0
     dup = 2 * scenes["shared"]
     for idx, extra in (("drop", []), ("keep", ["--keep-duplicates"])):
-        assert main(["index", str(tmp_path / "emb_a"), "--out", str(tmp_path / idx)]) == 0
+        assert main(["index", str(embedded / "emb_a"), "--out", str(tmp_path / idx)]) == 0
         capsys.readouterr()
-        assert main(["index", "add", str(tmp_path / idx), str(tmp_path / "emb_b"), *extra]) == 0
+        assert main(["index", "add", str(tmp_path / idx), str(embedded / "emb_b"), *extra]) == 0
         out = capsys.readouterr().out
         assert f"{dup} items repeat the same place, sensor and acquisition as items of another scene" in out
         assert ("added anyway" if extra else "not added") in out
@@ -163,5 +172,20 @@ def test_index_add_of_two_separately_tiled_stores(scenes, one_after_the_other, t
     _say_duplicates(SearchIndex.load(tmp_path / "keep"))  # what `csmae index` says of such a build
     assert f"note: {dup} items repeat the same place" in capsys.readouterr().out
     # a build takes no --keep-duplicates (it keeps what it is given, and says so)
-    assert main(["index", str(tmp_path / "emb_a"), "--out", str(tmp_path / "x"), "--keep-duplicates"]) == 1
+    assert main(["index", str(embedded / "emb_a"), "--out", str(tmp_path / "x"), "--keep-duplicates"]) == 1
     assert "--keep-duplicates" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_index_add_into_a_milvus_archive_leaves_the_repeats_out_too(scenes, embedded, tmp_path, capsys):
+    """A Milvus archive (Lite here; the same code path on a server) is checked against its items."""
+    from csmae.cli import main
+
+    uri = str(tmp_path / "archive.db")
+    assert main(["index", str(embedded / "emb_a"), "--out", str(tmp_path / "m"), "--backend", "milvus",
+                 "--uri", uri]) == 0
+    capsys.readouterr()
+    assert main(["index", "add", str(tmp_path / "m"), str(embedded / "emb_b")]) == 0
+    dup = 2 * scenes["shared"]
+    assert f"{dup} items repeat the same place" in capsys.readouterr().out
+    keys = _keys(tmp_path / "m")
+    assert len(keys) == len(set(keys)) == 2 * sum(scenes["kept"]) - dup

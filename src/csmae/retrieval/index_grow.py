@@ -137,9 +137,8 @@ def add_embeddings(
             from csmae.retrieval.embeddings import load_embeddings
 
             emb = load_embeddings(emb)
-        manifest, backend = pointer
-        sensors = list((manifest.get("sensors") or {}).keys())
-        found = find_duplicates(emb.ids, emb.sensors, emb.meta, backend.items(sensors))
+        held = SearchIndex.load(path).items  # the archive's items now (its own engine handle, read only)
+        found = find_duplicates(emb.ids, emb.sensors, emb.meta, held)
         if duplicates == "drop" and found.count:
             emb = emb.select(~found.drop)
         rep = UpdateReport(op="add", **archive_add(pointer, emb, source, check_manifest_compatible))
