@@ -189,3 +189,25 @@ def test_index_add_into_a_milvus_archive_leaves_the_repeats_out_too(scenes, embe
     assert f"{dup} items repeat the same place" in capsys.readouterr().out
     keys = _keys(tmp_path / "m")
     assert len(keys) == len(set(keys)) == 2 * sum(scenes["kept"]) - dup
+
+
+def test_a_reprocessed_copy_of_an_ingested_tile_adds_nothing_and_is_recorded(scenes, tmp_path, capsys):
+    """The same datatake under another processing baseline: every item is already there."""
+    import shutil
+
+    from csmae.retrieval.index import SearchIndex
+
+    a = scenes["a"]
+    again = shutil.copytree(a, tmp_path / a.name.replace("_N0509_", "_N0510_").replace("20230613T141227",
+                                                                                       "20230701T080000"))
+    index = tmp_path / "idx"
+    assert _ingest(scenes, index, a) == 0
+    count = SearchIndex.load(index).manifest["count"]
+    assert _ingest(scenes, index, again) == 0
+    man = SearchIndex.load(index).manifest
+    rec = man["ingested"][-1]
+    assert rec["scene"].endswith("_N0510_R022_T33UUP") and rec["duplicates"]["count"] == 2 * scenes["kept"][0]
+    assert man["count"] == count  # nothing added ...
+    capsys.readouterr()
+    assert _ingest(scenes, index, again) == 0  # ... and recorded: a rerun skips it
+    assert "already ingested" in capsys.readouterr().out
