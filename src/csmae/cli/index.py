@@ -9,7 +9,10 @@ L2-normalised vectors. Approximate kinds are tuned (efSearch / nprobe / re-rank 
 
 Update in place (crash-safe: a kill leaves the old or the new index, never a mix):
   add IDX EMB_DIR        append new embeddings (same model, D, sensors, band order); an (id, sensor)
-                         already in the index is replaced, and the command says so
+                         already in the index is replaced, and the command says so; items repeating
+                         the place, sensor and acquisition of an item of another scene grid (the
+                         overlap of neighbouring tiles tiled apart) are left out and reported
+                         (--keep-duplicates adds them; docs/places.md)
   remove IDX --ids FILE  remove items; FILE lines are "ID" (every sensor) or "ID SENSOR"
   compact IDX            rebuild an HNSW graph without removed rows (other kinds need nothing)
 A running `csmae serve` picks the new version up on POST /api/reload (or a restart).
