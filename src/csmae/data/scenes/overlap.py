@@ -162,10 +162,11 @@ def _repeated(jobs: Sequence[SceneJob], kept: list[dict[str, Any]], job_of: list
               ) -> dict[str, int]:
     """Per other sensor: kept items whose (place, sensor, acquisition) a kept pair of another scene holds."""
     out: dict[str, int] = {}
-    if not kept:
+    others = by_priority(jobs[0].scenes)[1:]
+    if not kept or not others:
         return out
     places = _places(kept)
-    for sensor in by_priority(jobs[0].scenes)[1:]:
+    for sensor in others:
         first: dict[tuple[str, str], int] = {}
         extra: list[int] = []
         for i, e in enumerate(kept):
