@@ -103,11 +103,17 @@ def find_duplicates(ids: Any, sensors: Any, meta: Any, existing: Any = None) -> 
         existing = existing.assign(place=fill_places(given, list(existing["geometry"])))
     sensors = [str(x) for x in sensors]
     places = pd.Series(_column(meta, "place", n), dtype=object)
+    old = None  # the index's live items at the new items' places: one pass over the index
+    if existing is not None and len(existing) and "place" in existing:
+        sel = existing["place"].isin(pd.unique(places.dropna())).to_numpy()
+        if "live" in existing:
+            sel = sel & existing["live"].to_numpy(dtype=bool)
+        old = existing.loc[sel]
     # only rows that share a (place, sensor) with another new row or with the index can repeat one
     pairs = pd.DataFrame({"place": places, "sensor": sensors})
     maybe = pairs.duplicated(keep=False).to_numpy() & places.notna().to_numpy()
-    if existing is not None and len(existing) and "place" in existing:
-        maybe = maybe | places.isin(set(existing["place"].dropna())).to_numpy()
+    if old is not None and len(old):
+        maybe = maybe | places.isin(old["place"].to_numpy()).to_numpy()
     cand = np.flatnonzero(maybe).tolist()
     keys: list[tuple[str, str, str] | None] = [None] * n
     scenes, times = _column(meta, "scene", n), _column(meta, "datetime", n)
@@ -116,12 +122,7 @@ def find_duplicates(ids: Any, sensors: Any, meta: Any, existing: Any = None) -> 
         keys[r] = k
     held: dict[tuple[str, str, str], tuple[set[str], str]] = {}  # key -> (grids, an item id holding it)
     new_ids = set(zip(ids, sensors, strict=True))
-    if existing is not None and len(existing) and "place" in existing:
-        wanted = {k[0] for k in keys if k is not None}
-        sel = existing["place"].isin(wanted).to_numpy()
-        if "live" in existing:
-            sel = sel & existing["live"].to_numpy(dtype=bool)
-        old = existing.loc[sel]
+    if old is not None and len(old):
         old_keys = _keys(list(old["sensor"]), list(old["place"]), _column(old, "scene", len(old)),
                          _column(old, "datetime", len(old)))
         for i, s, k in sorted(zip(old["id"].astype(str), old["sensor"].astype(str), old_keys, strict=True),
