@@ -70,16 +70,17 @@ def _edge_distance(transform: Sequence[float], size: int, edges: tuple[float, fl
     return float(min(cx - left, right - cx, cy - bottom, top - cy))
 
 
-def keep_once(jobs: Sequence[SceneJob], entries: list[dict[str, Any]], job_of: Sequence[int],
-              valid: Sequence[int | None], sources: str = "") -> tuple[list[dict[str, Any]],
-                                                                        list[dict[str, Any]], dict[str, Any]]:
+Entry = dict[str, Any]
+
+
+def keep_once(jobs: Sequence[SceneJob], entries: list[Entry], job_of: Sequence[int],
+              valid: Sequence[int | None]) -> tuple[list[Entry], list[Entry], dict[str, Any]]:
     """Drop the duplicates of the module docstring from a run's table entries.
 
     Args:
         jobs: the run's scene jobs; entries: the kept patches' table entries (``geo`` with the
             footprint as WKB hex and the patch transform), in row order; job_of: per entry, its job;
         valid: per entry, its valid pixels summed over its sensors (None: unknown, taken as 0).
-        sources: the ``file`` column of the skipped rows is each dropped patch's scene files.
 
     Returns:
         (kept entries, skipped rows of the dropped patches, the manifest's ``tiling.overlap``).
@@ -90,24 +91,23 @@ def keep_once(jobs: Sequence[SceneJob], entries: list[dict[str, Any]], job_of: S
     acq = [acquisition_of(j.scenes[top][0].scene.name, j.scenes[top][0].scene.datetime) for j in jobs]
     places = _places(entries)
     edges: dict[int, tuple[float, float, float, float]] = {}
-    groups: dict[tuple[str, str], list[_Candidate]] = {}
+    groups: dict[tuple[str, str], list[int]] = {}  # (place, acquisition) -> entry positions
     for i, j in enumerate(job_of):
         place, key = places[i], acq[j]
-        if place is None or key is None:
-            continue
-        groups.setdefault((place, key), []).append(_Candidate(i, j, 0, 0.0))
+        if place is not None and key is not None:
+            groups.setdefault((place, key), []).append(i)
     dropped: dict[int, str] = {}
     why_count = dict.fromkeys(WHY, 0)
-    for (place, key), cands in groups.items():
-        if len({c.job for c in cands}) < 2:
+    for (place, key), members in groups.items():
+        if len({job_of[i] for i in members}) < 2:
             continue
         full = []
-        for c in cands:
-            if c.job not in edges:
-                edges[c.job] = _scene_edges(jobs[c.job], top)
-            full.append(_Candidate(c.pos, c.job, int(valid[c.pos] or 0),
-                                   round(_edge_distance(entries[c.pos]["geo"]["transform"],
-                                                        jobs[c.job].grid.size, edges[c.job]), 3)))
+        for i in members:
+            j = job_of[i]
+            if j not in edges:
+                edges[j] = _scene_edges(jobs[j], top)
+            full.append(_Candidate(i, j, int(valid[i] or 0), round(
+                _edge_distance(entries[i]["geo"]["transform"], jobs[j].grid.size, edges[j]), 3)))
         best: dict[int, _Candidate] = {}
         for c in full:
             name = jobs[c.job].name
@@ -126,7 +126,7 @@ def keep_once(jobs: Sequence[SceneJob], entries: list[dict[str, Any]], job_of: S
                 f"same ground as {entries[win.pos]['id']} (place {place}, {label} acquisition {key}, "
                 f"scenes {jobs[win.job].name} and {jobs[c.job].name} overlap): kept that one for {why[1]}")
     kept = [e for i, e in enumerate(entries) if i not in dropped]
-    skipped = [{"patch": entries[i]["id"], "file": _files(jobs[job_of[i]]) or sources, "reason": dropped[i]}
+    skipped = [{"patch": entries[i]["id"], "file": _files(jobs[job_of[i]]), "reason": dropped[i]}
                for i in sorted(dropped)]
     summary: dict[str, Any] = {
         "rule": RULE,
