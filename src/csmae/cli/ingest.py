@@ -5,7 +5,9 @@ VV/VH files or their folder, local STAC Item .json files); the sensor of each is
 (--s2/--s1 say it explicitly). Each S2 scene, with the S1 scenes paired onto it, is one scene job:
 tiled into a store, embedded with --model (the index's model: another one is refused, the index
 unchanged) and added to --index, its record (scene, SHA-256 of every product file) written into the
-index manifest in the same atomic step. A scene already ingested is skipped and said so; killed
+index manifest in the same atomic step. Patches that repeat the same place, sensor and acquisition
+as items already in the index (the overlap of a neighbouring tile of the same pass) are not added
+again; the scene's record counts them. A scene already ingested is skipped and said so; killed
 (even kill -9)? Run the same command again: it ends with the same index as an uninterrupted run.
 Intermediate stores and descriptors live in INDEX.ingest-partial/ (removed at the end). An index
 that does not exist yet is built (--kind) from the first scene.
@@ -69,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
                         say=lines.append)
     if args.json:
         print(json.dumps({"index": str(res.index), "skipped": res.skipped,
-                          "ingested": [{k: r[k] for k in ("scene", "patches", "digest")}
-                                       for r in res.ingested],
+                          "ingested": [{**{k: r[k] for k in ("scene", "patches", "digest")},
+                                        "duplicates": r["duplicates"]["count"]} for r in res.ingested],
                           "seconds": res.seconds}, indent=2))
         return 0
     for line in lines:

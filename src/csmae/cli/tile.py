@@ -20,6 +20,12 @@ patch's grid (GDAL warp, bilinear, in linear power) and converted to dB; S2 DN a
 pre-2022 BigEarthNet convention (BOA_ADD_OFFSET read from MTD_MSIL2A.xml or the STAC item).
 Patches with less than --min-valid valid pixels (nodata, S1 border, SCL clouds with --scl) are
 listed in STORE/skipped.csv. Ids: <scene>_r<row>_c<col>. Interrupted? Run the same command again.
+S1 alone: the patches are the 1200 m place cells of the scene's UTM zone (docs/places.md).
+
+Overlapping tiles. Neighbouring tiles of one pass (two MGRS tiles of one S2 datatake, two slices of
+one S1 datatake) share ground: a patch of one scene with the same place, sensor and acquisition as a
+patch of the other is kept once (more valid pixels, then farther from its scene's edge, then the
+scene name: never the argument order); the other is listed in skipped.csv naming the kept patch.
 
 Examples:
   csmae tile --s2 S2A_MSIL2A_20230613T101031_N0509_R022_T33UUP_20230613T141227.SAFE \\
@@ -127,5 +133,8 @@ def run(args: argparse.Namespace) -> int:
         days = "unknown" if g["days"] is None else f"{g['days']:.2f} days"
         print(f"S2 {g['s2']} / S1 {g['s1']}: acquired {days} apart")
     resumed = f", resumed {res.chunks_resumed} of {res.chunks} strips" if res.chunks_resumed else ""
-    print(f"wrote {res.path}: {res.patches:,} patches, {res.skipped:,} skipped (see skipped.csv){resumed}")
+    same = (f", {res.overlap_dropped:,} of them the same ground, date and sensor as a kept patch of an "
+            "overlapping scene" if res.overlap_dropped else "")
+    print(f"wrote {res.path}: {res.patches:,} patches, {res.skipped:,} skipped{same} (see skipped.csv)"
+          f"{resumed}")
     return 0

@@ -11,7 +11,12 @@ it: one *scene job*); then, one job at a time:
    file it was read from (by sensor and file name) and one digest over them, patch count, options.
 
 A job already in ``"ingested"`` with the same digest is skipped and said so; one with the same name
-but other file contents is refused (a reprocessed product: remove its items first). Intermediate
+but other file contents is refused (a reprocessed product: remove its items first). Items that repeat
+the place, sensor and acquisition of an item already in the index from another scene grid (the
+overlap of a neighbouring tile of the same pass, ingested before: :mod:`csmae.retrieval.dedupe`)
+are not added again: the job's record counts them under ``"duplicates"`` (with the first few, each
+naming the item kept) and the command says so. Jobs run in scene-name order, so ``ingest A B`` and
+``ingest B A`` give the same index; across runs the index keeps what it already holds. Intermediate
 stores and embeddings live in ``<index>.ingest-partial/<job>/`` (csmae's own work folder, marked with
 ``.csmae-ingest.json``; removed when the run ends). A kill at any moment leaves the index with or
 without a whole job (never half), and the next run redoes only what was not committed, so it ends
@@ -119,13 +124,17 @@ def ingest_scenes(
             continue
         record: dict[str, Any] = {"scene": job.name, "digest": digest, "files": files, "tiling": tiling,
                   "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        record["patches"] = _ingest_job(job, plan, record, work=work, index_dir=index_dir,
-                                        model_dir=model_dir,
-                                        tiling=tiling, precision=precision, batch_size=batch_size,
-                                        device=device, kind=kind, seconds=res.seconds)
+        record["patches"], dups = _ingest_job(job, plan, record, work=work, index_dir=index_dir,
+                                              model_dir=model_dir,
+                                              tiling=tiling, precision=precision, batch_size=batch_size,
+                                              device=device, kind=kind, seconds=res.seconds)
+        record["duplicates"] = dups
         done[job.name] = record
         res.ingested.append(record)
-        say(f"{job.name}: ingested {record['patches']} patches")
+        again = (f"; {dups['count']} items not added again: the same place, sensor and acquisition is in the "
+                 f"index already (e.g. {dups['examples'][0]['id']} as {dups['examples'][0]['kept']})"
+                 if dups["count"] else "")
+        say(f"{job.name}: ingested {record['patches']} patches{again}")
     shutil.rmtree(work, ignore_errors=True)
     return res
 
@@ -174,8 +183,9 @@ def _file_key(f: str, files: list[str]) -> str:
 
 def _ingest_job(job: Any, plan: Any, record: dict[str, Any], *, work: Path, index_dir: Path, model_dir: Path,
                 tiling: dict[str, Any], precision: str, batch_size: int, device: str, kind: str,
-                seconds: dict[str, float]) -> int:
-    """Tile, embed and add one scene job; returns its patch count."""
+                seconds: dict[str, float]) -> tuple[int, dict[str, Any]]:
+    """Tile, embed and add one scene job; returns its patch count and the duplicates left out
+    (:meth:`csmae.retrieval.dedupe.Duplicates.record`)."""
     from csmae.data.scenes.plan import Plan
     from csmae.data.scenes.readers import reader_of
     from csmae.data.scenes.run import tile_plan
@@ -206,20 +216,24 @@ def _ingest_job(job: Any, plan: Any, record: dict[str, Any], *, work: Path, inde
     t = time.perf_counter()
     emb = load_embeddings(emb_dir)
     record = {**record, "patches": int(len(set(emb.ids.tolist())))}
-    if index_dir.exists():
+    if index_dir.exists():  # items already in the index (the same ground, sensor, acquisition) are left out
         from csmae.retrieval.index_grow import add_embeddings
 
-        add_embeddings(index_dir, emb, ingested=[record])
+        rep = add_embeddings(index_dir, emb, ingested=[record], duplicates="drop")
+        dups = {"count": rep.duplicates, "examples": rep.duplicate_examples or []}
     else:
+        from csmae.retrieval.dedupe import find_duplicates
         from csmae.retrieval.index import build_index
 
-        si = build_index(emb, kind=kind)
-        si.manifest["ingested"] = [record]
+        found = find_duplicates(emb.ids, emb.sensors, emb.meta)
+        dups = found.record()
+        si = build_index(emb.select(~found.drop) if found.count else emb, kind=kind)
+        si.manifest["ingested"] = [{**record, "duplicates": dups}]
         si.save(index_dir)
     seconds["add"] = seconds.get("add", 0.0) + time.perf_counter() - t
     _pause("added", job.name)
     shutil.rmtree(folder, ignore_errors=True)
-    return int(record["patches"])
+    return int(record["patches"]), dups
 
 
 def _safe_name(name: str) -> str:

@@ -1,7 +1,8 @@
 """From the paths the user gave to the list of scene jobs: find scenes, check grids, pair the sensors.
 
 The present sensor with the highest ``scene_grid_priority`` (S2 when given) defines the jobs: one
-per scene, on that scene's patch grid. Every scene of the other sensors that overlaps it is warped
+per scene, on that scene's patch grid, in scene-name order (not the order of the arguments). Every
+scene of the other sensors that overlaps it is warped
 onto that grid, nearest in time first. The sensors themselves are looked up in :mod:`.readers`.
 """
 
@@ -108,7 +109,8 @@ def plan_tiling(
     plan = Plan(jobs=[], sensors=sensors, groups=groups)
     base = 0
     used: set[str] = set()
-    for sc in found[top]:
+    # jobs in name order, whatever the order of the arguments: the same inputs give the same store
+    for sc in sorted(found[top], key=lambda sc: (str(sc.name), str(sc.source))):
         src = grid_reader.check(sc)
         pg = grid_reader.patch_grid(src, stride)
         if aoi is not None:
@@ -196,7 +198,7 @@ def _pair(top: str, src: SceneSource, pg: PatchGrid, other: str, candidates: lis
                 raise DataError(f"{b} {s.scene.source} was acquired {days:.1f} days from this {a} "
                                 f"scene (--max-days {max_days:g})", path=sc.source)
         pairs.append((float("inf") if days is None else days, s))
-    pairs.sort(key=lambda p: p[0])
+    pairs.sort(key=lambda p: (p[0], str(p[1].scene.name), str(p[1].scene.source)))  # ties: by name
     return tuple(p[1] for p in pairs)
 
 
