@@ -117,13 +117,46 @@ def test_grd_not_over_the_s2_tile_refused_before_writing(inputs, tmp_path: Path)
     assert not out.exists() and not (tmp_path / "store.partial").exists()
 
 
-def test_dem_needs_a_raw_product_and_a_folder(inputs, tmp_path: Path) -> None:
+def test_dem_needs_a_raw_product_and_a_dem_raster(inputs, tmp_path: Path) -> None:
     from csmae.data.scenes import tile_scenes
 
     dem = tmp_path / "dem.tif"
     dem.write_bytes(b"x")
-    with pytest.raises(DataError, match="needs the product as a .SAFE folder"):
-        tile_scenes(tmp_path / "a", s2=inputs["s2"], s1=[inputs["zip"]], dem=str(dem))
-    with pytest.raises(DataError, match="not a DEM raster"):
-        tile_scenes(tmp_path / "b", s2=inputs["s2"], s1=[inputs["safe"]], dem=str(dem))
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    for name, s1 in (("a", inputs["zip"]), ("b", inputs["safe"])):
+        with pytest.raises(DataError, match="not a DEM raster") as e:
+            tile_scenes(tmp_path / name, s2=inputs["s2"], s1=[s1], dem=str(dem))
+        assert str(dem) in str(e.value)
+        assert not (tmp_path / name).exists() and not (tmp_path / f"{name}.partial").exists()
+    with pytest.raises(ValueError, match="terrain-corrects raw S1 GRD products"):
+        tile_scenes(tmp_path / "c", s2=inputs["s2"], dem=str(dem))
+
+
+def test_zipped_grd_with_dem_as_the_folder(inputs, tmp_path: Path) -> None:
+    """``--dem`` with a zipped GRD (read in place, nothing unpacked): the store of the folder, byte for byte;
+    terrain correction moved the pixels against the ellipsoid geocoding of the same product."""
+    from csmae.cli import main
+    from csmae.data.scenes.grd_scene import open_grd_scene
+    from tests.geo.tile_fixtures import store_arrays
+    from tests.scenes.test_grd_dem import write_dem
+
+    dem = tmp_path / "dem.tif"
+    write_dem(dem, open_grd_scene(inputs["safe"]).grid.points)
+    zip_dir = Path(inputs["zip"]).parent
+    before = sorted(p.name for p in zip_dir.iterdir())
+    stores = {}
+    for kind in ("safe", "zip"):
+        out = tmp_path / f"store_{kind}"
+        assert main(["tile", "--s2", *inputs["s2"], "--s1", inputs[kind], "--dem", str(dem), "--out",
+                     str(out)]) == 0
+        stores[kind] = store_arrays(out)
+        man = json.loads((out / "manifest.json").read_text())
+        s1 = man["tiling"]["scenes"][0]["s1"][0]
+        assert s1["geocoding"]["method"].startswith("terrain (DEM)")
+        assert s1["geocoding"]["dem"]["path"] == str(dem)
+    assert stores["safe"][1] == stores["zip"][1]
+    np.testing.assert_array_equal(stores["safe"][0]["s1"], stores["zip"][0]["s1"])
+    assert sorted(p.name for p in zip_dir.iterdir()) == before
+    plain = tmp_path / "store_no_dem"
+    assert main(["tile", "--s2", *inputs["s2"], "--s1", inputs["zip"], "--out", str(plain)]) == 0
+    ellipsoid, _ = store_arrays(plain)
+    assert not np.array_equal(ellipsoid["s1"], stores["zip"][0]["s1"])

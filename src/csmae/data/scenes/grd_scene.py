@@ -152,11 +152,17 @@ class GrdScene:
         h, w = shape
         out = np.full((2, h, w), np.nan, dtype=np.float32)
         trim = bool(self.product.ipf) and self.product.ipf < IPF_BORDER_REMOVED
+        strip = None
+        if self.dem is not None:  # the DEM geometry is solved once per strip (its lattice spans it)
+            t0 = time.perf_counter()
+            strip = self.dem.coords(dst_crs=dst_crs, dst_transform=dst_transform, shape=shape)
+            sec["geocode"] = sec.get("geocode", 0.0) + time.perf_counter() - t0
         for x0 in range(0, w, SEGMENT):
             x1 = min(w, x0 + SEGMENT)
-            seg_t = dst_transform * Affine.translation(x0, 0)
+            seg_t = dst_transform @ Affine.translation(x0, 0)
             t0 = time.perf_counter()
-            coords = self.coords(dst_crs=dst_crs, dst_transform=seg_t, shape=(h, x1 - x0))
+            coords = strip[:, :, x0:x1] if strip is not None else \
+                self.coords(dst_crs=dst_crs, dst_transform=seg_t, shape=(h, x1 - x0))
             win = coords_window(coords, lines=self.lines, samples=self.samples)
             sec["geocode"] = sec.get("geocode", 0.0) + time.perf_counter() - t0
             if win is None:
@@ -189,6 +195,13 @@ def _version(dist: str) -> str:
         return "?"
 
 
+def _check_options(calibration: str, geocoding: str) -> None:
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"--s1-calibration must be one of {CALIBRATIONS}, got {calibration!r}")
+    if geocoding not in GEOCODINGS:
+        raise ValueError(f"geocoding must be one of {GEOCODINGS}, got {geocoding!r}")
+
+
 def open_grd_scene(path: str, *, calibration: str = "sigma0", geocoding: str = "tps",
                    thermal_noise: bool = True, dem: str | None = None) -> GrdScene:
     """Check a GRD product (folder or zip) and read its tables; no pixel is read.
@@ -198,13 +211,17 @@ def open_grd_scene(path: str, *, calibration: str = "sigma0", geocoding: str = "
         calibration: ``sigma0`` (default), ``gamma0`` or ``beta0``.
         geocoding: ``tps`` (thin-plate spline, default) or ``poly3`` (3rd-order polynomial).
         thermal_noise: remove thermal noise (default; off only to compare).
-        dem: a DEM GeoTIFF/COG: terrain-correct through sarsen (the product must be a folder).
+        dem: a DEM GeoTIFF/COG: terrain-correct through sarsen (folder or zip).
     """
-    if calibration not in CALIBRATIONS:
-        raise ValueError(f"--s1-calibration must be one of {CALIBRATIONS}, got {calibration!r}")
-    if geocoding not in GEOCODINGS:
-        raise ValueError(f"geocoding must be one of {GEOCODINGS}, got {geocoding!r}")
-    product = open_grd(path)
+    _check_options(calibration, geocoding)
+    return scene_of_product(open_grd(path), calibration=calibration, geocoding=geocoding,
+                            thermal_noise=thermal_noise, dem=dem)
+
+
+def scene_of_product(product: GrdProduct, *, calibration: str = "sigma0", geocoding: str = "tps",
+                     thermal_noise: bool = True, dem: str | None = None) -> GrdScene:
+    """A checked :class:`GrdProduct` (a SAFE, a zip or a STAC item's assets) with its tables read."""
+    _check_options(calibration, geocoding)
     ann = {p: read_annotation(product, p) for p in GRD_POLS}
     if (ann["VV"].samples, ann["VV"].lines) != (ann["VH"].samples, ann["VH"].lines):
         raise DataError(f"VV is {ann['VV'].samples}x{ann['VV'].lines} and VH {ann['VH'].samples}x"
@@ -216,11 +233,15 @@ def open_grd_scene(path: str, *, calibration: str = "sigma0", geocoding: str = "
     grid = GcpGrid(ann["VV"].gcps)
     geometry = info = None
     if dem is not None:
+        info, geoid = check_dem(dem, grid.outline())
         if product.zip_path is not None:
-            raise DataError("--dem needs the product as a .SAFE folder (sarsen opens the SAFE itself): unzip "
-                            "it, or leave --dem out for ellipsoid geocoding", path=product.source)
-        info = check_dem(dem, grid.outline())
-        geometry = DemGeometry(dem_path=dem, product_path=product.source)
+            geometry = DemGeometry(dem_path=dem, product_path=product.zip_path, zip_inner=product.inner_root,
+                                   geoid=geoid)
+        elif product.safe_folder is not None:
+            geometry = DemGeometry(dem_path=dem, product_path=product.safe_folder, geoid=geoid)
+        else:
+            raise DataError("--dem needs the product's manifest.safe (sarsen opens the product through it): "
+                            "this STAC item has no 'safe-manifest' asset", path=product.source)
     return GrdScene(product=product, annotation=ann, luts=luts, noise=noise, grid=grid,
                     calibration=calibration, geocoding=geocoding, steps=steps,
                     measurement={p: product.gdal_path(product.files[p].measurement) for p in GRD_POLS},
