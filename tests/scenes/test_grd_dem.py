@@ -76,11 +76,11 @@ def test_dem_checks(product, tmp_path: Path) -> None:
     from csmae.data.scenes.grd_dem import check_dem
 
     sc = open_grd_scene(str(product.safe))
-    small = tmp_path / "small.tif"
-    write_dem(small, sc.grid.points, bounds=(2.0, 45.0, 3.0, 46.0))
-    with pytest.raises(DataError, match="does not cover the S1 product") as e:
-        check_dem(str(small), sc.footprint())
-    assert str(small) in str(e.value)
+    far = tmp_path / "far.tif"
+    write_dem(far, sc.grid.points, bounds=(10.0, 50.0, 11.0, 51.0))
+    with pytest.raises(DataError, match="does not cover any of the S1 product") as e:
+        check_dem(str(far), sc.footprint())
+    assert str(far) in str(e.value)
     other = tmp_path / "osgb.tif"
     write_dem(other, sc.grid.points, crs="EPSG:4277")  # OSGB 1936 lon/lat: another datum
     with pytest.raises(DataError, match="datum is not WGS 84"):

@@ -33,6 +33,11 @@ not (PROJ's fallback would silently leave the heights unchanged). A DEM without 
 taken as ellipsoidal and a warning says so: Copernicus GLO-30 is EGM2008 (~50 m in Europe, i.e.
 50-85 m of horizontal error); declare it with ``gdal_edit.py -a_srs EPSG:4326+3855 DEM.tif``.
 
+**Coverage**: the DEM must cover the part of the product a run uses (its footprint under the S2 patch
+grid; the whole product for an S1-only store), checked before anything is written
+(:func:`check_covers`). A node without height inside it (a void: the DEM's nodata) gets no geometry:
+its pixels are nodata, as in SNAP's terrain correction, and its patches are skipped with the S1 reason.
+
 A zipped product is read in place: xarray-sentinel opens the SAFE through an fsspec zip
 filesystem (the XML members from the zip) and the measurement's header through GDAL's
 ``/vsizip/``; nothing is unpacked. Needs the optional extra ``csmae[sar]`` (sarsen).
@@ -277,9 +282,11 @@ def geoid_transformer(vertical: Any, dem_path: str) -> Any:
 
 
 def check_dem(dem_path: str, footprint_lonlat: Any) -> tuple[dict[str, Any], Any]:
-    """Check a DEM file before any work: readable, georeferenced, WGS 84-compatible, covering the
-    product's footprint, heights convertible to the ellipsoid. Returns what the manifest records
-    about it, and the geoid -> ellipsoid transformer (None: heights are used as they are)."""
+    """Check a DEM file before any work: readable, georeferenced, WGS 84-compatible, over the product's
+    footprint, heights convertible to the ellipsoid. Returns what the manifest records about it (with
+    its lon/lat bounds, for :func:`check_covers`), and the geoid -> ellipsoid transformer (None: heights
+    are used as they are). Whether it covers the part of the product a run uses is checked once the
+    patch grid is known (:func:`check_covers`)."""
     import rasterio
     import shapely
     from rasterio.warp import transform_bounds
@@ -313,12 +320,29 @@ def check_dem(dem_path: str, footprint_lonlat: Any) -> tuple[dict[str, Any], Any
                         "a geoid DEM (e.g. Copernicus GLO-30, EGM2008) is then tens of metres off: declare "
                         "it with gdal_edit.py -a_srs EPSG:4326+3855", dem_path)
         box = shapely.box(*transform_bounds(horizontal, "EPSG:4326", *ds.bounds, densify_pts=21))
-        miss = footprint_lonlat.difference(box)
-        if miss.area > 1e-6 * footprint_lonlat.area:
-            have = tuple(round(v, 3) for v in box.bounds)
-            need = tuple(round(v, 3) for v in footprint_lonlat.bounds)
-            raise DataError(f"the DEM (lon/lat bounds {have}) does not cover the S1 product (footprint "
-                            f"{need}): {miss.area / footprint_lonlat.area:.0%} of it lies outside",
-                            path=dem_path)
-        return {"path": dem_path, "crs": ds.crs.to_string(), "resolution": list(ds.res),
-                "heights": heights}, geoid
+        info = {"path": dem_path, "crs": ds.crs.to_string(), "resolution": list(ds.res), "heights": heights,
+                "lonlat_bounds": [round(v, 6) for v in box.bounds]}
+        if not box.intersects(footprint_lonlat):
+            raise DataError(f"the DEM (lon/lat bounds {_rounded(box)}) does not cover any of the S1 product "
+                            f"(footprint {_rounded(footprint_lonlat)})", path=dem_path)
+        return info, geoid
+
+
+def _rounded(geom: Any) -> tuple[float, ...]:
+    return tuple(round(v, 3) for v in geom.bounds)
+
+
+def check_covers(info: dict[str, Any], area_lonlat: Any, what: str) -> None:
+    """DataError naming the DEM when it does not cover ``area_lonlat`` (the part of the S1 product a run
+    uses: its footprint over the patch grid), ``what`` saying which part that is."""
+    import shapely
+
+    if area_lonlat.is_empty:
+        return
+    box = shapely.box(*info["lonlat_bounds"])
+    miss = area_lonlat.difference(box)
+    if miss.area > 1e-6 * area_lonlat.area:
+        raise DataError(f"the DEM (lon/lat bounds {_rounded(box)}) does not cover {what} (lon/lat bounds "
+                        f"{_rounded(area_lonlat)}): {miss.area / area_lonlat.area:.0%} of it lies outside; "
+                        "give a DEM over it (e.g. gdalbuildvrt of the Copernicus GLO-30 tiles)",
+                        path=info["path"])

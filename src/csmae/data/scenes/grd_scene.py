@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from csmae.data.scenes.grd_dem import DemGeometry, check_dem
+from csmae.data.scenes.grd_dem import DemGeometry, check_covers, check_dem
 from csmae.data.scenes.grd_geocode import (
     GEOCODINGS,
     GcpGrid,
@@ -108,6 +108,11 @@ class GrdScene:
         return {"method": "ellipsoid (no DEM): GDAL GCP warp over the geolocation grid, "
                           + ("thin-plate spline" if self.geocoding == "tps" else "3rd-order polynomial"),
                 "gcps": int(len(self.grid.points)), "expected_terrain_error": terrain_error_m(self.grid)}
+
+    def check_dem_covers(self, area_lonlat: Any, what: str) -> None:
+        """With ``--dem``: DataError naming the DEM when it does not cover ``area_lonlat`` of this product."""
+        if self.dem is not None and self.dem_info is not None:
+            check_covers(self.dem_info, self.footprint().intersection(area_lonlat), what)
 
     def check_measurements(self, open_dataset: Callable[[str], Any]) -> None:
         """Open both measurement files and check their size against the annotation."""

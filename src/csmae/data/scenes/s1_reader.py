@@ -73,7 +73,16 @@ class S1Reader:
         return source.grid  # type: ignore[no-any-return]
 
     def patch_grid(self, source: SceneSource, stride: int) -> PatchGrid:
+        if isinstance(source.scene, GrdScene):  # S1 defines the grid: the DEM must cover the product
+            source.scene.check_dem_covers(source.scene.footprint(), f"the S1 product {source.scene.name}")
         return grid_from_s1(source.grid, stride)
+
+    def check_pair(self, source: SceneSource, area_lonlat: Any, over: str) -> None:
+        """Checks of an S1 scene against the patch grid it is warped onto (``area_lonlat``, the grid's
+        scene ``over``): with ``--dem``, the DEM must cover the part of a raw GRD under it."""
+        if isinstance(source.scene, GrdScene):
+            source.scene.check_dem_covers(area_lonlat,
+                                          f"the part of S1 product {source.scene.name} under {over}")
 
     def check_masks(self, source: SceneSource, scl_codes: tuple[int, ...] | None) -> None:
         return None
