@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,17 +113,25 @@ class DemGeometry:
     _gr0: float = 0.0
     _dgr: float = 1.0
     _cc_span: Any = None  # azimuth times of the first and last ground-range polynomial
+    #: seconds spent per step, summed over calls: dem (heights), sarsen (solve), interp (lattice), upsample
+    seconds: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stats: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _add(self, step: str, t0: float) -> None:
+        dt = time.perf_counter() - t0
+        with self._stats:
+            self.seconds[step] = self.seconds.get(step, 0.0) + dt
 
     def __getstate__(self) -> dict[str, Any]:  # picklable: the opened product and the lock stay behind
-        state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_stats")}
         for k in ("_product", "_orbit", "_az0", "_daz", "_cc_span"):
             state[k] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock, self._stats = threading.Lock(), threading.Lock()
 
     def _open(self) -> None:
         if self._product is not None:
@@ -191,10 +200,12 @@ class DemGeometry:
         ecef = [scene.convert_to_dem_ecef(xr.DataArray(lvl, coords={"y": ys, "x": xs}, dims=("y", "x"))
                                           .rio.write_crs(crs)) for lvl in flat]
         with self._lock:  # one xarray/sarsen solve at a time (the other stages run in parallel)
+            t0 = time.perf_counter()
             acq = apps.simulate_acquisition(xr.concat(ecef, dim="level"), self._orbit)
             az = acq.azimuth_time
             lo, hi = self._cc_span
             gr = self._product.slant_range_time_to_ground_range(az.clip(lo, hi), acq.slant_range_time)
+            self._add("sarsen", t0)
         line = (az.values - self._az0) / self._daz
         pixel = (np.asarray(gr.values, dtype=np.float64) - self._gr0) / self._dgr
         return np.stack([line, pixel]).reshape(2, *z.shape)
@@ -209,7 +220,9 @@ class DemGeometry:
         h, w = shape
         hc, wc = (h - 1) // step + 2, (w - 1) // step + 2
         node_t = dst_transform @ Affine.translation(0.5 - step / 2, 0.5 - step / 2) @ Affine.scale(step)
+        t0 = time.perf_counter()
         z = self.heights(dst_crs, node_t, (hc, wc)).astype(np.float64)
+        self._add("dem", t0)
         xs = node_t.c + node_t.a * (np.arange(wc) + 0.5)
         ys = node_t.f + node_t.e * (np.arange(hc) + 0.5)
         node = np.full((2, hc, wc), np.nan)
@@ -220,7 +233,10 @@ class DemGeometry:
             else:
                 node = self._lattice(dst_crs, xs, ys, z)
             node[:, ~ok] = np.nan
-        return upsample_nodes(node.astype(np.float32), step, (h, w))
+        t0 = time.perf_counter()
+        out = upsample_nodes(node.astype(np.float32), step, (h, w))
+        self._add("upsample", t0)
+        return out
 
     def _lattice(self, dst_crs: Any, xs: np.ndarray, ys: np.ndarray, z: np.ndarray) -> np.ndarray:
         """(2, *z.shape) (line, pixel) at the nodes, interpolated from sarsen's on a coarse lattice."""
@@ -236,9 +252,12 @@ class DemGeometry:
         k = max(2, int(np.ceil((zf.max() - lo) / LEVEL_M)) + 1)
         levels = lo + LEVEL_M * np.arange(k)
         lattice = self.solve(dst_crs, lat_x, lat_y, np.broadcast_to(levels[:, None, None], (k, ny, nx)))
+        t0 = time.perf_counter()
         rows, cols = np.indices(z.shape, dtype=np.float64)
         where = [np.where(np.isfinite(z), (z - lo) / LEVEL_M, 0.0), rows / m, cols / m]
-        return np.stack([map_coordinates(lattice[b], where, order=1, mode="nearest") for b in range(2)])
+        out = np.stack([map_coordinates(lattice[b], where, order=1, mode="nearest") for b in range(2)])
+        self._add("interp", t0)
+        return out
 
 
 def horizontal_crs(crs: Any) -> Any:

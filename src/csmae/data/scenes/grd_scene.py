@@ -1,11 +1,14 @@
 """A raw Sentinel-1 GRD product as a scene: calibrated, noise-removed, geocoded onto any target grid.
 
-:func:`open_grd_scene` checks the product and parses its tables once (no pixel read).
+:func:`open_grd_scene` checks the product and parses its tables once (no pixel read);
+:func:`scene_of_product` does the same for a product made of a STAC item's assets.
 :meth:`GrdScene.warp` fills a target grid (the patch strip of the tiler) with VV and VH linear
 backscatter: the target is cut into segments of ``SEGMENT`` columns; for each, the radar window
 that covers it is found through the geolocation grid, its DN are read (GDAL, ``/vsizip/`` for a
 zipped product), calibrated and noise-removed (:mod:`csmae.data.scenes.grd_radiometry`) and warped
-(:mod:`csmae.data.scenes.grd_geocode`). Memory is bounded by one segment's radar window (a few MB).
+(:mod:`csmae.data.scenes.grd_geocode`). Memory is bounded by one segment's radar window (a few MB);
+with a DEM, the radar coordinates of the whole strip are solved first (:mod:`.grd_dem`: 2 x 4 bytes
+per target pixel, 10 MB for a 120 x 10,980 strip) and each segment takes its columns.
 """
 
 from __future__ import annotations
