@@ -220,9 +220,12 @@ def test_geoid_dem_converted_or_refused(product, tmp_path: Path) -> None:
     geoid_dem = tmp_path / "egm96.tif"
     write_flat(geoid_dem, 500.0, box, crs="EPSG:4326+5773")
     before = pyproj.datadir.get_data_dir()
-    with pytest.raises(DataError, match="lacks the geoid grid us_nga_egm96_15.tif") as e:
-        check_dem(str(geoid_dem), sc.footprint())
-    assert str(geoid_dem) in str(e.value) and "pyproj sync" in str(e.value)
+    from pyproj.transformer import TransformerGroup
+
+    if not TransformerGroup("EPSG:4326+5773", "EPSG:4979").best_available:  # PROJ without the EGM96 grid
+        with pytest.raises(DataError, match="lacks the geoid grid us_nga_egm96_15.tif") as e:
+            check_dem(str(geoid_dem), sc.footprint())
+        assert str(geoid_dem) in str(e.value) and "pyproj sync" in str(e.value)
     grids = tmp_path / "proj"
     grids.mkdir()
     _geoid_grid(grids, 47.0)
