@@ -180,7 +180,7 @@ def radar_coords(grid: GcpGrid, *, method: str, dst_crs: Any, dst_transform: Any
         return out
     l0, l1, p0, p1 = win
     hc, wc = (h - 1) // step + 2, (w - 1) // step + 2
-    coarse_t = dst_transform * Affine.translation(0.5 - step / 2, 0.5 - step / 2) * Affine.scale(step)
+    coarse_t = dst_transform @ Affine.translation(0.5 - step / 2, 0.5 - step / 2) @ Affine.scale(step)
     ln = np.arange(l0, l1, dtype=np.float32)
     px = np.arange(p0, p1, dtype=np.float32)
     coords = np.empty((2, l1 - l0, p1 - p0), dtype=np.float32)

@@ -183,6 +183,10 @@ def _pair(top: str, src: SceneSource, pg: PatchGrid, other: str, candidates: lis
         others = "; ".join(f"{s.scene.source} {_lonlat(footprint(s))}" for s in candidates)
         raise DataError(f"{b} and {a} do not overlap: no {b} scene covers any of this {a} scene "
                         f"({a} lon/lat bounds {_lonlat(fp)}; {b}: {others})", path=sc.source)
+    check = getattr(reader, "check_pair", None)  # e.g. a DEM must cover what this grid takes of the scene
+    if check is not None:
+        for s in over:
+            check(s, fp, f"{a} scene {sc.source}")
     pairs = []
     for s in over:
         days = _gap_days(sc, s.scene)

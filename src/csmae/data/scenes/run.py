@@ -171,6 +171,9 @@ def tile_scenes(
     refuse_foreign_partial(tmp, "tile")  # before planning and before the size check looks inside it
     if workers < 1:
         raise ValueError("workers must be >= 1")
+    if dem is not None and not s1 and not stac and not (paths or {}).get("s1"):
+        raise ValueError("--dem terrain-corrects raw S1 GRD products (.SAFE / .zip / STAC GRD items); "
+                         "none given")
     inputs: dict[str, list[str]] = {"s2": list(s2), "s1": list(s1)}  # the CLI's --s2 / --s1
     for sensor, more in (paths or {}).items():
         inputs[sensor] = [*inputs.get(sensor, []), *more]
