@@ -127,3 +127,24 @@ def test_group_sums_add_each_group_in_row_order():
     for i, g in enumerate(inv):  # ((0 + v_a) + v_b) + ...: the loop a reader would write
         want[g] = want[g] + v[i]
     assert np.array_equal(_group_sum(inv, v, len(sizes)), want)
+
+
+def test_live_rows_of_new_items_match_a_dict_of_every_live_row():
+    from csmae.retrieval.index_grow import _live_rows_of
+
+    rng = np.random.default_rng(6)
+    for n in (0, 1, 500):
+        ids = [f"p{rng.integers(300)}" for _ in range(n)]
+        sensors = [str(s) for s in rng.choice(["s1", "s2"], n)]
+        seen, live = set(), []
+        for k in zip(ids, sensors, strict=True):  # a removed row may share its key with a live one
+            live.append(k not in seen and bool(rng.random() > 0.2))
+            if live[-1]:
+                seen.add(k)
+        items = pd.DataFrame({"id": pd.Series(ids, dtype="str"), "sensor": pd.Series(sensors, dtype="str"),
+                              "live": np.array(live, bool)})
+        where = {(i, s): r for r, (i, s, ok) in enumerate(zip(ids, sensors, live, strict=True)) if ok}
+        new_ids = np.array([f"p{rng.integers(400)}" for _ in range(60)], dtype=object)
+        new_s = rng.choice(["s1", "s2"], 60).astype(object)
+        got = _live_rows_of(items, new_ids, new_s)
+        assert got.tolist() == [where.get(k, -1) for k in zip(new_ids.tolist(), new_s.tolist(), strict=True)]
