@@ -3,6 +3,11 @@
     nice -n 5 flock /tmp/csmae-bigmem.lock .venv/bin/python bench/bench_ingest.py \\
         --items 1000000 --size 10980 [--workdir /tmp/csmae-bench-ingest] [--keep]
     .venv/bin/python bench/bench_ingest.py --items 20000 --size 1200     # smoke (100 patches)
+    .venv/bin/python bench/bench_ingest.py --items 1000000 --add-only --compare /tmp/csmae-old/src --keep
+
+``--add-only``: the add stage alone (``load_embeddings`` of a job's descriptors, ``add_embeddings``
+with its ``ingested`` record: what ``csmae ingest`` runs after embedding) of a synthetic job of
+(size/120)^2 new pairs, old code vs new, alternating, ``--rounds`` times each.
 
 Inputs (all **synthetic**, written once into ``--workdir`` and reused with ``--keep``):
 
@@ -132,6 +137,55 @@ def child(argv: list[str], timings: Path) -> int:
     return int(main(argv) or 0)
 
 
+ADD_STAGE = """
+import json, sys, time
+from csmae.retrieval.embeddings import load_embeddings
+from csmae.retrieval.index_grow import add_embeddings
+t, c = time.perf_counter(), time.process_time()
+emb = load_embeddings(sys.argv[2])  # what csmae ingest's add stage does with a job's descriptors
+record = {"scene": "bench-job", "digest": "0" * 64, "files": {}, "patches": int(len(set(emb.ids.tolist())))}
+add_embeddings(sys.argv[1], emb, ingested=[record])
+print(json.dumps({"stage_s": time.perf_counter() - t, "stage_cpu_s": time.process_time() - c}))
+"""
+
+
+def add_side_by_side(args: argparse.Namespace, work: Path, base: Path, model: Path) -> None:
+    """The add stage alone (read a job's descriptors, add them, commit), old code vs new, alternating:
+    a job of ``--size``/120 squared pairs of new items (synthetic, one date) into a copy of the index."""
+    from synth_archive import write_archive
+
+    pairs = (args.size // 120) ** 2
+    job = work / f"job-{pairs}"
+    if not (job / "manifest.json").exists():
+        shutil.rmtree(job, ignore_errors=True)
+        write_archive(job, items=2 * pairs, dim=96, dates=1, model_dir=model, prefix="Q")
+    trees = {"new": str(REPO / "src"), "old": str(Path(args.compare).resolve())}
+    rows: dict[str, list[dict]] = {k: [] for k in trees}
+    for rnd in range(args.rounds):
+        for name in (list(trees) if rnd % 2 == 0 else list(trees)[::-1]):
+            idx = linked_copy(base, work / "idx-add")
+            res, ru, _ = run_sampled([sys.executable, "-c", ADD_STAGE, str(idx), str(job)],
+                                     {**os.environ, "PYTHONPATH": trees[name]})
+            if res.returncode:
+                raise SystemExit(res.stderr)
+            rec = {**json.loads(res.stdout), **ru, "load": os.getloadavg()[0]}
+            rows[name].append(rec)
+            print(json.dumps({"src": name, **rec}), flush=True)
+    shutil.rmtree(work / "idx-add", ignore_errors=True)
+    import statistics
+
+    fields = ("stage_s", "stage_cpu_s", "wall_s", "cpu_s", "peak_rss_gb")
+    med = {k: {f: statistics.median(r[f] for r in v) for f in fields} for k, v in rows.items()}
+    print(f"\n| add stage, {2 * pairs:,} items into {args.items:,} | new | old | old / new |")
+    print("|---|---:|---:|---:|")
+    for f, label in (("stage_s", "add stage, wall s"), ("stage_cpu_s", "add stage, CPU s"),
+                     ("wall_s", "child process (imports included), wall s"),
+                     ("cpu_s", "child process, CPU s"),
+                     ("peak_rss_gb", "child process, peak RSS GB")):
+        new, old = med["new"][f], med["old"][f]
+        print(f"| {label} | {new:.2f} | {old:.2f} | {old / new:.2f}x |")
+
+
 def run_sampled(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, dict, list]:
     """Run ``cmd``; (result, wall/CPU/peak RSS, samples (time, VmRSS, RssAnon, RssFile) in GB)."""
     samples: list[tuple[float, float, float, float]] = []
@@ -178,6 +232,10 @@ def main() -> int:
     ap.add_argument("--workdir", default="/tmp/csmae-bench-ingest")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--keep", action="store_true", help="keep model, archive, index and scene for a rerun")
+    ap.add_argument("--add-only", action="store_true",
+                    help="time only the add stage, old code (--compare SRC) vs new, --rounds times each")
+    ap.add_argument("--compare", help="another checkout's src folder (the old code) for --add-only")
+    ap.add_argument("--rounds", type=int, default=2)
     if len(sys.argv) > 2 and sys.argv[1] == "child":
         return child(sys.argv[3:], Path(sys.argv[2]))
     args = ap.parse_args()
@@ -207,6 +265,11 @@ def main() -> int:
             print(res.stderr, file=sys.stderr)
             return 1
         facts["csmae_index"] = {**ru, "out": res.stdout.strip()}
+    if args.add_only:
+        add_side_by_side(args, work, base, model)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     scene = work / "scene"
     if not (scene / "s1").exists():
         shutil.rmtree(scene, ignore_errors=True)

@@ -113,8 +113,9 @@ def _model_facts(model_dir: Path | None, dim: int) -> tuple[dict | None, dict]:
 
 
 def write_archive(folder: Path, *, items: int, dim: int, dates: int = 20, model_dir: Path | None = None,
-                  shard_rows: int = 200_000, seed: int = 0) -> Layout:
-    """Write the synthetic archive (see the module docstring) as an embeddings folder."""
+                  shard_rows: int = 200_000, seed: int = 0, prefix: str = "P") -> Layout:
+    """Write the synthetic archive (see the module docstring) as an embeddings folder (pair ids
+    ``{prefix}{place:07d}_D{date:03d}``: another prefix gives items new to an index of this one)."""
     from csmae.integrity import checksum_files
     from csmae.retrieval.artifacts import base_manifest
     from csmae.retrieval.embeddings import write_shard
@@ -139,7 +140,7 @@ def write_archive(folder: Path, *, items: int, dim: int, dates: int = 20, model_
         iso = [f"{t}Z" for t in when.astype(str)]
         vec = _shard_vectors(si, hi - lo, dim, seed)
         name = f"part-{si:05d}.parquet"
-        write_shard(folder / name, ids=[f"P{a:07d}_D{b:03d}" for a, b in zip(p, d, strict=True)],
+        write_shard(folder / name, ids=[f"{prefix}{a:07d}_D{b:03d}" for a, b in zip(p, d, strict=True)],
                     sensors=np.where(s2, "s2", "s1").tolist(), splits=["test"] * (hi - lo),
                     labels=np.zeros((hi - lo, 19), bool), vectors=vec,
                     meta={"geometry": list(wkb[at]), "datetime": iso, "place": list(keys[at])})
