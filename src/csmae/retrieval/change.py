@@ -142,8 +142,7 @@ def _unit_rows(vectors: Any, rows: np.ndarray, chunk: int = 65_536) -> np.ndarra
     rows at a time: ``vectors`` may be an array or any object that gives rows for an index array
     (an index's stored vectors), and no full float32 copy is made."""
     rows = np.asarray(rows, dtype=np.int64)
-    first = np.asarray(vectors[rows[:1]])
-    out = np.empty((len(rows), first.shape[1] if first.ndim == 2 else 0), np.float64)
+    out = np.empty((len(rows), int(np.shape(vectors)[1])), np.float64)
     for lo in range(0, len(rows), chunk):
         v = out[lo:lo + chunk]
         v[:] = vectors[rows[lo:lo + chunk]]
@@ -157,8 +156,8 @@ def _cell(codes: np.ndarray, vectors: Any, mask: np.ndarray, n_keys: int
     in ``mask`` (rows with a code >= 0)."""
     sel = np.flatnonzero(np.asarray(mask, dtype=bool) & (codes >= 0))
     if len(sel) == 0:
-        dim = int(np.shape(vectors)[1]) if len(np.shape(vectors)) == 2 else 0
-        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
+        empty = np.zeros((0, int(np.shape(vectors)[1])), np.float32)
+        return np.zeros(0, np.int64), empty, np.zeros(0, np.int64)
     c = codes[sel]
     counts_all = np.bincount(c, minlength=n_keys)
     present = np.flatnonzero(counts_all)
