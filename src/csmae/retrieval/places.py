@@ -72,12 +72,16 @@ class ArchivePlaces:
 
     def rows_of_place(self, key: str) -> np.ndarray:
         """Live rows of a place key (sorted; empty when the archive has none there)."""
-        if self._place_rows is None:
-            groups: dict[str, list[int]] = {}
-            for r, (p, ok) in enumerate(zip(self._places or [], self._live)):
-                if p is not None and ok:
-                    groups.setdefault(p, []).append(r)
-            self._place_rows = {p: np.asarray(v, dtype=np.int64) for p, v in groups.items()}
+        if self._place_rows is None:  # one hash pass and one sort, not a Python loop over the rows
+            import pandas as pd
+
+            codes, keys = pd.factorize(np.asarray(self._places or [], dtype=object))  # None -> -1
+            rows = np.flatnonzero((codes >= 0) & self._live[: len(codes)])
+            rows = rows[np.argsort(codes[rows], kind="stable")]  # by place; each place's rows ascending
+            starts = np.flatnonzero(np.diff(codes[rows], prepend=-2)).tolist()
+            ends = [*starts[1:], len(rows)] if starts else []
+            self._place_rows = {str(keys[codes[rows[a]]]): rows[a:b]
+                                for a, b in zip(starts, ends, strict=True)}
         return self._place_rows.get(key, np.zeros(0, np.int64))
 
     def coverage(self) -> str:
