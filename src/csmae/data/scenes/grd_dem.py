@@ -34,9 +34,10 @@ taken as ellipsoidal and a warning says so: Copernicus GLO-30 is EGM2008 (~50 m 
 50-85 m of horizontal error); declare it with ``gdal_edit.py -a_srs EPSG:4326+3855 DEM.tif``.
 
 **Coverage**: the DEM must cover the part of the product a run uses (its footprint under the S2 patch
-grid; the whole product for an S1-only store), checked before anything is written
-(:func:`check_covers`). A node without height inside it (a void: the DEM's nodata) gets no geometry:
-its pixels are nodata, as in SNAP's terrain correction, and its patches are skipped with the S1 reason.
+grid; for an S1-only store the whole product, or with ``--bbox`` / ``--aoi`` the patches that
+intersect the area), checked before anything is written (:func:`check_covers`). A node without
+height inside it (a void: the DEM's nodata) gets no geometry: its pixels are nodata, as in SNAP's
+terrain correction, and its patches are skipped with the S1 reason.
 
 A zipped product is read in place: xarray-sentinel opens the SAFE through an fsspec zip
 filesystem (the XML members from the zip) and the measurement's header through GDAL's
