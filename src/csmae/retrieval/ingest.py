@@ -169,9 +169,20 @@ def _job_files(job: Any) -> dict[str, dict[str, str]]:
 
     out: dict[str, dict[str, str]] = {}
     for sensor, sources in job.scenes.items():
-        files = sorted({f for s in sources for f in reader_of(sensor).files(s)})
+        files = sorted({_on_disk(f) for s in sources for f in reader_of(sensor).files(s)})
         out[sensor] = {_file_key(f, files): sha256_file(f) for f in files}
     return out
+
+
+def _on_disk(path: str) -> str:
+    """The file on disk a reader's path is in: a zipped product's member, as GDAL names it
+    (``/vsizip/data/X.SAFE.zip/X.SAFE/GRANULE/...jp2``), is in its zip (``/data/X.SAFE.zip``, hashed
+    whole, once)."""
+    if not path.startswith("/vsizip/"):
+        return path
+    inner = path[len("/vsizip"):]
+    end = inner.lower().find(".zip/")
+    return inner[: end + 4] if end >= 0 else inner
 
 
 def _file_key(f: str, files: list[str]) -> str:
