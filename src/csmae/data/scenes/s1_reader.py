@@ -192,11 +192,13 @@ class S1Reader:
                  "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime),
                  "crs": s.grid.crs.to_string(), "pixel": list(s.grid.res)} for s in sources]
 
-    def options_used(self, sources: Sequence[SceneSource], options: Mapping[str, Any]) -> dict[str, Any]:
-        """The raw-GRD options, when a raw GRD product is among the sources (for the resume key)."""
+    def options_used(self, sources: Sequence[SceneSource], options: Mapping[str, Any], *,
+                     strict: bool = True) -> dict[str, Any]:
+        """The raw-GRD options, when a raw GRD product is among the sources (for the resume key and the
+        ingest record); ``{}`` without one, where ``strict`` refuses a ``--dem`` that then does nothing."""
         dem = options.get("dem")
         if not any(isinstance(s.scene, GrdScene) for s in sources):
-            if dem:
+            if dem and strict:
                 raise ValueError("--dem terrain-corrects raw S1 GRD products (.SAFE / .zip / STAC GRD "
                                  "items); none among the S1 scenes used")
             return {}
