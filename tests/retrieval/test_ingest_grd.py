@@ -75,7 +75,35 @@ def test_cli_grd_choices_are_the_readers() -> None:
         assert opts["dem"].default is None and opts["s1_calibration"].default == "sigma0"
 
 
-def test_ingest_zipped_raw_grd_with_dem(raw, tmp_path, capsys) -> None:
+@pytest.fixture(scope="module")
+def by_hand(raw) -> Path:
+    """``tile --dem`` + ``embed`` + ``index`` of the raw example; asserts the DEM changed the S1 pixels."""
+    from csmae.cli import main
+    from tests.geo.tile_fixtures import store_arrays
+
+    tmp = raw["tmp"]
+    assert main(["tile", "--s2", str(raw["s2"]), "--s1", str(raw["s1"]), "--dem", str(raw["dem"]), "--out",
+                 str(tmp / "store")]) == 0
+    assert main(["embed", str(raw["model"]), str(tmp / "store"), "--out", str(tmp / "emb"),
+                 "--precision", "fp32", "--device", "cpu"]) == 0
+    assert main(["index", str(tmp / "emb"), "--out", str(tmp / "hand")]) == 0
+    plain = tmp / "plain"  # without the DEM: other S1 pixels
+    assert main(["tile", "--s2", str(raw["s2"]), "--s1", str(raw["s1"]), "--out", str(plain)]) == 0
+    assert not np.array_equal(store_arrays(tmp / "store")[0]["s1"], store_arrays(plain)[0]["s1"])
+    return tmp / "hand"
+
+
+def _same_index(index: Path, hand: Path) -> None:
+    from csmae.retrieval.index import SearchIndex
+
+    got, want = SearchIndex.load(index), SearchIndex.load(hand)
+    for col in ("id", "sensor"):
+        assert list(got.items[col]) == list(want.items[col])
+    rows = np.arange(want.backend.n_rows, dtype=np.int64)
+    np.testing.assert_allclose(got.backend.reconstruct(rows), want.backend.reconstruct(rows), atol=1e-6)
+
+
+def test_ingest_zipped_raw_grd_with_dem(raw, by_hand, tmp_path, capsys) -> None:
     from csmae.cli import main
     from csmae.retrieval.index import SearchIndex
     from csmae.retrieval.ingest import work_folder
@@ -83,23 +111,8 @@ def test_ingest_zipped_raw_grd_with_dem(raw, tmp_path, capsys) -> None:
     index = tmp_path / "index"
     assert main(_ingest(raw, index, "--dem", str(raw["dem"]))) == 0
     assert "ingested 4 patches" in capsys.readouterr().out  # 2 x 2 pairs: 4 S2 + 4 S1 items
-    # by hand: tile --dem, embed, index
-    assert main(["tile", "--s2", str(raw["s2"]), "--s1", str(raw["s1"]), "--dem", str(raw["dem"]), "--out",
-                 str(tmp_path / "store")]) == 0
-    assert main(["embed", str(raw["model"]), str(tmp_path / "store"), "--out", str(tmp_path / "emb"),
-                 "--precision", "fp32", "--device", "cpu"]) == 0
-    assert main(["index", str(tmp_path / "emb"), "--out", str(tmp_path / "hand")]) == 0
-    got, hand = SearchIndex.load(index), SearchIndex.load(tmp_path / "hand")
-    for col in ("id", "sensor"):
-        assert list(got.items[col]) == list(hand.items[col])
-    rows = np.arange(hand.backend.n_rows, dtype=np.int64)
-    np.testing.assert_allclose(got.backend.reconstruct(rows), hand.backend.reconstruct(rows), atol=1e-6)
-    # ... which is not the store without the DEM (the DEM did change the S1 pixels the index was made of)
-    from tests.geo.tile_fixtures import store_arrays
-
-    plain = tmp_path / "plain"
-    assert main(["tile", "--s2", str(raw["s2"]), "--s1", str(raw["s1"]), "--out", str(plain)]) == 0
-    assert not np.array_equal(store_arrays(tmp_path / "store")[0]["s1"], store_arrays(plain)[0]["s1"])
+    _same_index(index, by_hand)  # the index of tile --dem + embed + index by hand
+    got = SearchIndex.load(index)
     rec = got.manifest["ingested"][0]
     assert rec["tiling"]["s1_calibration"] == "sigma0" and rec["tiling"]["dem"] == str(raw["dem"].resolve())
     assert rec["tiling"]["dem_sha256"] == hashlib.sha256(raw["dem"].read_bytes()).hexdigest()
@@ -146,3 +159,38 @@ def test_ingest_zipped_raw_grd_with_dem(raw, tmp_path, capsys) -> None:
     assert [r["scene"][:26] for r in man["ingested"]] == ["S2B_MSIL2A_20210809T105031",
                                                            "S2B_MSIL2A_20210819T105031"]
     assert man["ingested"][1]["duplicates"]["count"] == 4
+
+
+def test_killed_run_without_dem_then_rerun_with_dem(raw, by_hand, tmp_path) -> None:
+    """A run killed (kill -9) once its scene is tiled without a DEM, then the command with ``--dem``: the
+    store tiled by the killed run is not reused (work folders are keyed by the processing); the index
+    is that of ``--dem`` by hand."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from csmae.cli import main
+    from csmae.retrieval.ingest import PAUSE_ENV, work_folder
+
+    index = tmp_path / "index"
+    env = {**os.environ, PAUSE_ENV: "tiled", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    proc = subprocess.Popen([sys.executable, "-m", "csmae", *_ingest(raw, index)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while not line.startswith("ingest: at tiled"):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, proc.stderr.read()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    stores = list(work_folder(index).glob("*/store/manifest.json"))
+    assert len(stores) == 1 and json.loads(stores[0].read_text())["tiling"]["dem"] is None
+    assert main(_ingest(raw, index, "--dem", str(raw["dem"]))) == 0
+    _same_index(index, by_hand)
+    assert not work_folder(index).exists()
