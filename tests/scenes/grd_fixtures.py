@@ -51,16 +51,18 @@ class GrdFixture:
 
 
 def make_product(tmp: Path, *, region: tuple[int, int, int, int] = REGION, zipped: bool = False,
-                 full: bool = False) -> GrdFixture:
+                 full: bool = False, lon_shift: float | None = None) -> GrdFixture:
     """Copy the real product under ``tmp`` and write its measurement TIFFs (see the module doc and
     :func:`csmae.data.scenes.example.write_grd_product`).
 
     ``full``: data everywhere (the whole image, in strips; for the benchmark), else ``region`` only.
     ``zipped``: also zip it as ``<product>.SAFE.zip`` (the .zip is returned as ``safe``).
+    ``lon_shift``: the same acquisition moved that many degrees east (:func:`shift_xmls`).
     """
     from csmae.data.scenes.example import write_grd_product, zip_product
 
-    safe = write_grd_product(tmp, _xml_safe(), sigma_at, region=region, full=full, zero_edge=ZERO_EDGE)
+    xml = _xml_safe() if lon_shift is None else shift_xmls(tmp / "xml", lon_shift)
+    safe = write_grd_product(tmp, xml, sigma_at, region=region, full=full, zero_edge=ZERO_EDGE)
     if not zipped:
         return GrdFixture(safe=safe, region=region)
     z = zip_product(safe, tmp / f"{PRODUCT}.SAFE.zip", remove=True)
@@ -95,3 +97,42 @@ def sign(safe: Path, rel: str) -> None:
     from csmae.data.scenes.example import sign_member
 
     sign_member(safe, rel)
+
+
+def shift_xmls(tmp: Path, degrees: float) -> Path:
+    """A copy of the real product's XMLs moved ``degrees`` east about the Earth's axis: every geolocation
+    grid longitude shifted (written in [-180, 180], as a product writes them: a product moved across
+    the antimeridian jumps from 179.x to -179.x), the Earth-fixed orbit state vectors (position and
+    velocity) rotated by the same angle, and the manifest's footprint shifted. The ellipsoid is
+    symmetric about that axis, so this is the same acquisition over other ground, consistent for the
+    GCP geocoding and for sarsen's orbit geometry alike; lines, pixels, times and tables are unchanged."""
+    import re
+
+    from csmae.data.scenes.example import copy_grd_xmls
+
+    safe = copy_grd_xmls(_xml_safe(), tmp)
+    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
+
+    def lon(v: str) -> str:
+        return f"{(float(v) + degrees + 180.0) % 360.0 - 180.0:.15e}"
+
+    def rotate(m: re.Match[str]) -> str:
+        x, y = float(m.group(2)), float(m.group(4))
+        return f"{m.group(1)}{x * c - y * s:.15e}{m.group(3)}{x * s + y * c:.15e}{m.group(5)}"
+
+    vector = re.compile(r"(<(?:position|velocity)>\s*<x>)([^<]+)(</x>\s*<y>)([^<]+)(</y>)")
+    for ann in sorted((safe / "annotation").glob("s1*-grd-*.xml")):
+        text = ann.read_text()
+        text, n_lon = re.subn(r"(<longitude>)([^<]+)(</longitude>)",
+                              lambda m: f"{m.group(1)}{lon(m.group(2))}{m.group(3)}", text)
+        text, n_vec = vector.subn(rotate, text)
+        assert n_lon > 100 and n_vec > 10, (ann, n_lon, n_vec)
+        ann.write_text(text)
+        sign(safe, ann.relative_to(safe).as_posix())
+    manifest = safe / "manifest.safe"
+    text = manifest.read_text()
+    manifest.write_text(re.sub(
+        r"(<gml:coordinates>)([^<]+)(</gml:coordinates>)",
+        lambda m: m.group(1) + " ".join(f"{ll.split(',')[0]},{float(lon(ll.split(',')[1])):.6f}"
+                                        for ll in m.group(2).split()) + m.group(3), text))
+    return safe

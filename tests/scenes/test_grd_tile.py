@@ -187,6 +187,38 @@ def test_dem_must_cover_the_product_under_the_tile(inputs, tmp_path: Path) -> No
     assert not any((tmp_path / n).exists() for n in ("bad", "bad.partial", "s1only", "s1only.partial"))
 
 
+def test_s1_only_dem_must_cover_the_patches_cut_in_the_area(inputs, tmp_path: Path) -> None:
+    """S1 alone with ``--bbox`` / ``--aoi`` and ``--dem``: the DEM must cover the patches cut (those that
+    intersect the area), not the whole 250 km product; one that misses part of them is refused before
+    any write, naming the DEM, the product and the area."""
+    import shapely
+
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.aoi import bbox_area
+    from csmae.data.scenes.grd_scene import open_grd_scene
+    from tests.geo.tile_fixtures import store_arrays
+    from tests.scenes.test_grd_dem import write_dem
+
+    points = open_grd_scene(inputs["safe"]).grid.points
+    local = tmp_path / "local.tif"  # 1.85..2.05 E, 44.8..44.95 N: a corner of the product
+    write_dem(local, points, bounds=(1.85, 44.8, 2.05, 44.95), res=0.001)
+    inside = bbox_area((1.935, 44.88, 1.975, 44.895))
+    tile_scenes(tmp_path / "ok", s1=[inputs["zip"]], dem=str(local), aoi=inside)
+    arrays, ids = store_arrays(tmp_path / "ok")
+    assert len(ids) >= 6 and np.isfinite(arrays["s1"]).all()
+    aoi = tmp_path / "area.geojson"  # a triangle inside the DEM whose patches reach 1.2 km past it
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[[1.95, 44.86], [2.0495, 44.86],
+                                                                    [1.95, 44.94], [1.95, 44.86]]]}))
+    from csmae.data.scenes.aoi import read_aoi
+
+    area = read_aoi(aoi)
+    assert shapely.box(1.85, 44.8, 2.05, 44.95).contains(area)
+    with pytest.raises(DataError, match="under the patches cut in the --bbox / --aoi area") as e:
+        tile_scenes(tmp_path / "bad", s1=[inputs["zip"]], dem=str(local), aoi=area)
+    assert str(local) in str(e.value) and PRODUCT in str(e.value)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+
+
 def test_dem_void_gives_nodata_patches(inputs, tmp_path: Path) -> None:
     """DEM nodata (a void) under part of the tile: those S1 pixels are nodata (no height, no geometry, as
     SNAP's terrain correction), their patches skipped with the S1 reason; the others are kept."""

@@ -50,6 +50,8 @@ def _codes(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from csmae.cli.grd_options import add_grd_options
+
     p.add_argument("--s2", nargs="+", default=[], metavar="PATH",
                    help="S2 L2A inputs (SAFE, band files, stack)")
     p.add_argument("--s1", nargs="+", default=[], metavar="PATH",
@@ -66,13 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "nodata, defective, cloud shadow, clouds, cirrus, snow)")
     p.add_argument("--s1-units", choices=["linear", "db"], help="S1 units (default: as the file says, "
                    "else decided from the values)")
-    p.add_argument("--s1-calibration", choices=["sigma0", "gamma0", "beta0"], default="sigma0",
-                   help="raw GRD: backscatter convention of the calibration (default sigma0)")
-    p.add_argument("--s1-geocoding", choices=["tps", "poly3"], default="tps",
-                   help="raw GRD without --dem: GCP warp by thin-plate spline (default) or 3rd-order "
-                        "polynomial")
-    p.add_argument("--dem", metavar="DEM.tif", help="raw GRD: terrain-correct with this DEM (GeoTIFF/COG, "
-                   "WGS 84; e.g. Copernicus GLO-30) through sarsen (pip install 'csmae[sar]')")
+    add_grd_options(p)  # --s1-calibration, --s1-geocoding, --dem (the same in csmae ingest)
     area = p.add_mutually_exclusive_group()
     area.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
                       help="cut only the patches that intersect this lon/lat box (W > E: across the "
@@ -113,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         bars[0].n = done
         bars[0].refresh()
 
+    from csmae.cli.grd_options import grd_options
     from csmae.data.scenes.aoi import bbox_area, read_aoi
 
     scl = None if args.scl is None else _codes(args.scl)
@@ -122,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
                           min_valid=args.min_valid, scl=scl, s1_units=args.s1_units, max_days=args.max_days,
                           layout=args.layout, boa_offset=args.boa_offset, workers=args.workers,
                           overwrite=args.overwrite, product_checksums=args.product_checksums,
-                          yes=args.yes, progress=progress, s1_calibration=args.s1_calibration,
-                          s1_geocoding=args.s1_geocoding, dem=args.dem, aoi=aoi)
+                          yes=args.yes, progress=progress, aoi=aoi, **grd_options(args))
     finally:
         for b in bars:
             b.close()

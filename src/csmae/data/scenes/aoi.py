@@ -106,3 +106,15 @@ def crop_grid(grid: PatchGrid, area: Any) -> PatchGrid | None:
                      width=(c1 - c0) * grid.stride + grid.size, height=(r1 - r0) * grid.stride + grid.size,
                      stride=grid.stride, size=grid.size, row_offset=grid.row_offset + r0,
                      col_offset=grid.col_offset + c0, id_digits=digits)
+
+
+def patches_in(grid: PatchGrid, area: Any) -> Any:
+    """The ground of the patches of ``grid`` that intersect ``area`` (lon/lat): the union of their
+    footprints (split at +-180 deg where they cross it), the patches ``csmae tile`` cuts; empty if none."""
+    import shapely
+
+    parts = []
+    for r in range(grid.rows):
+        foot = shapely.from_wkb(grid.footprints(r))
+        parts.append(foot[shapely.intersects(area, foot)])
+    return shapely.union_all(np.concatenate(parts)) if parts else shapely.Polygon()

@@ -34,9 +34,10 @@ taken as ellipsoidal and a warning says so: Copernicus GLO-30 is EGM2008 (~50 m 
 50-85 m of horizontal error); declare it with ``gdal_edit.py -a_srs EPSG:4326+3855 DEM.tif``.
 
 **Coverage**: the DEM must cover the part of the product a run uses (its footprint under the S2 patch
-grid; the whole product for an S1-only store), checked before anything is written
-(:func:`check_covers`). A node without height inside it (a void: the DEM's nodata) gets no geometry:
-its pixels are nodata, as in SNAP's terrain correction, and its patches are skipped with the S1 reason.
+grid; for an S1-only store the whole product, or with ``--bbox`` / ``--aoi`` the patches that
+intersect the area), checked before anything is written (:func:`check_covers`). A node without
+height inside it (a void: the DEM's nodata) gets no geometry: its pixels are nodata, as in SNAP's
+terrain correction, and its patches are skipped with the S1 reason.
 
 A zipped product is read in place: xarray-sentinel opens the SAFE through an fsspec zip
 filesystem (the XML members from the zip) and the measurement's header through GDAL's
@@ -307,8 +308,9 @@ def check_dem(dem_path: str, footprint_lonlat: Any) -> tuple[dict[str, Any], Any
     are used as they are). Whether it covers the part of the product a run uses is checked once the
     patch grid is known (:func:`check_covers`)."""
     import rasterio
-    import shapely
     from rasterio.warp import transform_bounds
+
+    from csmae.geo.antimeridian import lonlat_bounds
 
     try:
         ds = rasterio.open(dem_path)
@@ -338,27 +340,43 @@ def check_dem(dem_path: str, footprint_lonlat: Any) -> tuple[dict[str, Any], Any
             log.warning("%s: no vertical datum in the DEM's CRS: heights are taken as ellipsoidal (WGS 84); "
                         "a geoid DEM (e.g. Copernicus GLO-30, EGM2008) is then tens of metres off: declare "
                         "it with gdal_edit.py -a_srs EPSG:4326+3855", dem_path)
-        box = shapely.box(*transform_bounds(horizontal, "EPSG:4326", *ds.bounds, densify_pts=21))
+        box = lonlat_box(transform_bounds(horizontal, "EPSG:4326", *ds.bounds, densify_pts=21))
         info = {"path": dem_path, "crs": ds.crs.to_string(), "resolution": list(ds.res), "heights": heights,
-                "lonlat_bounds": [round(v, 6) for v in box.bounds]}
+                "lonlat_bounds": [round(v, 6) for v in lonlat_bounds(box)]}
         if not box.intersects(footprint_lonlat):
             raise DataError(f"the DEM (lon/lat bounds {_rounded(box)}) does not cover any of the S1 product "
                             f"(footprint {_rounded(footprint_lonlat)})", path=dem_path)
         return info, geoid
 
 
+def lonlat_box(bounds: Any) -> Any:
+    """A DEM's lon/lat bounds ``(W, S, E, N)`` as shapely ground, across the antimeridian too: ``W > E``
+    (what ``transform_bounds`` gives for a projected DEM over the line) is the box from W east to E,
+    and longitudes past +-180 (a lon/lat DEM written e.g. 179..181) are split at the line, as the
+    footprints it is compared with."""
+    import shapely
+
+    from csmae.geo.antimeridian import box_geometry, split_at_antimeridian
+
+    w, s, e, n = (float(v) for v in bounds)
+    if w > e:
+        return box_geometry((w, s, e, n))
+    return split_at_antimeridian(shapely.box(w, s, e, n))
+
+
 def _rounded(geom: Any) -> tuple[float, ...]:
-    return tuple(round(v, 3) for v in geom.bounds)
+    """(W, S, E, N) rounded to 3 decimals; W > E for a geometry split at the antimeridian."""
+    from csmae.geo.antimeridian import lonlat_bounds
+
+    return tuple(round(v, 3) for v in lonlat_bounds(geom))
 
 
 def check_covers(info: dict[str, Any], area_lonlat: Any, what: str) -> None:
     """DataError naming the DEM when it does not cover ``area_lonlat`` (the part of the S1 product a run
     uses: its footprint over the patch grid), ``what`` saying which part that is."""
-    import shapely
-
     if area_lonlat.is_empty:
         return
-    box = shapely.box(*info["lonlat_bounds"])
+    box = lonlat_box(info["lonlat_bounds"])
     miss = area_lonlat.difference(box)
     if miss.area > 1e-6 * area_lonlat.area:
         raise DataError(f"the DEM (lon/lat bounds {_rounded(box)}) does not cover {what} (lon/lat bounds "

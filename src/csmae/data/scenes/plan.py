@@ -120,6 +120,9 @@ def plan_tiling(
                 continue
             pg = cropped
         grid_reader.check_masks(src, codes)
+        check_cut = getattr(grid_reader, "check_cut", None)  # e.g. a DEM must cover the patches cut
+        if check_cut is not None:
+            check_cut(src, pg, aoi)
         scenes: dict[str, tuple[SceneSource, ...]] = {top: (src,)}
         for other in others:
             scenes[other] = _pair(top, src, pg, other, warped[other], max_days, plan.gaps)

@@ -73,9 +73,22 @@ class S1Reader:
         return source.grid  # type: ignore[no-any-return]
 
     def patch_grid(self, source: SceneSource, stride: int) -> PatchGrid:
-        if isinstance(source.scene, GrdScene):  # S1 defines the grid: the DEM must cover the product
-            source.scene.check_dem_covers(source.scene.footprint(), f"the S1 product {source.scene.name}")
         return grid_from_s1(source.grid, stride)
+
+    def check_cut(self, source: SceneSource, grid: PatchGrid, aoi: Any | None) -> None:
+        """Checks of an S1 scene that defines the patch grid against the patches cut from it (``grid``,
+        already cut down to ``aoi`` when given): with ``--dem``, the DEM must cover the whole product,
+        or with ``--bbox`` / ``--aoi`` the part of it under the patches that intersect the area."""
+        scene = source.scene
+        if not isinstance(scene, GrdScene) or scene.dem is None:
+            return
+        if aoi is None:
+            scene.check_dem_covers(scene.footprint(), f"the S1 product {scene.name}")
+            return
+        from csmae.data.scenes.aoi import patches_in
+
+        scene.check_dem_covers(patches_in(grid, aoi), f"the part of S1 product {scene.name} under the "
+                               "patches cut in the --bbox / --aoi area")
 
     def check_pair(self, source: SceneSource, area_lonlat: Any, over: str) -> None:
         """Checks of an S1 scene against the patch grid it is warped onto (``area_lonlat``, the grid's
@@ -179,11 +192,13 @@ class S1Reader:
                  "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime),
                  "crs": s.grid.crs.to_string(), "pixel": list(s.grid.res)} for s in sources]
 
-    def options_used(self, sources: Sequence[SceneSource], options: Mapping[str, Any]) -> dict[str, Any]:
-        """The raw-GRD options, when a raw GRD product is among the sources (for the resume key)."""
+    def options_used(self, sources: Sequence[SceneSource], options: Mapping[str, Any], *,
+                     strict: bool = True) -> dict[str, Any]:
+        """The raw-GRD options, when a raw GRD product is among the sources (for the resume key and the
+        ingest record); ``{}`` without one, where ``strict`` refuses a ``--dem`` that then does nothing."""
         dem = options.get("dem")
         if not any(isinstance(s.scene, GrdScene) for s in sources):
-            if dem:
+            if dem and strict:
                 raise ValueError("--dem terrain-corrects raw S1 GRD products (.SAFE / .zip / STAC GRD "
                                  "items); none among the S1 scenes used")
             return {}
