@@ -66,11 +66,10 @@ def cxx_compiler() -> str | None:
 
 
 def cpu_has_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """True when this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX; :mod:`csmae.models.precision`)."""
+    from csmae.models.precision import cpu_bf16
+
+    return cpu_bf16()[0]
 
 
 def cpu_has_amx() -> bool:
