@@ -25,6 +25,7 @@ builds apart.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -53,16 +54,62 @@ def default_cache_dir() -> Path:
     return base / "csmae" / "inductor" / f"torch-{torch.__version__}"
 
 
-def cxx_compiler() -> str | None:
-    """The C++ compiler inductor would use on CPU, or None when none is installed."""
-    from torch._inductor import config as inductor_config
+#: A file csmae writes into the inductor cache it uses: which torch filled it.
+STAMP = "csmae-inductor-cache.json"
 
+
+def cache_problem(cache: Path) -> str | None:
+    """None when this torch may use the inductor cache ``cache``; otherwise why not (one line).
+
+    A cache csmae filled with another torch version (its :data:`STAMP` names that version), or an
+    unreadable stamp, is not used: compiled kernels and graphs are tied to the torch build. (Inductor
+    keys its entries by torch version too, so an unstamped foreign cache only misses.)
+    """
+    stamp = cache / STAMP
+    if stamp.is_symlink() or (stamp.exists() and not stamp.is_file()):
+        return f"{stamp} is not a regular file: not using this inductor cache"
+    if not stamp.exists():
+        return None
+    try:
+        made_by = json.loads(stamp.read_text(encoding="utf-8"))["torch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{stamp} is unreadable: not using this inductor cache (delete the folder to rebuild it)"
+    if made_by != torch.__version__:
+        return (f"the inductor cache {cache} was filled by torch {made_by}, this is torch "
+                f"{torch.__version__} (delete it, or set TORCHINDUCTOR_CACHE_DIR to another folder)")
+    return None
+
+
+def stamp_cache(cache: Path) -> None:
+    """Record this torch version in ``cache`` (created if missing)."""
+    from csmae.atomic import write_json_atomic
+
+    cache.mkdir(parents=True, exist_ok=True)
+    if not (cache / STAMP).exists():
+        write_json_atomic(cache / STAMP, {"torch": torch.__version__})
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler inductor would use on CPU, or None when none is installed (or no inductor)."""
+    try:
+        from torch._inductor import config as inductor_config
+    except ImportError:
+        return None
     cxx = inductor_config.cpp.cxx
     named = cxx[0] if isinstance(cxx, tuple) and cxx and cxx[0] else None
     for c in (named, os.environ.get("CXX"), "g++", "c++", "clang++"):
         if c and shutil.which(c):
             return c
     return None
+
+
+def inductor_available() -> bool:
+    """True when torch's inductor backend imports."""
+    try:
+        import torch._inductor.config  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def cpu_has_bf16() -> bool:
@@ -89,6 +136,8 @@ def why_not_compile(device: torch.device, precision: str, pairs: int, min_pairs:
         return "this CPU has no AMX (without it the compiled ViT-B was measured 0.88-0.91x of eager)"
     if pairs < min_pairs:
         return f"{pairs} pairs to embed, below the {min_pairs} where compiling pays"
+    if not inductor_available():
+        return "this torch has no working inductor backend (torch._inductor does not import)"
     if cxx_compiler() is None:
         return "no C++ compiler found for inductor (install g++)"
     if precision == "bf16" and not cpu_has_bf16():
@@ -259,10 +308,17 @@ def compiled_embed(
         "switched off (--no-compile)" if not enabled else why_not_compile(dev, precision, pairs, threshold)
     )
     if reason is None:
-        if cache_dir is not None:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
-        elif "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(default_cache_dir())
+        cache = Path(cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir())
+        reason = cache_problem(cache)
+        if reason is None:
+            try:
+                stamp_cache(cache)
+            except OSError as e:
+                reason = f"cannot use the inductor cache {cache}: {e}"
+        if reason is None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+        else:
+            log.warning("compiled embedding off, using eager: %s", reason)
     else:
         log.info("compiled embedding not used: %s", reason)
     return CompiledEmbed(
