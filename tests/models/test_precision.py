@@ -18,7 +18,7 @@ def fake_cpu(monkeypatch):
 
     def make(*, x86: bool = True, avx512_bf16: bool = False, amx: bool = False, mkldnn: bool = False):
         flags = {"_is_avx512_bf16_supported": avx512_bf16, "_is_amx_tile_supported": amx}
-        monkeypatch.setattr(prec, "_x86", lambda: x86)
+        monkeypatch.setattr(prec, "is_x86", lambda: x86)
         monkeypatch.setattr(prec, "_torch_cpu_check", lambda name: flags.get(name))
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn, raising=False)
         cpu_bf16.cache_clear()

@@ -137,3 +137,45 @@ def test_protocol_records_the_candidate_precision_it_chose(auto_means):
     assert res.metrics == explicit.metrics
     for name in res.rankings:
         assert all(np.array_equal(x, y) for x, y in zip(res.rankings[name], explicit.rankings[name]))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10**6), nq=st.integers(1, 9), na=st.integers(40, 400), k=st.integers(1, 10))
+def test_numpy_and_torch_blas_give_identical_results_with_ties(seed, nq, na, k):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-2, 3, (nq, 6)).astype(np.float32)
+    a = rng.integers(-2, 3, (na, 6)).astype(np.float32)
+    ex = rng.integers(-1, na, (nq, 2))
+    k = min(k, na - 2)
+    t = exact_topk(q, a, k, precision="fp32", block_size=4, exclude=ex, blas="torch")
+    n = exact_topk(q, a, k, precision="fp32", block_size=4, exclude=ex, blas="numpy")
+    assert np.array_equal(t[0], n[0]) and np.array_equal(t[1], n[1])
+    for r in range(nq):
+        drop = {int(j) for j in ex[r] if j >= 0}
+        assert n[1][r].tolist() == [j for j in rank(q[r].tolist(), a.tolist()) if j not in drop][:k]
+
+
+def test_numpy_blas_on_float_data_equals_the_float64_sort():
+    rng = np.random.default_rng(9)
+    q = l2_normalize(rng.normal(size=(40, 96)))
+    a = l2_normalize(rng.normal(size=(3001, 96)))
+    a[10:3001:4] = a[2]
+    got = exact_topk(q, a, 15, precision="fp32", block_size=16, blas="numpy")
+    assert np.array_equal(got[1], exact_topk(q, a, 15, precision="fp32", block_size=7, blas="torch")[1])
+    full = q.astype(np.float64) @ a.astype(np.float64).T
+    assert got[1].tolist() == np.argsort(-full, axis=1, kind="stable")[:, :15].tolist()
+
+
+def test_which_blas_computes_the_candidates(monkeypatch):
+    monkeypatch.setattr(prec, "is_x86", lambda: True)
+    monkeypatch.setattr(tk, "_numpy_has_openblas", lambda: True)
+    for vendor, want in (("AuthenticAMD", "numpy"), ("HygonGenuine", "numpy"), ("GenuineIntel", "torch"),
+                         ("", "torch")):
+        monkeypatch.setattr(prec, "cpu_vendor", lambda v=vendor: v)
+        assert tk.candidate_blas("fp32") == want, vendor
+        assert tk.candidate_blas("bf16") == "torch"  # numpy has no bf16
+    monkeypatch.setattr(tk, "_numpy_has_openblas", lambda: False)
+    assert tk.candidate_blas("fp32") == "torch"
+    assert tk.candidate_blas("fp32", "numpy") == "numpy"
+    with pytest.raises(ValueError, match="blas"):
+        tk.candidate_blas("fp32", "blis")

@@ -66,7 +66,8 @@ class PrecisionChoice:
         return f"{what}: {self.precision} ({how}; {self.reason})"
 
 
-def _x86() -> bool:
+def is_x86() -> bool:
+    """True on an x86-64 (or 32-bit x86) CPU."""
     return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
@@ -83,6 +84,19 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``, ...; ``""`` when unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for row in f:
+                if row.startswith("vendor_id"):
+                    return row.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def _torch_cpu_check(name: str) -> bool | None:
     """``torch.cpu.<name>()`` (private helpers of torch), or None when this torch lacks it."""
     fn = getattr(torch.cpu, name, None)
@@ -97,7 +111,7 @@ def _torch_cpu_check(name: str) -> bool | None:
 @functools.lru_cache(maxsize=1)
 def cpu_bf16() -> tuple[bool, str]:
     """(whether this CPU runs bf16 matmuls natively, a short description of why)."""
-    if _x86():
+    if is_x86():
         avx = _torch_cpu_check("_is_avx512_bf16_supported")
         amx = _torch_cpu_check("_is_amx_tile_supported")
         if avx is None or amx is None:

@@ -51,6 +51,35 @@ _U_FP32 = 2.0**-24
 _SLACK = 1e-6
 #: default candidate selection of :func:`exact_topk` (``"groups"`` or ``"topk"``, same results).
 CANDIDATE_SELECTION = "groups"
+#: BLAS of the fp32 candidate matmul: ``"torch"`` (torch's: MKL in the x86 wheels), ``"numpy"``
+#: (numpy's: OpenBLAS in its wheels) or ``"auto"``: numpy's OpenBLAS on x86 CPUs not made by Intel,
+#: torch's elsewhere. On a 2-core AMD EPYC (Zen 2) MKL's sgemm ran at 0.66-0.70x of OpenBLAS's
+#: (bench/README.md ``## Issue 22, AVX2``). Same results either way: the fp32 bound holds for any
+#: summation order, and the first block is spot-checked.
+CANDIDATE_BLAS = "auto"
+
+
+def candidate_blas(precision: str, blas: str | None = None) -> str:
+    """``"torch"`` or ``"numpy"``: which BLAS computes the candidate scores (bf16 is torch's only)."""
+    blas = CANDIDATE_BLAS if blas is None else blas
+    if blas not in ("auto", "torch", "numpy"):
+        raise ValueError(f"blas must be 'auto', 'torch' or 'numpy', got {blas!r}")
+    if precision != "fp32":
+        return "torch"
+    if blas != "auto":
+        return blas
+    from csmae.models.precision import cpu_vendor, is_x86
+
+    not_intel = is_x86() and cpu_vendor() not in ("GenuineIntel", "")
+    return "numpy" if not_intel and _numpy_has_openblas() else "torch"
+
+
+def _numpy_has_openblas() -> bool:
+    try:
+        deps = np.show_config(mode="dicts")["Build Dependencies"]  # type: ignore[func-returns-value,index]
+        return "openblas" in str(deps["blas"]["name"]).lower()
+    except (TypeError, KeyError, ValueError):
+        return False
 
 
 @dataclass
@@ -309,6 +338,7 @@ def exact_topk(
     progress: Callable[[int], None] | None = None,
     stats: TopKStats | None = None,
     selection: str | None = None,
+    blas: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product (see module docstring for the ranking definition).
 
@@ -326,6 +356,8 @@ def exact_topk(
             threshold: ``"groups"`` (maxima of runs of 32 columns, then only the groups that pass)
             or ``"topk"`` (a top-4k list per row); default :data:`CANDIDATE_SELECTION`. Both give
             the same candidates' exact ranking (identical results), at different speed.
+        blas: which BLAS computes fp32 candidate scores (default :data:`CANDIDATE_BLAS`; identical
+            results).
 
     Returns:
         scores (Q, k) float64 and indices (Q, k) int64.
@@ -333,7 +365,8 @@ def exact_topk(
     precision = resolve_precision(precision)
     with _ieee_fp32_matmul():
         return _exact_topk(queries, archive, k, exclude=exclude, precision=precision, block_size=block_size,
-                           progress=progress, stats=stats, selection=selection)
+                           progress=progress, stats=stats, selection=selection,
+                           blas=candidate_blas(precision, blas))
 
 
 def _exact_topk(
@@ -347,6 +380,7 @@ def _exact_topk(
     progress: Callable[[int], None] | None,
     stats: TopKStats | None,
     selection: str | None,
+    blas: str = "torch",
 ) -> tuple[np.ndarray, np.ndarray]:
     import time
 
@@ -383,6 +417,9 @@ def _exact_topk(
     if pad:  # whole groups: zero rows here, -inf scores below
         a_c = torch.cat([a_c, a_c.new_zeros(pad, d)])
     a_t = a_c.T  # (D, N) view: BLAS handles the transpose
+    a_np_t = a_c.numpy().T if blas == "numpy" else None  # the same memory, for numpy's BLAS
+    # the score block, reused: a fresh (block x archive) allocation per block costs page faults
+    scores = torch.empty(min(block_size, nq), n_arch + pad, dtype=a_c.dtype)
     conv = None  # float32 copy of a bf16 score block for the group-maxima pass (block x archive x 4 bytes)
     if selection == "groups" and precision == "bf16":
         conv = torch.empty(min(block_size, nq), n_arch + pad)
@@ -401,7 +438,11 @@ def _exact_topk(
             qc = q32
             qh_n = q32.norm(dim=1)
             ql_n = torch.zeros_like(qh_n)
-        approx = qc @ a_t  # (B, N + pad)
+        approx = scores[: e - s]  # (B, N + pad)
+        if a_np_t is not None:
+            np.matmul(qc.numpy(), a_np_t, out=approx.numpy())
+        else:
+            torch.matmul(qc, a_t, out=approx)
         if pad:
             approx[:, n_arch:] = -torch.inf
         if s == 0 and not _bound_holds(approx[:, :n_arch], q32, a32, ql_n, qh_n, bl_max, b_norm_max, u_out):
@@ -421,6 +462,7 @@ def _exact_topk(
                 progress=progress,
                 stats=stats,
                 selection=selection,
+                blas=candidate_blas("fp32"),
             )
         if exclude is not None:
             ex = torch.from_numpy(exclude[s:e])
