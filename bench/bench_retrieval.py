@@ -66,17 +66,29 @@ def random_embeddings(n_val: int, n_test: int, dim: int, seed: int = 0, vectors:
     )
 
 
-def matmul_floor_s(n_q: int, n_a: int, dim: int, precision: str) -> tuple[float, float]:
-    """(bf16/fp32 GFLOP/s of one 1024 x dim x n_a block product, measured here; seconds for n_q x n_a)."""
+def matmul_floor_s(n_q: int, n_a: int, dim: int, precision: str, blas: str = "torch") -> tuple[float, float]:
+    """(GFLOP/s of one 1024 x dim x n_a block product in the candidate precision by ``blas`` (torch's
+    or numpy's), measured here; seconds for n_q x n_a at that rate)."""
     import torch
 
     dt = torch.bfloat16 if precision == "bf16" else torch.float32
     q = torch.randn(1024, dim).to(dt)
-    a = torch.randn(n_a, dim).to(dt).T
-    q @ a
+    a = torch.randn(n_a, dim).to(dt)
+    out = torch.empty(1024, n_a, dtype=dt)
+    if blas == "numpy":
+        qn, at, on = q.numpy(), a.numpy().T, out.numpy()
+
+        def product() -> None:
+            np.matmul(qn, at, out=on)
+    else:
+
+        def product() -> None:
+            torch.matmul(q, a.T, out=out)
+
+    product()
     t = time.perf_counter()
     for _ in range(2):
-        q @ a
+        product()
     rate = 2 * 2 * 1024 * dim * n_a / (time.perf_counter() - t)
     return rate / 1e9, 2 * n_q * n_a * dim / rate
 
@@ -124,15 +136,19 @@ def bench_eval(args: argparse.Namespace) -> None:
     ks = [int(k) for k in args.ks.split(",")]
     totals: dict[str, float] = {}
     precision = topk.resolve_precision(args.precision)
-    for sel in args.selection.split(","):
+    runs = [(sel, blas) for sel in args.selection.split(",") for blas in args.blas.split(",")]
+    for sel, blas in runs:
         topk.CANDIDATE_SELECTION = sel
-        gflops, floor = matmul_floor_s(n_val, n_test, args.dim, precision)
+        topk.CANDIDATE_BLAS = blas
+        used_blas = topk.candidate_blas(precision)
+        gflops, floor = matmul_floor_s(n_val, n_test, args.dim, precision, used_blas)
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
         res = run_protocol(emb, ks=ks, precision=precision, block_size=args.block_size)
-        total = totals[sel] = time.perf_counter() - t0
+        total = totals[f"{sel}/{used_blas}"] = time.perf_counter() - t0
         print(
-            f"\nselection {sel!r}: {n_val:,} queries x {n_test:,} archive per sensor, D={args.dim}, "
+            f"\nselection {sel!r}, candidate matmul by {used_blas} ({blas}): {n_val:,} queries x "
+            f"{n_test:,} archive per sensor, D={args.dim}, "
             f"{args.vectors} vectors, ks={ks}, candidate pass {precision} ({args.precision}), "
             f"torch threads {torch.get_num_threads()}, "
             f"data generation {t_gen:.1f}s (not counted), peak RSS {rss_gb():.1f} GB, load {load:.1f} -> "
@@ -411,6 +427,8 @@ def main() -> None:
     e.add_argument("--ks", default="5,10,20,100")
     e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     e.add_argument("--vectors", default="random", choices=["random", "structured"])
+    e.add_argument("--blas", default="auto", help="candidate matmul BLAS(es), run one after the other: "
+                   "auto, torch, numpy (fp32 only)")
     e.add_argument("--verify", type=int, default=0, metavar="N", help="check N queries per direction")
     e.add_argument("--block-size", type=int, default=1024)
     e.add_argument(
