@@ -170,6 +170,10 @@ def bench_eval(args: argparse.Namespace) -> None:
         stage = {f: sum(t.get(f, 0.0) for t in res.timing.values())
                  for f in ("matmul_s", "topk_s", "rescore_s")}
         rest = total - sum(stage.values())
+        inside = sum(t.get("search_s", 0.0) + t.get("metrics_s", 0.0) + t.get("merge_and_metrics_s", 0.0)
+                     for t in res.timing.values())
+        print(f"\noutside the searches, metrics and merges (selecting and L2-normalising the vectors, mostly "
+              f"the archive's: not linear in the queries): {total - inside:.1f} s")
         tflop = 2 * n_val * n_test * args.dim / 1e12
         mm_rate = n_dir * tflop * 1e3 / max(stage["matmul_s"], 1e-9)
         print(

@@ -8,8 +8,11 @@ there, so this module only ever compiles with freezing, under inference mode.
 :func:`compiled_embed` returns a :class:`CompiledEmbed`, a drop-in for ``model.embed`` that
 
 * compiles only on CPUs with AMX (where it was measured 1.25-1.50x for ViT-B; on the AVX512-BF16
-  Zen 4 dev CPU without AMX it was 0.88-0.91x), for jobs of at least ``min_pairs`` pairs (compiling
-  costs minutes), and only when a C++ compiler and (for bf16) a bf16-capable CPU exist;
+  Zen 4 dev CPU without AMX it was 0.88-0.91x in bf16; on an AVX2-only Zen 2 in fp32, side by side
+  under load, ViT-B 0.81x and 1.14x, ViT-S 1.21x and 1.00x in two runs, and 0.72x with inductor's own
+  GEMM template, ``max_autotune``: not shown to pay), for jobs of at least ``min_pairs`` pairs
+  (compiling costs minutes), and only when inductor, a C++ compiler and (for bf16) a CPU with native
+  bf16 exist;
 * pads every batch to one fixed size (one graph, no recompilation for the last, smaller batch);
 * checks its first batch against eager: the lowest cosine similarity must reach ``1 - tolerance``;
 * times its second batch against the first batch's eager run and turns itself off (one info line)
@@ -20,7 +23,9 @@ there, so this module only ever compiles with freezing, under inference mode.
 Inductor keeps its compiled kernels in an on-disk cache (``TORCHINDUCTOR_CACHE_DIR``; default here
 ``$XDG_CACHE_HOME/csmae/inductor/torch-<version>``), so a second run of the same model and batch size
 skips the C++ compilation; the torch version in the folder name keeps caches of different torch
-builds apart.
+builds apart. csmae stamps the cache it uses with the torch version (:data:`STAMP`); a cache stamped by
+another torch (``TORCHINDUCTOR_CACHE_DIR`` pointing at an old one) or with an unreadable stamp is not
+used: eager, with one line naming the folder.
 """
 
 from __future__ import annotations
@@ -133,7 +138,8 @@ def why_not_compile(device: torch.device, precision: str, pairs: int, min_pairs:
     if device.type != "cpu":
         return f"device {device.type} (compiled embedding is measured to pay on CPU only)"
     if not cpu_has_amx():
-        return "this CPU has no AMX (without it the compiled ViT-B was measured 0.88-0.91x of eager)"
+        return ("this CPU has no AMX (without it the compiled ViT-B was measured 0.81-1.14x of eager: "
+                "not shown to pay)")
     if pairs < min_pairs:
         return f"{pairs} pairs to embed, below the {min_pairs} where compiling pays"
     if not inductor_available():
