@@ -13,6 +13,8 @@ openmp: one training step of the demo's CSMAE (batch 64, fp32) in fresh processe
     .venv/bin/python bench/bench_cpu.py blas --threads 1
     .venv/bin/python bench/bench_cpu.py blas --threads 2
     .venv/bin/python bench/bench_cpu.py openmp --rounds 2
+    flock /tmp/csmae-bigmem.lock .venv/bin/python bench/bench_cpu.py openmp --model csmae_sesd_base \
+        --settings default,PASSIVE --steps 1 --rounds 2     # ViT-B SESD, batch 16 (5.8 GB)
 """
 
 from __future__ import annotations
@@ -66,8 +68,11 @@ torch.set_num_threads(int(sys.argv[1]))
 from csmae.demo.recipe import FULL, MODELS
 from csmae.models import create_model
 torch.manual_seed(0)
-m = create_model(MODELS["csmae"][0], **FULL.model_overrides("csmae")).train()
-b = {s: torch.randn(FULL.batch_size, spec.num_channels, 120, 120) for s, spec in m.sensors.items()}
+if sys.argv[3] == "demo":
+    m, batch = create_model(MODELS["csmae"][0], **FULL.model_overrides("csmae")).train(), FULL.batch_size
+else:
+    m, batch = create_model(sys.argv[3]).train(), int(sys.argv[4])
+b = {s: torch.randn(batch, spec.num_channels, 120, 120) for s, spec in m.sensors.items()}
 opt = torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True)
 def step():
     loss, _ = m.training_loss(b)
@@ -98,11 +103,12 @@ def bench_openmp(args: argparse.Namespace) -> None:
             extra, threads = SETTINGS[name]
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
             env.update(extra, PYTHONPATH=src)
-            out = subprocess.run([sys.executable, "-c", STEP, str(threads), str(args.steps)], env=env,
-                                 capture_output=True, text=True, check=True)
+            cmd = [sys.executable, "-c", STEP, str(threads), str(args.steps), args.model, str(args.batch)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows[name].append(f"{r['wall']:.2f} / {r['cpu']:.2f} (load {r['load']:.1f})")
-    print(f"\ndemo CSMAE training step, batch 64, fp32, {args.steps} steps per process after one warm-up; "
+    what = "demo CSMAE, batch 64" if args.model == "demo" else f"{args.model}, batch {args.batch}"
+    print(f"\ntraining step of {what}, fp32, {args.steps} steps per process after one warm-up; "
           "wall s / CPU s per step, rounds alternate the settings\n")
     print("| setting | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " |")
     print("|---|" + "---:|" * args.rounds)
@@ -122,6 +128,8 @@ def main() -> None:
     o.add_argument("--rounds", type=int, default=2)
     o.add_argument("--steps", type=int, default=4)
     o.add_argument("--settings", default="default,PASSIVE,1 thread", help=f"comma list of {list(SETTINGS)}")
+    o.add_argument("--model", default="demo", help="demo (the demo's CSMAE) or a preset (csmae_sesd_base)")
+    o.add_argument("--batch", type=int, default=16, help="batch of a preset (the demo's is 64)")
     args = p.parse_args()
     if args.mode == "blas":  # both BLAS read their thread count when they load
         os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
