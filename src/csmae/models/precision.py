@@ -168,7 +168,7 @@ def choose_precision(
         log.info("%s", choice.line(what))
     elif requested == "bf16" and not native:
         choice = PrecisionChoice("bf16", "bf16", why, dev.type)
-        log.warning("%s: bf16 as requested, but %s; --precision auto or fp32 would be faster", what, why)
+        log.warning("%s: bf16 as requested, but %s; precision auto or fp32 would be faster", what, why)
     else:
         choice = PrecisionChoice(requested, requested, "requested", dev.type)
         log.info("%s", choice.line(what))
