@@ -9,9 +9,9 @@ there, so this module only ever compiles with freezing, under inference mode.
 
 * compiles only on CPUs with AMX (where it was measured 1.25-1.50x for ViT-B; on the AVX512-BF16
   Zen 4 dev CPU without AMX it was 0.88-0.91x in bf16; on an AVX2-only Zen 2 in fp32, side by side
-  under load 4-11, ViT-B 0.81x, 1.14x and 1.19x, ViT-S 1.21x, 1.00x and 0.96x in three runs, and
-  0.72x with inductor's own GEMM template, ``max_autotune``: not shown to pay consistently), for jobs
-  of at least ``min_pairs`` pairs
+  under load 4-11, ViT-B 0.81x, 1.14x and 1.19x, ViT-S 1.21x, 1.00x and 0.96x in three runs, nearly
+  quiet ViT-B 1.03x and ViT-S 0.90x, and 0.72x with inductor's own GEMM template, ``max_autotune``:
+  no consistent gain), for jobs of at least ``min_pairs`` pairs
   (compiling costs minutes), and only when inductor, a C++ compiler and (for bf16) a CPU with native
   bf16 exist;
 * pads every batch to one fixed size (one graph, no recompilation for the last, smaller batch);
@@ -139,8 +139,8 @@ def why_not_compile(device: torch.device, precision: str, pairs: int, min_pairs:
     if device.type != "cpu":
         return f"device {device.type} (compiled embedding is measured to pay on CPU only)"
     if not cpu_has_amx():
-        return ("this CPU has no AMX (without it the compiled ViT-B was measured 0.81-1.19x of eager: "
-                "not shown to pay consistently)")
+        return ("this CPU has no AMX (without it the compiled ViT-B was measured 0.81-1.19x of eager, "
+                "1.03x on a quiet AVX2 CPU: no consistent gain)")
     if pairs < min_pairs:
         return f"{pairs} pairs to embed, below the {min_pairs} where compiling pays"
     if not inductor_available():
