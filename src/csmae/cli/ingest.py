@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-days", type=float, help="refuse S1/S2 pairs acquired further apart")
     p.add_argument("--boa-offset", type=float, help="S2 DN offset without metadata (as csmae tile)")
     add_grd_options(p)  # --s1-calibration, --s1-geocoding, --dem: as csmae tile
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="as csmae embed")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="as csmae embed")
     p.add_argument("--batch-size", type=int, default=64, help="pairs per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-product-checksums", dest="product_checksums", action="store_false",

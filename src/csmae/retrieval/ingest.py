@@ -85,7 +85,7 @@ def ingest_scenes(
     paths: Mapping[str, Sequence[str]],
     stac: Sequence[str] = (), stride: int = 120, min_valid: float = 0.9, scl: Sequence[int] | None = None,
     s1_units: str | None = None, max_days: float | None = None, boa_offset: float | None = None,
-    precision: str = "bf16", batch_size: int = 64, device: str = "auto", kind: str = "exact",
+    precision: str = "auto", batch_size: int = 64, device: str = "auto", kind: str = "exact",
     product_checksums: bool = True, say: Callable[[str], None] = log.info,
     s1_calibration: str = "sigma0", s1_geocoding: str = "tps", dem: str | None = None,
 ) -> IngestResult:

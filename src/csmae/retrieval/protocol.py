@@ -165,13 +165,15 @@ def run_protocol(
     exclude_own_pair: bool = False,
     sensors: Sequence[str] | None = None,
     mixed: bool = True,
-    precision: str = "bf16",
+    precision: str = "auto",
     block_size: int = 1024,
     on_progress: Callable[[str, int, int], None] | None = None,
     resume_dir: str | os.PathLike[str] | None = None,
 ) -> ProtocolResult:
     """Run every direction between the sensors of ``emb``; see the module docstring.
 
+    ``precision``: the exact search's candidate pass (``"auto"``: bf16 where this CPU runs bf16
+    matmuls natively, else fp32; identical results either way).
     ``resume_dir``: keep each finished search there (see :mod:`csmae.retrieval.resume`); a rerun
     with the same inputs loads them instead of searching again. The caller removes it when done.
     """
@@ -181,6 +183,10 @@ def run_protocol(
     unknown = [s for s in sens if s not in emb.sensor_names]
     if unknown:
         raise ValueError(f"the embeddings have no {unknown} vectors (they have {emb.sensor_names})")
+    from csmae.models.precision import choose_precision
+
+    search = choose_precision(precision, "cpu", what="exact search candidate pass")
+    precision = search.precision
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
@@ -296,6 +302,7 @@ def run_protocol(
         "model": (emb.manifest.get("model") or {}),
         "embedding_precision": emb.manifest.get("precision"),
         "search_candidates": precision,
+        "search_candidates_choice": search.describe(),
     }
     for n in notes:
         log.warning(n)
