@@ -100,15 +100,15 @@ def parse_embeddings(values: list[str]) -> dict[str, Path] | Path:
 
 
 def load_for_evaluation(spec: dict[str, Path] | Path) -> tuple[Any, Any]:
-    """(Embeddings, what the report records as "embeddings") for one folder or one folder per sensor."""
-    from csmae.retrieval.embeddings import load_embeddings
-    from csmae.retrieval.protocol import cross_model_embeddings
+    """(evaluation source, what the report records as "embeddings") for one folder or one folder
+    per sensor: the per-row columns now, the vectors read shard by shard while searching."""
+    from csmae.retrieval.protocol import cross_model_source, evaluation_source
 
     if isinstance(spec, Path):
-        return load_embeddings(spec), str(spec.resolve())
-    parts = {s: load_embeddings(p) for s, p in spec.items()}
+        return evaluation_source(spec), str(spec.resolve())
+    parts = {s: evaluation_source(p) for s, p in spec.items()}
     sources = {s: str(p.resolve()) for s, p in spec.items()}
-    return cross_model_embeddings(parts, sources=sources), sources
+    return cross_model_source(parts, sources=sources), sources
 
 
 def _only_searches(folder: Path) -> bool:
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         if sources:
             from csmae.data import open_dataset
 
-            dataset = open_dataset(*sources, sensors=tuple(emb.sensor_names))
+            dataset = open_dataset(*sources, sensors=tuple(emb.rows.sensor_names))
         else:
             print("note: no dataset for previews; grids drawn without pictures")
     out = write_report(

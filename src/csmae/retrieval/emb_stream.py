@@ -41,8 +41,7 @@ class ShardedEmbeddings:
     def vectors(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, (R, D) float32) per shard, in row order."""
         for f, checksum, start in self.shards:
-            part = read_shard(f, checksum=checksum)
-            v = part["vectors"]
+            v = read_vectors(f, checksum=checksum)
             if v.shape[1] != self.dim:
                 raise ValueError(f"{f}: vectors have D={v.shape[1]}, the folder's others D={self.dim}")
             yield start, v
@@ -57,18 +56,45 @@ class ShardedEmbeddings:
         return out
 
 
-def scan(path: str | os.PathLike[str]) -> ShardedEmbeddings:
-    """Read an embeddings folder's per-row columns and finite flags, one shard at a time."""
+def read_vectors(path: Path, *, checksum: dict[str, Any] | None = None) -> np.ndarray:
+    """(R, D) float32: only the ``vector`` column of a shard (its bytes verified first, as
+    :func:`~csmae.retrieval.embeddings.read_shard` does): no per-row objects for ids or footprints."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source: Any = path
+    if checksum is not None:
+        from csmae.integrity import read_verified
+
+        buf = read_verified(path, checksum, what="embeddings shard", alloc=pa.allocate_buffer)
+        source = pa.BufferReader(buf)
+    try:
+        arr = pq.read_table(source, columns=["vector"]).column("vector").combine_chunks()
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise ValueError(f"{path}: cannot read the vector column of the Parquet shard ({e})") from None
+    width = getattr(arr.type, "list_size", None)
+    if width is None:  # variable-size list written by another tool
+        rows = arr.to_pylist()
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    return np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, width)
+
+
+def scan(path: str | os.PathLike[str], *, meta: bool = True) -> ShardedEmbeddings:
+    """Read an embeddings folder's per-row columns and finite flags, one shard at a time.
+
+    ``meta``: also keep the geo columns (footprints, times, ...: an index needs them; an
+    evaluation does not, and leaves them out to hold less)."""
     import pandas as pd
 
-    from csmae.integrity import finite_rows
+    from csmae.integrity import finite_rows, member
 
     path = Path(path)
     manifest = read_manifest(path, kind=KIND)
     sums = _checksums(path, manifest)
     parts, shards, finite, metas, start, dim = [], [], [], [], 0, int(manifest.get("dim", 0))
+    common: dict[Any, Any] = {}
     for sh in manifest.get("shards") or []:
-        f = path / sh["file"]
+        f = member(path, sh.get("file"), what="embeddings folder", field='manifest.json "shards"')
         if not f.exists():
             raise ValueError(f"{path}: shard {sh['file']} listed in manifest.json is missing")
         checksum = None if sums is None else _entry(sums, f)
@@ -82,13 +108,15 @@ def scan(path: str | os.PathLike[str]) -> ShardedEmbeddings:
         finite.append(finite_rows(v))
         del v
         shards.append((f, checksum, start))
-        metas.append(part.pop("meta", None))
+        metas.append(part.pop("meta", None) if meta else None)
+        for key in ("sensors", "splits"):  # a few distinct values: one str object each, not one a row
+            part[key] = _shared(part[key], common)
         parts.append(part)
         start += len(part["ids"])
     n_labels = len(manifest.get("label_names") or []) or 19
-    meta = None
+    frame = None
     if any(m is not None for m in metas):
-        meta = pd.concat(
+        frame = pd.concat(
             [m if m is not None else _empty_meta(len(p["ids"])) for m, p in zip(metas, parts, strict=True)],
             ignore_index=True,
         )
@@ -103,12 +131,27 @@ def scan(path: str | os.PathLike[str]) -> ShardedEmbeddings:
         labels=cat("labels", np.zeros((0, n_labels), bool)),
         vectors=np.zeros((start, 0), np.float32),
         manifest=manifest,
-        meta=meta,
+        meta=frame,
     )
     if "count" in manifest and int(manifest["count"]) != start:
         raise ValueError(f"{path}: {start} rows in the shards but manifest.json says {manifest['count']}")
     ok = np.concatenate(finite) if finite else np.zeros(0, bool)
+    _release_arrow()
     return ShardedEmbeddings(path=path, rows=rows, dim=dim, finite=ok, shards=shards)
+
+
+def _release_arrow() -> None:
+    """Hand the shard buffers Arrow's allocator keeps for reuse back to the system."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+def _shared(values: np.ndarray, common: dict[Any, Any]) -> np.ndarray:
+    """``values`` (object array) with equal values as the same object (8 bytes a row, not ~60)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = [common.setdefault(v, v) for v in values.tolist()]
+    return out
 
 
 def nonfinite_report(se: ShardedEmbeddings, source: str, show: int = 20) -> dict[str, Any] | None:

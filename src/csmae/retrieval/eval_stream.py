@@ -1,0 +1,273 @@
+"""The evaluation's vectors block by block: every direction's exact top-k in bounded memory.
+
+The ranking is defined pair by pair (:mod:`csmae.retrieval.topk`: the float64 inner product of the
+L2-normalised float32 vectors, ties broken by archive index), so the exact top-k over an archive is
+the merge of the exact top-k over consecutive blocks of it (:func:`merge_topk` orders by score, then
+index): the result is identical to one search over the whole archive, whatever the block sizes.
+
+A source holds the per-row columns (ids, sensors, splits, labels: tens of bytes a row) and hands
+out the vectors of chosen rows in blocks:
+
+* :class:`MemorySource`: an in-memory :class:`Embeddings` (a block is a slice);
+* :class:`FolderSource`: an embeddings folder read shard by shard (:mod:`emb_stream`; checksums
+  verified on every read), never the whole folder's vectors at once;
+* :class:`CrossSource`: cross-model pairs, each sensor's rows from its own source.
+
+Peak memory of :func:`search_blocks`: one query chunk (``QUERY_BYTES``), one archive block
+(``ARCHIVE_BYTES`` and its bf16 copy), the score tile of :func:`exact_topk` (``TILE_BYTES``), one
+shard while reading, and the per-row columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from csmae.retrieval.emb_stream import ShardedEmbeddings
+from csmae.retrieval.embeddings import Embeddings
+from csmae.retrieval.topk import TopKStats, exact_topk, l2_normalize, merge_topk
+
+#: query vectors held at once (float32): the query side is searched in chunks of this size
+QUERY_BYTES = 256 << 20
+#: archive vectors searched at once (float32; plus a bf16 copy in the candidate pass)
+ARCHIVE_BYTES = 512 << 20
+#: one score tile of exact_topk (queries per tile x archive block x 8 bytes)
+TILE_BYTES = 512 << 20
+
+
+class VectorSource(Protocol):
+    """Per-row columns (``rows``: ``rows.vectors`` may have width 0) and vectors on demand."""
+
+    rows: Embeddings
+    dim: int
+    finite: np.ndarray  # (M,) bool: the row's vector is all finite
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
+
+    def blocks(
+        self, wanted: Mapping[str, np.ndarray], rows: Mapping[str, int]
+    ) -> Iterator[tuple[str, int, np.ndarray]]:
+        """(name, offset, (R, D) float32 L2-normalised vectors of ``wanted[name][offset:offset+R]``)
+        for every name, each name's blocks in order (ascending positions), of ``rows[name]``
+        rows (the last one fewer)."""
+        ...
+
+
+def columns(rows: Embeddings, positions: np.ndarray) -> Embeddings:
+    """The per-row columns of ``positions`` (vectors of width 0)."""
+    empty = np.zeros((len(positions), 0), np.float32)
+    return Embeddings(rows.ids[positions], rows.sensors[positions], rows.splits[positions],
+                      rows.labels[positions], empty, rows.manifest)  # fmt: skip
+
+
+@dataclass
+class MemorySource:
+    """An in-memory :class:`Embeddings` as a source (blocks are slices, normalised on the way)."""
+
+    emb: Embeddings
+
+    def __post_init__(self) -> None:
+        from csmae.integrity import finite_rows
+
+        self.rows, self.dim = self.emb, self.emb.dim
+        self.finite = finite_rows(self.emb.vectors)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.emb.manifest
+
+    def blocks(
+        self, wanted: Mapping[str, np.ndarray], rows: Mapping[str, int]
+    ) -> Iterator[tuple[str, int, np.ndarray]]:
+        for name, pos in wanted.items():
+            step = max(1, rows[name])
+            for lo in range(0, len(pos), step):
+                yield name, lo, l2_normalize(self.emb.vectors[pos[lo : lo + step]])
+
+
+@dataclass
+class FolderSource:
+    """An embeddings folder read shard by shard (:func:`csmae.retrieval.emb_stream.scan`)."""
+
+    se: ShardedEmbeddings
+
+    def __post_init__(self) -> None:
+        self.rows, self.dim, self.finite = self.se.rows, self.se.dim, self.se.finite
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.se.manifest
+
+    def blocks(
+        self, wanted: Mapping[str, np.ndarray], rows: Mapping[str, int]
+    ) -> Iterator[tuple[str, int, np.ndarray]]:
+        names = [n for n, p in wanted.items() if len(p)]
+        buf: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        held = dict.fromkeys(names, 0)
+        done = dict.fromkeys(names, 0)  # rows of the name handed out so far
+        for start, v in self.se.vectors():  # one pass over the shards for every name
+            for n in names:
+                pos = wanted[n]
+                lo, hi = np.searchsorted(pos, [start, start + len(v)])
+                if hi > lo:
+                    buf[n].append(np.ascontiguousarray(v[pos[lo:hi] - start]))
+                    held[n] += hi - lo
+                while held[n] >= rows[n] or (held[n] and done[n] + held[n] == len(pos)):
+                    block = np.concatenate(buf[n]) if len(buf[n]) > 1 else buf[n][0]
+                    take = min(rows[n], held[n])
+                    rest = block[take:].copy()  # not a view that keeps the whole block alive
+                    buf[n], held[n] = ([rest] if len(rest) else []), held[n] - take
+                    yield n, done[n], l2_normalize(block[:take])
+                    done[n] += take
+            del v
+
+
+@dataclass
+class CrossSource:
+    """Cross-model pairs: rows of sensor ``s`` (one contiguous run of ``rows``) come from
+    ``parts[s]``, at the part's positions ``where[s]``."""
+
+    rows: Embeddings
+    parts: dict[str, VectorSource]
+    where: dict[str, np.ndarray]  # sensor -> positions in parts[s] of that sensor's rows, in order
+    dim: int
+
+    def __post_init__(self) -> None:
+        self.first = {s: int(np.flatnonzero(self.rows.sensors == s)[0]) if len(self.where[s]) else 0
+                      for s in self.parts}  # fmt: skip
+        self.finite = np.ones(len(self.rows), bool)
+        for s, pos in self.where.items():
+            self.finite[self.first[s] : self.first[s] + len(pos)] = self.parts[s].finite[pos]
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.rows.manifest
+
+    def blocks(
+        self, wanted: Mapping[str, np.ndarray], rows: Mapping[str, int]
+    ) -> Iterator[tuple[str, int, np.ndarray]]:
+        for s, part in self.parts.items():
+            lo, hi = self.first[s], self.first[s] + len(self.where[s])
+            mine = {n: p for n, p in wanted.items() if len(p) and lo <= p[0] and p[-1] < hi}
+            if mine:
+                yield from part.blocks({n: self.where[s][p - lo] for n, p in mine.items()}, rows)
+
+
+def as_source(emb: Embeddings | VectorSource) -> VectorSource:
+    return MemorySource(emb) if isinstance(emb, Embeddings) else emb
+
+
+def check_finite(source: VectorSource, positions: np.ndarray, what: str) -> None:
+    """Refuse NaN/inf vectors among the rows an evaluation searches, naming a few."""
+    bad = positions[~source.finite[positions]]
+    if len(bad):
+        rows = source.rows
+        shown = ", ".join(f"{rows.ids[i]}/{rows.sensors[i]}" for i in bad[:5])
+        raise ValueError(
+            f"{len(bad)} {what} vector(s) have NaN/inf values (e.g. {shown}): the model or "
+            "its input is broken; re-embed them or leave them out of the splits evaluated"
+        )
+
+
+def digests(source: VectorSource, wanted: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """:func:`csmae.retrieval.resume.array_digest` of each name's normalised vectors, in one pass
+    (the same digest as of the whole array: its header, then its bytes in row order)."""
+    hs = {}
+    for n, pos in wanted.items():
+        hs[n] = hashlib.blake2b(digest_size=16)
+        hs[n].update(f"{np.dtype(np.float32).str}{(len(pos), source.dim)}".encode())
+    for n, _, v in source.blocks(wanted, dict.fromkeys(wanted, _rows_of(QUERY_BYTES // 4, source.dim))):
+        hs[n].update(np.ascontiguousarray(v).view(np.uint8).reshape(-1).data)
+    return {n: h.hexdigest() for n, h in hs.items()}
+
+
+def _rows_of(nbytes: int, dim: int) -> int:
+    return max(1, nbytes // (4 * max(dim, 1)))
+
+
+def block_rows(n_rows: int, want: int, k: int) -> int:
+    """Rows per archive block: about ``want``, equal blocks, the last one too holding >= k + 1
+    rows (so that every block gives its full top-k with one own item excluded)."""
+    n = max(1, n_rows // max(1, want))
+    while n > 1:
+        size = -(-n_rows // n)
+        if n_rows - (n - 1) * size >= k + 1:
+            return size
+        n -= 1
+    return max(1, n_rows)
+
+
+@dataclass
+class Direction:
+    """One search of the protocol: queries of one sensor over one archive."""
+
+    name: str
+    k: int
+    exclude: np.ndarray | None  # (Q, 1) archive position of each query's own item (-1: none)
+    archive: str  # key of the archive positions in ``search_blocks``'s ``archives``
+    stats: TopKStats
+    seconds: float = 0.0
+
+
+def search_blocks(
+    source: VectorSource,
+    queries: np.ndarray,
+    archives: Mapping[str, np.ndarray],
+    directions: list[Direction],
+    *,
+    precision: str,
+    block_size: int,
+    query_bytes: int | None = None,
+    archive_bytes: int | None = None,
+    tile_bytes: int | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Exact top-k of the query rows ``queries`` over each direction's archive rows, block by block.
+
+    Per chunk of queries one pass over the source reads every archive block once; each block's
+    exact top-k (:func:`exact_topk`) is merged into the running top-k. Blocks hold at least k + 1
+    rows (one own item may be excluded), so every block gives its full top-k.
+    Budgets default to :data:`QUERY_BYTES`, :data:`ARCHIVE_BYTES`, :data:`TILE_BYTES`.
+    Returns name -> (scores (Q, k) float64, archive positions (Q, k) int64)."""
+    q_rows = _rows_of(QUERY_BYTES if query_bytes is None else query_bytes, source.dim)
+    k_max = max(d.k for d in directions)
+    a_rows = _rows_of(ARCHIVE_BYTES if archive_bytes is None else archive_bytes, source.dim)
+    tile_bytes = TILE_BYTES if tile_bytes is None else tile_bytes
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for d in directions:
+        out[d.name] = (np.empty((len(queries), d.k)), np.empty((len(queries), d.k), np.int64))
+    for q_lo in range(0, len(queries), q_rows):
+        q_hi = min(len(queries), q_lo + q_rows)
+        parts = [v for _, _, v in source.blocks({"q": queries[q_lo:q_hi]}, {"q": q_hi - q_lo})]
+        qv = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        del parts
+        used = {d.archive: archives[d.archive] for d in directions}
+        sizes = {a: block_rows(len(p), a_rows, k_max) for a, p in used.items()}
+        best: dict[str, tuple[np.ndarray, np.ndarray] | None] = {d.name: None for d in directions}
+        for a, off, av in source.blocks(used, sizes):
+            for d in (d for d in directions if d.archive == a):
+                t0 = time.perf_counter()
+                last = off + len(av) == len(used[a])
+                ex = None
+                if d.exclude is not None:
+                    e = d.exclude[q_lo:q_hi]
+                    ex = np.where((e >= off) & (e < off + len(av)), e - off, -1)
+                tile = max(1, min(block_size, tile_bytes // (8 * len(av))))
+                prog = (lambda n, _n=d.name: progress(_n, n)) if progress is not None and last else None
+                s, i = exact_topk(qv, av, d.k, exclude=ex, precision=precision, block_size=tile,
+                                  progress=prog, stats=d.stats)  # fmt: skip
+                prev = best[d.name]
+                best[d.name] = (s, i + off) if prev is None else merge_topk([prev, (s, i)], [0, off], d.k)
+                d.seconds += time.perf_counter() - t0
+        for d in directions:
+            top = best[d.name]
+            assert top is not None
+            out[d.name][0][q_lo:q_hi], out[d.name][1][q_lo:q_hi] = top
+        del qv
+    return out
