@@ -13,9 +13,11 @@ out the vectors of chosen rows in blocks:
   verified on every read), never the whole folder's vectors at once;
 * :class:`CrossSource`: cross-model pairs, each sensor's rows from its own source.
 
-Peak memory of :func:`search_blocks`: one query chunk (``QUERY_BYTES``), one archive block
-(``ARCHIVE_BYTES`` and its bf16 copy), the score tile of :func:`exact_topk` (``TILE_BYTES``), one
-shard while reading, and the per-row columns.
+Peak memory of :func:`search_blocks` (the budgets below, at D = 768): one query chunk
+(``QUERY_BYTES``, 256 MB), one block per archive read in the pass (``ARCHIVE_BYTES`` in all,
+512 MB), :func:`exact_topk`'s copies of a block (up to 1.5x one block) and its score tile
+(``TILE_BYTES``, 256 MB), one shard while reading, and the per-row columns (ids, sensors, splits,
+labels: ~125 bytes a row measured). Archives under the budget are searched in one block, as before.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ import numpy as np
 
 from csmae.retrieval.emb_stream import ShardedEmbeddings
 from csmae.retrieval.embeddings import Embeddings
-from csmae.retrieval.topk import TopKStats, exact_topk, l2_normalize, merge_topk
+from csmae.retrieval.topk import TopKStats, exact_topk, merge_topk
 
 #: query vectors held at once (float32): the query side is searched in chunks of this size
 QUERY_BYTES = 256 << 20
-#: archive vectors searched at once (float32; plus a bf16 copy in the candidate pass)
+#: archive vectors held at once (float32), shared by the archives read in one pass (one block
+#: each); exact_topk adds up to 1.5x a block (its padded / bf16 copies)
 ARCHIVE_BYTES = 512 << 20
 #: one score tile of exact_topk (queries per tile x archive block x 8 bytes)
-TILE_BYTES = 512 << 20
+TILE_BYTES = 256 << 20
 
 
 class VectorSource(Protocol):
@@ -57,6 +60,13 @@ class VectorSource(Protocol):
         for every name, each name's blocks in order (ascending positions), of ``rows[name]``
         rows (the last one fewer)."""
         ...
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """:func:`~csmae.retrieval.topk.l2_normalize` of a float32 array in place (the same values,
+    no second copy of a block)."""
+    np.divide(x, np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), out=x)
+    return x
 
 
 def columns(rows: Embeddings, positions: np.ndarray) -> Embeddings:
@@ -88,7 +98,7 @@ class MemorySource:
         for name, pos in wanted.items():
             step = max(1, rows[name])
             for lo in range(0, len(pos), step):
-                yield name, lo, l2_normalize(self.emb.vectors[pos[lo : lo + step]])
+                yield name, lo, normalize_rows(self.emb.vectors[pos[lo : lo + step]])  # a copy
 
 
 @dataclass
@@ -108,23 +118,26 @@ class FolderSource:
         self, wanted: Mapping[str, np.ndarray], rows: Mapping[str, int]
     ) -> Iterator[tuple[str, int, np.ndarray]]:
         names = [n for n, p in wanted.items() if len(p)]
-        buf: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        held = dict.fromkeys(names, 0)
+        block: dict[str, np.ndarray | None] = dict.fromkeys(names)
+        fill = dict.fromkeys(names, 0)  # rows of the current block filled
         done = dict.fromkeys(names, 0)  # rows of the name handed out so far
         for start, v in self.se.vectors():  # one pass over the shards for every name
             for n in names:
                 pos = wanted[n]
-                lo, hi = np.searchsorted(pos, [start, start + len(v)])
-                if hi > lo:
-                    buf[n].append(np.ascontiguousarray(v[pos[lo:hi] - start]))
-                    held[n] += hi - lo
-                while held[n] >= rows[n] or (held[n] and done[n] + held[n] == len(pos)):
-                    block = np.concatenate(buf[n]) if len(buf[n]) > 1 else buf[n][0]
-                    take = min(rows[n], held[n])
-                    rest = block[take:].copy()  # not a view that keeps the whole block alive
-                    buf[n], held[n] = ([rest] if len(rest) else []), held[n] - take
-                    yield n, done[n], l2_normalize(block[:take])
-                    done[n] += take
+                lo, hi = (int(x) for x in np.searchsorted(pos, [start, start + len(v)]))
+                while lo < hi:  # into one preallocated block per name: no concatenated copies
+                    b = block[n]
+                    if b is None:
+                        b = block[n] = np.empty((min(rows[n], len(pos) - done[n]), self.dim), np.float32)
+                    take = min(hi - lo, len(b) - fill[n])
+                    b[fill[n] : fill[n] + take] = v[pos[lo : lo + take] - start]
+                    fill[n] += take
+                    lo += take
+                    if fill[n] == len(b):
+                        block[n], fill[n] = None, 0
+                        yield n, done[n], normalize_rows(b)
+                        done[n] += len(b)
+                        del b
             del v
 
 
@@ -237,7 +250,8 @@ def search_blocks(
     Returns name -> (scores (Q, k) float64, archive positions (Q, k) int64)."""
     q_rows = _rows_of(QUERY_BYTES if query_bytes is None else query_bytes, source.dim)
     k_max = max(d.k for d in directions)
-    a_rows = _rows_of(ARCHIVE_BYTES if archive_bytes is None else archive_bytes, source.dim)
+    n_archives = len({d.archive for d in directions})  # read in the same pass: one block each
+    a_rows = _rows_of((ARCHIVE_BYTES if archive_bytes is None else archive_bytes) // n_archives, source.dim)
     tile_bytes = TILE_BYTES if tile_bytes is None else tile_bytes
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for d in directions:
