@@ -80,6 +80,13 @@ INSERT_BYTES = 8 << 20  # per insert request: well under the server's 64 MB gRPC
 QUERY_BATCH = 256
 #: the largest HNSW ef a filtered search widens to
 EF_MAX = 4096
+#: consistency of searches and vector reads (docs/milvus.md "Consistency"): Bounded does not wait
+#: for the server's next time tick (a Strong search on a 2.3 standalone waits ~200 ms for it) ...
+SEARCH_CONSISTENCY = "Bounded"
+#: ... and for this long after the items snapshot is read or this process writes, Strong: Bounded
+#: may miss writes of the server's last ``common.gracefulTime`` (5 s by default); this window
+#: makes every item of the snapshot (and a writer's own rows) visible to the first searches
+STRONG_WINDOW_S = 10.0
 
 #: csmae kind -> Milvus index type; any Milvus index type name is also accepted.
 KINDS = {"exact": "FLAT", "flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT", "ivf-sq8": "IVF_SQ8"}
@@ -385,6 +392,10 @@ class MilvusBackend:
         #: the collection is the archive (milvus_archive): primary keys are item keys, row ids are
         #: positions in the items snapshot read by items(); else row ids are the primary keys
         self.archive = bool(archive)
+        #: None: SEARCH_CONSISTENCY, Strong within STRONG_WINDOW_S of a snapshot or write (see
+        #: :meth:`read_consistency`); or a Milvus level that every search uses ("Strong", ...)
+        self.consistency: str | None = None
+        self._strong_until = time.monotonic() + STRONG_WINDOW_S  # a new or just opened collection
         self._keys = np.zeros(0, np.int64)  # archive: row id (position) -> primary key
         self._sorted: np.ndarray | None = None
         self._order: np.ndarray | None = None
@@ -401,6 +412,18 @@ class MilvusBackend:
     @property
     def approximate(self) -> bool:
         return self.index_type != "FLAT"
+
+    # ------------------------------------------------------------ consistency
+    def _strong_for_a_while(self) -> None:
+        self._strong_until = time.monotonic() + STRONG_WINDOW_S
+
+    def read_consistency(self) -> str:
+        """The consistency level of the next search / vector read: :attr:`consistency` if set, else
+        Strong within STRONG_WINDOW_S of reading the snapshot or of this process's last write, and
+        SEARCH_CONSISTENCY after (the same results: every row of the snapshot is visible by then)."""
+        if self.consistency:
+            return self.consistency
+        return "Strong" if time.monotonic() < self._strong_until else SEARCH_CONSISTENCY
 
     # ------------------------------------------------------------------ writes
     def add(self, rows: np.ndarray, vectors: np.ndarray, items: Any = None) -> None:
@@ -462,6 +485,7 @@ class MilvusBackend:
             for recs in batches:
                 self.client.upsert(self.collection, recs)
             self.client.flush(self.collection)
+        self._strong_for_a_while()
 
     def remove(self, rows: np.ndarray) -> None:
         rows = np.unique(np.asarray(rows, dtype=np.int64))
@@ -474,6 +498,7 @@ class MilvusBackend:
             for lo in range(0, len(pks), 10_000):
                 self.client.delete(self.collection, ids=[int(r) for r in pks[lo : lo + 10_000]])
             self.client.flush(self.collection)
+        self._strong_for_a_while()
 
     def compact(self, live_rows: np.ndarray) -> MilvusBackend:
         """Nothing to rebuild (Milvus compacts deleted rows itself); the same backend."""
@@ -524,6 +549,7 @@ class MilvusBackend:
                     int(r["row"]))  # fmt: skip
 
         recs.sort(key=order)
+        self._strong_for_a_while()  # the snapshot's rows are all seen by the searches after it
         items = A.decode_items(recs, self.column_types, len(self.label_names))
         self._set_keys(np.array([int(r["row"]) for r in recs], dtype=np.int64))
         self.count = self.next_row = len(recs)
@@ -611,7 +637,7 @@ class MilvusBackend:
         for lo in range(0, len(uniq), 1000):
             res = self._loaded(
                 "get vectors", self.client.get, self.collection, ids=[int(r) for r in uniq[lo : lo + 1000]],
-                output_fields=["vec"],
+                output_fields=["vec"], consistency_level=self.read_consistency(),
             )  # fmt: skip
             found.update({int(r["row"]): r["vec"] for r in res})
         missing = [int(r) for r, p in zip(rows, pks) if int(p) not in found]
@@ -776,6 +802,7 @@ class MilvusBackend:
             search_params=params,
             anns_field="vec",
             timeout=CONNECT_TIMEOUT_S,  # bounded: a server gone mid-search is a 503, not a hang
+            consistency_level=self.read_consistency(),
         )
         return [[(int(h["row"]), float(h["distance"])) for h in hits] for hits in res]
 
@@ -911,6 +938,8 @@ class MilvusBackend:
             "index_type": self.index_type,
             "index_params": self.index_params,
             "search_params": self.search_params,
+            "consistency": self.consistency
+            or f"{SEARCH_CONSISTENCY} (Strong for {STRONG_WINDOW_S:g} s after a load, reload or write)",
             "count": self.count,
             "dim": self.dim,
         }
@@ -972,8 +1001,8 @@ def create(
     ip = client.prepare_index_params()
     bparams = _build_params(index_type, n_hint, dim)
     ip.add_index("vec", index_type=index_type, metric_type="IP", params=bparams)
-    # Strong: a search sees every write acknowledged before it (Lite always does; a server's
-    # default, Bounded, may not see an add of the last seconds)
+    # Strong by default: counts, item reads and writers' checks see every write acknowledged
+    # before them; searches choose their own level (read_consistency)
     client.create_collection(
         name,
         schema=_schema(pymilvus, dim, len(label_names), archive),
@@ -1024,19 +1053,10 @@ def load(
     fields = {f["name"] for f in client.describe_collection(name).get("fields", [])}
     if entry.get("archive"):
         return _load_archive(client, uri, name, entry, params, where)
-    be = MilvusBackend(
-        client=client,
-        uri=normalise_uri(uri),
-        collection=name,
-        dim=int(entry["dim"]),
-        label_names=entry.get("label_names") or [],
-        index_type=str(entry.get("index_type", "FLAT")),
-        index_params=entry.get("index_params") or {},
-        search_params={**(entry.get("search_params") or {}), **(params or {})},
-        count=int(entry.get("count", 0)),
-        next_row=int(entry.get("next_row", 0)),
-        nullable="has_t" not in fields,
-    )
+    be = _from_entry(
+        client, uri, name, entry, params, count=int(entry.get("count", 0)),
+        next_row=int(entry.get("next_row", 0)), nullable="has_t" not in fields,
+    )  # fmt: skip
     while stale := client.query(name, filter=f"row >= {be.next_row}", output_fields=["row"], limit=TOPK_MAX):
         log.warning(
             "Milvus collection %s holds %d rows from an interrupted add%s: removing them",
@@ -1065,6 +1085,23 @@ def load(
     return be
 
 
+def _from_entry(
+    client: Any, uri: str, name: str, entry: dict[str, Any], params: dict[str, Any] | None, **kw: Any
+) -> MilvusBackend:
+    """The backend of a manifest entry's collection (``params`` override its search parameters)."""
+    return MilvusBackend(
+        client=client,
+        uri=normalise_uri(uri),
+        collection=name,
+        dim=int(entry["dim"]),
+        label_names=entry.get("label_names") or [],
+        index_type=str(entry.get("index_type", "FLAT")),
+        index_params=entry.get("index_params") or {},
+        search_params={**(entry.get("search_params") or {}), **(params or {})},
+        **kw,
+    )
+
+
 def _load_archive(
     client: Any, uri: str, name: str, entry: dict[str, Any], params: dict[str, Any] | None, where: str
 ) -> MilvusBackend:
@@ -1075,19 +1112,7 @@ def _load_archive(
             f"{A.facts_collection(name)!r}: it is not a csmae archive (or it was damaged)"
         )
     client.load_collection(A.facts_collection(name))
-    be = MilvusBackend(
-        client=client,
-        uri=normalise_uri(uri),
-        collection=name,
-        dim=int(entry["dim"]),
-        label_names=entry.get("label_names") or [],
-        index_type=str(entry.get("index_type", "FLAT")),
-        index_params=entry.get("index_params") or {},
-        search_params={**(entry.get("search_params") or {}), **(params or {})},
-        count=0,
-        next_row=0,
-        archive=True,
-    )
+    be = _from_entry(client, uri, name, entry, params, count=0, next_row=0, archive=True)
     facts = be.facts()
     if not facts:
         raise ValueError(f"Milvus collection {name!r} at {redact(uri)}{where} records no csmae facts")
