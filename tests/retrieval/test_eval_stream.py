@@ -126,15 +126,33 @@ def test_blocks_match_a_brute_force_ranking(tmp_path, tiny_blocks):
             assert res.rankings[name][1][qi].tolist() == want, (name, qi)
 
 
-def test_digests_equal_whole_array_digests(tmp_path):
+def test_resume_keys_follow_the_vectors_and_the_rows(tmp_path):
+    """In memory, and for a folder without checksums: the digest of the normalised vectors (as
+    before, one pass). A folder with checksums: its verified shard checksums and the rows (no pass)."""
     folder = write_folder(tmp_path / "emb", pairs=300, shard_pairs=41, d=12)
     emb = load_embeddings(folder)
-    src = evaluation_source(folder)
     pos = {s: np.flatnonzero(emb.mask(sensor=s, split="val")) for s in ("s1", "s2")}
-    got = es.digests(src, pos)
-    for s in ("s1", "s2"):
-        assert got[s] == array_digest(l2_normalize(emb.select(sensor=s, split="val").vectors))
-    assert es.digests(es.MemorySource(emb), pos) == got
+    whole = {s: array_digest(l2_normalize(emb.select(sensor=s, split="val").vectors)) for s in pos}
+    assert es.fingerprints(es.MemorySource(emb), pos) == whole
+    keyed = es.fingerprints(evaluation_source(folder), pos)
+    assert keyed == es.fingerprints(evaluation_source(folder), pos) and keyed != whole
+    assert es.fingerprints(evaluation_source(folder), {"s1": pos["s1"][1:]})["s1"] != keyed["s1"]
+    man = json.loads((folder / "manifest.json").read_text())
+    unverified = dict(man)
+    unverified.pop("checksums")
+    write_json_atomic(folder / "manifest.json", unverified)
+    assert es.fingerprints(evaluation_source(folder), pos) == whole  # streamed, same digest
+    from csmae.integrity import checksum_files
+    from csmae.retrieval.embeddings import read_shard
+
+    part = read_shard(folder / "part-00000.parquet")
+    vectors = part["vectors"].copy()
+    vectors[0] += 1.0  # one vector changes: the shard's checksum and the key change
+    write_shard(folder / "part-00000.parquet", ids=list(part["ids"]), sensors=list(part["sensors"]),
+                splits=list(part["splits"]), labels=part["labels"], vectors=vectors)  # fmt: skip
+    man["checksums"] = checksum_files(folder, [e["file"] for e in man["shards"]])
+    write_json_atomic(folder / "manifest.json", man)
+    assert es.fingerprints(evaluation_source(folder), pos)["s1"] != keyed["s1"]
 
 
 def test_cross_model_source_equals_cross_model_embeddings(tmp_path, tiny_blocks):

@@ -23,6 +23,7 @@ labels: ~125 bytes a row measured). Archives under the budget are searched in on
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -114,6 +115,16 @@ class FolderSource:
     def manifest(self) -> dict[str, Any]:
         return self.se.manifest
 
+    def fingerprint(self, positions: np.ndarray) -> str | None:
+        """Digest of the shards' recorded checksums and ``positions``; None without checksums."""
+        if any(c is None for _, c, _ in self.se.shards):
+            return None
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"csmae-folder-rows-1|{self.dim}|".encode())
+        h.update(json.dumps([c for _, c, _ in self.se.shards], sort_keys=True).encode())
+        h.update(np.ascontiguousarray(positions, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
     def blocks(
         self, wanted: Mapping[str, np.ndarray], rows: Mapping[str, int]
     ) -> Iterator[tuple[str, int, np.ndarray]]:
@@ -171,6 +182,15 @@ class CrossSource:
             if mine:
                 yield from part.blocks({n: self.where[s][p - lo] for n, p in mine.items()}, rows)
 
+    def fingerprint(self, positions: np.ndarray) -> str | None:
+        """The fingerprint of the part that holds ``positions`` (one sensor's rows)."""
+        for s, part in self.parts.items():
+            lo, hi = self.first[s], self.first[s] + len(self.where[s])
+            if len(positions) and lo <= positions[0] and positions[-1] < hi:
+                fp = getattr(part, "fingerprint", None)
+                return None if fp is None else fp(self.where[s][positions - lo])
+        return None
+
 
 def as_source(emb: Embeddings | VectorSource) -> VectorSource:
     return MemorySource(emb) if isinstance(emb, Embeddings) else emb
@@ -188,9 +208,17 @@ def check_finite(source: VectorSource, positions: np.ndarray, what: str) -> None
         )
 
 
-def digests(source: VectorSource, wanted: Mapping[str, np.ndarray]) -> dict[str, str]:
-    """:func:`csmae.retrieval.resume.array_digest` of each name's normalised vectors, in one pass
-    (the same digest as of the whole array: its header, then its bytes in row order)."""
+def fingerprints(source: VectorSource, wanted: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """A key of each name's normalised vectors (what a finished search depends on, for resuming).
+
+    A folder whose manifest records its shards' checksums (verified on every read): a digest of
+    those checksums and the chosen rows, with no pass over the vectors. Otherwise the
+    :func:`csmae.retrieval.resume.array_digest` of the normalised vectors (one pass)."""
+    fp = getattr(source, "fingerprint", None)
+    if fp is not None:
+        got = {n: fp(pos) for n, pos in wanted.items()}
+        if all(v is not None for v in got.values()):
+            return got  # type: ignore[return-value]
     hs = {}
     for n, pos in wanted.items():
         hs[n] = hashlib.blake2b(digest_size=16)
@@ -218,19 +246,27 @@ def block_rows(n_rows: int, want: int, k: int) -> int:
 
 @dataclass
 class Direction:
-    """One search of the protocol: queries of one sensor over one archive."""
+    """One search of the protocol: the queries ``query`` over the archive ``archive``."""
 
     name: str
     k: int
     exclude: np.ndarray | None  # (Q, 1) archive position of each query's own item (-1: none)
+    query: str  # key of the query positions in ``search_blocks``'s ``queries``
     archive: str  # key of the archive positions in ``search_blocks``'s ``archives``
     stats: TopKStats
     seconds: float = 0.0
 
 
+def _rounds(queries: Mapping[str, np.ndarray], q_rows: int) -> list[list[tuple[str, int, int]]]:
+    """Query chunks ``(name, start, stop)`` of at most ``q_rows`` rows, one name per round: the
+    directions of a query sensor finish (and are kept for resuming) before the next one starts."""
+    return [[(name, lo, min(len(pos), lo + q_rows))] for name, pos in queries.items()
+            for lo in range(0, len(pos), q_rows)]  # fmt: skip
+
+
 def search_blocks(
     source: VectorSource,
-    queries: np.ndarray,
+    queries: Mapping[str, np.ndarray],
     archives: Mapping[str, np.ndarray],
     directions: list[Direction],
     *,
@@ -240,48 +276,58 @@ def search_blocks(
     archive_bytes: int | None = None,
     tile_bytes: int | None = None,
     progress: Callable[[str, int], None] | None = None,
+    on_done: Callable[[Direction, tuple[np.ndarray, np.ndarray]], None] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Exact top-k of the query rows ``queries`` over each direction's archive rows, block by block.
+    """Exact top-k of each direction's query rows over its archive rows, block by block.
 
-    Per chunk of queries one pass over the source reads every archive block once; each block's
-    exact top-k (:func:`exact_topk`) is merged into the running top-k. Blocks hold at least k + 1
-    rows (one own item may be excluded), so every block gives its full top-k.
-    Budgets default to :data:`QUERY_BYTES`, :data:`ARCHIVE_BYTES`, :data:`TILE_BYTES`.
+    The queries are taken one query set at a time, in chunks of at most ``QUERY_BYTES`` (usually
+    one); per chunk one pass over the source reads the queries and one more every archive block
+    once; each block's exact top-k (:func:`exact_topk`) is merged into the running top-k of every
+    direction whose queries are in the round. Blocks hold at least k + 1 rows (one own item may be
+    excluded), so every block gives its full top-k. ``on_done`` is called as each direction
+    finishes. Budgets default to :data:`QUERY_BYTES`, :data:`ARCHIVE_BYTES`, :data:`TILE_BYTES`.
     Returns name -> (scores (Q, k) float64, archive positions (Q, k) int64)."""
     q_rows = _rows_of(QUERY_BYTES if query_bytes is None else query_bytes, source.dim)
-    k_max = max(d.k for d in directions)
-    n_archives = len({d.archive for d in directions})  # read in the same pass: one block each
-    a_rows = _rows_of((ARCHIVE_BYTES if archive_bytes is None else archive_bytes) // n_archives, source.dim)
     tile_bytes = TILE_BYTES if tile_bytes is None else tile_bytes
+    used_q = {d.query: queries[d.query] for d in directions}
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for d in directions:
-        out[d.name] = (np.empty((len(queries), d.k)), np.empty((len(queries), d.k), np.int64))
-    for q_lo in range(0, len(queries), q_rows):
-        q_hi = min(len(queries), q_lo + q_rows)
-        parts = [v for _, _, v in source.blocks({"q": queries[q_lo:q_hi]}, {"q": q_hi - q_lo})]
-        qv = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        del parts
-        used = {d.archive: archives[d.archive] for d in directions}
+        n = len(queries[d.query])
+        out[d.name] = (np.empty((n, d.k)), np.empty((n, d.k), np.int64))
+    for rnd in _rounds(used_q, q_rows):
+        wanted = {f"{name}:{lo}": used_q[name][lo:hi] for name, lo, hi in rnd}
+        qv = {key: v for key, _, v in source.blocks(wanted, {k: len(p) for k, p in wanted.items()})}
+        chunk = {name: (lo, hi, qv[f"{name}:{lo}"]) for name, lo, hi in rnd}
+        todo = [d for d in directions if d.query in chunk]
+        used = {d.archive: archives[d.archive] for d in todo}
+        k_max = max(d.k for d in todo)
+        a_rows = _rows_of(
+            (ARCHIVE_BYTES if archive_bytes is None else archive_bytes) // len(used), source.dim
+        )
         sizes = {a: block_rows(len(p), a_rows, k_max) for a, p in used.items()}
-        best: dict[str, tuple[np.ndarray, np.ndarray] | None] = {d.name: None for d in directions}
-        for a, off, av in source.blocks(used, sizes):
-            for d in (d for d in directions if d.archive == a):
+        best: dict[str, tuple[np.ndarray, np.ndarray] | None] = {d.name: None for d in todo}
+        for a, off, av in source.blocks(used, sizes):  # one block per archive held at a time
+            last = off + len(av) == len(used[a])
+            tile = max(1, min(block_size, tile_bytes // (8 * len(av))))
+            for d in (d for d in todo if d.archive == a):
                 t0 = time.perf_counter()
-                last = off + len(av) == len(used[a])
+                q_lo, q_hi, vecs = chunk[d.query]
                 ex = None
                 if d.exclude is not None:
                     e = d.exclude[q_lo:q_hi]
                     ex = np.where((e >= off) & (e < off + len(av)), e - off, -1)
-                tile = max(1, min(block_size, tile_bytes // (8 * len(av))))
                 prog = (lambda n, _n=d.name: progress(_n, n)) if progress is not None and last else None
-                s, i = exact_topk(qv, av, d.k, exclude=ex, precision=precision, block_size=tile,
+                s, i = exact_topk(vecs, av, d.k, exclude=ex, precision=precision, block_size=tile,
                                   progress=prog, stats=d.stats)  # fmt: skip
                 prev = best[d.name]
                 best[d.name] = (s, i + off) if prev is None else merge_topk([prev, (s, i)], [0, off], d.k)
                 d.seconds += time.perf_counter() - t0
-        for d in directions:
+        for d in todo:
             top = best[d.name]
             assert top is not None
+            q_lo, q_hi, _ = chunk[d.query]
             out[d.name][0][q_lo:q_hi], out[d.name][1][q_lo:q_hi] = top
-        del qv
+            if on_done is not None and q_hi == len(queries[d.query]):
+                on_done(d, out[d.name])
+        del qv, chunk
     return out

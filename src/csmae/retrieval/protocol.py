@@ -44,7 +44,7 @@ from csmae.retrieval.eval_stream import (
     as_source,
     check_finite,
     columns,
-    digests,
+    fingerprints,
     search_blocks,
 )
 from csmae.retrieval.metrics import ranked_metrics
@@ -248,18 +248,19 @@ def run_protocol(
         check_finite(source, a_pos[s], f"{s} archive")
     cache = SearchCache(resume_dir) if resume_dir is not None else None
     digest: dict[str, str] = {}
-    if cache is not None:  # one pass over the vectors
-        digest = digests(source, {**{f"q:{s}": q_pos[s] for s in sens}, **{f"a:{s}": a_pos[s] for s in sens}})
+    if cache is not None:  # keys of the inputs (a folder's recorded checksums: no pass over it)
+        sides = {**{f"q:{s}": q_pos[s] for s in sens}, **{f"a:{s}": a_pos[s] for s in sens}}
+        digest = fingerprints(source, sides)
     topk: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     metrics: dict[str, dict[str, dict[int, float]]] = {}
     notes: list[str] = []
     timing: dict[str, Any] = {}
     rankings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    todo: list[Direction] = []
+    resumed: dict[str, bool] = {}
+    keys: dict[str, str] = {}
+    avails: dict[str, int] = {}
     for qs in sens:
-        todo: list[Direction] = []
-        resumed: dict[str, bool] = {}
-        keys: dict[str, str] = {}
-        avails: dict[str, int] = {}
         for a_s in sens:
             name = direction_name(qs, a_s)
             excl = None
@@ -276,17 +277,21 @@ def run_protocol(
                 if on_progress:
                     on_progress(name, len(queries[qs]), 0)
             else:
-                todo.append(Direction(name=name, k=kmax, exclude=excl, archive=a_s, stats=TopKStats()))
-        if todo:
-            got = search_blocks(
-                source, q_pos[qs], a_pos, todo, precision=precision, block_size=block_size,
-                progress=(lambda name, n: on_progress(name, n, 0)) if on_progress else None,
-            )  # fmt: skip
-            for d in todo:
-                topk[(qs, d.archive)] = got[d.name]
-                if cache:
-                    cache.save(d.name, keys[d.name], *got[d.name])
-        searched = {d.name: d for d in todo}
+                todo.append(Direction(name, kmax, excl, query=qs, archive=a_s, stats=TopKStats()))
+
+    def finished(d: Direction, result: tuple[np.ndarray, np.ndarray]) -> None:
+        if cache:  # kept at once: a run killed later resumes from here
+            cache.save(d.name, keys[d.name], *result)
+
+    if todo:
+        got = search_blocks(
+            source, q_pos, a_pos, todo, precision=precision, block_size=block_size, on_done=finished,
+            progress=(lambda name, n: on_progress(name, n, 0)) if on_progress else None,
+        )  # fmt: skip
+        for d in todo:
+            topk[(d.query, d.archive)] = got[d.name]
+    searched = {d.name: d for d in todo}
+    for qs in sens:
         for a_s in sens:
             name = direction_name(qs, a_s)
             t1 = time.perf_counter()
