@@ -37,7 +37,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +351,20 @@ def _check_records(recs: list[dict], collection: str) -> None:
                 )
 
 
+def _check_lengths(items: Any, collection: str) -> None:
+    """:func:`_check_records` over an items table's columns (before any row is built or written)."""
+    for field, most in VARCHAR_BYTES.items():
+        if field not in items:
+            continue
+        for i, value in enumerate(items[field].tolist()):
+            if isinstance(value, str) and len(value.encode("utf-8")) > most:
+                raise ValueError(
+                    f"Milvus collection {collection}: item {i} (id {str(items['id'].iloc[i])[:60]!r}): "
+                    f"{field} is {len(value.encode('utf-8'))} bytes, the collection allows {most}; "
+                    "nothing written"
+                )
+
+
 class MilvusBackend:
     """Vectors by row id in one Milvus collection (see the module docstring).
 
@@ -460,15 +474,21 @@ class MilvusBackend:
             bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
             raise ValueError(f"add: vector of row {int(rows[bad])} is not finite (NaN/inf); nothing written")
 
-    def _write(self, pks: np.ndarray, vectors: np.ndarray, items: Any, *, token: str) -> None:
-        """Upsert rows under primary keys ``pks``; every batch is checked before the first is written."""
+    def _write(
+        self, pks: np.ndarray, vectors: np.ndarray, items: Any, *, token: str,
+        at: tuple[int, int] | None = None, flush: bool = True,
+    ) -> None:  # fmt: skip
+        """Upsert rows under primary keys ``pks``; every batch is checked before the first is written.
+
+        ``at``: (write time in ms, position of the first row) of a write made in parts (the order
+        :meth:`items` lists them in); ``flush``: seal the data now (the last part of a write)."""
         step = max(1, INSERT_BYTES // (4 * self.dim + 2048))
         items = items.reset_index(drop=True)
         metas = A.meta_rows(items, self.column_types) if self.archive else None
         if metas is not None:  # write time and position: items() keeps the order items were written in
-            now = time.time_ns() // 1_000_000
+            now, first = at if at is not None else (time.time_ns() // 1_000_000, 0)
             for i, meta in enumerate(metas):
-                meta["_w"], meta["_i"] = now, i
+                meta["_w"], meta["_i"] = now, first + i
         batches = []
         for lo in range(0, len(pks), step):
             hi = min(len(pks), lo + step)
@@ -484,7 +504,8 @@ class MilvusBackend:
         with guarded(self.uri, "insert"):
             for recs in batches:
                 self.client.upsert(self.collection, recs)
-            self.client.flush(self.collection)
+            if flush:
+                self.client.flush(self.collection)
         self._strong_for_a_while()
 
     def remove(self, rows: np.ndarray) -> None:
@@ -575,9 +596,18 @@ class MilvusBackend:
         """Add or replace items by (id, sensor) under ingest ``token`` (a rerun of the same token
         completes it: rows are upserts); returns (added, replaced keys)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        rows = np.arange(len(items), dtype=np.int64)
-        self._check_add(rows, vectors, items)
-        extra = {c: t for c, t in A.column_types(items).items() if c not in self.column_types}
+        self._check_add(np.arange(len(items), dtype=np.int64), vectors, items)
+        return self.upsert_parts(items, [(np.arange(len(items)), vectors)], token=token, source=source)
+
+    def upsert_parts(
+        self, items: Any, parts: Iterable[tuple[np.ndarray, np.ndarray]], *, token: str, source: str
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """:meth:`upsert_items` with the vectors given in parts: ``(positions in items, (R, D)
+        L2-normalised vectors)``, e.g. one per shard of a folder (bounded memory). Every row's
+        columns are checked before the first part is written; the parts are written in order."""
+        items = items.reset_index(drop=True)
+        _check_lengths(items, self.collection)  # what Milvus would refuse, before anything is written
+        extra = {c: t for c, t in A.column_types(items.head(1000)).items() if c not in self.column_types}
         if extra:  # a writer whose items carry a new column (e.g. place): recorded for every reader
             self.column_types = {**self.column_types, **extra}
             facts = self.facts()
@@ -594,7 +624,17 @@ class MilvusBackend:
             A.write_record(
                 self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "started")
             )
-        self._write(keys, vectors, items, token=token)
+        now, written = time.time_ns() // 1_000_000, 0
+        for pos, vectors in parts:
+            pos = np.asarray(pos, dtype=np.int64)
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            self._check_add(pos, vectors, items.iloc[pos])
+            written += len(pos)
+            first = int(pos[0]) if len(pos) else 0
+            self._write(keys[pos], vectors, items.iloc[pos], token=token, at=(now, first),
+                        flush=written == len(keys))  # fmt: skip
+        if written != len(keys):
+            raise ValueError(f"upsert_parts: {written} vectors for {len(keys)} items")
         with guarded(self.uri, "record ingest"):
             A.write_record(
                 self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "done")
