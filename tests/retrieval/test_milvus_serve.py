@@ -165,3 +165,25 @@ def test_searches_are_strong_after_a_load_or_write_then_bounded_and_exact(milvus
         assert be.read_consistency() == "Strong"  # this process wrote: its next searches see it
     finally:
         si.backend.drop()
+
+
+def test_a_slow_search_gets_one_longer_try_before_a_503(milvus_server_uri, tmp_path, monkeypatch):
+    """A search that runs past its deadline on a server that answers (busy with writes, starved of
+    CPU: seen as 503s in bench_milvus_serve before) is tried once more with SLOW_READ_S; only
+    when that too runs out is it unavailable (503). A server that is down still fails at once."""
+    from csmae.retrieval.backends import milvus as M
+    from csmae.retrieval.backends.milvus_util import MilvusUnavailable
+
+    emb = make_emb([f"t{i:04d}" for i in range(200)], seed=5)
+    si = build_index(emb, "exact", tmp_path / "p", backend="milvus", uri=milvus_server_uri)
+    try:
+        loaded = SearchIndex.load(tmp_path / "p")
+        q = emb.vectors[:4] / np.linalg.norm(emb.vectors[:4], axis=1, keepdims=True)
+        want = loaded.search(q, 5)[1]
+        monkeypatch.setattr(M, "CONNECT_TIMEOUT_S", 1e-4)  # every first try runs past its deadline
+        np.testing.assert_array_equal(loaded.search(q, 5)[1], want)
+        monkeypatch.setattr(M, "SLOW_READ_S", 1e-4)
+        with pytest.raises(MilvusUnavailable, match="unavailable"):
+            loaded.search(q, 5)
+    finally:
+        si.backend.drop()

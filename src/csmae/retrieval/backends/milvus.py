@@ -56,6 +56,7 @@ from csmae.retrieval.backends.milvus_util import (
     guarded,
     redact,
     silence_lite_grpc,
+    timed_out,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ EXTRA_HINT = "pip install 'csmae[milvus]'  (pymilvus and milvus-lite)"
 #: Milvus's per-search limit on topk (and on nq): documented server maximum.
 TOPK_MAX = 16384
 CONNECT_TIMEOUT_S = 10.0
+#: a search or vector read that timed out on a server that answers (not one that is down, whose
+#: calls fail within CONNECT_TIMEOUT_S) gets one more try of this long before it is a 503
+SLOW_READ_S = 50.0
 INSERT_BYTES = 8 << 20  # per insert request: well under the server's 64 MB gRPC message limit
 QUERY_BATCH = 256
 #: the largest HNSW ef a filtered search widens to
@@ -676,8 +680,9 @@ class MilvusBackend:
         found: dict[int, Any] = {}
         for lo in range(0, len(uniq), 1000):
             res = self._loaded(
-                "get vectors", self.client.get, self.collection, ids=[int(r) for r in uniq[lo : lo + 1000]],
-                output_fields=["vec"], consistency_level=self.read_consistency(),
+                "get vectors", self._patient, "get vectors", self.client.get, self.collection,
+                ids=[int(r) for r in uniq[lo : lo + 1000]], output_fields=["vec"],
+                consistency_level=self.read_consistency(),
             )  # fmt: skip
             found.update({int(r["row"]): r["vec"] for r in res})
         missing = [int(r) for r, p in zip(rows, pks) if int(p) not in found]
@@ -688,6 +693,19 @@ class MilvusBackend:
         for i, r in enumerate(pks):
             out[i] = np.asarray(found[int(r)], dtype=np.float32)
         return out
+
+    def _patient(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, timeout=CONNECT_TIMEOUT_S)`` (bounded: a server gone mid-search is a 503, not
+        a hang); a call that ran past that deadline on a server that answers (busy with writes,
+        starved of CPU) is tried once more for up to SLOW_READ_S."""
+        try:
+            return fn(*args, **kwargs, timeout=CONNECT_TIMEOUT_S)
+        except Exception as e:
+            if not timed_out(e):
+                raise
+            log.warning("Milvus at %s: %s took over %g s: trying once more for up to %g s",
+                        redact(self.uri), what, CONNECT_TIMEOUT_S, SLOW_READ_S)  # fmt: skip
+            return fn(*args, **kwargs, timeout=SLOW_READ_S)
 
     def _loaded(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args)``; a server restarted since (its collections not loaded yet) gets them loaded
@@ -833,7 +851,9 @@ class MilvusBackend:
         params: dict[str, Any] = {"metric_type": "IP"}
         if sp:
             params["params"] = dict(sp)
-        res = self.client.search(
+        res = self._patient(
+            "search",
+            self.client.search,
             self.collection,
             data=[v for v in q],
             limit=limit,
@@ -841,7 +861,6 @@ class MilvusBackend:
             output_fields=["row"],
             search_params=params,
             anns_field="vec",
-            timeout=CONNECT_TIMEOUT_S,  # bounded: a server gone mid-search is a 503, not a hang
             consistency_level=self.read_consistency(),
         )
         return [[(int(h["row"]), float(h["distance"])) for h in hits] for hits in res]
