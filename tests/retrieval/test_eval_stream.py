@@ -229,3 +229,23 @@ def test_csmae_evaluate_peak_rss_does_not_grow_with_the_folder(tmp_path):
     assert p_large - p_small < 0.4 * grown_vectors, (p_large - p_small) / grown_vectors
     rep = json.loads((tmp_path / "r2" / "metrics.json").read_text())
     assert rep["protocol"]["n_archive"]["s1"] > 3000
+
+
+def test_queries_kept_from_the_first_pass_give_the_same_results(tmp_path, monkeypatch):
+    """``csmae evaluate`` keeps the query split's vectors while it scans the folder (no second pass
+    for them) when they fit the query budget; the results do not change, and past the budget the
+    queries are read shard by shard as before."""
+    folder = write_folder(tmp_path / "emb", pairs=200, shard_pairs=23, d=8)
+    want = run_protocol(load_embeddings(folder), ks=[3, 10], precision="fp32")
+    kept = evaluation_source(folder, query_split="val")
+    assert kept.se.kept is not None and len(kept.se.kept[0]) == int((kept.rows.splits == "val").sum())
+    passes = []
+    real = kept.se.vectors
+    monkeypatch.setattr(kept.se, "vectors", lambda: (passes.append(1), real())[1])
+    got = run_protocol(kept, ks=[3, 10], precision="fp32")
+    assert len(passes) == 2  # one archive pass per query sensor, none for the queries
+    assert got.metrics == want.metrics
+    for name in want.rankings:
+        np.testing.assert_array_equal(got.rankings[name][1], want.rankings[name][1])
+    monkeypatch.setattr(es, "QUERY_BYTES", 4 * 8 * 50)  # the val rows (~120) are over the budget
+    assert evaluation_source(folder, query_split="val").se.kept is None

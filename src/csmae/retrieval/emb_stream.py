@@ -33,6 +33,8 @@ class ShardedEmbeddings:
     dim: int
     finite: np.ndarray  # (M,) bool: the row's vector is all finite
     shards: list[tuple[Path, dict[str, Any] | None, int]]  # file, checksum entry, first row
+    #: (sorted rows, their vectors) kept by :func:`scan`'s ``keep``, or None
+    kept: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -79,11 +81,16 @@ def read_vectors(path: Path, *, checksum: dict[str, Any] | None = None) -> np.nd
     return np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, width)
 
 
-def scan(path: str | os.PathLike[str], *, meta: bool = True) -> ShardedEmbeddings:
+def scan(
+    path: str | os.PathLike[str], *, meta: bool = True, keep: Any = None, keep_bytes: int = 0
+) -> ShardedEmbeddings:
     """Read an embeddings folder's per-row columns and finite flags, one shard at a time.
 
     ``meta``: also keep the geo columns (footprints, times, ...: an index needs them; an
-    evaluation does not, and leaves them out to hold less)."""
+    evaluation does not, and leaves them out to hold less). ``keep``: a function of a shard's
+    columns (``ids``, ``sensors``, ``splits``) giving the rows whose vectors to keep (``kept``:
+    e.g. an evaluation's queries, read in this pass instead of another), dropped when they pass
+    ``keep_bytes``."""
     import pandas as pd
 
     from csmae.integrity import finite_rows, member
@@ -93,6 +100,8 @@ def scan(path: str | os.PathLike[str], *, meta: bool = True) -> ShardedEmbedding
     sums = _checksums(path, manifest)
     parts, shards, finite, metas, start, dim = [], [], [], [], 0, int(manifest.get("dim", 0))
     common: dict[Any, Any] = {}
+    kept: list[tuple[np.ndarray, np.ndarray]] | None = [] if keep is not None else None
+    held = 0
     for sh in manifest.get("shards") or []:
         f = member(path, sh.get("file"), what="embeddings folder", field='manifest.json "shards"')
         if not f.exists():
@@ -106,6 +115,12 @@ def scan(path: str | os.PathLike[str], *, meta: bool = True) -> ShardedEmbedding
         if sh.get("rows") is not None and len(v) != int(sh["rows"]):
             raise ValueError(f"{f}: {len(v)} rows, but manifest.json says {sh['rows']} rows")
         finite.append(finite_rows(v))
+        if keep is not None and kept is not None:
+            sel = np.flatnonzero(keep(part))
+            kept.append((start + sel, np.ascontiguousarray(v[sel])))
+            held += sel.size * v.shape[1] * 4
+            if held > keep_bytes:
+                kept = None  # over the budget: the caller reads them shard by shard instead
         del v
         shards.append((f, checksum, start))
         metas.append(part.pop("meta", None) if meta else None)
@@ -137,7 +152,13 @@ def scan(path: str | os.PathLike[str], *, meta: bool = True) -> ShardedEmbedding
         raise ValueError(f"{path}: {start} rows in the shards but manifest.json says {manifest['count']}")
     ok = np.concatenate(finite) if finite else np.zeros(0, bool)
     _release_arrow()
-    return ShardedEmbeddings(path=path, rows=rows, dim=dim, finite=ok, shards=shards)
+    kept_rows = None
+    if kept is not None:
+        kept_rows = (
+            np.concatenate([r for r, _ in kept]) if kept else np.zeros(0, np.int64),
+            np.concatenate([x for _, x in kept]) if kept else np.zeros((0, dim), np.float32),
+        )
+    return ShardedEmbeddings(path=path, rows=rows, dim=dim, finite=ok, shards=shards, kept=kept_rows)
 
 
 def _release_arrow() -> None:

@@ -128,6 +128,19 @@ class FolderSource:
     def blocks(
         self, wanted: Mapping[str, np.ndarray], rows: Mapping[str, int]
     ) -> Iterator[tuple[str, int, np.ndarray]]:
+        kept = self.se.kept
+        if kept is not None:  # rows the scan kept (e.g. the queries): no pass over the folder
+            at = {n: np.searchsorted(kept[0], p) for n, p in wanted.items()}
+            have = {n: bool(len(p)) and bool((at[n] < len(kept[0])).all()) and
+                    bool((kept[0][np.minimum(at[n], len(kept[0]) - 1)] == p).all())
+                    for n, p in wanted.items()}  # fmt: skip
+            for n in [n for n in wanted if have[n]]:
+                step = max(1, rows[n])
+                for lo in range(0, len(wanted[n]), step):
+                    yield n, lo, normalize_rows(kept[1][at[n][lo : lo + step]])  # a copy
+            wanted = {n: p for n, p in wanted.items() if not have[n]}
+            if not wanted:
+                return
         names = [n for n, p in wanted.items() if len(p)]
         block: dict[str, np.ndarray | None] = dict.fromkeys(names)
         fill = dict.fromkeys(names, 0)  # rows of the current block filled

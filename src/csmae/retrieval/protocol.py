@@ -368,9 +368,20 @@ def run_protocol(
     )
 
 
-def evaluation_source(folder: str | os.PathLike[str]) -> FolderSource:
-    """An embeddings folder as an evaluation source: per-row columns now, vectors shard by shard."""
-    return FolderSource(scan(folder, meta=False))
+def evaluation_source(
+    folder: str | os.PathLike[str], *, query_split: str | Sequence[str] | None = None
+) -> FolderSource:
+    """An embeddings folder as an evaluation source: per-row columns now, vectors shard by shard.
+
+    ``query_split``: keep the vectors of that split's rows (the queries) from the first pass over
+    the folder, up to ``eval_stream.QUERY_BYTES`` (one pass less)."""
+    import csmae.retrieval.eval_stream as es
+
+    keep = None
+    if query_split is not None and query_split != "all":
+        wanted = [query_split] if isinstance(query_split, str) else list(query_split)
+        keep = lambda part: np.isin(part["splits"].astype(str), wanted)  # noqa: E731
+    return FolderSource(scan(folder, meta=False, keep=keep, keep_bytes=es.QUERY_BYTES))
 
 
 def evaluate_embeddings(
@@ -388,7 +399,7 @@ def evaluate_embeddings(
     embeddings folder path. Extra keyword arguments go to :func:`run_protocol`.
     """
     if isinstance(emb, (str, os.PathLike)):
-        emb = evaluation_source(emb)
+        emb = evaluation_source(emb, query_split=query_split)
     return run_protocol(
         emb,
         query_split=query_split,
