@@ -37,6 +37,11 @@ def sync() -> None:
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
+    if dtype == torch.bfloat16 and DEV.type == "cpu":
+        from csmae.models.precision import cpu_bf16
+
+        if not cpu_bf16()[0]:  # emulated bf16: hundreds of times slower than fp32, a small one will do
+            n, reps = 512, 1
     a, b = torch.randn(n, n, device=DEV).to(dtype), torch.randn(n, n, device=DEV).to(dtype)
     a @ b
     sync()
@@ -66,6 +71,17 @@ def main() -> None:
     p.add_argument("--cache-dir", default=None, help="inductor cache (default: csmae's)")
     p.add_argument("--device", default="cpu")
     p.add_argument(
+        "--cpu-options",
+        default="freezing",
+        help="inductor options set to True on CPU (comma-separated; csmae embed uses freezing only), "
+        "e.g. freezing,max_autotune (inductor's own C++ GEMM template instead of the BLAS)",
+    )
+    p.add_argument(
+        "--eager-only",
+        action="store_true",
+        help="time eager only (e.g. bf16 on a CPU that emulates it, to show the cliff)",
+    )
+    p.add_argument(
         "--gpu-options",
         default="freezing,max_autotune,triton.cudagraphs",
         help="inductor options set to True on CUDA (comma-separated)",
@@ -78,8 +94,11 @@ def main() -> None:
         f"host: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"load average {os.getloadavg()[0]:.1f} at start"
     )
-    rate = {"bf16": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}
-    print(f"matmul 2048^2: bf16 {rate['bf16'] / 1e9:.0f} GFLOP/s, fp32 {rate['fp32'] / 1e9:.0f} GFLOP/s")
+    rate = {p: matmul_rate(torch.bfloat16 if p == "bf16" else torch.float32)
+            for p in args.precisions.split(",")}
+    print("matmul 2048^2 (512^2 for emulated bf16): "
+          + ", ".join(f"{p} {r / 1e9:.1f} GFLOP/s" for p, r in rate.items()))
+    cpu_opts = {o: True for o in args.cpu_options.split(",") if o}
     print(
         "\n| model | precision | eager pairs/s | compiled pairs/s | ratio | eager % matmul "
         "| compiled % matmul | first compiled call s | min cosine | pays from (pairs) | load |"
@@ -100,12 +119,32 @@ def main() -> None:
                 if DEV.type == "cpu":  # as csmae embed compiles, without its AMX / job-size gate
                     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(args.cache_dir or default_cache_dir())
                     compiler = None
+                    if cpu_opts != {"freezing": True}:
+
+                        def compiler(fn, o=cpu_opts):
+                            return torch.compile(fn, backend="inductor", dynamic=False, options=o)
                 else:  # csmae embed stays eager on CUDA until this is measured to pay
                     opts = {o: True for o in args.gpu_options.split(",") if o}
 
                     def compiler(fn, o=opts):
                         return torch.compile(fn, dynamic=False, options=o)
 
+                if args.eager_only:
+                    model.embed(x)  # warm-up
+                    t, rates = 0.0, []
+                    for _ in range(args.rounds):
+                        sync()
+                        t0 = time.perf_counter()
+                        for _ in range(args.iters):
+                            model.embed(x)
+                        sync()
+                        t += time.perf_counter() - t0
+                        rates.append(matmul_rate(torch.bfloat16 if prec == "bf16" else torch.float32))
+                    e = args.rounds * args.iters * args.batch / t
+                    mm = sum(rates) / len(rates)
+                    print(f"| {name} | {prec} | {e:.2f} | - | - | {100 * e * flop_pair / mm:.0f} % | - | - "
+                          f"| - | - | {os.getloadavg()[0]:.1f} |", flush=True)
+                    continue
                 runner = CompiledEmbed(
                     model,
                     batch_size=args.batch,

@@ -1,24 +1,28 @@
-"""Raw Sentinel-1 GRD onto a full Sentinel-2 tile without a DEM, per stage; geolocation vs the GCPs.
+"""Raw Sentinel-1 GRD onto a full Sentinel-2 tile, per stage, with and without a DEM; geolocation vs the GCPs.
 
 What it measures:
 1. A full-size GRDH (the real product of ../shared/data/s1-grd, 26,144 x 16,676 px per polarisation,
    uint16 DN written onto its geometry by tests/scenes/grd_fixtures.py, in a child process so its
    memory is not counted) is read strip by strip onto a full S2 tile grid (10,980^2 px at 10 m, UTM
    31N, 91 x 91 = 8,281 patch cells) exactly as ``csmae tile`` does for S1: decode (GDAL window
-   reads), calibration (sigma0 LUT), thermal noise (range x azimuth), warp (GDAL GCP warp, TPS by
-   default), cut (dB + per-patch records). Wall time, CPU time, peak RSS of this process.
-2. Geolocation at the 210 GCPs for the thin-plate spline, the 3rd-order polynomial and (for
+   reads), calibration (sigma0 LUT), thermal noise (range x azimuth), geometry ("geocode": GCP
+   spline, or orbit + DEM), warp (bilinear sampling of the calibrated window), cut (dB + per-patch
+   records). Wall time, CPU time, peak RSS; each run in its own child process (its own peak RSS).
+2. ``--dem``: the same with a synthetic ~30 m DEM (lon/lat, 0.0003 deg: the product grid's own
+   heights, linear between GCPs, plus 0-400 m of synthetic relief), terrain-corrected through sarsen.
+   Runs, in this order: the lattice geometry (this code), the no-DEM path, and, with
+   ``--before-src DIR`` (a ``src`` folder of the code before, e.g. ``git archive 2a03cc3 src``), the
+   previous DEM code (sarsen at every 30 m node, one call per 1,200-column segment); then the lattice
+   again, so the two sides see the same load. Also the lattice against sarsen solving every node /
+   every pixel on sample windows of the tile (px).
+3. Geolocation at the 210 GCPs for the thin-plate spline, the 3rd-order polynomial and (for
    contrast) the single affine of ``rasterio.transform.from_gcps``: the fit residual (all GCPs
    used) and the leave-one-out error (fit without the GCP, predict it: what happens between grid
    points), in metres, through GDAL's own warper (a coordinate raster warped at each GCP).
 
-    .venv/bin/python bench/bench_grd.py                    # full tile
-    .venv/bin/python bench/bench_grd.py --fraction 0.25    # the first quarter of the strips
-    .venv/bin/python bench/bench_grd.py --fraction 0.1 --dem-strips 5   # + the DEM path (sarsen)
-
-3. ``--dem-strips N``: the terrain-corrected path (sarsen) on N strips with a 30 m DEM made of the
-   grid's own heights, extrapolated to the tile; and the distance between the GCP (TPS) mapping and
-   the orbit + DEM mapping over the whole tile (300 m nodes), in metres.
+    .venv/bin/python bench/bench_grd.py --workers 2                      # no DEM, full tile
+    .venv/bin/python bench/bench_grd.py --workers 2 --dem --before-src /tmp/old/src   # + DEM, before/after
+    .venv/bin/python bench/bench_grd.py --fraction 0.1 --dem              # 9 strips of each
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ TILE_ORIGIN = (460000.0, 5100000.0)
 TILE = 10980
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory (VmHWM: its own address space since exec; ``ru_maxrss`` would
+    carry the parent's RSS at fork into a child)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
 def make(work: Path) -> Path:
     from tests.scenes.grd_fixtures import make_product
 
@@ -63,7 +76,7 @@ def _opener():
     return open_dataset
 
 
-def run_tile(safe: Path, *, fraction: float, workers: int, geocoding: str) -> dict:
+def run_tile(safe: Path, *, fraction: float, workers: int, geocoding: str, dem: str | None = None) -> dict:
     from affine import Affine
     from rasterio.crs import CRS
 
@@ -72,7 +85,9 @@ def run_tile(safe: Path, *, fraction: float, workers: int, geocoding: str) -> di
 
     t_all = time.perf_counter()
     c0 = time.process_time()
-    scene = open_grd_scene(str(safe), geocoding=geocoding)
+    scene = open_grd_scene(str(safe), geocoding=geocoding, dem=dem)
+    if scene.dem is not None:  # sarsen opens the product (xarray-sentinel parses the annotation) once
+        scene.dem._open()
     t_open = time.perf_counter() - t_all
     crs = CRS.from_epsg(32631)
     base = Affine(10.0, 0, TILE_ORIGIN[0], 0, -10.0, TILE_ORIGIN[1])
@@ -103,8 +118,9 @@ def run_tile(safe: Path, *, fraction: float, workers: int, geocoding: str) -> di
     return {"strips": strips, "patch_cells": strips * 91, "patches_valid": valid[0], "wall_s": wall,
             "cpu_s": time.process_time() - c0, "open_s": t_open,
             "stage_s": {k: round(v, 2) for k, v in sec.items()},
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "workers": workers,
-            "geocoding": geocoding}
+            "geometry_s": {k: round(v, 2) for k, v in (getattr(scene.dem, "seconds", None) or {}).items()},
+            "peak_rss_gb": peak_rss_gb(), "workers": workers,
+            "geocoding": "orbit + DEM (sarsen)" if dem else geocoding, "load": os.getloadavg()}
 
 
 def gcp_errors(safe: Path) -> dict:
@@ -153,69 +169,98 @@ def gcp_errors(safe: Path) -> dict:
     return res
 
 
-def write_grid_dem(path: Path, points: np.ndarray, res: float = 0.0003) -> None:
-    """A ~30 m lon/lat DEM over the product whose heights interpolate the GCP grid's (linear)."""
+def write_grid_dem(path: Path, points: np.ndarray, res: float = 0.0003, relief_m: float = 400.0) -> None:
+    """A synthetic ~30 m lon/lat DEM over the product: the GCP grid's heights (linear between GCPs, on a
+    0.003 deg grid, bilinear below it) plus ``relief_m`` of synthetic relief (ridges 1-5 km apart)."""
     import rasterio
     from affine import Affine
     from scipy.interpolate import griddata
+    from scipy.ndimage import map_coordinates
 
     w, s, e, n = points[:, 3].min() - 0.05, points[:, 2].min() - 0.05, points[:, 3].max() + 0.05, \
         points[:, 2].max() + 0.05
+    coarse = res * 10
+    clon = np.arange(w, e + coarse, coarse)
+    clat = np.arange(n, s - coarse, -coarse)
+    gx, gy = np.meshgrid(clon, clat)
+    z0 = griddata(points[:, [3, 2]], points[:, 4], (gx, gy), method="linear")
+    z0 = np.where(np.isnan(z0), griddata(points[:, [3, 2]], points[:, 4], (gx, gy), method="nearest"), z0)
     lon = np.arange(w, e, res) + res / 2
     lat = np.arange(n, s, -res) - res / 2
     with rasterio.open(path, "w", driver="GTiff", width=len(lon), height=len(lat), count=1, dtype="float32",
                        crs="EPSG:4326", transform=Affine(res, 0, w, 0, -res, n), tiled=True,
                        compress="deflate") as dst:
         for y0 in range(0, len(lat), 1024):
-            gx, gy = np.meshgrid(lon, lat[y0:y0 + 1024])
-            z = griddata(points[:, [3, 2]], points[:, 4], (gx, gy), method="linear")
-            near = griddata(points[:, [3, 2]], points[:, 4], (gx, gy), method="nearest")
-            dst.write(np.where(np.isnan(z), near, z).astype(np.float32)[None],
-                      window=rasterio.windows.Window(0, y0, len(lon), gx.shape[0]))
+            la = lat[y0:y0 + 1024]
+            fr, fc = np.meshgrid((n - la) / coarse, (lon - w) / coarse, indexing="ij")
+            z = map_coordinates(z0, [fr, fc], order=1, mode="nearest")
+            ox, oy = np.meshgrid(lon, la)
+            z += relief_m * 0.5 * (1 + np.sin(ox * 130.0) * np.cos(oy * 170.0)) * \
+                (0.6 + 0.4 * np.sin(ox * 37.0 + oy * 23.0))
+            dst.write(z.astype(np.float32)[None], window=rasterio.windows.Window(0, y0, len(lon), len(la)))
 
 
-def dem_path(safe: Path, strips: int) -> dict:
-    """The DEM path on the first ``strips`` strips (30 m DEM of the grid's own heights), and the
-    agreement of GCP (TPS) geocoding with the orbit + DEM geometry over the whole tile (300 m nodes)."""
+def lattice_error(safe: Path, dem: str, windows: int = 3) -> dict:
+    """The lattice geometry against sarsen solving every node (30 m) and every pixel (10 m) on sample
+    windows of the tile (120 x 1,200 px each, spread over it): (line, pixel) differences in px."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from csmae.data.scenes.grd_dem import DemGeometry
+
+    crs = CRS.from_epsg(32631)
+    base = Affine(10.0, 0, TILE_ORIGIN[0], 0, -10.0, TILE_ORIGIN[1])
+    lattice = DemGeometry(dem_path=dem, product_path=str(safe))
+    exact = DemGeometry(dem_path=dem, product_path=str(safe), method="points")
+    res: dict = {}
+    for step, name in ((3, "vs_sarsen_every_node"), (1, "vs_sarsen_every_pixel")):
+        errs = []
+        for k in range(windows):
+            t = base @ Affine.translation(4800 * k, 120 * (45 * k))
+            a = lattice.coords(dst_crs=crs, dst_transform=t, shape=(120, 1200), step=step)
+            b = exact.coords(dst_crs=crs, dst_transform=t, shape=(120, 1200), step=step)
+            errs.append(np.abs(a - b).reshape(2, -1))
+        e = np.concatenate(errs, axis=1)
+        res[name] = {"pixels": int(e.shape[1]), "line_max": float(np.nanmax(e[0])),
+                     "pixel_max": float(np.nanmax(e[1])), "line_median": float(np.nanmedian(e[0])),
+                     "pixel_median": float(np.nanmedian(e[1]))}
+    return res
+
+
+def dem_agreement(safe: Path, dem: str) -> dict:
+    """The GCP (TPS) mapping against the orbit + DEM mapping over the whole tile (300 m nodes), metres."""
     from affine import Affine
     from rasterio.crs import CRS
 
     from csmae.data.scenes.grd_scene import open_grd_scene
 
-    dem = safe.parent / "dem30.tif"
-    t0 = time.perf_counter()
     scene = open_grd_scene(str(safe))
-    write_grid_dem(dem, scene.grid.points)
-    t_dem = time.perf_counter() - t0
-    withdem = open_grd_scene(str(safe), dem=str(dem))
+    withdem = open_grd_scene(str(safe), dem=dem)
     crs = CRS.from_epsg(32631)
-    base = Affine(10.0, 0, TILE_ORIGIN[0], 0, -10.0, TILE_ORIGIN[1])
-    opener = _opener()
-    sec: dict[str, float] = {}
-    c0, t0 = time.process_time(), time.perf_counter()
-    for r in range(strips):
-        withdem.warp(dst_crs=crs, dst_transform=base * Affine.translation(0, r * 120), shape=(120, TILE),
-                     open_dataset=opener, seconds=sec)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    coarse = base * Affine.scale(30)  # 300 m nodes over the tile
+    coarse = Affine(10.0, 0, TILE_ORIGIN[0], 0, -10.0, TILE_ORIGIN[1]) @ Affine.scale(30)
     shape = (TILE // 30, TILE // 30)
     a = np.full((2, *shape), np.nan, dtype=np.float32)
     k = 40  # blocks of 40 x 40 nodes (12 km): the GCP mapping reads a coordinate raster per block
     for by in range(0, shape[0], k):
         for bx in range(0, shape[1], k):
             h, w = min(k, shape[0] - by), min(k, shape[1] - bx)
-            t = coarse * Affine.translation(bx, by)
+            t = coarse @ Affine.translation(bx, by)
             a[:, by:by + h, bx:bx + w] = scene.coords(dst_crs=crs, dst_transform=t, shape=(h, w))
     b = withdem.dem.coords(dst_crs=crs, dst_transform=coarse, shape=shape, step=1)  # type: ignore[union-attr]
     inside = np.isfinite(a).all(axis=0) & (a[0] >= 0) & (a[0] < scene.lines) & (a[1] >= 0) & \
         (a[1] < scene.samples)
     sp = scene.annotation["VV"].pixel_spacing
     d = np.hypot((a[0] - b[0]) * sp[1], (a[1] - b[1]) * sp[0])[inside]
-    return {"strips": strips, "wall_s": wall, "cpu_s": cpu,
-            "stage_s": {name: round(v, 2) for name, v in sec.items()},
-            "per_tile_wall_s_extrapolated": wall * 91 / strips, "dem_write_s": t_dem,
-            "tps_vs_dem_geometry_m": {"median": float(np.median(d)), "p95": float(np.quantile(d, 0.95)),
-                                      "max": float(d.max()), "nodes": int(d.size)}}
+    return {"median": float(np.median(d)), "p95": float(np.quantile(d, 0.95)), "max": float(d.max()),
+            "nodes": int(d.size)}
+
+
+def _child(args: list[str], src: str | None = None) -> dict:
+    """Run this file with ``args`` in a child process (its own peak RSS); ``src``: the csmae source to use."""
+    path = os.pathsep.join([src, str(REPO)] if src else sys.path)
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": path})
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -224,24 +269,62 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=1.0, help="fraction of the tile's 91 strips")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--geocoding", default="tps", choices=["tps", "poly3"])
-    ap.add_argument("--dem-strips", type=int, default=0, help="also run the --dem path on this many strips")
+    ap.add_argument("--dem", action="store_true",
+                    help="also the --dem path (synthetic 30 m DEM), before/after")
+    ap.add_argument("--before-src", help="a csmae src folder of the code before, for the DEM 'before' run")
+    ap.add_argument("--no-geolocation", action="store_true", help="skip the GCP geolocation errors")
+    ap.add_argument("--product", help="folder for the full-size product and DEM, kept and reused (default: a "
+                                      "temporary folder, removed)")
     ap.add_argument("--make", help=argparse.SUPPRESS)  # child: write the product into this folder
+    ap.add_argument("--run", nargs=2, metavar=("SAFE", "DEM"), help=argparse.SUPPRESS)  # child: one tile run
     args = ap.parse_args()
     if args.make:
         print(make(Path(args.make)))
         return
     os.environ.setdefault("GDAL_CACHEMAX", "512")
+    if args.run:
+        dem = None if args.run[1] == "-" else args.run[1]
+        print(json.dumps(run_tile(Path(args.run[0]), fraction=args.fraction, workers=args.workers,
+                                  geocoding=args.geocoding, dem=dem)))
+        return
+    print(f"load at start: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--make", tmp], check=True, capture_output=True,
-                             text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-        safe = Path(out.stdout.strip().splitlines()[-1])
-        print(f"wrote the full-size product in {time.perf_counter() - t0:.0f} s: {safe}", flush=True)
-        res = {"tile": run_tile(safe, fraction=args.fraction, workers=args.workers, geocoding=args.geocoding),
-               "geolocation": gcp_errors(safe), "load": os.getloadavg()}
-        if args.dem_strips:
-            res["dem"] = dem_path(safe, args.dem_strips)
-            res["load_after_dem"] = os.getloadavg()
+        folder = Path(args.product or tmp)
+        safe = next(folder.glob("*.SAFE"), None)
+        if safe is None or not (folder / "complete").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, __file__, "--make", str(folder)], check=True,
+                                 capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            safe = Path(out.stdout.strip().splitlines()[-1])
+            (folder / "complete").touch()
+            print(f"wrote the full-size product in {time.perf_counter() - t0:.0f} s: {safe}", flush=True)
+        common = ["--fraction", str(args.fraction), "--workers", str(args.workers),
+                  "--geocoding", args.geocoding]
+        res: dict = {}
+        if args.dem:
+            from csmae.data.scenes.grd_scene import open_grd_scene
+
+            dem = safe.parent / "dem30.tif"
+            if not dem.exists():
+                t0 = time.perf_counter()
+                write_grid_dem(dem, open_grd_scene(str(safe)).grid.points)
+                print(f"wrote the synthetic 30 m DEM in {time.perf_counter() - t0:.0f} s", flush=True)
+            runs = [("dem_lattice", None, str(dem)), ("no_dem", None, "-")]
+            if args.before_src:
+                runs.append(("dem_before", args.before_src, str(dem)))
+            runs.append(("dem_lattice_again", None, str(dem)))
+            for name, src, d in runs:
+                res[name] = _child([*common, "--run", str(safe), d], src)
+                print(name, json.dumps(res[name]), flush=True)
+            res["lattice_error_px"] = lattice_error(safe, str(dem))
+            res["tps_vs_dem_geometry_m"] = dem_agreement(safe, str(dem))
+        else:
+            res["no_dem"] = _child([*common, "--run", str(safe), "-"])
+        if not args.no_geolocation:
+            res["geolocation"] = gcp_errors(safe)
+    res["load_at_end"] = os.getloadavg()
     print(json.dumps(res, indent=2))
 
 

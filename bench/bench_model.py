@@ -18,7 +18,15 @@ printed as a failure):
   cudagraph   (CUDA only) the whole step (forward, backward, capturable fused AdamW) captured once in a
               CUDA graph and replayed: no per-kernel launch cost on the host.
 
+``--demo KEY`` times the demo's model KEY (csmae, mae_s1, mae_s2: the ``csmae demo`` recipe, D=96)
+at the recipe's batch (64) instead; ``--rounds R`` alternates the precisions R times (side by side in
+one process). % of matmul is given against the matmul rate of the row's own precision (fp32 rows
+against fp32) and against bf16; on a CPU without native bf16 the bf16 yardstick is a 1024^2 matmul
+(a 4096^2 one would take minutes there).
+
     .venv/bin/python bench/bench_model.py                 # full (lead, quiet machine)
+    .venv/bin/python bench/bench_model.py --precisions fp32 --only train --profile   # where fp32 goes
+    .venv/bin/python bench/bench_model.py --demo csmae --only train --rounds 3 --iters 2 --warmup 1
     .venv/bin/python bench/bench_model.py --iters 2 --warmup 1   # quick
     python bench/bench_model.py --device cuda --train-batch 128 --embed-batch 512 --matmul-n 8192  # GPU
 """
@@ -150,6 +158,11 @@ def sync() -> None:
 
 def matmul_rate(dtype: torch.dtype, n: int, seconds: float) -> tuple[float, float]:
     """(wall FLOP/s, CPU-time FLOP/s x threads) of an n x n matmul (on a GPU both are the wall rate)."""
+    if dtype == torch.bfloat16 and DEVICE.type == "cpu":
+        from csmae.models.precision import cpu_bf16
+
+        if not cpu_bf16()[0]:
+            n = min(n, 1024)  # emulated bf16: hundreds of times slower than fp32
     a, b = torch.randn(n, n, device=DEVICE).to(dtype), torch.randn(n, n, device=DEVICE).to(dtype)
     for _ in range(3):
         a @ b
@@ -208,6 +221,9 @@ def device_name() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="csmae_sesd_base")
+    ap.add_argument("--demo", default="", help="the demo recipe's model (csmae, mae_s1, mae_s2) at batch 64")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating rounds over the precisions (train)")
+    ap.add_argument("--profile", action="store_true", help="top ops of one training step per precision")
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--embed-batch", type=int, default=64)
     ap.add_argument("--iters", type=int, default=5)
@@ -236,11 +252,21 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    import os
+
+    print(f"load average {os.getloadavg()[0]:.1f} at start")
     rates = {
         "bf16": matmul_rate(torch.bfloat16, args.matmul_n, args.matmul_seconds),
         "fp32": matmul_rate(torch.float32, args.matmul_n, args.matmul_seconds),
     }
-    model = create_model(args.model).to(DEVICE)
+    if args.demo:
+        from csmae.demo.recipe import FULL, MODELS
+
+        args.model = MODELS[args.demo][0]
+        model = create_model(args.model, **FULL.model_overrides(args.demo)).to(DEVICE)
+        args.train_batch = FULL.batch_size
+    else:
+        model = create_model(args.model).to(DEVICE)
     run_model = torch.compile(model) if args.compile else model
     rows = []
     parts, precisions = args.only.split(","), args.precisions.split(",")
@@ -259,6 +285,7 @@ def main() -> None:
         flops = count_flops(lambda: model.training_loss(fb)[0].backward(), 2)
         opt.zero_grad(set_to_none=True)
         variants = [(p, "auto") for p in precisions] + ([("bf16", "fused")] if args.compare_fused else [])
+        steps, spent = {}, {}
         for prec, attention in variants:
             ctx = autocast if prec == "bf16" else torch.enable_grad
             opt_time = [0.0]
@@ -273,12 +300,28 @@ def main() -> None:
                 opt.zero_grad(set_to_none=True)
                 opt_time[0] += time.perf_counter() - t
 
-            wall, cpu = timed(step, args.iters, args.warmup)
-            opt_ms = 1000 * opt_time[0] / (args.iters + args.warmup)
+            steps[(prec, attention)] = (step, opt_time)
+            spent[(prec, attention)] = [0.0, 0.0]
+        for r in range(args.rounds):  # alternating: every precision once per round
+            for key, (step, _) in steps.items():
+                wall, cpu = timed(step, args.iters, args.warmup if r == 0 else 0)
+                spent[key][0] += wall / args.rounds
+                spent[key][1] += cpu / args.rounds
+        for (prec, attention), (wall, cpu) in spent.items():
+            calls = args.rounds * args.iters + args.warmup
+            opt_ms = 1000 * steps[(prec, attention)][1][0] / calls
             note = f"AdamW({args.optimizer}) {opt_ms:.0f} ms wall" + (
                 "; timm fused SDPA" if attention == "fused" else ""
-            )
+            ) + (f"; {args.rounds} alternating rounds" if args.rounds > 1 else "")
             rows.append((f"train {prec}", args.train_batch / wall, args.train_batch / cpu, flops, note))
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            for (prec, attention), (step, _) in steps.items():
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    step()
+                print(f"\n### one training step, {prec}, attention {attention} (self CPU time)\n")
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
         model.config.attention = "auto"
 
     if "train" in parts and args.variants:
@@ -370,22 +413,25 @@ def main() -> None:
     )
     print(
         "| measurement | samples/s wall | samples/s CPU | GFLOP/sample | TFLOP/s CPU | % of bf16 matmul "
-        "| notes | reference impl. |"
+        "| % of own precision's matmul | notes | reference impl. |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     bf16_cpu = rates["bf16"][1]
     for p in ("bf16", "fp32"):
         wall, cpu = rates[p]
         print(
-            f"| matmul {p} ({args.matmul_n}^2) | {wall / 1e12:.3f} TFLOP/s | - | - | {cpu / 1e12:.3f} | "
-            f"{100 * cpu / bf16_cpu:.0f} % | | {REFERENCE[f'matmul {p}']} |"
+            f"| matmul {p} | {wall / 1e12:.3f} TFLOP/s | - | - | {cpu / 1e12:.3f} | "
+            f"{100 * cpu / bf16_cpu:.0f} % | 100 % | | {REFERENCE[f'matmul {p}']} |"
         )
     for name, sps_wall, sps_cpu, flops, note in rows:
         achieved = sps_cpu * flops
+        own = rates["bf16" if "bf16" in name else "fp32"][1]
+        ref = "" if args.demo else REFERENCE.get(name, "")
         print(
             f"| {name} | {sps_wall:.2f} | {sps_cpu:.2f} | {flops / 1e9:.1f} | {achieved / 1e12:.3f} | "
-            f"{100 * achieved / bf16_cpu:.0f} % | {note} | {REFERENCE.get(name, '')} |"
+            f"{100 * achieved / bf16_cpu:.0f} % | {100 * achieved / own:.0f} % | {note} | {ref} |"
         )
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

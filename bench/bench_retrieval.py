@@ -6,7 +6,12 @@ eval: the full evaluation protocol (S1->S1, S2->S2, S1->S2, S2->S1, S1->mixed, S
       (the search cost is quadratic: time(1.0) ~ time(s) / s**2, an extrapolation, said so);
       --query-fraction f keeps the full archive and takes f of the queries (linear in f);
       --selection groups,topk runs both candidate passes one after the other on the same data. The
-      bf16 matmul rate of one 1024 x D x archive block is measured before each run (the floor).
+      matmul rate of one 1024 x D x archive block in the candidate precision is measured before each
+      run (the floor). --precision auto (default) is what `csmae evaluate` uses: bf16 where this CPU
+      runs bf16 matmuls natively, fp32 elsewhere. --vectors structured draws the vectors near a
+      random rank-16 subspace (as `ann` does) instead of isotropic: closer to learned descriptors,
+      and harder for the candidate pass (more items near the k-th score). --verify N checks N
+      random queries per direction against a float64 full stable sort (the ranking's definition).
 ann:  approximate search over N vectors (default 1,000,000, D = 768) drawn near a random rank-16
       subspace (learned descriptors have a low intrinsic dimension; random unit vectors in 768-D
       have no neighbourhood structure and every ANN index degrades to a scan on them): build time,
@@ -39,12 +44,15 @@ def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def random_embeddings(n_val: int, n_test: int, dim: int, seed: int = 0):
+def random_embeddings(n_val: int, n_test: int, dim: int, seed: int = 0, vectors: str = "random"):
     from csmae.retrieval.embeddings import embeddings_from_arrays
 
     rng = np.random.default_rng(seed)
     n = n_val + n_test
-    vec = rng.standard_normal((2 * n, dim), dtype=np.float32)
+    if vectors == "structured":
+        vec, _ = synthetic(2 * n, dim, seed=seed)
+    else:
+        vec = rng.standard_normal((2 * n, dim), dtype=np.float32)
     lab = rng.random((n, 19)) < 0.15  # ~2.9 labels per patch, like BigEarthNet
     ids = np.repeat(np.array([f"p{i}" for i in range(n)], dtype=object), 2)
     splits = np.repeat(np.array(["val"] * n_val + ["test"] * n_test, dtype=object), 2)
@@ -58,19 +66,61 @@ def random_embeddings(n_val: int, n_test: int, dim: int, seed: int = 0):
     )
 
 
-def matmul_floor_s(n_q: int, n_a: int, dim: int, precision: str) -> tuple[float, float]:
-    """(bf16/fp32 GFLOP/s of one 1024 x dim x n_a block product, measured here; seconds for n_q x n_a)."""
+def matmul_floor_s(n_q: int, n_a: int, dim: int, precision: str, blas: str = "torch") -> tuple[float, float]:
+    """(GFLOP/s of one 1024 x dim x n_a block product in the candidate precision by ``blas`` (torch's
+    or numpy's), measured here; seconds for n_q x n_a at that rate)."""
     import torch
 
     dt = torch.bfloat16 if precision == "bf16" else torch.float32
     q = torch.randn(1024, dim).to(dt)
-    a = torch.randn(n_a, dim).to(dt).T
-    q @ a
+    a = torch.randn(n_a, dim).to(dt)
+    out = torch.empty(1024, n_a, dtype=dt)
+    if blas == "numpy":
+        qn, at, on = q.numpy(), a.numpy().T, out.numpy()
+
+        def product() -> None:
+            np.matmul(qn, at, out=on)
+    else:
+
+        def product() -> None:
+            torch.matmul(q, a.T, out=out)
+
+    product()
     t = time.perf_counter()
     for _ in range(2):
-        q @ a
+        product()
     rate = 2 * 2 * 1024 * dim * n_a / (time.perf_counter() - t)
     return rate / 1e9, 2 * n_q * n_a * dim / rate
+
+
+def verify_against_float64(res, n: int, seed: int = 0) -> str:
+    """Check ``n`` random queries per searched direction against a float64 full stable sort."""
+    from csmae.retrieval.topk import l2_normalize
+
+    rng = np.random.default_rng(seed)
+    checked = worst = 0
+    for name, (scores, idx) in res.rankings.items():
+        qs, a_s = name.split("->")
+        if a_s == "mixed":
+            continue
+        q = l2_normalize(res.queries[qs].vectors)
+        a = l2_normalize(res.archives[a_s].vectors).astype(np.float64)
+        rows = rng.choice(len(q), size=min(n, len(q)), replace=False)
+        full = q[rows].astype(np.float64) @ a.T  # (n, N) float64
+        for j, r in enumerate(rows):
+            want = np.argsort(-full[j], kind="stable")[: idx.shape[1]]
+            if not np.array_equal(idx[r], want):
+                # a float64 near-tie summed in another order is the only admissible difference
+                gap = float(np.abs(full[j, idx[r]] - full[j, want]).max())
+                if gap > 1e-12:
+                    raise AssertionError(f"{name}: query {r} differs from the float64 sort (gap {gap:.3g})")
+                worst += 1
+            if not np.allclose(scores[r], full[j, idx[r]], rtol=0, atol=1e-12):
+                raise AssertionError(f"{name}: query {r}: scores differ from float64 beyond 1e-12")
+            checked += 1
+    return f"verified {checked} queries against a float64 full stable sort: all identical" + (
+        f" ({worst} differ only by float64 near-ties < 1e-12)" if worst else ""
+    )
 
 
 def bench_eval(args: argparse.Namespace) -> None:
@@ -81,20 +131,26 @@ def bench_eval(args: argparse.Namespace) -> None:
 
     n_val, n_test = int(N_VAL * args.scale * args.query_fraction), int(N_TEST * args.scale)
     t0 = time.perf_counter()
-    emb = random_embeddings(n_val, n_test, args.dim)
+    emb = random_embeddings(n_val, n_test, args.dim, vectors=args.vectors)
     t_gen = time.perf_counter() - t0
     ks = [int(k) for k in args.ks.split(",")]
     totals: dict[str, float] = {}
-    for sel in args.selection.split(","):
+    precision = topk.resolve_precision(args.precision)
+    runs = [(sel, blas) for sel in args.selection.split(",") for blas in args.blas.split(",")]
+    for sel, blas in runs:
         topk.CANDIDATE_SELECTION = sel
-        gflops, floor = matmul_floor_s(n_val, n_test, args.dim, args.precision)
+        topk.CANDIDATE_BLAS = blas
+        used_blas = topk.candidate_blas(precision)
+        gflops, floor = matmul_floor_s(n_val, n_test, args.dim, precision, used_blas)
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        res = run_protocol(emb, ks=ks, precision=args.precision, block_size=args.block_size)
-        total = totals[sel] = time.perf_counter() - t0
+        res = run_protocol(emb, ks=ks, precision=precision, block_size=args.block_size)
+        total = totals[f"{sel}/{used_blas}"] = time.perf_counter() - t0
         print(
-            f"\nselection {sel!r}: {n_val:,} queries x {n_test:,} archive per sensor, D={args.dim}, "
-            f"ks={ks}, candidate pass {args.precision}, torch threads {torch.get_num_threads()}, "
+            f"\nselection {sel!r}, candidate matmul by {used_blas} ({blas}): {n_val:,} queries x "
+            f"{n_test:,} archive per sensor, D={args.dim}, "
+            f"{args.vectors} vectors, ks={ks}, candidate pass {precision} ({args.precision}), "
+            f"torch threads {torch.get_num_threads()}, "
             f"data generation {t_gen:.1f}s (not counted), peak RSS {rss_gb():.1f} GB, load {load:.1f} -> "
             f"{os.getloadavg()[0]:.1f}; matmul measured just before: {gflops:.0f} GFLOP/s, "
             f"floor {floor:.1f} s per direction\n"
@@ -111,6 +167,25 @@ def bench_eval(args: argparse.Namespace) -> None:
                 print(f"| {name} (merge) | - | - | - | - | - | {t['merge_and_metrics_s']:.1f} |")
         print(f"| **total** | **{total:.1f}** | | | | | |")
         n_dir = sum("search_s" in t for t in res.timing.values())
+        stage = {f: sum(t.get(f, 0.0) for t in res.timing.values())
+                 for f in ("matmul_s", "topk_s", "rescore_s")}
+        rest = total - sum(stage.values())
+        inside = sum(t.get("search_s", 0.0) + t.get("metrics_s", 0.0) + t.get("merge_and_metrics_s", 0.0)
+                     for t in res.timing.values())
+        print(f"\noutside the searches, metrics and merges (selecting and L2-normalising the vectors, mostly "
+              f"the archive's: not linear in the queries): {total - inside:.1f} s")
+        tflop = 2 * n_val * n_test * args.dim / 1e12
+        mm_rate = n_dir * tflop * 1e3 / max(stage["matmul_s"], 1e-9)
+        print(
+            f"\nper stage, all directions: matmul {stage['matmul_s']:.1f} s "
+            f"({100 * stage['matmul_s'] / total:.0f} %, {n_dir} x {tflop:.3f} TFLOP at {mm_rate:.0f} "
+            f"GFLOP/s), top-k {stage['topk_s']:.1f} s, rescore {stage['rescore_s']:.1f} s, metrics + "
+            f"merges {rest:.1f} s; the floor {n_dir} x {floor:.1f} s = {n_dir * floor:.1f} s at the "
+            f"measured {gflops:.0f} GFLOP/s: total = {total / max(n_dir * floor, 1e-9):.2f}x the floor"
+        )
+        if args.verify:
+            t0 = time.perf_counter()
+            print(verify_against_float64(res, args.verify) + f" ({time.perf_counter() - t0:.0f} s)")
         if args.scale != 1.0:
             quad = sum(t.get("matmul_s", 0) + t.get("topk_s", 0) for t in res.timing.values())
             lin = total - quad  # rescoring (~constant candidates per query), metrics, merges
@@ -354,7 +429,11 @@ def main() -> None:
     e.add_argument("--scale", type=float, default=1.0)
     e.add_argument("--dim", type=int, default=DIM)
     e.add_argument("--ks", default="5,10,20,100")
-    e.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    e.add_argument("--vectors", default="random", choices=["random", "structured"])
+    e.add_argument("--blas", default="auto", help="candidate matmul BLAS(es), run one after the other: "
+                   "auto, torch, numpy (fp32 only)")
+    e.add_argument("--verify", type=int, default=0, metavar="N", help="check N queries per direction")
     e.add_argument("--block-size", type=int, default=1024)
     e.add_argument(
         "--query-fraction",

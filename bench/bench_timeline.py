@@ -1,196 +1,358 @@
-"""Timeline latency over a 1M-item synthetic archive, and ``csmae ingest`` per stage on a small scene.
+"""Timeline and change-detection latency over a synthetic archive of 1M-10M items, old code vs new.
 
-Part 1 (``--items``): a synthetic archive (stated as such in every row): P places on the place grid of
-UTM 33N (their 1200 m cells as footprints), T dates, both sensors, random unit descriptors of
-``--dim``; an exact index built in memory. Times the first timeline (it groups the rows by place
-once), then the median/p95 of ``--queries`` timelines of random places (reference first and previous),
-of random points (lon/lat -> place), and with a date filter; peak RSS.
+    nice -n 5 flock /tmp/csmae-bigmem.lock .venv/bin/python bench/bench_timeline.py \\
+        --items 1000000 --dim 96 --compare /tmp/csmae-old/src [--rounds 2] [--keep]
+    .venv/bin/python bench/bench_timeline.py --items 20000 --queries 20 --rounds 1      # smoke
 
-Part 2 (``--scene``): scripts/make_example_scene.py writes an S2 L2A .SAFE + S1 scene of
-``--scene`` x ``--scene`` patches; ``ingest_scenes`` tiles, embeds (tiny random model unless
-``--model``) and adds it to a new index, then a second scene into it; the seconds per stage come
-from the ingest itself; a rerun (both skipped) is timed too.
+The archive (**synthetic**, bench/synth_archive.py): ``--items`` rows = places x 20 dates x 2
+sensors on the UTM 33N place grid, random unit descriptors of ``--dim``, written as an embeddings
+folder and made into an exact index by ``csmae index EMB --out IDX`` (timed, peak RSS). Periods:
+dates 0-9 (before) and 10-19 (after). "One S2 tile" = the lon/lat box of T33UUP (bench_tile.py's
+tile), which holds 8,281 places of the grid's cells plus the cells its lon/lat box adds at the edges.
 
-    nice -n 5 .venv/bin/python bench/bench_timeline.py --items 1000000 --dim 256 --scene 10
-    .venv/bin/python bench/bench_timeline.py --items 20000 --queries 50 --scene 3   # smoke
+Each measurement runs in a child process (``probe``), once per source tree and round, the trees
+alternating (new, old, old, new, ...): ``--compare SRC`` is another checkout's ``src`` folder (e.g.
+``git archive <commit> src | tar -x -C /tmp/csmae-old``). A probe loads the index the way a server
+does (``Retriever.load``), then times ``Retriever.timeline`` by place (reference first, previous),
+by point (lon/lat -> place) and with a date filter (median and p95 of ``--queries`` random places),
+and ``csmae.retrieval.change_index.index_changes`` (what ``csmae changes`` calls) over the whole
+archive and over the tile's box (pairings auto and s2->s1), and the change-like search in the tile;
+with a digest of every answer, so old and new must agree. The parent also times the CLI end to end
+(``csmae timeline IDX --place KEY --json``, ``csmae changes IDX --bbox ... --out x.parquet``), load
+included, with the child's peak RSS.
 
-Prints Markdown table rows.
+A probe stops itself (exit 3) when the machine's MemAvailable falls under ``--min-free-gb``.
+Prints Markdown table rows and one JSON line per probe.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import hashlib
+import json
 import os
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
 
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def synthetic_index(items: int, dim: int, dates: int, seed: int = 0):
-    """An exact in-memory index of ``items`` synthetic items: places x dates x {s1, s2}."""
-    import pandas as pd
-    import shapely
-    from pyproj import Transformer
-
-    from csmae.retrieval.embeddings import Embeddings
-    from csmae.retrieval.index import build_index
-
-    rng = np.random.default_rng(seed)
-    n_places = max(1, items // (2 * dates))
-    side = int(np.ceil(np.sqrt(n_places)))
-    col = 300 + np.arange(n_places) % side
-    row = 4400 + np.arange(n_places) // side
-    x0, y0 = col * 1200.0, row * 1200.0
-    xs = np.stack([x0, x0 + 1200, x0 + 1200, x0, x0], 1)
-    ys = np.stack([y0, y0, y0 + 1200, y0 + 1200, y0], 1)
-    lon, lat = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True).transform(xs, ys)
-    polys = shapely.polygons(np.stack([lon, lat], axis=-1))
-    wkb = shapely.to_wkb(polys)
-    keys = np.array([f"33N-{c}-{r}" for c, r in zip(col, row, strict=True)], dtype=object)
-    bounds = shapely.bounds(polys)
-    n = n_places * dates * 2
-    p = np.repeat(np.arange(n_places), dates * 2)
-    d = np.tile(np.repeat(np.arange(dates), 2), n_places)
-    sensors = np.tile(np.array(["s1", "s2"], dtype=object), n_places * dates)
-    day0 = np.datetime64("2018-01-05T10:00:00")
-    when = day0 + (d * 6 * 86400 + (sensors == "s1") * 25200).astype("timedelta64[s]")
-    ids = np.array([f"P{a:06d}_D{b:03d}" for a, b in zip(p, d, strict=True)], dtype=object)
-    vec = rng.standard_normal((n, dim), dtype=np.float32)
-    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
-    meta = pd.DataFrame({"geometry": list(wkb[p]), "bbox_xmin": bounds[p, 0], "bbox_ymin": bounds[p, 1],
-                         "bbox_xmax": bounds[p, 2], "bbox_ymax": bounds[p, 3],
-                         "datetime": pd.to_datetime(when).tz_localize("UTC"), "place": keys[p]})
-    emb = Embeddings(ids=ids, sensors=sensors, splits=np.full(n, "test", dtype=object),
-                     labels=np.zeros((n, 19), bool), vectors=vec, meta=meta,
-                     manifest={"sensors": {"s1": {}, "s2": {}}})
-    index = build_index(emb, kind="exact")
-    centres = np.column_stack([lon[:, :4].mean(1), lat[:, :4].mean(1)])
-    return index, keys, centres
+def mem_available_gb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024**2
+    return float("inf")
 
 
-def _at(core, centre: np.ndarray) -> object:
-    from csmae.retrieval.timeline import place_timeline
+def guard_memory(min_free_gb: float) -> None:
+    """Exit (3) at once when the machine runs short of memory: never push others' work into OOM."""
+    def watch() -> None:
+        while True:
+            if mem_available_gb() < min_free_gb:
+                sys.stderr.write(f"probe: MemAvailable under {min_free_gb} GB, stopping\n")
+                os._exit(3)
+            time.sleep(0.2)
 
-    return place_timeline(core, lon=float(centre[0]), lat=float(centre[1]))
+    threading.Thread(target=watch, daemon=True).start()
 
 
-def bench_timeline(args: argparse.Namespace) -> None:
-    from csmae.retrieval.search_core import SearchCore
-    from csmae.retrieval.timeline import place_timeline
+def timed(fn, args_list) -> tuple[float, float, float, list]:
+    """(median ms, p95 ms, mean CPU ms, results) of fn(*a) for a in args_list."""
+    ms, out = [], []
+    c = time.process_time()
+    for a in args_list:
+        t = time.perf_counter()
+        out.append(fn(*a))
+        ms.append((time.perf_counter() - t) * 1000)
+    cpu = (time.process_time() - c) * 1000 / max(1, len(ms))
+    ms.sort()
+    return statistics.median(ms), ms[int(0.95 * (len(ms) - 1))], cpu, out
 
-    t = time.perf_counter()
-    index, keys, centres = synthetic_index(args.items, args.dim, args.dates)
-    build_s = time.perf_counter() - t
-    t = time.perf_counter()
-    core = SearchCore(index)
-    core_s = time.perf_counter() - t
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def probe(args: argparse.Namespace) -> None:
+    """One source tree's measurements (run in a child with that tree on PYTHONPATH)."""
+    sys.path.insert(0, str(BENCH))
+    guard_memory(args.min_free_gb)
+    from synth_archive import Layout, cells
+
+    from csmae.retrieval.change import Period
+    from csmae.retrieval.change_index import index_changes, index_similar_changes
+    from csmae.retrieval.retriever import Retriever
+
+    lay = Layout(items=args.items)
+    before, after = Period.parse(lay.period(0, 9)), Period.parse(lay.period(10, 19))
+    out: dict = {"src": args.src_name}
+    t, c = time.perf_counter(), time.process_time()
+    r = Retriever.load(args.index)
+    out["load_s"] = round(time.perf_counter() - t, 2)
+    out["load_cpu_s"] = round(time.process_time() - c, 2)
+    out["rss_after_load_gb"] = round(peak_rss_gb(), 2)
     rng = np.random.default_rng(1)
+    places = rng.integers(0, lay.places, args.queries)
+    keys = [lay.key(int(p)) for p in places]
+    _, centres = cells(lay, places)
     t = time.perf_counter()
-    place_timeline(core, place=str(keys[0]))
-    first_ms = (time.perf_counter() - t) * 1000
+    r.timeline(keys[0])
+    out["first_timeline_ms"] = round((time.perf_counter() - t) * 1000, 1)
 
-    def timed(fn) -> tuple[float, float]:
-        ms = []
-        for _ in range(args.queries):
-            t0 = time.perf_counter()
-            fn()
-            ms.append((time.perf_counter() - t0) * 1000)
-        ms.sort()
-        return statistics.median(ms), ms[int(0.95 * (len(ms) - 1))]
+    def tl(*a, **kw) -> list:
+        got = r.timeline(*a, **kw)
+        return [(x.id, x.sensor, x.datetime, None if x.distance is None else round(x.distance, 6))
+                for x in got.acquisitions]
 
-    def pick() -> int:
-        return int(rng.integers(len(keys)))
+    rows = {}
+    for name, fn, arglist in (
+        ("place, reference first", lambda k: tl(k), [(k,) for k in keys]),
+        ("place, reference previous", lambda k: tl(k, reference="previous"), [(k,) for k in keys]),
+        ("point (lon/lat -> place)", lambda x, y: tl(lon=float(x), lat=float(y)),
+         [tuple(c) for c in centres]),
+        ("place + date filter", lambda k: tl(k, where={"start": "2018-02-01", "end": "2018-03-31"}),
+         [(k,) for k in keys]),
+    ):
+        med, p95, cpu, res = timed(fn, arglist)
+        rows[name] = {"median_ms": round(med, 2), "p95_ms": round(p95, 2), "cpu_ms": round(cpu, 2),
+                      "n": len(res[0]),
+                      "digest": digest(res)}
+    out["timeline"] = rows
+    ch = {}
+    box = {"bbox": tile_box(lay)}
+    for name, kw in (("whole archive, auto", {}), ("tile, auto", {"where": box}),
+                     ("tile, auto (filter cached)", {"where": box}),
+                     ("tile, s2->s1", {"where": box, "pairing": "s2->s1"})):
+        t, c = time.perf_counter(), time.process_time()
+        res = index_changes(r.index, before=before, after=after, **kw)
+        s = time.perf_counter() - t
+        ch[name] = {"s": round(s, 2), "cpu_s": round(time.process_time() - c, 2), "places": len(res),
+                    "digest": digest([res.places.tolist(), np.round(res.score, 9).tolist(),
+                                      res.pairing.tolist(), res.n_before.tolist(), res.n_after.tolist()])}
+    t, c = time.perf_counter(), time.process_time()
+    like = index_similar_changes(r.index, place=lay.key(int(places[0])), before=before, after=after,
+                                 pairing="s2->s2", where=box)
+    sims = [(x["place"], round(x["similarity"], 9)) for x in like]
+    ch["change-like search, tile"] = {"s": round(time.perf_counter() - t, 2), "places": len(like),
+                                      "cpu_s": round(time.process_time() - c, 2),
+                                      "digest": digest(sims)}
+    out["changes"] = ch
+    out["peak_rss_gb"] = round(peak_rss_gb(), 2)
+    print(json.dumps(out))
 
-    rows = {
-        "place, reference first": timed(lambda: place_timeline(core, place=str(keys[pick()]))),
-        "place, reference previous": timed(lambda: place_timeline(core, place=str(keys[pick()]),
-                                                                  reference="previous")),
-        "point (lon/lat -> place)": timed(lambda: _at(core, centres[pick()])),
-        "place + date filter (start/end)": timed(lambda: place_timeline(
-            core, place=str(keys[pick()]), where={"start": "2018-02-01", "end": "2018-03-31"})),
-    }
-    n = len(index.items)
-    print(f"\nsynthetic archive: {n:,} items ({len(keys):,} places x {args.dates} dates x 2 sensors), "
-          f"D={args.dim}, exact index built in {build_s:.1f} s, search core {core_s:.1f} s, first timeline "
-          f"{first_ms:.0f} ms (groups the rows by place once), peak RSS {peak_rss_gb():.2f} GB\n")
-    print("| timeline query (synthetic, " + f"{n:,} items" + ") | acquisitions | median ms | p95 ms |")
-    print("|---|---:|---:|---:|")
-    for name, (med, p95) in rows.items():
-        print(f"| {name} | {2 * args.dates} | {med:.2f} | {p95:.2f} |")
+
+def tile_box(lay) -> tuple[float, float, float, float]:
+    """The lon/lat box of the S2 tile T33UUP when the archive covers it; else (a small archive: a
+    smoke run) the box of the archive's first rows of places."""
+    from synth_archive import cells, tile_bbox, tile_places
+
+    if tile_places(lay):
+        return tile_bbox()
+    wkb, _ = cells(lay, np.arange(min(lay.places, 3 * lay.side)))
+    import shapely
+
+    b = shapely.bounds(shapely.from_wkb(wkb))
+    return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())
 
 
-def bench_ingest(args: argparse.Namespace) -> None:
-    from csmae.retrieval.ingest import ingest_scenes
+def run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, str, str, dict]:
+    """(rc, stdout, stderr, wall s / CPU s / peak RSS GB of the child)."""
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=fo, stderr=fe, text=True)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        fo.seek(0)
+        fe.seek(0)
+        return (os.waitstatus_to_exitcode(status), fo.read(), fe.read(),
+                {"wall_s": round(wall, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
+                 "peak_rss_gb": round(ru.ru_maxrss * 1024 / 1e9, 2)})
 
-    script = ROOT / "scripts" / "make_example_scene.py"
-    spec = importlib.util.spec_from_file_location("make_example_scene", script)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    try:
-        mod.make(tmp / "scenes", rows=args.scene, cols=args.scene)
-        safe = next((tmp / "scenes").glob("*.SAFE"))
-        later = shutil.copytree(safe, safe.with_name(safe.name.replace("20230613", "20230703", 1)))
-        model = args.model
-        if model is None:
-            import torch
 
-            import csmae
+def build(args: argparse.Namespace, work: Path, env: dict[str, str]) -> Path:
+    sys.path.insert(0, str(BENCH))
+    from synth_archive import write_archive, write_index
 
-            torch.manual_seed(0)
-            csmae.create_model("csmae_sesd_tiny").save_pretrained(tmp / "model")
-            model = str(tmp / "model")
-        index = tmp / "index"
-        print("\n| ingest (example scene) | patches | plan s | checksum s | tile s | embed s | add s "
-              "| total s |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for name, scene in (("first scene (new index)", safe), ("second scene (add)", later),
-                            ("rerun (both skipped)", None)):
+    emb, idx = work / f"emb-{args.items}-d{args.dim}", work / f"idx-{args.items}-d{args.dim}"
+    if args.writer == "direct":
+        if not (idx / "manifest.json").exists():
+            check_writer(work, env)
+            shutil.rmtree(idx, ignore_errors=True)
             t = time.perf_counter()
-            s2 = [str(safe), str(later)] if scene is None else [str(scene)]
-            paths = {"s2": s2, "s1": [str(tmp / "scenes" / "s1")]}
-            res = ingest_scenes(index, model_dir=model, paths=paths, precision=args.precision, device="cpu")
-            total = time.perf_counter() - t
-            sec = res.seconds
-            patches = sum(r["patches"] for r in res.ingested)
-            cells = " | ".join(f"{sec.get(k, 0):.2f}" for k in ("plan", "checksum", "tile", "embed", "add"))
-            print(f"| {name} | {patches} | {cells} | {total:.2f} |")
-        which = "tiny random" if args.model is None else model
-        print(f"\npeak RSS of the process {peak_rss_gb():.2f} GB; model {which}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            write_index(idx, items=args.items, dim=args.dim)
+            print(f"wrote the index directly in {time.perf_counter() - t:.0f} s, peak RSS of this process "
+                  f"{peak_rss_gb():.2f} GB", flush=True)
+        return idx
+    if not (emb / "manifest.json").exists():
+        shutil.rmtree(emb, ignore_errors=True)
+        t = time.perf_counter()
+        write_archive(emb, items=args.items, dim=args.dim)
+        print(f"wrote the synthetic embeddings in {time.perf_counter() - t:.0f} s", flush=True)
+    if not (idx / "manifest.json").exists():
+        shutil.rmtree(idx, ignore_errors=True)
+        rc, so, se, ru = run_child([sys.executable, "-m", "csmae", "index", str(emb), "--out", str(idx)], env)
+        if rc:
+            raise SystemExit(se)
+        print(f"csmae index: {so.strip()} ({ru})", flush=True)
+    return idx
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--items", type=int, default=1_000_000, help="synthetic archive items (0: skip)")
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--dates", type=int, default=20, help="dates per place and sensor")
-    p.add_argument("--queries", type=int, default=200)
-    p.add_argument("--scene", type=int, default=10, help="example scene side in patches (0: skip)")
-    p.add_argument("--model", help="model folder for the ingest part (default: a tiny random model)")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    args = p.parse_args()
-    print(f"load before: {os.getloadavg()[0]:.1f}")
-    if args.items:
-        bench_timeline(args)
-    if args.scene:
-        bench_ingest(args)
-    print(f"\nload after: {os.getloadavg()[0]:.1f}")
+def check_writer(work: Path, env: dict[str, str]) -> None:
+    """``write_index`` gives the index ``csmae index`` builds from ``write_archive``'s folder (30k rows,
+    8 shards): the same items table, vectors and manifest facts; else stop."""
+    import pandas as pd
+    from synth_archive import write_archive, write_index
+
+    from csmae.retrieval.index import SearchIndex
+
+    w = work / "writer-check"
+    shutil.rmtree(w, ignore_errors=True)
+    write_archive(w / "emb", items=30_000, dim=16, shard_rows=4_000)
+    cmd = [sys.executable, "-m", "csmae", "index", str(w / "emb"), "--out", str(w / "a")]
+    rc, _, se, _ = run_child(cmd, env)
+    if rc:
+        raise SystemExit(se)
+    write_index(w / "b", items=30_000, dim=16, shard_rows=4_000)
+    a, b = SearchIndex.load(w / "a"), SearchIndex.load(w / "b")
+    pd.testing.assert_frame_equal(a.items.drop(columns="labels"), b.items.drop(columns="labels"))
+    assert (np.stack(a.items["labels"]) == np.stack(b.items["labels"])).all()
+    rows = np.arange(len(a.items))
+    assert np.array_equal(a.backend.reconstruct(rows), b.backend.reconstruct(rows))
+    for k in ("count", "rows", "sensor_counts", "sensor_ranges", "dim", "label_names", "sensors", "factory"):
+        assert a.manifest.get(k) == b.manifest.get(k), k
+    shutil.rmtree(w)
+    print("write_index == csmae index on a 30k-row archive (items, vectors, manifest facts)", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", nargs="?", default="run", choices=["run", "probe"])
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=96)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=2, help="probes per source tree (alternating)")
+    ap.add_argument("--compare", help="another checkout's src folder to run side by side (the old code)")
+    ap.add_argument("--workdir", default="/tmp/csmae-bench-timeline")
+    ap.add_argument("--min-free-gb", type=float, default=2.0, help="a probe stops when the machine has less")
+    ap.add_argument("--no-cli", action="store_true", help="skip the CLI end-to-end timings")
+    ap.add_argument("--writer", choices=["cli", "direct"], default="cli",
+                    help="cli: csmae index of an embeddings folder; direct: synth_archive.write_index (the "
+                         "same index, checked first on 30k rows; for archives csmae index cannot hold)")
+    ap.add_argument("--keep", action="store_true", help="keep the archive and index for a rerun")
+    ap.add_argument("--index", help=argparse.SUPPRESS)
+    ap.add_argument("--src-name", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mode == "probe":
+        probe(args)
+        return 0
+    print(f"load average at start: {os.getloadavg()}; MemAvailable {mem_available_gb():.1f} GB", flush=True)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    trees = {"new": str(REPO / "src")}
+    if args.compare:
+        trees["old"] = str(Path(args.compare).resolve())
+    envs = {k: {**os.environ, "PYTHONPATH": v} for k, v in trees.items()}
+    idx = build(args, work, envs["new"])
+    from synth_archive import Layout
+
+    lay = Layout(items=args.items)
+    results: dict[str, list[dict]] = {k: [] for k in trees}
+    order = list(trees)
+    for rnd in range(args.rounds):
+        for name in order if rnd % 2 == 0 else order[::-1]:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "probe", "--index", str(idx), "--items",
+                   str(args.items), "--queries", str(args.queries), "--src-name", name,
+                   "--min-free-gb", str(args.min_free_gb)]
+            rc, so, se, ru = run_child(cmd, envs[name])
+            if rc:
+                print(f"probe {name} failed (rc {rc}): {se[-2000:]}", flush=True)
+                continue
+            res = json.loads(so.strip().splitlines()[-1])
+            res["child"] = ru
+            res["load_avg"] = os.getloadavg()
+            results[name].append(res)
+            print(json.dumps(res), flush=True)
+        if args.no_cli:
+            continue
+        box = [f"{v:.6f}" for v in tile_box(lay)]
+        for name in order if rnd % 2 == 0 else order[::-1]:
+            for what, cmd in (
+                ("csmae timeline --place --json", ["timeline", str(idx), "--place", lay.key(123), "--json"]),
+                ("csmae changes --bbox (tile) --out x.parquet",
+                 ["changes", str(idx), "--before", lay.period(0, 9), "--after", lay.period(10, 19), "--bbox",
+                  *box, "--out", str(work / f"changes-{name}.parquet")]),
+            ):
+                rc, so, se, ru = run_child([sys.executable, "-m", "csmae", *cmd], envs[name])
+                rec = {"src": name, "cli": what, "rc": rc, **ru, "load_avg": os.getloadavg()}
+                print(json.dumps(rec), flush=True)
+                results[name].append(rec)
+    print(f"\nload average at end: {os.getloadavg()}")
+    summarize(results, args)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def summarize(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
+    """Markdown: medians over the rounds, old vs new and their ratio; digests compared."""
+    def med(vals: list[float]) -> float:
+        return statistics.median(vals) if vals else float("nan")
+
+    probes = {k: [r for r in v if "timeline" in r] for k, v in results.items()}
+    names = list(probes)
+    head = " | ".join(names)
+    print(f"\n| measurement ({args.items:,} synthetic items, D={args.dim}) | {head} | "
+          + ("old / new |" if "old" in names else ""))
+    print("|---|" + "---:|" * (len(names) + ("old" in names)))
+
+    def row(label: str, get) -> None:
+        vals = {k: med([get(p) for p in probes[k]]) for k in names}
+        ratio = f" {vals['old'] / vals['new']:.1f}x |" if "old" in names and vals["new"] > 0 else ""
+        print(f"| {label} | " + " | ".join(f"{vals[k]:.2f}" for k in names) + f" |{ratio}")
+
+    row("Retriever.load, s", lambda p: p["load_s"])
+    row("Retriever.load, CPU s", lambda p: p["load_cpu_s"])
+    row("first timeline (groups rows by place), ms", lambda p: p["first_timeline_ms"])
+    for q in probes[names[0]][0]["timeline"] if probes[names[0]] else []:
+        row(f"timeline {q}, median ms", lambda p, q=q: p["timeline"][q]["median_ms"])
+        row(f"timeline {q}, p95 ms", lambda p, q=q: p["timeline"][q]["p95_ms"])
+        row(f"timeline {q}, CPU ms per query", lambda p, q=q: p["timeline"][q]["cpu_ms"])
+    for c in probes[names[0]][0]["changes"] if probes[names[0]] else []:
+        row(f"changes: {c}, s", lambda p, c=c: p["changes"][c]["s"])
+        row(f"changes: {c}, CPU s", lambda p, c=c: p["changes"][c]["cpu_s"])
+    row("probe peak RSS, GB", lambda p: p["peak_rss_gb"])
+    for what in ("csmae timeline --place --json", "csmae changes --bbox (tile) --out x.parquet"):
+        vals = {k: [r["wall_s"] for r in results[k] if r.get("cli") == what and r["rc"] == 0] for k in names}
+        cpus = {k: [r["cpu_s"] for r in results[k] if r.get("cli") == what and r["rc"] == 0] for k in names}
+        if all(vals.values()):
+            rss = {k: max(r["peak_rss_gb"] for r in results[k] if r.get("cli") == what) for k in names}
+            ratio = f" {med(vals['old']) / med(vals['new']):.1f}x |" if "old" in names else ""
+            print(f"| CLI {what}, wall s (peak RSS GB) | "
+                  + " | ".join(f"{med(vals[k]):.1f} ({rss[k]:.2f})" for k in names) + f" |{ratio}")
+            ratio = f" {med(cpus['old']) / med(cpus['new']):.1f}x |" if "old" in names else ""
+            print(f"| CLI {what}, CPU s | " + " | ".join(f"{med(cpus[k]):.1f}" for k in names) + f" |{ratio}")
+    if "old" in names and probes["old"] and probes["new"]:
+        a, b = probes["old"][0], probes["new"][0]
+        same = {q: a["timeline"][q]["digest"] == b["timeline"][q]["digest"] for q in a["timeline"]}
+        same |= {c: a["changes"][c]["digest"] == b["changes"][c]["digest"] for c in a["changes"]}
+        print(f"\nanswers identical old vs new (digests): {same}")
+        places = {c: b["changes"][c]["places"] for c in b["changes"]}
+        print(f"places scored: {places}")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -38,6 +38,9 @@ else
   echo "usage: bash bench/gpu_check.sh [full|quick] [section ...]" >&2; exit 2
 fi
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count())")
+# the precision of the compiled section: bf16 on the GPU; in a quick dry run what `auto` picks on $DEV
+# (fp32 on a CPU without native bf16, where a bf16 compile would take many minutes)
+PREC=$($PY -c "from csmae.models.precision import choose_precision; print(choose_precision('auto', '$DEV').precision)")
 step() { echo; echo "=== $* ($(date +%T))"; }
 quiet() { grep -v "Warning\|warn(\|Tip:\|litlogger\|available:\|LOCAL_RANK\|^$" || true; }
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
@@ -140,8 +143,8 @@ if want embed; then
 fi
 
 if want compiled; then
-  step "compiled: eager vs torch.compile'd embedding, bf16, batch $B (bench_embed_compile.py; at most 240 s)"
-  timeout 240 $PY bench/bench_embed_compile.py --device "$DEV" --models csmae_sesd_$SIZE --precisions bf16 \
+  step "compiled: eager vs torch.compile'd embedding, $PREC, batch $B (bench_embed_compile.py; at most 240 s)"
+  timeout 240 $PY bench/bench_embed_compile.py --device "$DEV" --models csmae_sesd_$SIZE --precisions $PREC \
     --batch $B --rounds 3 --iters $IT --cache-dir "$WORK/inductor" 2>&1 | quiet | tee "$OUT/compiled.md"
 fi
 

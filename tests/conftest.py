@@ -62,3 +62,12 @@ def encoded_lmdb_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
     return _need(ANCHORS / "reference-parity")
+
+
+@pytest.fixture(scope="session")
+def antimeridian_archive(tmp_path_factory):
+    """A tiled, embedded and indexed scene across the antimeridian (tests/geo/antimeridian_fixtures.py),
+    built once per session: the geo, retrieval (Milvus) and page tests share it."""
+    from tests.geo.antimeridian_fixtures import build_archive
+
+    return build_archive(tmp_path_factory.mktemp("antimeridian"))

@@ -90,3 +90,129 @@ def store_arrays(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     ds = open_dataset(path)  # every sensor the store holds
     b = ds.get_batch(np.arange(len(ds)))
     return {k: b[k] for k in ds.sensors}, list(ds.ids)
+
+
+# --- neighbouring S2 tiles of one datatake, overlapping as MGRS tiles do -------------------------------
+
+#: one datatake (S2A, 2023-06-13 10:10:31), two MGRS tiles of zone 33N; a later pass of the second tile
+DATATAKE = "S2A_MSIL2A_20230613T101031_N0509_R022_T{tile}_20230613T141227"
+LATER = "S2B_MSIL2A_20230618T101029_N0509_R022_T{tile}_20230618T131501"
+NEIGHBOUR_S1 = "S1A_IW_GRDH_1SDV_20230613T165043"
+PATCH, AREA = 1200.0, 120 * 120
+
+
+@dataclass
+class Tile:
+    product: str  # the product name (patch ids use it without the discriminator)
+    x0: float  # upper-left corner on the tile's own 10 m grid (EPSG:32633)
+    y0: float
+    width: int  # pixels
+    height: int
+    holes: list[tuple[int, int, int, int]]  # (row, col, height, width) of B02 pixels set to 0 (nodata)
+
+    @property
+    def scene(self) -> str:
+        return "_".join(self.product.split("_")[:6])
+
+    def box(self) -> object:
+        import shapely
+
+        return shapely.box(self.x0, self.y0 - 10 * self.height, self.x0 + 10 * self.width, self.y0)
+
+
+def neighbour_tiles() -> list[Tile]:
+    """Cut-down T33UUP and T33UVP as their real grids lie: x origins 399960 + 1200 k and 499980 (so the
+    two tiles' patches are 420 m apart in x, and 360 m off the place grid resp. 180 m), T33UVP a
+    row lower by 360 m (as tiles of neighbouring MGRS rows, 5400000 vs 5300040). Both are 660 x 960 px
+    (5 x 8 patches); their patches overlap over 3.2 km. Holes: a few nodata pixels in one tile where
+    the other has data (so the tile with more valid pixels wins there), and one hole that makes a
+    patch fall below --min-valid."""
+    a = Tile(DATATAKE.format(tile="33UUP"), 399960 + 81 * 1200, 5400000, 660, 960,
+             holes=[(370, 384, 30, 20),     # A patch (3, 3): 600 px; B's patch of that place has none
+                    (725, 380, 80, 90)])    # A patch (6, 3): 7200 px = 50 %: skipped, below --min-valid
+    b = Tile(DATATAKE.format(tile="33UVP"), 499980, 5400000 - 360, 660, 960,
+             holes=[(514, 162, 30, 20)])    # B patch (4, 1): 600 px; A's patch of that place has none
+    later = Tile(LATER.format(tile="33UVP"), b.x0, b.y0, b.width, b.height, holes=[])
+    return [a, b, later]
+
+
+def _world(x0: float, y0: float, w: int, h: int, seed: int) -> dict[str, np.ndarray]:
+    """Smooth random S2 bands over a 10 m box of zone 33N (20 m bands on the 20 m lattice), uint16."""
+    from csmae.data.scenes.example import TEN_M
+    from csmae.sensors import get_sensor
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for b in get_sensor("s2").bands:
+        f = 1 if b in TEN_M else 2
+        coarse = rng.uniform(200, 6000, size=(h // (40 // f) + 2, w // (40 // f) + 2))
+        a = np.kron(coarse, np.ones((40 // f, 40 // f)))[: h // f, : w // f]
+        out[b] = (a + rng.uniform(0, 300, size=a.shape)).astype(np.uint16)
+    return out
+
+
+def write_neighbour_tiles(root: Path, *, s1: bool = True) -> dict[str, object]:
+    """The tiles of :func:`neighbour_tiles` as L2A .SAFE products cut from one world (so the same
+    ground has the same pixels in both), and an S1 scene (VV/VH dB, 10 m, zone 33N) covering them all."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from csmae.data.scenes.example import write_s1, write_safe
+
+    tiles = neighbour_tiles()
+    crs = CRS.from_epsg(32633)
+    wx0 = min(t.x0 for t in tiles) - 1000  # the world: 1 km around every tile, on the 20 m lattice
+    wy0 = max(t.y0 for t in tiles) + 1000
+    wx1 = max(t.x0 + 10 * t.width for t in tiles) + 1000
+    wy1 = min(t.y0 - 10 * t.height for t in tiles) - 1000
+    ww, wh = int(round((wx1 - wx0) / 20)) * 2, int(round((wy0 - wy1) / 20)) * 2
+    world = _world(wx0, wy0, ww, wh, seed=7)
+    out: dict[str, object] = {"tiles": tiles, "crs": crs, "safe": []}
+    for t in tiles:
+        c0, r0 = int(round((t.x0 - wx0) / 10)), int(round((wy0 - t.y0) / 10))
+        assert c0 % 2 == 0 and r0 % 2 == 0  # tile origins sit on the 20 m lattice of the world
+        bands = {}
+        for b, a in world.items():
+            f = ww // a.shape[1]
+            bands[b] = a[r0 // f:(r0 + t.height) // f, c0 // f:(c0 + t.width) // f].copy()
+        for r, c, h, w in t.holes:
+            bands["B02"][r:r + h, c:c + w] = 0
+        t10 = Affine(10, 0, t.x0, 0, -10, t.y0)
+        out["safe"].append(write_safe(root / "s2", bands, crs=crs, transform=t10, product=t.product))
+    if s1:
+        rng = np.random.default_rng(3)
+        vv = rng.uniform(-20, -5, size=(wh, ww)).astype(np.float32)
+        write_s1(root / "s1", vv, vv - 7, crs=crs, transform=Affine(10, 0, wx0, 0, -10, wy0),
+                 name=NEIGHBOUR_S1)
+        out["s1"] = root / "s1"
+    return out
+
+
+def reference_patches(t: Tile, crs, *, s1: bool) -> list[dict]:
+    """Every grid patch of a tile, computed from the fixture alone (not the tiler): id, place (checked
+    against the cell of the UTM centre), valid pixels (S2, and S2 + S1 when an S1 scene covers it),
+    distance from the centre to the tile's boundary (shapely), acquisition (datatake sensing start)."""
+    import shapely
+    from pyproj import Transformer
+
+    from csmae.geo.place import place_of
+
+    to_ll = Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True)
+    rows, cols = (t.height - 120) // 120 + 1, (t.width - 120) // 120 + 1
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            x, y = t.x0 + PATCH * c, t.y0 - PATCH * r  # upper-left corner
+            box = shapely.box(x, y - PATCH, x + PATCH, y)
+            lonlat = shapely.transform(box, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))
+            place = place_of(lonlat)
+            cx, cy = box.centroid.x, box.centroid.y
+            assert place == f"33N-{int(cx // PATCH)}-{int(cy // PATCH)}"  # the cell holding the centre
+            zeros = sum(max(0, min(hr + hh, 120 * r + 120) - max(hr, 120 * r))
+                        * max(0, min(hc + hw, 120 * c + 120) - max(hc, 120 * c))
+                        for hr, hc, hh, hw in t.holes)
+            out.append({"id": f"{t.scene}_r{r:03d}_c{c:03d}", "place": place, "s2_valid": AREA - zeros,
+                        "valid": AREA - zeros + (AREA if s1 else 0),
+                        "edge": box.centroid.distance(t.box().exterior), "scene": t.scene,
+                        "acquisition": t.product.split("_")[2]})  # the datatake sensing start
+    return out

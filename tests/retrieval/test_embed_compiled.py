@@ -238,3 +238,91 @@ def test_no_compile_flag_on_embed_and_evaluate():
         mod.add_arguments(p)
         assert p.parse_args(argv).compile is True
         assert p.parse_args([*argv, "--no-compile"]).compile is False
+
+
+def _compile_here(monkeypatch) -> None:
+    """Make the policy try compiling on this machine (AMX, job size), whatever the CPU."""
+    monkeypatch.setattr(comp, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(comp, "cxx_compiler", lambda: "g++")
+
+
+def test_a_cache_from_another_torch_version_is_not_used(tmp_path, monkeypatch, caplog):
+    """A cache csmae filled with another torch (its stamp says so) or an unreadable stamp: eager, one line."""
+    import torch as _torch
+
+    _compile_here(monkeypatch)
+    used: list[int] = []
+
+    def spy(fn):
+        used.append(1)
+        return fn
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / comp.STAMP).write_text(json.dumps({"torch": "2.0.0+old"}))
+    (foreign / "fxgraph").mkdir()  # inductor's entries stay untouched
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / comp.STAMP).write_text("{not json")
+    for cache, words in ((foreign, "filled by torch 2.0.0+old"), (broken, "unreadable")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=comp.__name__):
+            runner = compiled_embed(_tiny(), device="cpu", precision="fp32", pairs=10**6, batch_size=4,
+                                    cache_dir=cache, compiler=spy)
+        assert not runner.compiled and words in (runner.reason or "") and not used
+        assert len(_warnings(caplog)) == 1 and str(cache) in _warnings(caplog)[0]
+        x = _batch(runner.model, 2)
+        with _torch.inference_mode():
+            assert _torch.equal(runner(x)["s1"], runner.model.embed(x)["s1"])
+    assert (foreign / "fxgraph").is_dir()
+    assert json.loads((foreign / comp.STAMP).read_text())["torch"] == "2.0.0+old"  # left as it was
+
+
+def test_a_fresh_cache_is_stamped_with_this_torch_and_used(tmp_path, monkeypatch):
+    import torch as _torch
+
+    _compile_here(monkeypatch)
+    cache = tmp_path / "cache"
+    runner = compiled_embed(_tiny(), device="cpu", precision="fp32", pairs=10**6, batch_size=4,
+                            cache_dir=cache, compiler=lambda fn: fn)
+    assert runner.compiled and runner.reason is None
+    assert json.loads((cache / comp.STAMP).read_text()) == {"torch": _torch.__version__}
+    assert comp.cache_problem(cache) is None  # the same torch reuses it
+
+
+def test_a_torch_without_inductor_stays_eager_with_a_reason(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(comp, "cpu_has_amx", lambda: True)
+    monkeypatch.setitem(sys.modules, "torch._inductor", None)  # "import torch._inductor" now fails
+    monkeypatch.setitem(sys.modules, "torch._inductor.config", None)
+    assert comp.cxx_compiler() is None and not comp.inductor_available()
+    reason = why_not_compile(torch.device("cpu"), "fp32", 10**6, 1)
+    assert reason is not None and "inductor" in reason
+
+
+@pytest.mark.slow  # the real dynamo + inductor lowering of a tiny model before the C++ build: minutes
+def test_a_cxx_compiler_dying_half_way_falls_back_to_eager(tmp_path, monkeypatch, caplog):
+    """The real inductor path up to the C++ build, with a compiler that answers --version and then dies
+    on the compilation: eager descriptors, one warning line, no traceback."""
+    if comp.cxx_compiler() is None:
+        pytest.skip("no C++ compiler for inductor here")
+    fake = tmp_path / "fakecxx"
+    fake.write_text('#!/bin/sh\nif [ "$1" = "--version" ]; then exec g++ --version; fi\n'
+                    'echo "cc1plus: fatal error: Killed signal terminated program cc1plus" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    from torch._inductor import config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (str(fake),))
+    monkeypatch.setattr(comp, "cpu_has_amx", lambda: True)
+    model = _tiny()
+    x = _batch(model, 3)
+    with caplog.at_level(logging.INFO, logger=comp.__name__):
+        runner = compiled_embed(model, device="cpu", precision="fp32", pairs=10, batch_size=4, min_pairs=1,
+                                cache_dir=tmp_path / "inductor")
+        with torch.inference_mode():
+            got, ref = runner(x), model.embed(x)
+    assert not runner.compiled and runner.compiled_batches == 0 and runner.eager_batches == 1
+    assert len(_warnings(caplog)) == 1 and "compiled call failed" in _warnings(caplog)[0]
+    assert "\n" not in _warnings(caplog)[0]
+    assert all(torch.equal(got[s], ref[s]) for s in ref)

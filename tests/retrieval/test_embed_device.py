@@ -50,7 +50,9 @@ def test_bf16_embedding_equals_autocast_over_fp32_weights(tmp_path, tiny_model_d
     from csmae.data import open_dataset
     from csmae.models import normalize_batch
 
-    emb = load_embeddings(embed_dataset(tiny_model_dir, reben_sources, tmp_path / "e", batch_size=4))
+    emb = load_embeddings(
+        embed_dataset(tiny_model_dir, reben_sources, tmp_path / "e", batch_size=4, precision="bf16")
+    )
     assert emb.manifest["precision"] == "bf16"
     model = csmae.from_pretrained(tiny_model_dir).eval()  # fp32 weights, cast by autocast
     ds = open_dataset(*reben_sources)

@@ -12,8 +12,6 @@ field back. Helpers only: the tests are test_grd_*.py.
 
 from __future__ import annotations
 
-import shutil
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,78 +50,38 @@ class GrdFixture:
     region: tuple[int, int, int, int]
 
 
-def _dn_for(lut: object, noise: object, pol: str, l0: int, l1: int, p0: int, p1: int) -> np.ndarray:
-    from csmae.data.scenes.grd_radiometry import interp_table, noise_power
-
-    rows, cols = np.arange(l0, l1), np.arange(p0, p1)
-    a = interp_table(lut, rows, cols).astype(np.float64)  # type: ignore[arg-type]
-    eta = noise_power(noise, rows, cols).astype(np.float64)  # type: ignore[arg-type]
-    dn = np.rint(np.sqrt(sigma_field(pol, rows, cols) * a * a + eta))
-    dn = np.clip(dn, 1, 65535).astype(np.uint16)
-    dn[:, : max(0, ZERO_EDGE - p0)] = 0
-    return dn
-
-
 def make_product(tmp: Path, *, region: tuple[int, int, int, int] = REGION, zipped: bool = False,
-                 full: bool = False) -> GrdFixture:
-    """Copy the real product under ``tmp`` and write its measurement TIFFs (see the module doc).
+                 full: bool = False, lon_shift: float | None = None) -> GrdFixture:
+    """Copy the real product under ``tmp`` and write its measurement TIFFs (see the module doc and
+    :func:`csmae.data.scenes.example.write_grd_product`).
 
     ``full``: data everywhere (the whole image, in strips; for the benchmark), else ``region`` only.
     ``zipped``: also zip it as ``<product>.SAFE.zip`` (the .zip is returned as ``safe``).
+    ``lon_shift``: the same acquisition moved that many degrees east (:func:`shift_xmls`).
     """
-    import rasterio
-    from rasterio.crs import CRS
+    from csmae.data.scenes.example import write_grd_product, zip_product
 
-    from csmae.data.scenes.grd_geocode import GcpGrid
-    from csmae.data.scenes.grd_safe import open_grd
-    from csmae.data.scenes.grd_tables import read_annotation, read_calibration, read_noise
-
-    safe = copy_xmls(tmp)
-    product = open_grd(safe)
-    for pol in ("VV", "VH"):
-        ann = read_annotation(product, pol)
-        lut, noise = read_calibration(product, pol, "sigma0"), read_noise(product, pol)
-        out = safe / product.files[pol].measurement
-        out.parent.mkdir(parents=True, exist_ok=True)
-        profile = dict(driver="GTiff", width=ann.samples, height=ann.lines, count=1, dtype="uint16",
-                       tiled=not full, SPARSE_OK=not full, nodata=None)
-        if not full:
-            profile.update(blockxsize=256, blockysize=256)
-        with rasterio.open(out, "w", **profile) as dst:
-            dst.gcps = (GcpGrid(ann.gcps).gcps(centre=False), CRS.from_epsg(4326))
-            l0, l1, p0, p1 = (0, ann.lines, 0, ann.samples) if full else region
-            step = 512
-            for y in range(l0, l1, step):
-                y1 = min(y + step, l1)
-                dst.write(_dn_for(lut, noise, pol, y, y1, p0, p1), 1,
-                          window=rasterio.windows.Window(p0, y, p1 - p0, y1 - y))
-        sign(safe, product.files[pol].measurement)  # the product's own checksum, as ESA writes it
+    xml = _xml_safe() if lon_shift is None else shift_xmls(tmp / "xml", lon_shift)
+    safe = write_grd_product(tmp, xml, sigma_at, region=region, full=full, zero_edge=ZERO_EDGE)
     if not zipped:
         return GrdFixture(safe=safe, region=region)
-    z = tmp / f"{PRODUCT}.SAFE.zip"
-    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for p in sorted(safe.rglob("*")):
-            if p.is_file():
-                zf.write(p, f"{PRODUCT}.SAFE/{p.relative_to(safe).as_posix()}")
-    shutil.rmtree(safe)
+    z = zip_product(safe, tmp / f"{PRODUCT}.SAFE.zip", remove=True)
     return GrdFixture(safe=z, region=region)
 
 
-def copy_xmls(tmp: Path) -> Path:
-    """A writable copy of the real product's XMLs, with empty measurement placeholders."""
+def _xml_safe() -> Path:
     import pytest
 
     if not GRD_DIR.exists():
         pytest.skip(f"shared GRD product not found at {GRD_DIR}")
-    out = tmp / f"{PRODUCT}.SAFE"
-    shutil.copytree(GRD_DIR / f"{PRODUCT}.SAFE", out)
-    for p in [out, *out.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    (out / "measurement").mkdir()
-    for pol, n in (("vh", 2), ("vv", 1)):
-        name = f"s1a-iw-grd-{pol}-20210809t173953-20210809t174018-039156-049f13-00{n}.tiff"
-        (out / "measurement" / name).touch()
-    return out
+    return GRD_DIR / f"{PRODUCT}.SAFE"
+
+
+def copy_xmls(tmp: Path) -> Path:
+    """A writable copy of the real product's XMLs, with empty measurement placeholders."""
+    from csmae.data.scenes.example import copy_grd_xmls
+
+    return copy_grd_xmls(_xml_safe(), tmp)
 
 
 def edit_member(safe: Path, rel: str, old: str, new: str) -> None:
@@ -135,17 +93,46 @@ def edit_member(safe: Path, rel: str, old: str, new: str) -> None:
 
 def sign(safe: Path, rel: str) -> None:
     """Record a member's MD5 and size in the product's manifest.safe (as a product written with these
-    bytes carries them), so the product-checksum check sees a consistent product."""
-    import hashlib
+    bytes carries them)."""
+    from csmae.data.scenes.example import sign_member
+
+    sign_member(safe, rel)
+
+
+def shift_xmls(tmp: Path, degrees: float) -> Path:
+    """A copy of the real product's XMLs moved ``degrees`` east about the Earth's axis: every geolocation
+    grid longitude shifted (written in [-180, 180], as a product writes them: a product moved across
+    the antimeridian jumps from 179.x to -179.x), the Earth-fixed orbit state vectors (position and
+    velocity) rotated by the same angle, and the manifest's footprint shifted. The ellipsoid is
+    symmetric about that axis, so this is the same acquisition over other ground, consistent for the
+    GCP geocoding and for sarsen's orbit geometry alike; lines, pixels, times and tables are unchanged."""
     import re
 
-    data = (safe / rel).read_bytes()
+    from csmae.data.scenes.example import copy_grd_xmls
+
+    safe = copy_grd_xmls(_xml_safe(), tmp)
+    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
+
+    def lon(v: str) -> str:
+        return f"{(float(v) + degrees + 180.0) % 360.0 - 180.0:.15e}"
+
+    def rotate(m: re.Match[str]) -> str:
+        x, y = float(m.group(2)), float(m.group(4))
+        return f"{m.group(1)}{x * c - y * s:.15e}{m.group(3)}{x * s + y * c:.15e}{m.group(5)}"
+
+    vector = re.compile(r"(<(?:position|velocity)>\s*<x>)([^<]+)(</x>\s*<y>)([^<]+)(</y>)")
+    for ann in sorted((safe / "annotation").glob("s1*-grd-*.xml")):
+        text = ann.read_text()
+        text, n_lon = re.subn(r"(<longitude>)([^<]+)(</longitude>)",
+                              lambda m: f"{m.group(1)}{lon(m.group(2))}{m.group(3)}", text)
+        text, n_vec = vector.subn(rotate, text)
+        assert n_lon > 100 and n_vec > 10, (ann, n_lon, n_vec)
+        ann.write_text(text)
+        sign(safe, ann.relative_to(safe).as_posix())
     manifest = safe / "manifest.safe"
     text = manifest.read_text()
-    href = re.escape(f'href="./{rel}"')
-    pattern = re.compile(rf'(size=")\d+(">\s*<fileLocation[^>]*{href}/>\s*<checksum checksumName="MD5">)'
-                         r"[0-9a-f]+(</checksum>)")
-    text, n = pattern.subn(lambda m: f"{m.group(1)}{len(data)}{m.group(2)}{hashlib.md5(data).hexdigest()}"
-                          f"{m.group(3)}", text)
-    if n == 1:
-        manifest.write_text(text)
+    manifest.write_text(re.sub(
+        r"(<gml:coordinates>)([^<]+)(</gml:coordinates>)",
+        lambda m: m.group(1) + " ".join(f"{ll.split(',')[0]},{float(lon(ll.split(',')[1])):.6f}"
+                                        for ll in m.group(2).split()) + m.group(3), text))
+    return safe

@@ -83,7 +83,10 @@ def test_aoi_geojson_and_bad_areas(scene, tmp_path: Path) -> None:
     crs.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name"}, "features": []}))
     with pytest.raises(DataError, match="'crs' member"):
         read_aoi(crs)
-    with pytest.raises(ValueError, match="antimeridian"):
-        bbox_area((179, 0, -179, 1))
+    with pytest.raises(ValueError, match="west equals east"):
+        bbox_area((179, 0, 179, 1))
+    across = bbox_area((179, 0, -179, 1))  # W > E: across the antimeridian, two boxes (RFC 7946 5.2)
+    assert across.geom_type == "MultiPolygon" and across.bounds == (-180, 0, 180, 1)
+    assert across.area == pytest.approx(2.0)
     with pytest.raises(SystemExit):
         main(["tile", "--s2", *s2, "--bbox", "1", "2", "3", "--out", str(tmp_path / "y")])

@@ -117,13 +117,135 @@ def test_grd_not_over_the_s2_tile_refused_before_writing(inputs, tmp_path: Path)
     assert not out.exists() and not (tmp_path / "store.partial").exists()
 
 
-def test_dem_needs_a_raw_product_and_a_folder(inputs, tmp_path: Path) -> None:
+def test_dem_needs_a_raw_product_and_a_dem_raster(inputs, tmp_path: Path) -> None:
     from csmae.data.scenes import tile_scenes
 
     dem = tmp_path / "dem.tif"
     dem.write_bytes(b"x")
-    with pytest.raises(DataError, match="needs the product as a .SAFE folder"):
-        tile_scenes(tmp_path / "a", s2=inputs["s2"], s1=[inputs["zip"]], dem=str(dem))
-    with pytest.raises(DataError, match="not a DEM raster"):
-        tile_scenes(tmp_path / "b", s2=inputs["s2"], s1=[inputs["safe"]], dem=str(dem))
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    for name, s1 in (("a", inputs["zip"]), ("b", inputs["safe"])):
+        with pytest.raises(DataError, match="not a DEM raster") as e:
+            tile_scenes(tmp_path / name, s2=inputs["s2"], s1=[s1], dem=str(dem))
+        assert str(dem) in str(e.value)
+        assert not (tmp_path / name).exists() and not (tmp_path / f"{name}.partial").exists()
+    with pytest.raises(ValueError, match="terrain-corrects raw S1 GRD products"):
+        tile_scenes(tmp_path / "c", s2=inputs["s2"], dem=str(dem))
+
+
+def test_zipped_grd_with_dem_as_the_folder(inputs, tmp_path: Path) -> None:
+    """``--dem`` with a zipped GRD (read in place, nothing unpacked): the store of the folder, byte for byte;
+    terrain correction moved the pixels against the ellipsoid geocoding of the same product."""
+    from csmae.cli import main
+    from csmae.data.scenes.grd_scene import open_grd_scene
+    from tests.geo.tile_fixtures import store_arrays
+    from tests.scenes.test_grd_dem import write_dem
+
+    dem = tmp_path / "dem.tif"
+    write_dem(dem, open_grd_scene(inputs["safe"]).grid.points)
+    zip_dir = Path(inputs["zip"]).parent
+    before = sorted(p.name for p in zip_dir.iterdir())
+    stores = {}
+    for kind in ("safe", "zip"):
+        out = tmp_path / f"store_{kind}"
+        assert main(["tile", "--s2", *inputs["s2"], "--s1", inputs[kind], "--dem", str(dem), "--out",
+                     str(out)]) == 0
+        stores[kind] = store_arrays(out)
+        man = json.loads((out / "manifest.json").read_text())
+        s1 = man["tiling"]["scenes"][0]["s1"][0]
+        assert s1["geocoding"]["method"].startswith("terrain (DEM)")
+        assert s1["geocoding"]["dem"]["path"] == str(dem)
+    assert stores["safe"][1] == stores["zip"][1]
+    np.testing.assert_array_equal(stores["safe"][0]["s1"], stores["zip"][0]["s1"])
+    assert sorted(p.name for p in zip_dir.iterdir()) == before
+    plain = tmp_path / "store_no_dem"
+    assert main(["tile", "--s2", *inputs["s2"], "--s1", inputs["zip"], "--out", str(plain)]) == 0
+    ellipsoid, _ = store_arrays(plain)
+    assert not np.array_equal(ellipsoid["s1"], stores["zip"][0]["s1"])
+
+
+def test_dem_must_cover_the_product_under_the_tile(inputs, tmp_path: Path) -> None:
+    """A DEM over the S2 tile's part of the GRD is enough; one that misses it is refused before any write,
+    naming the DEM, the product and the S2 scene; an S1-only store (the product's own grid) needs the
+    DEM over the whole product."""
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.grd_scene import open_grd_scene
+    from tests.scenes.test_grd_dem import write_dem
+
+    points = open_grd_scene(inputs["safe"]).grid.points
+    local = tmp_path / "local.tif"  # the S2 mosaic lies at ~1.94E 44.89N
+    write_dem(local, points, bounds=(1.85, 44.8, 2.05, 44.95), res=0.001)
+    tile_scenes(tmp_path / "ok", s2=inputs["s2"], s1=[inputs["zip"]], dem=str(local))
+    elsewhere = tmp_path / "elsewhere.tif"  # over the product, not under the tile
+    write_dem(elsewhere, points, bounds=(3.0, 45.5, 4.0, 46.0), res=0.005)
+    with pytest.raises(DataError, match="does not cover the part of S1 product") as e:
+        tile_scenes(tmp_path / "bad", s2=inputs["s2"], s1=[inputs["zip"]], dem=str(elsewhere))
+    msg = str(e.value)
+    assert str(elsewhere) in msg and PRODUCT in msg and "100% of it lies outside" in msg
+    assert "under S2 scene" in msg and "T31TCJ_20210809T105031" in msg
+    with pytest.raises(DataError, match=f"does not cover the S1 product {PRODUCT}") as e:
+        tile_scenes(tmp_path / "s1only", s1=[inputs["zip"]], dem=str(local))
+    assert str(local) in str(e.value)
+    assert not any((tmp_path / n).exists() for n in ("bad", "bad.partial", "s1only", "s1only.partial"))
+
+
+def test_s1_only_dem_must_cover_the_patches_cut_in_the_area(inputs, tmp_path: Path) -> None:
+    """S1 alone with ``--bbox`` / ``--aoi`` and ``--dem``: the DEM must cover the patches cut (those that
+    intersect the area), not the whole 250 km product; one that misses part of them is refused before
+    any write, naming the DEM, the product and the area."""
+    import shapely
+
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.aoi import bbox_area
+    from csmae.data.scenes.grd_scene import open_grd_scene
+    from tests.geo.tile_fixtures import store_arrays
+    from tests.scenes.test_grd_dem import write_dem
+
+    points = open_grd_scene(inputs["safe"]).grid.points
+    local = tmp_path / "local.tif"  # 1.85..2.05 E, 44.8..44.95 N: a corner of the product
+    write_dem(local, points, bounds=(1.85, 44.8, 2.05, 44.95), res=0.001)
+    inside = bbox_area((1.935, 44.88, 1.975, 44.895))
+    tile_scenes(tmp_path / "ok", s1=[inputs["zip"]], dem=str(local), aoi=inside)
+    arrays, ids = store_arrays(tmp_path / "ok")
+    assert len(ids) >= 6 and np.isfinite(arrays["s1"]).all()
+    aoi = tmp_path / "area.geojson"  # a triangle inside the DEM whose patches reach 1.2 km past it
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[[1.95, 44.86], [2.0495, 44.86],
+                                                                    [1.95, 44.94], [1.95, 44.86]]]}))
+    from csmae.data.scenes.aoi import read_aoi
+
+    area = read_aoi(aoi)
+    assert shapely.box(1.85, 44.8, 2.05, 44.95).contains(area)
+    with pytest.raises(DataError, match="under the patches cut in the --bbox / --aoi area") as e:
+        tile_scenes(tmp_path / "bad", s1=[inputs["zip"]], dem=str(local), aoi=area)
+    assert str(local) in str(e.value) and PRODUCT in str(e.value)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+
+
+def test_dem_void_gives_nodata_patches(inputs, tmp_path: Path) -> None:
+    """DEM nodata (a void) under part of the tile: those S1 pixels are nodata (no height, no geometry, as
+    SNAP's terrain correction), their patches skipped with the S1 reason; the others are kept."""
+    import csv
+
+    import rasterio
+
+    from csmae.data.scenes import tile_scenes
+    from csmae.data.scenes.grd_scene import open_grd_scene
+    from tests.geo.tile_fixtures import store_arrays
+    from tests.scenes.test_grd_dem import write_dem
+
+    dem = tmp_path / "void.tif"
+    write_dem(dem, open_grd_scene(inputs["safe"]).grid.points, bounds=(1.85, 44.8, 2.05, 44.95), res=0.001)
+    from pyproj import Transformer
+
+    # the void: west of the middle of the mosaic's first column (S2_T + 60 px = 415,600 m E)
+    lon = Transformer.from_crs("EPSG:32631", "EPSG:4326", always_xy=True).transform(415600.0, 4971000.0)[0]
+    with rasterio.open(dem, "r+") as ds:
+        z = ds.read(1)
+        col = int((lon - ds.transform.c) / ds.transform.a)
+        z[:, :col] = -32768
+        ds.nodata = -32768
+        ds.write(z, 1)
+    tile_scenes(tmp_path / "store", s2=inputs["s2"], s1=[inputs["safe"]], dem=str(dem))
+    _, ids = store_arrays(tmp_path / "store")
+    with open(tmp_path / "store" / "skipped.csv") as f:
+        skipped = list(csv.DictReader(f))
+    assert sorted(i[-4:] for i in ids) == ["c001", "c001", "c002", "c002"]
+    assert len(skipped) == 2 and all(r["patch"].endswith("c000") and "S1" in r["reason"] for r in skipped)

@@ -57,12 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from csmae.cli.openmp import calm_openmp_when_busy
+
+    calmed = calm_openmp_when_busy()  # before torch loads OpenMP
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if calmed:
+        logging.getLogger("csmae.cli").info("%s", calmed)
     from csmae.errors import RedactingFilter, redact_uri
 
     for handler in logging.getLogger().handlers:  # no password of a URI in any log line

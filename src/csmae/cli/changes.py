@@ -7,8 +7,9 @@ a cloudy after period), s1->s2, or auto (per place the first of those with acqui
 periods, ranked by a z-score within each pairing; the pairing is recorded per place).
 
 Periods are START/END (ISO dates, UTC, END exclusive). --bbox W S E N keeps the places whose
-footprints intersect the lon/lat box. --out writes every ranked place as GeoParquet (.parquet) or
-GeoJSON (.geojson): the place's 1200 m cell with rank, place, score, pairing, n_before, n_after.
+footprints intersect the lon/lat box (W > E: a box across the antimeridian). --out writes every
+ranked place as GeoParquet (.parquet) or GeoJSON (.geojson): the place's 1200 m cell with rank,
+place, score, pairing, n_before, n_after.
 --like PLACE is the change-like search: the places whose change vector (after minus before
 descriptor, centred over the places) resembles PLACE's, with the same --bbox filter on the results.
 
@@ -35,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sensor before -> sensor after, quoted in a shell ('s2->s1'; s2:s1 also works); "
                         "default auto")
     p.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
-                   help="places whose footprint intersects this lon/lat box")
+                   help="places whose footprint intersects this lon/lat box (W > E: across the antimeridian)")
     p.add_argument("--like", metavar="PLACE",
                    help="change-like search: rank the places whose change resembles this place's "
                         "(needs one --pairing)")

@@ -2,8 +2,9 @@
 and write a report (report.md + a self-contained report.html).
 
 Trains CSMAE (SESD) and two uni-modal MAEs (S1 only, S2 only) at the same size and budget on CPU
-(bf16 autocast), embeds and indexes the archive, evaluates every retrieval direction and prints
-where the report is and how to open the search page.
+(bf16 autocast where the CPU runs bf16 natively, AVX512-BF16 or AMX; fp32 elsewhere), embeds and
+indexes the archive, evaluates every retrieval direction and prints where the report is and how to
+open the search page.
 
 Examples:
   csmae demo                         # a few minutes on 2 CPU cores, into ./csmae-demo
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.verbose:  # library INFO lines would break the progress bars
         logging.getLogger().setLevel(logging.WARNING)
+    from csmae.demo.pipeline import demo_precision
+    from csmae.demo.recipe import get_recipe
+
+    print(demo_precision(get_recipe(args.quick, args.n_pairs)).line("precision"))
     t0 = time.perf_counter()
     res = run_demo(args.out, quick=args.quick, seed=args.seed, n_pairs=args.n_pairs,
                    progress=_tqdm_factory(args.no_progress), overwrite=args.overwrite)

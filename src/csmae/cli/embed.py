@@ -25,9 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", nargs="+", choices=["train", "val", "test"], help="only pairs of these splits")
     p.add_argument("--sensors", help="comma-separated sensors to embed (default: the model's)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument(
-        "--precision", choices=["bf16", "fp32"], default="bf16", help="bf16 autocast (default) or fp32"
-    )
+    add_precision_argument(p)
     p.add_argument("--shard-pairs", type=int, default=4096, help="pairs per Parquet shard (resume unit)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1...")
     p.add_argument("--devices", type=int, default=1, help="devices per node; >1 runs Lightning DDP predict")
@@ -42,6 +40,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
     add_compile_argument(p)
+
+
+PRECISION_HELP = (
+    "auto (default): bf16 autocast where this device runs bf16 matmuls natively (CPUs with "
+    "AVX512-BF16 or AMX, GPUs from compute capability 8.0), fp32 elsewhere (AVX2-only CPUs: bf16 "
+    "is emulated there, 8-360x slower); bf16 or fp32 to choose. One line says which and why; the "
+    "manifest records it"
+)
+
+
+def add_precision_argument(p: argparse.ArgumentParser, *, default: str = "auto", help: str = PRECISION_HELP,
+                           flag: str = "--precision") -> None:
+    """A precision option taking auto / bf16 / fp32 (:mod:`csmae.models.precision`)."""
+    p.add_argument(flag, choices=["auto", "bf16", "fp32"], default=default, help=help)
+
+
+def show_precision_choice() -> None:
+    """Let the one line of the precision decision through (the CLI logs warnings only by default)."""
+    import logging
+
+    logger = logging.getLogger("csmae.models.precision")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def add_compile_argument(p: argparse.ArgumentParser) -> None:
@@ -70,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
+    show_precision_choice()
     t0 = time.perf_counter()
     split = args.split[0] if args.split and len(args.split) == 1 else args.split
     sensors = [s.strip() for s in args.sensors.split(",") if s.strip()] if args.sensors else None
@@ -101,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = man["dataset"]["pairs"]
     print(
         f"wrote {out}: {man['count']:,} vectors (D={man['dim']}, {pairs:,} pairs x {len(man['sensors'])} "
-        f"sensors) in {el:.1f}s ({pairs / max(el, 1e-9):.1f} pairs/s end to end, start-up included)"
+        f"sensors) in {el:.1f}s ({pairs / max(el, 1e-9):.1f} pairs/s end to end, start-up included), "
+        f"{man.get('precision')}"
     )
     return 0

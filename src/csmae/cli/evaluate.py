@@ -26,7 +26,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from csmae.cli.embed import add_compile_argument
+from csmae.cli.embed import add_compile_argument, add_precision_argument, show_precision_choice
 
 
 def _splits(v: str) -> str | list[str]:
@@ -57,18 +57,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave each query's other-sensor partner out of overlapping archives",
     )
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
+    add_precision_argument(
+        p,
         default="fp32",
         help="precision of the descriptors computed from a model: fp32 (default, the reference "
-        "protocol) or bf16 autocast; recorded in the report",
+        "protocol), bf16 autocast, or auto (bf16 where this device runs bf16 matmuls natively, fp32 "
+        "elsewhere); recorded in the report",
     )
-    p.add_argument(
-        "--search-precision",
-        choices=["bf16", "fp32"],
-        default="bf16",
-        help="candidate pass of the exact search (results are identical)",
+    add_precision_argument(
+        p,
+        flag="--search-precision",
+        help="candidate pass of the exact search (results are identical): auto (default) = bf16 where "
+        "this CPU runs bf16 matmuls natively (AVX512-BF16, AMX), fp32 elsewhere (AVX2-only CPUs: bf16 "
+        "is emulated there, 8-360x slower); the report records it",
     )
     p.add_argument("--grids", type=int, default=3, help="queries per retrieval grid (0 = no grids)")
     p.add_argument(
@@ -123,6 +124,12 @@ def _check_reused_precision(emb_dir: Path, precision: str) -> None:
     from csmae.retrieval.embeddings import KIND
 
     had = read_manifest(emb_dir, kind=KIND).get("precision")
+    if precision == "auto":  # what auto would choose here (embedding runs on CUDA when available)
+        import torch
+
+        from csmae.models.precision import device_bf16
+
+        precision = "bf16" if device_bf16("cuda" if torch.cuda.is_available() else "cpu")[0] else "fp32"
     if had is not None and had != precision:
         raise ValueError(
             f"{emb_dir} holds descriptors computed in {had}, not {precision}: pass --precision {had} to "
@@ -138,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     from csmae.retrieval.protocol import run_protocol
     from csmae.retrieval.report import write_report
 
+    show_precision_choice()
     ks = [int(k) for k in args.ks.split(",") if k.strip()]
     out_dir = Path(args.out)
     if out_dir.exists() and not args.overwrite:  # before minutes of work, not after

@@ -1,6 +1,7 @@
 """Export the items, footprints and descriptors of an area of an index as GeoParquet.
 
-Keeps the live items whose footprint intersects --bbox W S E N (EPSG:4326) and, with --start/--end
+Keeps the live items whose footprint intersects --bbox W S E N (EPSG:4326; W > E is a box across the
+antimeridian, e.g. --bbox 177 -19 -178 -16 around Fiji) and, with --start/--end
 (YYYY-MM-DD, inclusive, UTC), acquired in that period; --sensor (repeat) keeps those sensors. One
 row per (id, sensor) item: id, sensor, split, labels, datetime, place, country, season, scene,
 descriptor (float32 list of the index's dimension) and the footprint as GeoParquet 1.1 geometry
@@ -20,7 +21,7 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index_dir", help="index folder (csmae index)")
     p.add_argument("--bbox", nargs=4, type=float, required=True, metavar=("W", "S", "E", "N"),
-                   help="items whose footprint intersects this lon/lat box")
+                   help="items whose footprint intersects this lon/lat box (W > E: across the antimeridian)")
     p.add_argument("--start", metavar="YYYY-MM-DD", help="acquired on or after this UTC date")
     p.add_argument("--end", metavar="YYYY-MM-DD", help="acquired on or before this UTC date")
     p.add_argument("--sensor", action="append", metavar="NAME", help="only items of this sensor (repeat)")

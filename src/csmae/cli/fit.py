@@ -53,9 +53,10 @@ def dry_run_report(cfg) -> list[str]:  # type: ignore[no-untyped-def]
     from csmae.models import create_model
     from csmae.training.config import has_placeholders
     from csmae.training.optim import scaled_lr
-    from csmae.training.trainer import check_precision
+    from csmae.training.trainer import check_precision, resolve_precision
 
     check_precision(cfg)
+    _, chosen = resolve_precision(cfg)
     with torch.device("meta"):
         model = create_model(cfg.model.name, **cfg.model.overrides)
     n_params = sum(p.numel() for p in model.parameters())
@@ -66,7 +67,8 @@ def dry_run_report(cfg) -> list[str]:  # type: ignore[no-untyped-def]
     lines = [
         f"config OK: model {cfg.model.name} ({n_params / 1e6:.1f} M parameters), sensors {sensors}",
         f"batch {batch} {where}, peak lr {scaled_lr(cfg.optim, batch):.3g} at one device "
-        f"(lr_scaling {cfg.optim.lr_scaling}), {t.max_epochs} epochs, precision {t.precision}, seed {t.seed}",
+        f"(lr_scaling {cfg.optim.lr_scaling}), {t.max_epochs} epochs, precision {_precision_text(chosen)}, "
+        f"seed {t.seed}",
     ]
     for key in ("sources", "ids", "val_sources", "val_ids"):
         value = getattr(d, key)
@@ -80,6 +82,12 @@ def dry_run_report(cfg) -> list[str]:  # type: ignore[no-untyped-def]
         if not has_placeholders(src) and not Path(src).expanduser().exists():
             lines.append(f"note: data.sources[{i}] = {src!r} does not exist (yet); training needs it")
     return lines
+
+
+def _precision_text(chosen: dict) -> str:  # type: ignore[type-arg]
+    if chosen["requested"] == "auto":
+        return f"auto -> {chosen['used']} ({chosen['reason']})"
+    return str(chosen["used"])
 
 
 def run(args: argparse.Namespace) -> int:

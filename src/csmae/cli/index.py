@@ -9,7 +9,10 @@ L2-normalised vectors. Approximate kinds are tuned (efSearch / nprobe / re-rank 
 
 Update in place (crash-safe: a kill leaves the old or the new index, never a mix):
   add IDX EMB_DIR        append new embeddings (same model, D, sensors, band order); an (id, sensor)
-                         already in the index is replaced, and the command says so
+                         already in the index is replaced, and the command says so; items repeating
+                         the place, sensor and acquisition of an item of another scene grid (the
+                         overlap of neighbouring tiles tiled apart) are left out and reported
+                         (--keep-duplicates adds them; docs/places.md)
   remove IDX --ids FILE  remove items; FILE lines are "ID" (every sensor) or "ID SENSOR"
   compact IDX            rebuild an HNSW graph without removed rows (other kinds need nothing)
 A running `csmae serve` picks the new version up on POST /api/reload (or a restart).
@@ -53,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
     p.add_argument("--ids", help="remove: file of ids ('ID' or 'ID SENSOR' per line)")
     p.add_argument("--missing-ok", action="store_true", help="remove: ignore ids not in the index")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="add: also add items that repeat the place, sensor and acquisition of an item of "
+                        "another scene grid (overlapping tiles tiled apart; default: left out and reported)")
     p.add_argument(
         "--backend", default=default.name, choices=registry.backend_names(), help="vector backend"
     )
@@ -61,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: options each update takes (a build takes every option but these)
-UPDATE_OPTIONS: dict[str, tuple[str, ...]] = {"add": (), "remove": ("ids", "missing_ok"), "compact": ()}
+UPDATE_OPTIONS: dict[str, tuple[str, ...]] = {"add": ("keep_duplicates",), "remove": ("ids", "missing_ok"),
+                                              "compact": ()}
 
 
 def _given(args: argparse.Namespace) -> dict[str, str]:
@@ -77,8 +84,8 @@ def _refuse_foreign_options(args: argparse.Namespace, op: str | None) -> None:
     """An option the operation does not take is an error, never silently ignored."""
     given = _given(args)
     if op is None:
-        foreign = sorted(f for d, f in given.items() if d in UPDATE_OPTIONS["remove"])
-        why = "they are for csmae index remove"
+        foreign = sorted(f for d, f in given.items() if d in UPDATE_OPTIONS["remove"] + UPDATE_OPTIONS["add"])
+        why = "they are for csmae index add / remove"
         what = "building an index"
     else:
         foreign = sorted(f for d, f in given.items() if d not in UPDATE_OPTIONS[op])
@@ -121,7 +128,27 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {m['factory']} over {m['count']:,} vectors ({counts}), D={m['dim']}, "
         f"built in {m['build_seconds']:.1f}s{extra}"
     )
+    _say_duplicates(si)
     return 0
+
+
+def _examples(found: list[dict[str, str]]) -> str:
+    return ", ".join(f"{d['id']} ({d['sensor']}) as {d['kept']}" for d in found[:3])
+
+
+def _say_duplicates(si: object) -> None:
+    """Report items of separately tiled overlapping scenes that repeat the same ground (kept in a build)."""
+    from csmae.retrieval.dedupe import find_duplicates
+
+    items = getattr(si, "items", None)
+    if items is None or "place" not in items:
+        return
+    found = find_duplicates(items["id"], items["sensor"], items)
+    if found.count:
+        print(f"note: {found.count:,} items repeat the same place, sensor and acquisition as items of "
+              f"another scene grid (overlapping scenes tiled apart), e.g. {_examples(found.examples)}; tile "
+              "them in one run, or build from one and `csmae index add` the others, to keep each once "
+              "(docs/places.md)")
 
 
 def _update(args: argparse.Namespace) -> int:
@@ -131,7 +158,12 @@ def _update(args: argparse.Namespace) -> int:
     if op == "add":
         if len(rest) != 1:
             raise ValueError("usage: csmae index add IDX EMB_DIR")
-        rep = index_grow.add_embeddings(idx, rest[0])
+        rep = index_grow.add_embeddings(idx, rest[0], duplicates="keep" if args.keep_duplicates else "drop")
+        if rep.duplicates:
+            what = ("added anyway (--keep-duplicates)" if rep.duplicates_added else
+                    "not added (--keep-duplicates adds them)")
+            print(f"{rep.duplicates:,} items repeat the same place, sensor and acquisition as items of "
+                  f"another scene grid, e.g. {_examples(rep.duplicate_examples or [])}: {what}")
         if rep.replaced:
             print(
                 f"replaced {rep.replaced:,} items already in the index (same id and sensor), e.g. "

@@ -12,7 +12,8 @@ role, rank, score, id, sensor, labels, datetime).
 Filters (the true top-k among the archive items that pass; flags repeat for several values):
 --label NAME with --label-mode any|all (default any), --exclude-label NAME, --split, --country,
 --season, --start/--end YYYY-MM-DD (inclusive, UTC acquisition date), --bbox W S E N (EPSG:4326;
-items whose footprint intersects the box; items without a footprint never match).
+items whose footprint intersects the box; items without a footprint never match; W > E is a box
+across the antimeridian, e.g. --bbox 177 -19 -178 -16 around Fiji).
 
 Examples:
   csmae search idx/reben --id S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57 --sensor s1 --target s2
@@ -58,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--start", metavar="YYYY-MM-DD", help="acquired on or after this UTC date")
     f.add_argument("--end", metavar="YYYY-MM-DD", help="acquired on or before this UTC date")
     f.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
-                   help="footprint intersects this lon/lat box")
+                   help="footprint intersects this lon/lat box (W > E: across the antimeridian)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--grid", help="also draw the query and results into this PNG")
     p.add_argument("--geojson", metavar="PATH",

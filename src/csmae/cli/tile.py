@@ -20,6 +20,12 @@ patch's grid (GDAL warp, bilinear, in linear power) and converted to dB; S2 DN a
 pre-2022 BigEarthNet convention (BOA_ADD_OFFSET read from MTD_MSIL2A.xml or the STAC item).
 Patches with less than --min-valid valid pixels (nodata, S1 border, SCL clouds with --scl) are
 listed in STORE/skipped.csv. Ids: <scene>_r<row>_c<col>. Interrupted? Run the same command again.
+S1 alone: the patches are the 1200 m place cells of the scene's UTM zone (docs/places.md).
+
+Overlapping tiles. Neighbouring tiles of one pass (two MGRS tiles of one S2 datatake, two slices of
+one S1 datatake) share ground: a patch of one scene with the same place, sensor and acquisition as a
+patch of the other is kept once (more valid pixels, then farther from its scene's edge, then the
+scene name: never the argument order); the other is listed in skipped.csv naming the kept patch.
 
 Examples:
   csmae tile --s2 S2A_MSIL2A_20230613T101031_N0509_R022_T33UUP_20230613T141227.SAFE \\
@@ -44,6 +50,8 @@ def _codes(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from csmae.cli.grd_options import add_grd_options
+
     p.add_argument("--s2", nargs="+", default=[], metavar="PATH",
                    help="S2 L2A inputs (SAFE, band files, stack)")
     p.add_argument("--s1", nargs="+", default=[], metavar="PATH",
@@ -60,16 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "nodata, defective, cloud shadow, clouds, cirrus, snow)")
     p.add_argument("--s1-units", choices=["linear", "db"], help="S1 units (default: as the file says, "
                    "else decided from the values)")
-    p.add_argument("--s1-calibration", choices=["sigma0", "gamma0", "beta0"], default="sigma0",
-                   help="raw GRD: backscatter convention of the calibration (default sigma0)")
-    p.add_argument("--s1-geocoding", choices=["tps", "poly3"], default="tps",
-                   help="raw GRD without --dem: GCP warp by thin-plate spline (default) or 3rd-order "
-                        "polynomial")
-    p.add_argument("--dem", metavar="DEM.tif", help="raw GRD: terrain-correct with this DEM (GeoTIFF/COG, "
-                   "WGS 84; e.g. Copernicus GLO-30) through sarsen (pip install 'csmae[sar]')")
+    add_grd_options(p)  # --s1-calibration, --s1-geocoding, --dem (the same in csmae ingest)
     area = p.add_mutually_exclusive_group()
     area.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
-                      help="cut only the patches that intersect this lon/lat box")
+                      help="cut only the patches that intersect this lon/lat box (W > E: across the "
+                           "antimeridian)")
     area.add_argument("--aoi", metavar="AREA.geojson",
                       help="cut only the patches that intersect these polygons (GeoJSON, lon/lat)")
     p.add_argument("--max-days", type=float,
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         bars[0].n = done
         bars[0].refresh()
 
+    from csmae.cli.grd_options import grd_options
     from csmae.data.scenes.aoi import bbox_area, read_aoi
 
     scl = None if args.scl is None else _codes(args.scl)
@@ -115,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
                           min_valid=args.min_valid, scl=scl, s1_units=args.s1_units, max_days=args.max_days,
                           layout=args.layout, boa_offset=args.boa_offset, workers=args.workers,
                           overwrite=args.overwrite, product_checksums=args.product_checksums,
-                          yes=args.yes, progress=progress, s1_calibration=args.s1_calibration,
-                          s1_geocoding=args.s1_geocoding, dem=args.dem, aoi=aoi)
+                          yes=args.yes, progress=progress, aoi=aoi, **grd_options(args))
     finally:
         for b in bars:
             b.close()
@@ -126,5 +129,8 @@ def run(args: argparse.Namespace) -> int:
         days = "unknown" if g["days"] is None else f"{g['days']:.2f} days"
         print(f"S2 {g['s2']} / S1 {g['s1']}: acquired {days} apart")
     resumed = f", resumed {res.chunks_resumed} of {res.chunks} strips" if res.chunks_resumed else ""
-    print(f"wrote {res.path}: {res.patches:,} patches, {res.skipped:,} skipped (see skipped.csv){resumed}")
+    same = (f", {res.overlap_dropped:,} of them the same ground, date and sensor as a kept patch of an "
+            "overlapping scene" if res.overlap_dropped else "")
+    print(f"wrote {res.path}: {res.patches:,} patches, {res.skipped:,} skipped{same} (see skipped.csv)"
+          f"{resumed}")
     return 0

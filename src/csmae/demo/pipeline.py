@@ -153,6 +153,21 @@ def quiet_lightning() -> Iterator[None]:
             logging.getLogger(n).setLevel(lvl)
 
 
+def demo_precision(recipe: Recipe) -> Any:
+    """The demo's precision on this CPU (:class:`csmae.models.precision.PrecisionChoice`): the recipe's
+    ``auto`` is bf16 where the CPU runs bf16 matmuls natively, fp32 elsewhere; training, embedding
+    and the exact search's candidate pass all follow it."""
+    from csmae.models.precision import choose_precision
+
+    asked = {"auto": "auto", "bf16-mixed": "bf16", "bf16-true": "bf16"}.get(recipe.precision, "fp32")
+    return choose_precision(asked, "cpu", what="demo precision")
+
+
+def embed_precision(ctx: Context) -> str:
+    """``bf16`` or ``fp32``: what the demo's embedding stages compute in."""
+    return str((ctx.facts.get("precision") or {}).get("used", "fp32"))
+
+
 # --------------------------------------------------------------------------------- stages
 def stage_data(ctx: Context) -> None:
     from csmae.data.synth import write_synthetic
@@ -249,7 +264,7 @@ def stage_embed(ctx: Context, key: str, *, real: bool) -> None:
 
         t0 = time.perf_counter()
         embed_dataset(ctx.path("runs", key, "model"), [src], out, split=None if real else ["val", "test"],
-                      sensors=sensors, batch_size=r.embed_batch, precision="bf16", device="cpu",
+                      sensors=sensors, batch_size=r.embed_batch, precision=embed_precision(ctx), device="cpu",
                       overwrite=True, on_progress=on_progress)
         if "bar" in holder:
             holder["bar"].close()
@@ -298,6 +313,7 @@ def run_demo(out: str | os.PathLike[str] = "csmae-demo", *, quick: bool = False,
     ctx.facts["torch_threads"] = torch.get_num_threads()
     ctx.facts["cpu_count"] = os.cpu_count()
     ctx.facts["platform"] = platform.platform()
+    ctx.facts["precision"] = demo_precision(recipe).describe()
     stage_data(ctx)
     for key in MODELS:
         stage_train(ctx, key)

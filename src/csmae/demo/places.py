@@ -36,7 +36,7 @@ def stage_series(ctx: Any) -> None:
     """Write, embed and index the series archive (each a resumable demo stage)."""
     from csmae.data.synth import write_synthetic
     from csmae.data.synth_time import Series
-    from csmae.demo.pipeline import _stage
+    from csmae.demo.pipeline import _stage, embed_precision
     from csmae.retrieval.embed import embed_dataset
     from csmae.retrieval.index import build_index
 
@@ -60,7 +60,7 @@ def stage_series(ctx: Any) -> None:
         t0 = time.perf_counter()
         holder: dict[str, int] = {}
         embed_dataset(ctx.path("runs", "csmae", "model"), [store], emb_dir, split=None,
-                      batch_size=r.embed_batch, precision="bf16", device="cpu", overwrite=True,
+                      batch_size=r.embed_batch, precision=embed_precision(ctx), device="cpu", overwrite=True,
                       on_progress=lambda done, total: holder.update(done=done))
         n = int(holder.get("done", 0))
         return {"pairs": n, "pairs_per_s": round(n / max(1e-9, time.perf_counter() - t0), 1)}

@@ -41,7 +41,9 @@ class Recipe:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_steps: int = 10
-    precision: str = "bf16-mixed"
+    #: trainer.precision; "auto": bf16-mixed where the CPU runs bf16 matmuls natively (AVX512-BF16,
+    #: AMX), 32 elsewhere (AVX2-only CPUs emulate bf16, 8x slower); embedding and search follow it
+    precision: str = "auto"
     ks: tuple[int, ...] = (5, 10)
     grid_queries: int = 3
     grid_k: int = 5

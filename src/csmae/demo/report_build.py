@@ -202,7 +202,8 @@ def write_demo_report(ctx: Any) -> tuple[dict[str, Path], dict[str, Any]]:
         f"(split {'/'.join(str(x) for x in r.split_fractions)} train/val/test) trained three models of "
         f"the same size and budget (D={r.embed_dim}, {r.depth} encoder blocks per sensor, decoder "
         f"{r.decoder_depth} x {r.decoder_embed_dim}; {r.steps} steps of batch {r.batch_size}, AdamW lr "
-        f"{r.lr:g}, mask ratio {r.mask_ratio}, {r.precision} on CPU): CSMAE (SESD, last {r.shared_depth} "
+        f"{r.lr:g}, mask ratio {r.mask_ratio}, {_training_precision(ctx)} on CPU): CSMAE (SESD, last "
+        f"{r.shared_depth} "
         f"block(s) shared, UMR + CMR + MIM) and two uni-modal MAEs (S1 only, S2 only). Retrieval "
         f"protocol (method.md section 7): queries = validation split ({proto['n_queries']['s1']} pairs), "
         f"archive = test split ({proto['n_archive']['s1']} pairs), cosine similarity, exact search. For "
@@ -331,6 +332,23 @@ def _run_facts(ctx: Any) -> dict[str, Any]:
                f"{ctx.facts.get('platform')}",
         "load average at start (1, 5, 15 min)": ", ".join(f"{x:.1f}" for x in load0),
         "load average at the report": ", ".join(f"{x:.1f}" for x in load1),
-        "precision": f"training {ctx.recipe.precision} (bfloat16 autocast on CPU); embedding bf16 autocast",
+        "precision": _precision_bullet(ctx),
     }
     return {"stage_rows": rows, "bullets": bullets, "total_seconds": total}
+
+
+def _training_precision(ctx: Any) -> str:
+    """The Lightning precision the models trained in (the recipe's, ``auto`` resolved)."""
+    chosen = ctx.facts.get("precision") or {}
+    if ctx.recipe.precision != "auto" or not chosen:
+        return str(ctx.recipe.precision)
+    return "bf16-mixed" if chosen.get("used") == "bf16" else "32"
+
+
+def _precision_bullet(ctx: Any) -> str:
+    chosen = ctx.facts.get("precision") or {}
+    used = chosen.get("used", "bf16")
+    how = f"{ctx.recipe.precision}: {chosen.get('reason')}" if ctx.recipe.precision == "auto" else "recipe"
+    what = "bfloat16 autocast" if used == "bf16" else "fp32"
+    return (f"training {_training_precision(ctx)}, embedding and the exact search's candidate pass "
+            f"{what} ({how})")

@@ -4,6 +4,8 @@ The corners of the grid are computed in its native CRS from the affine transform
 with pyproj (``always_xy=True``, so axis order is lon, lat whatever the CRS definition says).
 A 1.2 km patch is far too small for its edges to bend measurably, so the polygon has the four
 projected corners (``densify`` adds points per edge for larger grids). Float64 throughout.
+A grid whose ground crosses the antimeridian (UTM zones 1 and 60 reach across) gets its footprint
+split at +-180 deg into a MultiPolygon (RFC 7946 section 3.1.9; :mod:`csmae.geo.antimeridian`).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def grid_corners(transform: Sequence[float], width: int, height: int, densify: i
 
 def footprint(crs: Any, transform: Sequence[float], width: int = 120, height: int = 120, *,
               densify: int = 0) -> Any:
-    """The grid's footprint as a shapely Polygon in EPSG:4326 (lon, lat), counter-clockwise.
+    """The grid's footprint in EPSG:4326 (lon, lat), counter-clockwise: a shapely Polygon, or a
+    MultiPolygon split at +-180 deg where the grid crosses the antimeridian.
 
     Args:
         crs: the grid's CRS ("EPSG:32633", WKT, a pyproj/rasterio CRS).
@@ -84,8 +87,10 @@ def footprint(crs: Any, transform: Sequence[float], width: int = 120, height: in
         width, height: grid size in pixels.
         densify: extra points per edge (0 for patches).
     """
+    import numpy as np
     import shapely
-    from shapely.geometry import Polygon
+
+    from csmae.geo.antimeridian import lonlat_polygons
 
     if len(transform) < 6:
         raise DataError(f"an affine transform has 6 coefficients, got {list(transform)}")
@@ -93,10 +98,11 @@ def footprint(crs: Any, transform: Sequence[float], width: int = 120, height: in
     ring = grid_corners(transform, width, height, densify)
     xs, ys = zip(*ring, strict=True)
     lon, lat = _transformer(key).transform(xs, ys)
-    poly = Polygon(zip(lon, lat, strict=True))
+    closed = np.column_stack([lon, lat])
+    poly = lonlat_polygons(np.concatenate([closed, closed[:1]])[None])[0]
     if not poly.is_valid or poly.is_empty:
         raise DataError(f"the grid of CRS {key} and transform {list(transform)} gives an invalid footprint")
-    return shapely.geometry.polygon.orient(poly, sign=1.0)
+    return shapely.orient_polygons(poly)
 
 
 def footprint_wkb(crs: Any, transform: Sequence[float], width: int = 120, height: int = 120) -> bytes:

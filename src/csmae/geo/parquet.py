@@ -85,6 +85,9 @@ def iso_list(column: Any) -> list[str | None]:
     """A timestamp (or string) arrow/pandas column -> ISO UTC strings."""
     from csmae.geo.keys import iso_utc
 
+    fast = _iso_datetime64(column)
+    if fast is not None:
+        return fast
     values = column.to_pylist() if hasattr(column, "to_pylist") else list(column)
     out: list[str | None] = []
     for v in values:
@@ -95,3 +98,24 @@ def iso_list(column: Any) -> list[str | None]:
         else:
             out.append(iso_utc(v))
     return out
+
+
+def _iso_datetime64(column: Any) -> list[str | None] | None:
+    """:func:`iso_list` of a pandas datetime64 column (naive = UTC) at numpy speed, the same strings
+    (seconds floored, as ``strftime`` drops them); None for any other column, or for years outside
+    1000..9999 (left to the per-value path)."""
+    import pandas as pd
+
+    if not isinstance(column, pd.Series) or not pd.api.types.is_datetime64_any_dtype(column.dtype):
+        return None
+    if getattr(column.dtype, "tz", None) is not None:
+        column = column.dt.tz_convert("UTC").dt.tz_localize(None)
+    t = column.to_numpy(dtype="datetime64[s]")
+    nat = np.isnat(t)
+    if (~nat).any():
+        years = t[~nat].astype("datetime64[Y]").astype(np.int64) + 1970
+        if years.min() < 1000 or years.max() > 9999:
+            return None
+    text = np.char.add(np.datetime_as_string(t, unit="s"), "Z").astype(object)
+    text[nat] = None
+    return text.tolist()

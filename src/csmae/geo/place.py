@@ -25,6 +25,13 @@ rotated against the place grid, and very rarely two neighbouring patches share a
 10 m grid has its centre on the lattice, so tiny errors vanish in the rounding, and a centre on a
 cell edge always goes to the same side (exact integer division). Patches cut at a stride under 120
 pixels overlap, and several of them share a place.
+
+Across the antimeridian: a footprint split at +-180 deg (a MultiPolygon, RFC 7946 3.1.9) has the
+key of its unsplit ground. Steps 1 and 3 use the continuous footprint (:func:`csmae.geo.antimeridian.
+unwrap`: the parts west of the line shifted by +360 deg) and step 1's longitude is then brought back
+into [-180, 180], so the same ground has one key whichever side of the line its parts were written
+on. Keys of footprints that do not cross the line are unchanged by this rule. :func:`place_polygon`
+of a cell across the line is split there too.
 """
 
 from __future__ import annotations
@@ -96,6 +103,8 @@ def places_of(geometries: Iterable[Any]) -> list[str | None]:
     """:func:`place_of` of many footprints at once (vectorised per UTM zone); None stays None."""
     import shapely
 
+    from csmae.geo.antimeridian import crosses_antimeridian, normalize_lon, unwrap
+
     geoms = [None if g is None else _as_geometry(g) for g in geometries]
     out: list[str | None] = [None] * len(geoms)
     idx = [i for i, g in enumerate(geoms) if g is not None]
@@ -105,8 +114,13 @@ def places_of(geometries: Iterable[Any]) -> list[str | None]:
     if shapely.is_empty(arr).any():
         bad = idx[int(np.flatnonzero(shapely.is_empty(arr))[0])]
         raise ValueError(f"footprint {bad} is empty: no place")
+    crossing = [i for i, g in enumerate(arr) if crosses_antimeridian(g)]
+    for i in crossing:  # split at +-180 deg: the key of the unsplit ground
+        arr[i] = unwrap(arr[i])
     c = shapely.centroid(arr)
     lon, lat = shapely.get_x(c), shapely.get_y(c)
+    if crossing:
+        lon[crossing] = [normalize_lon(x) for x in lon[crossing]]
     if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
         raise ValueError("a footprint has non-finite coordinates: no place")
     epsg = np.array([utm_epsg(x, y) for x, y in zip(lon, lat, strict=True)])
@@ -158,13 +172,15 @@ def parse_place(key: str) -> tuple[int, int, int]:
 
 
 def place_polygon(key: str) -> Any:
-    """The place's 1200 m cell as a shapely Polygon in EPSG:4326 (lon/lat, counter-clockwise)."""
+    """The place's 1200 m cell in EPSG:4326 (lon/lat, counter-clockwise): a shapely Polygon, or a
+    MultiPolygon split at +-180 deg for a cell across the antimeridian."""
     import shapely
-    from shapely.geometry import Polygon
+
+    from csmae.geo.antimeridian import lonlat_polygons
 
     epsg, col, row = parse_place(key)
     x0, y0 = col * PLACE_CELL_M, row * PLACE_CELL_M
-    xs = [x0, x0 + PLACE_CELL_M, x0 + PLACE_CELL_M, x0]
-    ys = [y0, y0, y0 + PLACE_CELL_M, y0 + PLACE_CELL_M]
+    xs = [x0, x0 + PLACE_CELL_M, x0 + PLACE_CELL_M, x0, x0]
+    ys = [y0, y0, y0 + PLACE_CELL_M, y0 + PLACE_CELL_M, y0]
     lon, lat = _from_utm(epsg).transform(xs, ys)
-    return shapely.geometry.polygon.orient(Polygon(zip(lon, lat, strict=True)), sign=1.0)
+    return shapely.orient_polygons(lonlat_polygons(np.column_stack([lon, lat])[None])[0])

@@ -8,8 +8,12 @@ there, so this module only ever compiles with freezing, under inference mode.
 :func:`compiled_embed` returns a :class:`CompiledEmbed`, a drop-in for ``model.embed`` that
 
 * compiles only on CPUs with AMX (where it was measured 1.25-1.50x for ViT-B; on the AVX512-BF16
-  Zen 4 dev CPU without AMX it was 0.88-0.91x), for jobs of at least ``min_pairs`` pairs (compiling
-  costs minutes), and only when a C++ compiler and (for bf16) a bf16-capable CPU exist;
+  Zen 4 dev CPU without AMX it was 0.88-0.91x in bf16; on an AVX2-only Zen 2 in fp32, side by side
+  under load 4-11, ViT-B 0.81x, 1.14x and 1.19x, ViT-S 1.21x, 1.00x and 0.96x in three runs, nearly
+  quiet ViT-B 1.03x and ViT-S 0.90x, and 0.72x with inductor's own GEMM template, ``max_autotune``:
+  no consistent gain), for jobs of at least ``min_pairs`` pairs
+  (compiling costs minutes), and only when inductor, a C++ compiler and (for bf16) a CPU with native
+  bf16 exist;
 * pads every batch to one fixed size (one graph, no recompilation for the last, smaller batch);
 * checks its first batch against eager: the lowest cosine similarity must reach ``1 - tolerance``;
 * times its second batch against the first batch's eager run and turns itself off (one info line)
@@ -20,11 +24,14 @@ there, so this module only ever compiles with freezing, under inference mode.
 Inductor keeps its compiled kernels in an on-disk cache (``TORCHINDUCTOR_CACHE_DIR``; default here
 ``$XDG_CACHE_HOME/csmae/inductor/torch-<version>``), so a second run of the same model and batch size
 skips the C++ compilation; the torch version in the folder name keeps caches of different torch
-builds apart.
+builds apart. csmae stamps the cache it uses with the torch version (:data:`STAMP`); a cache stamped by
+another torch (``TORCHINDUCTOR_CACHE_DIR`` pointing at an old one) or with an unreadable stamp is not
+used: eager, with one line naming the folder.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -53,10 +60,47 @@ def default_cache_dir() -> Path:
     return base / "csmae" / "inductor" / f"torch-{torch.__version__}"
 
 
-def cxx_compiler() -> str | None:
-    """The C++ compiler inductor would use on CPU, or None when none is installed."""
-    from torch._inductor import config as inductor_config
+#: A file csmae writes into the inductor cache it uses: which torch filled it.
+STAMP = "csmae-inductor-cache.json"
 
+
+def cache_problem(cache: Path) -> str | None:
+    """None when this torch may use the inductor cache ``cache``; otherwise why not (one line).
+
+    A cache csmae filled with another torch version (its :data:`STAMP` names that version), or an
+    unreadable stamp, is not used: compiled kernels and graphs are tied to the torch build. (Inductor
+    keys its entries by torch version too, so an unstamped foreign cache only misses.)
+    """
+    stamp = cache / STAMP
+    if stamp.is_symlink() or (stamp.exists() and not stamp.is_file()):
+        return f"{stamp} is not a regular file: not using this inductor cache"
+    if not stamp.exists():
+        return None
+    try:
+        made_by = json.loads(stamp.read_text(encoding="utf-8"))["torch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{stamp} is unreadable: not using this inductor cache (delete the folder to rebuild it)"
+    if made_by != torch.__version__:
+        return (f"the inductor cache {cache} was filled by torch {made_by}, this is torch "
+                f"{torch.__version__} (delete it, or set TORCHINDUCTOR_CACHE_DIR to another folder)")
+    return None
+
+
+def stamp_cache(cache: Path) -> None:
+    """Record this torch version in ``cache`` (created if missing)."""
+    from csmae.atomic import write_json_atomic
+
+    cache.mkdir(parents=True, exist_ok=True)
+    if not (cache / STAMP).exists():
+        write_json_atomic(cache / STAMP, {"torch": torch.__version__})
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler inductor would use on CPU, or None when none is installed (or no inductor)."""
+    try:
+        from torch._inductor import config as inductor_config
+    except ImportError:
+        return None
     cxx = inductor_config.cpp.cxx
     named = cxx[0] if isinstance(cxx, tuple) and cxx and cxx[0] else None
     for c in (named, os.environ.get("CXX"), "g++", "c++", "clang++"):
@@ -65,12 +109,20 @@ def cxx_compiler() -> str | None:
     return None
 
 
-def cpu_has_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+def inductor_available() -> bool:
+    """True when torch's inductor backend imports."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        import torch._inductor.config  # noqa: F401
+    except ImportError:
         return False
+    return True
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX; :mod:`csmae.models.precision`)."""
+    from csmae.models.precision import cpu_bf16
+
+    return cpu_bf16()[0]
 
 
 def cpu_has_amx() -> bool:
@@ -87,9 +139,12 @@ def why_not_compile(device: torch.device, precision: str, pairs: int, min_pairs:
     if device.type != "cpu":
         return f"device {device.type} (compiled embedding is measured to pay on CPU only)"
     if not cpu_has_amx():
-        return "this CPU has no AMX (without it the compiled ViT-B was measured 0.88-0.91x of eager)"
+        return ("this CPU has no AMX (without it the compiled ViT-B was measured 0.81-1.19x of eager, "
+                "1.03x on a quiet AVX2 CPU: no consistent gain)")
     if pairs < min_pairs:
         return f"{pairs} pairs to embed, below the {min_pairs} where compiling pays"
+    if not inductor_available():
+        return "this torch has no working inductor backend (torch._inductor does not import)"
     if cxx_compiler() is None:
         return "no C++ compiler found for inductor (install g++)"
     if precision == "bf16" and not cpu_has_bf16():
@@ -260,10 +315,17 @@ def compiled_embed(
         "switched off (--no-compile)" if not enabled else why_not_compile(dev, precision, pairs, threshold)
     )
     if reason is None:
-        if cache_dir is not None:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
-        elif "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(default_cache_dir())
+        cache = Path(cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir())
+        reason = cache_problem(cache)
+        if reason is None:
+            try:
+                stamp_cache(cache)
+            except OSError as e:
+                reason = f"cannot use the inductor cache {cache}: {e}"
+        if reason is None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+        else:
+            log.warning("compiled embedding off, using eager: %s", reason)
     else:
         log.info("compiled embedding not used: %s", reason)
     return CompiledEmbed(

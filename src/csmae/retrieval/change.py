@@ -24,7 +24,7 @@ sensor only), ROC AUC and precision@k of a ranking against known changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -78,17 +78,94 @@ def parse_pairing(pairing: str) -> tuple[str, str]:
     return a, b
 
 
+class RowSource(Protocol):
+    """Descriptors read on demand: ``source[idx]`` = (len(idx), D) rows for an index array (e.g. an
+    index's stored vectors: :class:`csmae.retrieval.change_index.IndexRows`)."""
+
+    shape: tuple[int, int]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: Any) -> np.ndarray: ...
+
+
+def _objects(values: Any) -> np.ndarray:
+    """A per-row column (array, list, pandas Series, any iterable) as a 1-D object array."""
+    if isinstance(values, np.ndarray) and values.dtype == object and values.ndim == 1:
+        return values
+    return np.asarray(list(values), dtype=object)
+
+
 def _has_place(places: Any) -> np.ndarray:
     """(N,) bool: the row has a place key (None and NaN, as pandas writes a missing one, have not)."""
-    return np.array([isinstance(p, str) and bool(p) for p in places], dtype=bool)
+    return _place_codes(places)[1] >= 0
+
+
+def _place_codes(places: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct place keys (K,) object, code per row (N,) int64: its key's position, -1 for a
+    row without a place: None, NaN, "" or anything but a string).
+
+    One hash pass over the rows (:func:`pandas.factorize`) and a sort of the K distinct keys, instead
+    of a sort of N strings: the codes of many masks then come from one factorisation.
+    """
+    import pandas as pd
+
+    codes, uniques = pd.factorize(_objects(places), use_na_sentinel=True)  # None/NaN -> -1
+    uniques = np.asarray(uniques, dtype=object)
+    good = np.array([isinstance(u, str) and bool(u) for u in uniques], dtype=bool)
+    keys = uniques[good].astype(str)
+    order = np.argsort(keys, kind="stable")
+    remap = np.full(len(uniques) + 1, -1, np.int64)  # the last entry maps code -1 (no place)
+    remap[np.flatnonzero(good)[order]] = np.arange(len(keys))
+    return keys[order].astype(object), remap[codes]
 
 
 def _group_sum(inv: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """(n_groups, F) float64 sums of the rows of ``values`` (N, F) by group ``inv`` (N,) (every group
-    non-empty): one stable sort and :func:`numpy.add.reduceat`, far faster than ``np.add.at``."""
-    order = np.argsort(inv, kind="stable")
-    starts = np.searchsorted(inv[order], np.arange(n_groups))
-    return np.add.reduceat(np.asarray(values, dtype=np.float64)[order], starts, axis=0)
+    """(n_groups, F) float64 sums of the rows of ``values`` (N, F) by group ``inv`` (N,), each group
+    summed in row order (as a loop would: ((0 + v_i) + v_j) + ...), every group non-empty.
+
+    One sparse (n_groups, N) indicator matrix times ``values``: scipy's CSR product adds each
+    group's rows in index order, one pass, no sorted copy of ``values``.
+    """
+    from scipy.sparse import csr_matrix
+
+    inv = np.asarray(inv, dtype=np.int64)
+    order = np.argsort(inv, kind="stable")  # row order within each group
+    indptr = np.zeros(n_groups + 1, np.int64)
+    np.cumsum(np.bincount(inv, minlength=n_groups), out=indptr[1:])
+    ind = csr_matrix((np.ones(len(inv)), order, indptr), shape=(n_groups, len(inv)))
+    return np.asarray(ind @ np.asarray(values, dtype=np.float64))
+
+
+def _unit_rows(vectors: Any, rows: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """(len(rows), D) float64 unit rows ``vectors[rows]`` (norm floored at 1e-12), read ``chunk``
+    rows at a time: ``vectors`` may be an array or any object that gives rows for an index array
+    (an index's stored vectors), and no full float32 copy is made."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), int(np.shape(vectors)[1])), np.float64)
+    for lo in range(0, len(rows), chunk):
+        v = out[lo:lo + chunk]
+        v[:] = vectors[rows[lo:lo + chunk]]
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _cell(codes: np.ndarray, vectors: Any, mask: np.ndarray, n_keys: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(key codes present (P,) sorted, unit descriptors (P, D) float32, acquisitions (P,)) of the rows
+    in ``mask`` (rows with a code >= 0)."""
+    sel = np.flatnonzero(np.asarray(mask, dtype=bool) & (codes >= 0))
+    if len(sel) == 0:
+        empty = np.zeros((0, int(np.shape(vectors)[1])), np.float32)
+        return np.zeros(0, np.int64), empty, np.zeros(0, np.int64)
+    c = codes[sel]
+    counts_all = np.bincount(c, minlength=n_keys)
+    present = np.flatnonzero(counts_all)
+    pos = np.full(n_keys, -1, np.int64)
+    pos[present] = np.arange(len(present))
+    sums = _group_sum(pos[c], _unit_rows(vectors, sel), len(present))
+    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return present, sums.astype(np.float32), counts_all[present]
 
 
 def period_descriptors(places: np.ndarray, vectors: np.ndarray, mask: np.ndarray
@@ -97,16 +174,37 @@ def period_descriptors(places: np.ndarray, vectors: np.ndarray, mask: np.ndarray
 
     Keys are sorted; rows without a place (None/NaN) are left out.
     """
-    sel = np.flatnonzero(np.asarray(mask, dtype=bool) & _has_place(places))
-    if len(sel) == 0:
-        return np.empty(0, object), np.zeros((0, vectors.shape[1]), np.float32), np.zeros(0, np.int64)
-    keys, inv = np.unique(np.asarray(places, dtype=object)[sel].astype(str), return_inverse=True)
-    v = np.asarray(vectors[sel], dtype=np.float64)
-    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    sums = _group_sum(inv, v, len(keys))
-    counts = np.bincount(inv, minlength=len(keys))
-    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return keys.astype(object), sums.astype(np.float32), counts
+    keys, codes = _place_codes(places)
+    present, desc, counts = _cell(codes, vectors, mask, len(keys))
+    return keys[present], desc, counts
+
+
+class _Cells:
+    """Period descriptors per (sensor, period) of one set of rows, each computed once."""
+
+    def __init__(self, places: Any, sensors: np.ndarray, times: np.ndarray, vectors: Any,
+                 valid: np.ndarray):
+        self.keys, self.codes = _place_codes(places)
+        self.sensors, self.times, self.vectors = sensors, times, vectors
+        self.valid = valid & (self.codes >= 0)
+        self._done: dict[tuple[str, Period], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def get(self, sensor: str, period: Period) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        key = (sensor, period)
+        if key not in self._done:
+            mask = self.valid & (self.sensors == sensor) & period.contains(self.times)
+            self._done[key] = _cell(self.codes, self.vectors, mask, len(self.keys))
+        return self._done[key]
+
+    def pair(self, pairing: str, before: Period, after: Period
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(key codes seen in both periods (sorted), before descriptors, after descriptors, n_before,
+        n_after) of a sensor pairing."""
+        a, b = parse_pairing(pairing)
+        cb, db, nb = self.get(a, before)
+        ca, da, na = self.get(b, after)
+        common, ib, ia = np.intersect1d(cb, ca, assume_unique=True, return_indices=True)
+        return common, db[ib], da[ia], nb[ib], na[ia]
 
 
 @dataclass
@@ -138,17 +236,6 @@ class ChangeScores:
                                                            strict=True))]
 
 
-def _pair_scores(places: np.ndarray, sensors: np.ndarray, times: np.ndarray, vectors: np.ndarray,
-                 before: Period, after: Period, pairing: str, valid: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    a, b = parse_pairing(pairing)
-    kb, db, nb = period_descriptors(places, vectors, valid & (sensors == a) & before.contains(times))
-    ka, da, na = period_descriptors(places, vectors, valid & (sensors == b) & after.contains(times))
-    common, ib, ia = np.intersect1d(kb.astype(str), ka.astype(str), return_indices=True)
-    dist = 1.0 - np.sum(db[ib].astype(np.float64) * da[ia], axis=1)
-    return common.astype(object), dist, nb[ib], na[ia]
-
-
 def robust_z(x: np.ndarray) -> np.ndarray:
     """``(x - median) / (1.4826 * MAD)`` (MAD 0: divided by 1)."""
     med = np.median(x) if len(x) else 0.0
@@ -156,7 +243,7 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     return (x - med) / (mad if mad > 0 else 1.0)
 
 
-def change_scores(places: Any, sensors: Any, times: Any, vectors: np.ndarray, *,
+def change_scores(places: Any, sensors: Any, times: Any, vectors: np.ndarray | RowSource, *,
                   before: Period, after: Period, pairing: str = "auto", valid: np.ndarray | None = None
                   ) -> ChangeScores:
     """Score every place seen in both periods (see the module docstring), highest change first.
@@ -164,36 +251,38 @@ def change_scores(places: Any, sensors: Any, times: Any, vectors: np.ndarray, *,
     Args:
         places, sensors, times: per row: place key (None: no place), sensor name, acquisition time
             (datetime64 or ISO strings; NaT/None never falls in a period).
-        vectors: (N, D) descriptors.
+        vectors: (N, D) descriptors (an array, or a :class:`RowSource` read a chunk at a time).
         before, after: the two periods.
         pairing: ``"s2->s1"``-style sensor pairing, or ``"auto"``.
         valid: (N,) bool rows that may be used (e.g. not cloudy); default all.
     """
-    places = np.asarray(list(places), dtype=object)
-    sensors = np.asarray(list(sensors), dtype=object)
+    places, sensors = _objects(places), _objects(sensors)
     times = np.asarray(times, dtype="datetime64[s]")
-    vectors = np.asarray(vectors)
+    if not hasattr(vectors, "shape"):
+        vectors = np.asarray(vectors)
     if not (len(places) == len(sensors) == len(times) == len(vectors)):
         raise ValueError("places, sensors, times and vectors must have one entry per row")
     ok = np.ones(len(places), bool) if valid is None else np.asarray(valid, dtype=bool)
     pairings = AUTO_ORDER if pairing == "auto" else (pairing,)
     if pairing != "auto":
         parse_pairing(pairing)
+    cells = _Cells(places, sensors, times, vectors, ok)
+    taken = np.zeros(len(cells.keys), bool)  # auto: places scored by an earlier pairing
     parts: list[tuple[np.ndarray, ...]] = []
-    taken: set[str] = set()
     for pr in pairings:
-        keys, dist, nb, na = _pair_scores(places, sensors, times, vectors, before, after, pr, ok)
-        keep = np.array([k not in taken for k in keys], dtype=bool)
-        keys, dist, nb, na = keys[keep], dist[keep], nb[keep], na[keep]
-        taken.update(keys.tolist())
+        common, db, da, nb, na = cells.pair(pr, before, after)
+        dist = 1.0 - np.sum(db.astype(np.float64) * da, axis=1)
+        keep = ~taken[common]
+        common, dist, nb, na = common[keep], dist[keep], nb[keep], na[keep]
+        taken[common] = True
         rank = robust_z(dist) if pairing == "auto" else dist
-        parts.append((keys, dist, rank, np.full(len(keys), pr, dtype=object), nb, na))
+        parts.append((cells.keys[common], dist, rank, np.full(len(common), pr, dtype=object), nb, na))
     cols = [np.concatenate([p[j] for p in parts]) for j in range(6)]
     order = np.lexsort((cols[0].astype(str), -cols[2]))  # score descending, ties by place key
     return ChangeScores(*(c[order] for c in cols))
 
 
-def change_vectors(places: Any, sensors: Any, times: Any, vectors: np.ndarray, *, before: Period,
+def change_vectors(places: Any, sensors: Any, times: Any, vectors: np.ndarray | RowSource, *, before: Period,
                    after: Period, pairing: str, valid: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(place keys (P,), change vectors (P, D)) of the places seen in both periods with ``pairing``.
@@ -203,18 +292,16 @@ def change_vectors(places: Any, sensors: Any, times: Any, vectors: np.ndarray, *
     what every place shares (the season, and for a cross-sensor pairing the offset between the two
     sensors' descriptors), so what is left is the place's own change. Keys sorted.
     """
-    a, b = parse_pairing(pairing)
-    places = np.asarray(list(places), dtype=object)
-    sensors = np.asarray(list(sensors), dtype=object)
+    parse_pairing(pairing)
+    places, sensors = _objects(places), _objects(sensors)
     times = np.asarray(times, dtype="datetime64[s]")
     ok = np.ones(len(places), bool) if valid is None else np.asarray(valid, dtype=bool)
-    kb, db, _ = period_descriptors(places, vectors, ok & (sensors == a) & before.contains(times))
-    ka, da, _ = period_descriptors(places, vectors, ok & (sensors == b) & after.contains(times))
-    common, ib, ia = np.intersect1d(kb.astype(str), ka.astype(str), return_indices=True)
-    delta = da[ia].astype(np.float64) - db[ib]
+    cells = _Cells(places, sensors, times, vectors, ok)
+    common, db, da, _, _ = cells.pair(pairing, before, after)
+    delta = da.astype(np.float64) - db
     if len(delta):
         delta -= delta.mean(axis=0, keepdims=True)
-    return common.astype(object), delta.astype(np.float32)
+    return cells.keys[common], delta.astype(np.float32)
 
 
 def similar_changes(keys: np.ndarray, deltas: np.ndarray, query: str) -> tuple[np.ndarray, np.ndarray]:

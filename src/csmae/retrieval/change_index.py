@@ -26,6 +26,9 @@ def index_changes(index: Any, *, before: Period, after: Period, pairing: str = "
                   where: Mapping[str, Any] | None = None) -> ChangeScores:
     """Score the places of ``index`` (a loaded :class:`~csmae.retrieval.index.SearchIndex`).
 
+    Only the rows in either period (and passing ``where``) are read: their place keys, and their
+    vectors from the index (:class:`IndexRows`, a chunk at a time), never the whole archive's.
+
     Raises:
         ValueError: the index has no place keys or acquisition times, or no place has acquisitions
             in both periods (the message says what the archive covers).
@@ -34,20 +37,16 @@ def index_changes(index: Any, *, before: Period, after: Period, pairing: str = "
     if "datetime" not in items.columns or items["datetime"].isna().all():
         raise ValueError("the index has no acquisition times: change detection needs them (re-embed a "
                          "source with dates, e.g. a prepared store or tiled scenes)")
-    places = _places(items)
-    if all(p is None for p in places):
+    if not _has_places(items):
         raise ValueError("the index has no footprints, so no places: change detection needs them")
-    flt = index.filter_for(where)
-    allowed = index.allowed(flt)
-    rows = np.flatnonzero(index.columns.live) if allowed is None else np.asarray(allowed, dtype=np.int64)
-    times = items["datetime"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+    rows = _live_rows(index, where)
+    times = _times(items)
     rows = rows[before.contains(times[rows]) | after.contains(times[rows])]
     if len(rows) == 0:
         inside = " inside the filter" if where else ""
         raise ValueError(f"no item of the index falls in {before} or {after}{inside}; {coverage(items)}")
-    vectors = index.backend.reconstruct(rows)
-    res = change_scores(np.asarray(places, dtype=object)[rows], items["sensor"].to_numpy(dtype=object)[rows],
-                        times[rows], vectors, before=before, after=after, pairing=pairing)
+    res = change_scores(_places(items, rows), _column(items, "sensor", rows), times[rows],
+                        IndexRows(index, rows), before=before, after=after, pairing=pairing)
     if len(res) == 0:
         raise ValueError(f"no place has {pairing if pairing != 'auto' else 'any'} acquisitions in both "
                          f"{before} and {after}; {coverage(items)}")
@@ -71,31 +70,86 @@ def index_similar_changes(index: Any, *, place: str, before: Period, after: Peri
     if pairing == "auto":
         raise ValueError("change-like search needs one sensor pairing (e.g. s2->s2), not auto")
     items = index.items
-    places = np.asarray(_places(items), dtype=object)
-    live = np.flatnonzero(index.columns.live)
-    times = items["datetime"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+    live = _live_rows(index, None)
+    times = _times(items)
     rows = live[before.contains(times[live]) | after.contains(times[live])]
     if len(rows) == 0:
         raise ValueError(f"no item of the index falls in {before} or {after}; {coverage(items)}")
-    sensors = items["sensor"].to_numpy(dtype=object)[rows]
-    keys, deltas = change_vectors(places[rows], sensors, times[rows], index.backend.reconstruct(rows),
+    sensors = _column(items, "sensor", rows)
+    keys, deltas = change_vectors(_places(items, rows), sensors, times[rows], IndexRows(index, rows),
                                   before=before, after=after, pairing=pairing)
     found, sims = similar_changes(keys, deltas, place)
     if where:
-        allowed = index.allowed(index.filter_for(where))
-        ok = set(places[live if allowed is None else allowed].tolist())
+        ok = set(_places(items, _live_rows(index, where)).tolist())
         keep = np.array([k in ok for k in found], dtype=bool)
         found, sims = found[keep], sims[keep]
     return [{"rank": i + 1, "place": str(k), "similarity": float(v)}
             for i, (k, v) in enumerate(zip(found, sims, strict=True))]
 
 
-def _places(items: Any) -> list[str | None]:
+class IndexRows:
+    """The stored vectors of some rows of an index, read on demand: ``self[i]`` = the vectors of
+    rows ``rows[i]`` (an index array), so change detection reads them a chunk at a time instead of
+    holding a float32 copy of every row in the periods."""
+
+    def __init__(self, index: Any, rows: np.ndarray):
+        self.backend, self.rows = index.backend, np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), int(index.dim))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return np.asarray(self.backend.reconstruct(self.rows[idx]), dtype=np.float32)
+
+
+def _column(items: Any, name: str, rows: np.ndarray) -> np.ndarray:
+    """(len(rows),) object values of one column at ``rows`` (only those rows are converted)."""
+    return items[name].iloc[np.asarray(rows, dtype=np.int64)].to_numpy(dtype=object)
+
+
+def _times(items: Any) -> np.ndarray:
+    """(N,) datetime64[s] acquisition time per row (NaT: unknown)."""
+    return items["datetime"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+
+
+def _has_places(items: Any) -> bool:
+    """Whether any row has a place key, given or computable from its footprint."""
+    return any(c in items.columns and bool(items[c].notna().any()) for c in ("place", "geometry"))
+
+
+def _places(items: Any, rows: np.ndarray) -> np.ndarray:
+    """(len(rows),) object place keys of ``rows``: the ``place`` column, else computed from the
+    footprint (:func:`csmae.geo.place.fill_places`; None without one): only for rows that lack one."""
     from csmae.geo.place import fill_places
 
-    given = items["place"].tolist() if "place" in items.columns else None
-    geoms = items["geometry"].tolist() if "geometry" in items.columns else [None] * len(items)
-    return fill_places(given, geoms)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = _column(items, "place", rows) if "place" in items.columns else np.full(len(rows), None, object)
+    missing = np.flatnonzero(_missing(out))
+    if len(missing):
+        geoms = (_column(items, "geometry", rows[missing]).tolist() if "geometry" in items.columns
+                 else [None] * len(missing))
+        out[missing] = np.asarray(fill_places(None, geoms) + [None], dtype=object)[:-1]
+    return out
+
+
+def _live_rows(index: Any, where: Mapping[str, Any] | None) -> np.ndarray:
+    """Sorted rows of the live items passing ``where`` (without a filter, read from the items table:
+    the filter columns are not built for nothing)."""
+    flt = index.filter_for(where)
+    if flt.is_empty:
+        items = index.items
+        live = items["live"].to_numpy(dtype=bool) if "live" in items.columns else np.ones(len(items), bool)
+        return np.flatnonzero(live)
+    allowed = index.allowed(flt)
+    return np.flatnonzero(index.columns.live) if allowed is None else np.asarray(allowed, dtype=np.int64)
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    """(N,) bool: None, NaN or pandas NA (a missing place key)."""
+    import pandas as pd
+
+    return np.asarray(pd.isna(values), dtype=bool)
 
 
 def coverage(items: Any) -> str:
@@ -110,18 +164,29 @@ def coverage(items: Any) -> str:
 
 def changes_geojson(scores: ChangeScores, *, k: int | None = None) -> dict[str, Any]:
     """A FeatureCollection of the ranked places (top ``k``; all when None)."""
-    from shapely.geometry import mapping
-
-    from csmae.geo.place import place_polygon
+    from csmae.geo.geojson import with_bbox  # a cell across +-180 deg: split, bbox W > E (RFC 7946 5.2)
 
     part = scores if k is None else scores.top(k)
-    feats = []
-    for rec in part.to_records():
-        geom = mapping(place_polygon(rec["place"]))
-        feats.append({"type": "Feature", "geometry": {"type": geom["type"],
-                                                      "coordinates": _lists(geom["coordinates"])},
-                      "properties": rec})
+    feats = [with_bbox({"type": "Feature", "geometry": geom, "properties": rec})
+             for rec, geom in zip(part.to_records(), _geojson_cells(cell_polygons(part.places)), strict=True)]
     return {"type": "FeatureCollection", "features": feats}
+
+
+def _geojson_cells(cells: np.ndarray) -> list[dict[str, Any]]:
+    """GeoJSON geometries of place cells, coordinates rounded to 7 decimals (~1 cm)."""
+    import shapely
+    from shapely.geometry import mapping
+
+    simple = (shapely.get_type_id(cells) == 3) & (shapely.get_num_interior_rings(cells) == 0)
+    out: list[dict[str, Any]] = []
+    for cell, ok in zip(cells, simple.tolist(), strict=True):
+        if ok:  # a plain polygon: its exterior ring, as mapping() gives it, without the detour
+            ring = shapely.get_coordinates(cell).tolist()
+            out.append({"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in ring]]})
+        else:
+            geom = mapping(cell)
+            out.append({"type": geom["type"], "coordinates": _lists(geom["coordinates"])})
+    return out
 
 
 def _lists(obj: Any) -> Any:
@@ -135,7 +200,6 @@ def write_changes(scores: ChangeScores, path: str | os.PathLike[str], *, k: int 
     import shapely
 
     from csmae.atomic import atomic_path
-    from csmae.geo.place import place_polygon
 
     path = Path(path)
     part = scores if k is None else scores.top(k)
@@ -152,7 +216,7 @@ def write_changes(scores: ChangeScores, path: str | os.PathLike[str], *, k: int 
     from csmae.geo.parquet import geo_columns, geo_metadata, with_geo_metadata
 
     recs = part.to_records()
-    wkbs = [bytes(shapely.to_wkb(place_polygon(r["place"]))) for r in recs]
+    wkbs = shapely.to_wkb(cell_polygons(part.places)).tolist()
     table = pa.table({
         "rank": pa.array([r["rank"] for r in recs], pa.int32()),
         "place": pa.array([r["place"] for r in recs], pa.string()),
@@ -168,3 +232,33 @@ def write_changes(scores: ChangeScores, path: str | os.PathLike[str], *, k: int 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
+
+
+def cell_polygons(keys: Any) -> np.ndarray:
+    """(P,) shapely Polygons: :func:`csmae.geo.place.place_polygon` of each place key, projected
+    a UTM zone at a time (one PROJ call per zone instead of one per key; the same transform, the
+    same vertices, counter-clockwise). A cell whose longitudes span more than 180 degrees (one on
+    the antimeridian) is left to ``place_polygon`` itself."""
+    import shapely
+    from pyproj import Transformer
+
+    from csmae.geo.place import PLACE_CELL_M, parse_place, place_polygon
+
+    keys = [str(k) for k in keys]
+    parsed = np.array([parse_place(k) for k in keys], dtype=np.int64).reshape(-1, 3)
+    out = np.empty(len(keys), dtype=object)
+    for epsg in np.unique(parsed[:, 0]):
+        sel = np.flatnonzero(parsed[:, 0] == epsg)
+        x0 = parsed[sel, 1] * PLACE_CELL_M
+        y0 = parsed[sel, 2] * PLACE_CELL_M
+        xs = np.stack([x0, x0 + PLACE_CELL_M, x0 + PLACE_CELL_M, x0], axis=1)
+        ys = np.stack([y0, y0, y0 + PLACE_CELL_M, y0 + PLACE_CELL_M], axis=1)
+        tr = Transformer.from_crs(f"EPSG:{int(epsg)}", "EPSG:4326", always_xy=True)
+        lon, lat = tr.transform(xs.ravel(), ys.ravel())
+        lon, lat = np.asarray(lon).reshape(-1, 4), np.asarray(lat).reshape(-1, 4)
+        polys = shapely.orient_polygons(shapely.polygons(np.stack([lon, lat], axis=-1)), exterior_cw=False)
+        wide = np.ptp(lon, axis=1) > 180
+        for j in np.flatnonzero(wide):
+            polys[j] = place_polygon(keys[sel[j]])
+        out[sel] = polys
+    return out

@@ -324,7 +324,7 @@ def embed_dataset(
     split: str | Sequence[str] | None = None,
     sensors: Sequence[str] | None = None,
     batch_size: int = 64,
-    precision: str = "bf16",
+    precision: str = "auto",
     shard_pairs: int = 4096,
     device: str = "auto",
     devices: int = 1,
@@ -345,7 +345,9 @@ def embed_dataset(
         split: keep only pairs of this split / these splits.
         sensors: sensors to embed (default: those of the model).
         batch_size: pairs per forward pass (per device).
-        precision: ``"bf16"`` (autocast) or ``"fp32"``.
+        precision: ``"auto"`` (bf16 where the device runs bf16 matmuls natively, fp32 elsewhere: see
+            :mod:`csmae.models.precision`), ``"bf16"`` (autocast) or ``"fp32"``. The manifest records
+            what ran (``precision``) and the choice (``precision_choice``).
         shard_pairs: pairs per Parquet shard (the unit of resumption and of work per rank).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``... (``"cuda"``/``"gpu"`` or
             ``"cpu"`` when ``devices > 1``).
@@ -367,9 +369,10 @@ def embed_dataset(
 
     from csmae.data import open_dataset
     from csmae.models import from_pretrained
+    from csmae.models.precision import PRECISIONS, choose_precision
 
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if devices < 1 or num_nodes < 1:
         raise ValueError(f"devices and num_nodes must be >= 1, got {devices} and {num_nodes}")
     distributed = devices > 1 or num_nodes > 1
@@ -381,6 +384,9 @@ def embed_dataset(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device("cpu") if distributed else torch.device(device)
+    runs_on = torch.device("cuda" if device in ("cuda", "gpu") else device) if distributed else dev
+    choice = choose_precision(precision, runs_on, what="embedding precision")
+    precision = choice.precision
     model = from_pretrained(Path(model_dir), map_location=dev)
     info = model_info(model_dir, model)
     if precision == "bf16":  # same descriptors bit for bit, without autocast's per-batch weight casts
@@ -434,7 +440,7 @@ def embed_dataset(
     for si in range(-(-n // shard_pairs)):
         lo, hi = si * shard_pairs, min(n, (si + 1) * shard_pairs)
         shards.append({"file": f"part-{si:05d}.parquet", "pairs": hi - lo, "rows": (hi - lo) * len(want)})
-    target = torch.device("cuda" if device in ("cuda", "gpu") else device) if distributed else dev
+    target = runs_on
     layout, compact = device_layout(ds, {s: model_sensors[s] for s in want}, device_transforms, target)
     job = EmbedJob(
         model=model, want=want, model_sensors=model_sensors, read=_reader(ds, want, perms, compact=compact),
@@ -473,6 +479,7 @@ def embed_dataset(
                  **_geo_facts(ds)},
         label_names=list(getattr(ds, "label_names", [])),
         precision=precision,
+        precision_choice=choice.describe(),
         compiled=compile_facts,
         count=n * len(want),
         shards=shards,

@@ -14,8 +14,10 @@ Fields (all optional; ``None`` = no constraint; lists are OR'ed within a field, 
 - ``country`` / ``season``: names as stored in the items table.
 - ``start`` / ``end``: inclusive UTC dates of the item's acquisition ``datetime``; items without a
   datetime never match a date constraint.
-- ``bbox``: ``(min_lon, min_lat, max_lon, max_lat)`` in EPSG:4326; an item matches when its
-  footprint (``geometry`` WKB) intersects the box; items without a footprint never match.
+- ``bbox``: ``(west, south, east, north)`` in EPSG:4326; an item matches when its footprint
+  (``geometry`` WKB) intersects the box; items without a footprint never match. ``west > east`` is
+  a box across the antimeridian (RFC 7946 section 5.2): ``[west, 180] u [-180, east]``, e.g.
+  ``(177, -19, -178, -16)`` around Fiji; footprints across the line are split there (MultiPolygons).
 
 Plain-dict form (HTTP query parameters, JSON, the CLI): the same keys; list fields take a list or
 one string (label names contain commas, so a string is never split), dates take ISO ``YYYY-MM-DD``
@@ -89,30 +91,11 @@ def _date(key: str, value: Any) -> dt.date | None:
 
 
 def _bbox(value: Any) -> tuple[float, float, float, float] | None:
+    from csmae.geo.antimeridian import check_box
+
     if value is None or value == "":
         return None
-    parts = value.split(",") if isinstance(value, str) else value
-    try:
-        w, s, e, n = (float(x) for x in parts)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"filter 'bbox' must be 4 numbers min_lon,min_lat,max_lon,max_lat; got {value!r}"
-        ) from None
-    if not all(np.isfinite([w, s, e, n])):
-        raise ValueError(f"filter 'bbox' has a non-finite number: {value!r}")
-    if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
-        raise ValueError(
-            f"filter 'bbox' {value!r} is outside lon [-180, 180] / lat [-90, 90] (order is "
-            "min_lon, min_lat, max_lon, max_lat)"
-        )
-    if s > n:
-        raise ValueError(f"filter 'bbox' has min_lat {s} > max_lat {n}")
-    if w > e:
-        raise ValueError(
-            f"filter 'bbox' has min_lon {w} > max_lon {e}; a box across the antimeridian is not "
-            "supported: search the two sides separately"
-        )
-    return (w, s, e, n)
+    return check_box(value.split(",") if isinstance(value, str) else value, "filter 'bbox'")
 
 
 @dataclass(frozen=True)
@@ -319,8 +302,11 @@ class FilterColumns:
 
     def intersects(self, bbox: tuple[float, float, float, float], within: np.ndarray) -> np.ndarray:
         """(N,) bool: footprint intersects ``bbox``, evaluated on rows where ``within`` (shapely on
-        the WKB; the bbox columns, when present, prune first). No footprint = False."""
+        the WKB; the bbox columns, when present, prune first). No footprint = False. ``W > E``: the
+        box across the antimeridian, ``[W, 180] u [-180, E]``."""
         import shapely
+
+        from csmae.geo.antimeridian import box_geometry, box_lon_mask
 
         out = np.zeros(self.n, dtype=bool)
         cand = within.copy()
@@ -331,11 +317,11 @@ class FilterColumns:
             xmin, ymin, xmax, ymax = self.bounds
             w, s, e, n = bbox
             with np.errstate(invalid="ignore"):
-                cand &= (xmax >= w) & (xmin <= e) & (ymax >= s) & (ymin <= n)
+                cand &= box_lon_mask(xmin, xmax, w, e) & (ymax >= s) & (ymin <= n)
         rows = np.flatnonzero(cand)
         if len(rows):
             geoms = shapely.from_wkb(list(self.geometry[rows]), on_invalid="ignore")
-            out[rows] = shapely.intersects(geoms, shapely.box(*bbox))
+            out[rows] = shapely.intersects(geoms, box_geometry(bbox))
         return out
 
 

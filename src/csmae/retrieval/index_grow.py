@@ -31,6 +31,7 @@ import numpy as np
 from csmae.atomic import atomic_path, write_json_atomic
 from csmae.integrity import checksum_files
 from csmae.retrieval.backends.registry import owned_file
+from csmae.retrieval.dedupe import Duplicates, find_duplicates
 from csmae.retrieval.emb_stream import ShardedEmbeddings, nonfinite_report, scan
 from csmae.retrieval.embeddings import Embeddings, drop_nonfinite
 from csmae.retrieval.index import SearchIndex, _duplicates, data_files, items_table, normalized_rows
@@ -50,6 +51,11 @@ class UpdateReport:
     seconds: float = 0.0
     replaced_ids: list[tuple[str, str]] | None = None
     skipped_nonfinite: int = 0  # NaN/inf vectors left out
+    #: new items repeating the (place, sensor, acquisition) of an item of another scene grid
+    #: (:mod:`csmae.retrieval.dedupe`); left out unless ``duplicates="keep"``
+    duplicates: int = 0
+    duplicates_added: int = 0  # of those, added anyway (``duplicates="keep"``)
+    duplicate_examples: list[dict[str, str]] | None = None
 
 
 @contextmanager
@@ -108,19 +114,35 @@ def check_manifest_compatible(
 
 def add_embeddings(
     index_dir: str | os.PathLike[str], emb: Embeddings | str | os.PathLike[str], *,
-    ingested: Sequence[Mapping[str, Any]] = (),
+    ingested: Sequence[Mapping[str, Any]] = (), duplicates: str = "drop",
 ) -> UpdateReport:
     """Append an embeddings folder (or object) to an index folder in place (crash-safe).
 
     ``ingested``: records appended to the manifest's ``"ingested"`` list in the same commit
-    (``csmae ingest``: the scenes whose items this update adds).
+    (``csmae ingest``: the scenes whose items this update adds); each gets this update's
+    ``"duplicates"`` (count and the first few).
+    ``duplicates``: new items that repeat the same ground, sensor and acquisition as an item of the
+    index or of the update from another scene grid (:mod:`csmae.retrieval.dedupe`) are left out
+    (``"drop"``, the default: the index keeps what it holds) or added anyway (``"keep"``); counted in
+    the report and in the manifest's update entry either way.
     """
+    if duplicates not in ("drop", "keep"):
+        raise ValueError(f"duplicates must be 'drop' or 'keep', got {duplicates!r}")
     path = Path(index_dir)
     source = str(emb) if not isinstance(emb, Embeddings) else "the embeddings"
     t0 = time.perf_counter()
     pointer = open_pointer(_existing(path))
     if pointer is not None:  # the engine keeps the archive: no folder lock, the folder does not change
+        if not isinstance(emb, Embeddings):
+            from csmae.retrieval.embeddings import load_embeddings
+
+            emb = load_embeddings(emb)
+        held = SearchIndex.load(path).items  # the archive's items now (its own engine handle, read only)
+        found = find_duplicates(emb.ids, emb.sensors, emb.meta, held)
+        if duplicates == "drop" and found.count:
+            emb = emb.select(~found.drop)
         rep = UpdateReport(op="add", **archive_add(pointer, emb, source, check_manifest_compatible))
+        _count_duplicates(rep, found, duplicates)
         rep.seconds = time.perf_counter() - t0
         return rep
     with _writer_lock(_existing(path)):
@@ -138,17 +160,24 @@ def add_embeddings(
         dup = _duplicates(emb.ids, emb.sensors)
         if dup:
             raise ValueError(f"{source} holds duplicate (id, sensor) rows, e.g. {dup[:3]}: nothing was added")
+        found = find_duplicates(emb.ids, emb.sensors, emb.meta, si.items)
+        if duplicates == "drop" and found.count:  # the same ground, date and sensor: not added again
+            if se is not None:
+                se.finite[np.flatnonzero(se.finite)[found.drop]] = False
+            emb = emb.select(~found.drop)
+        ingested = [{**r, "duplicates": found.record()} for r in ingested]
         if len(emb) == 0:
-            return UpdateReport(
+            rep = UpdateReport(
                 op="add", count=len(si.backend), generation=int(si.manifest.get("generation", 0))
             )
-        live = si.columns.live
-        where = {
-            (i, s): r for r, (i, s, ok) in enumerate(zip(si.items["id"], si.items["sensor"], live)) if ok
-        }
+            _count_duplicates(rep, found, duplicates)
+            if ingested:  # a scene whose every item is already there: its record still goes in
+                _commit(si, path, rep, source=str(source), ingested=ingested)
+            return rep
+        old_of = _live_rows_of(si.items, emb.ids, emb.sensors)  # (M,) row of each new item, -1: none
         keys = list(zip(emb.ids.tolist(), emb.sensors.tolist()))
-        old_rows = np.array([where[k] for k in keys if k in where], dtype=np.int64)
-        replaced = [k for k in keys if k in where]
+        old_rows = old_of[old_of >= 0].astype(np.int64)
+        replaced = [k for k, r in zip(keys, old_of.tolist(), strict=True) if r >= 0]
         order = np.arange(len(emb))
         start = si.backend.n_rows
         new_rows = np.arange(start, start + len(emb), dtype=np.int64)
@@ -171,8 +200,13 @@ def add_embeddings(
             replaced_ids=replaced[:20],
             skipped_nonfinite=int((nonfinite or {}).get("count", 0)),
         )
+        _count_duplicates(rep, found, duplicates)
         _commit(si, path, rep, source=str(source), ingested=ingested)
     rep.seconds = time.perf_counter() - t0
+    if rep.duplicates:
+        log.warning("%d items repeat the same ground, sensor and acquisition as items of another scene "
+                    "grid (e.g. %s): %s", rep.duplicates, rep.duplicate_examples[:2] if rep.duplicate_examples
+                    else [], "added anyway" if duplicates == "keep" else "not added")
     if replaced:
         log.warning(
             "%d (id, sensor) items were already in the index and were replaced, e.g. %s",
@@ -180,6 +214,32 @@ def add_embeddings(
             replaced[:3],
         )
     return rep
+
+
+def _count_duplicates(rep: UpdateReport, found: Duplicates, policy: str) -> None:
+    rep.duplicates = found.count
+    rep.duplicates_added = found.count if policy == "keep" else 0
+    rep.duplicate_examples = found.examples or None
+
+
+def _live_rows_of(items: Any, ids: np.ndarray, sensors: np.ndarray) -> np.ndarray:
+    """(M,) the live row holding each (id, sensor), -1 where none: one hash join of the M new keys
+    against the live rows (a dict of every row took 4.6 s at 1M items, this 1.1 s)."""
+    import pandas as pd
+
+    live = items["live"].to_numpy(dtype=bool) if "live" in items else np.ones(len(items), bool)
+    rows = np.flatnonzero(live)
+    if len(rows) == 0:
+        return np.full(len(ids), -1, np.int64)
+    have = pd.MultiIndex.from_arrays([items["id"].to_numpy(dtype=object)[rows],
+                                      items["sensor"].to_numpy(dtype=object)[rows]])
+    if not have.is_unique:  # never in an index csmae wrote; a dict keeps the last live row of a key
+        last = {k: r for r, k in zip(rows.tolist(), have.tolist(), strict=True)}
+        return np.array([last.get(k, -1) for k in zip(ids.tolist(), sensors.tolist(), strict=True)],
+                        dtype=np.int64)
+    pos = have.get_indexer(pd.MultiIndex.from_arrays([np.asarray(ids, dtype=object),
+                                                      np.asarray(sensors, dtype=object)]))
+    return np.where(pos >= 0, rows[pos], -1).astype(np.int64)
 
 
 def _add_shards(si: SearchIndex, se: ShardedEmbeddings, new_rows: np.ndarray, new_items: Any) -> None:
@@ -298,6 +358,8 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
             "replaced": rep.replaced,
             "removed": rep.removed,
             "skipped_nonfinite": rep.skipped_nonfinite,
+            **({"duplicates": rep.duplicates, "duplicates_added": rep.duplicates_added}
+               if rep.duplicates else {}),
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **({"source": source} if source else {}),
         }

@@ -160,7 +160,7 @@ def evaluate(
     ks: Sequence[int] = (5, 10),
     *,
     exclude: np.ndarray | None = None,
-    precision: str = "bf16",
+    precision: str = "auto",
     block_size: int = 1024,
 ) -> dict[str, dict[int, float]]:
     """Exact retrieval metrics of queries against an archive (cosine similarity, stable ties).
@@ -174,7 +174,8 @@ def evaluate(
             like ``csmae evaluate``, drop such k with a note).
         exclude: optional (Q, m) archive indices to leave out per query (-1 = none), e.g. the query
             itself when queries and archive overlap.
-        precision: candidate pass of the exact search (``"bf16"`` or ``"fp32"``; identical results).
+        precision: candidate pass of the exact search (``"auto"``: bf16 where this CPU runs bf16
+            matmuls natively, else fp32; ``"bf16"`` or ``"fp32"``; identical results).
         block_size: queries per block.
 
     Returns:

@@ -5,6 +5,9 @@ EPSG:4326 lon/lat, the ``bbox_*`` covering columns, ``datetime``) once and answe
 geometry/time/place key for hits, the archive's extent, :meth:`ArchivePlaces.locate` (search by
 place), and the rows of a place key (timelines).
 An archive without footprints (e.g. indexed from an LMDB) has none of them, and says so.
+Across the antimeridian: footprints split at +-180 deg (MultiPolygons) contain points on both sides
+of the line, their centres are those of the unsplit ground, and an archive around the line has an
+extent with W > E (RFC 7946 5.2), e.g. [177, -19, -178, -16] around Fiji.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class ArchivePlaces:
         self._index_sensors = list(index_sensors)
         self._synthetic = bool((dataset or {}).get("geo_synthetic", False))
         self._geom, self._bbox, self._times = _item_geo(items)
+        self._lon = _lon_bounds(self._geom, self._bbox)
+        self._extents: dict[str | None, tuple[float, float, float, float] | None] = {}  # per sensor
         self._places = _item_places(items, self._geom)
         self._place_rows: dict[str, np.ndarray] | None = None  # place -> live rows, built on first use
 
@@ -67,12 +72,16 @@ class ArchivePlaces:
 
     def rows_of_place(self, key: str) -> np.ndarray:
         """Live rows of a place key (sorted; empty when the archive has none there)."""
-        if self._place_rows is None:
-            groups: dict[str, list[int]] = {}
-            for r, (p, ok) in enumerate(zip(self._places or [], self._live)):
-                if p is not None and ok:
-                    groups.setdefault(p, []).append(r)
-            self._place_rows = {p: np.asarray(v, dtype=np.int64) for p, v in groups.items()}
+        if self._place_rows is None:  # one hash pass and one sort, not a Python loop over the rows
+            import pandas as pd
+
+            codes, keys = pd.factorize(np.asarray(self._places or [], dtype=object))  # None -> -1
+            rows = np.flatnonzero((codes >= 0) & self._live[: len(codes)])
+            rows = rows[np.argsort(codes[rows], kind="stable")]  # by place; each place's rows ascending
+            starts = np.flatnonzero(np.diff(codes[rows], prepend=-2)).tolist()
+            ends = [*starts[1:], len(rows)] if starts else []
+            self._place_rows = {str(keys[codes[rows[a]]]): rows[a:b]
+                                for a, b in zip(starts, ends, strict=True)}
         return self._place_rows.get(key, np.zeros(0, np.int64))
 
     def coverage(self) -> str:
@@ -80,8 +89,7 @@ class ArchivePlaces:
         n_places = len({p for p, ok in zip(self._places or [], self._live) if p is not None and ok})
         per = ", ".join(f"{s}: {int(((self._sensors == s) & self._live).sum())}" for s in self._index_sensors)
         ext = self.extent()
-        where = (f"lon {ext[0]:.4f} to {ext[2]:.4f}, lat {ext[1]:.4f} to {ext[3]:.4f}" if ext
-                 else "no footprints")
+        where = _span(ext) if ext else "no footprints"
         times = sorted(t for t, ok in zip(self._times or [], self._live) if t is not None and ok)
         when = f"{times[0][:10]} .. {times[-1][:10]}" if times else "no acquisition times"
         return f"the archive covers {n_places} places ({where}; {when}; {per} items)"
@@ -111,7 +119,7 @@ class ArchivePlaces:
         if not len(cand):
             raise LookupError(f"no patch of the archive contains lon {lon:.6f}, lat {lat:.6f}; "
                               f"{self.coverage()}")
-        dist = shapely.distance(shapely.centroid(geoms), shapely.points(lon, lat))
+        dist = _centre_distance(geoms, lon, lat)
         order = np.lexsort((cand, dist))  # nearest centre, then the lowest row: deterministic
         key = self.place_of_row(int(cand[order[0]]))
         assert key is not None  # a row with a footprint has a place
@@ -125,16 +133,25 @@ class ArchivePlaces:
         return {"footprints": n, "extent": list(ext) if ext else None, "synthetic": self._synthetic}
 
     def extent(self, sensor: str | None = None) -> tuple[float, float, float, float] | None:
-        """(min lon, min lat, max lon, max lat) of the footprints (of one sensor), None without any."""
-        if self._bbox is None:
+        """(W, S, E, N) of the footprints (of one sensor), None without any: the narrowest lon range
+        holding them, W > E when it crosses the antimeridian (:func:`csmae.geo.antimeridian.lon_extent`)."""
+        from csmae.geo.antimeridian import lon_extent
+
+        if self._bbox is None or self._lon is None:
             return None
+        if sensor in self._extents:
+            return self._extents[sensor]
         m = np.isfinite(self._bbox[:, 0])
         if sensor is not None:
             m &= self._sensors == sensor
-        if not m.any():
-            return None
-        b = self._bbox[m]
-        return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())
+        ext = None
+        if m.any():
+            b = self._bbox[m]
+            lon = lon_extent(self._lon[0][m], self._lon[1][m])
+            assert lon is not None  # finite boxes
+            ext = lon[0], float(b[:, 1].min()), lon[1], float(b[:, 3].max())
+        self._extents[sensor] = ext
+        return ext
 
     def locate(self, lon: float, lat: float, *, sensor: str) -> str:
         """Id of the archive item of ``sensor`` whose footprint contains (lon, lat).
@@ -169,10 +186,43 @@ class ArchivePlaces:
         if not len(cand):
             raise ValueError(
                 f"no {sensor} patch of the archive contains lon {lon:.6f}, lat {lat:.6f}; its {sensor} "
-                f"footprints span lon {ext[0]:.4f} to {ext[2]:.4f}, lat {ext[1]:.4f} to {ext[3]:.4f}"
+                f"footprints span {_span(ext)}"
             )
-        dist = shapely.distance(shapely.centroid(geoms), shapely.points(lon, lat))
+        dist = _centre_distance(geoms, lon, lat)
         return str(self._ids[cand[int(np.argmin(dist))]])
+
+
+def _span(ext: tuple[float, float, float, float]) -> str:
+    across = " (across the antimeridian)" if ext[0] > ext[2] else ""
+    return f"lon {ext[0]:.4f} to {ext[2]:.4f}{across}, lat {ext[1]:.4f} to {ext[3]:.4f}"
+
+
+def _centre_distance(geoms: np.ndarray, lon: float, lat: float) -> np.ndarray:
+    """Degrees from (lon, lat) to each footprint's centre (that of the unsplit ground for a footprint
+    split at +-180 deg), with longitudes compared the short way round."""
+    from csmae.geo.antimeridian import lon_distance, lonlat_centroid
+
+    c = np.array([lonlat_centroid(g) for g in geoms], dtype=np.float64).reshape(-1, 2)
+    return np.hypot(lon_distance(c[:, 0], lon), c[:, 1] - lat)
+
+
+def _lon_bounds(geom: list[Any] | None, bbox: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(west, east) per row: the bbox columns' lon bounds, except footprints split at +-180 deg,
+    whose bounds are -180..180 there: their RFC 7946 bounds, west > east."""
+    import shapely
+
+    from csmae.geo.antimeridian import EPS, crosses_antimeridian, lonlat_bounds
+
+    if geom is None or bbox is None:
+        return None
+    west, east = bbox[:, 0].copy(), bbox[:, 2].copy()
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero((west <= -180.0 + EPS) & (east >= 180.0 - EPS))
+    for r in rows.tolist():
+        g = shapely.from_wkb(geom[r]) if geom[r] is not None else None
+        if g is not None and crosses_antimeridian(g):
+            west[r], _, east[r], _ = lonlat_bounds(g)
+    return west, east
 
 
 def _item_places(items: Any, geom: list[Any] | None) -> list[str | None] | None:

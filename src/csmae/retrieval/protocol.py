@@ -204,7 +204,7 @@ def run_protocol(
     exclude_own_pair: bool = False,
     sensors: Sequence[str] | None = None,
     mixed: bool = True,
-    precision: str = "bf16",
+    precision: str = "auto",
     block_size: int = 1024,
     on_progress: Callable[[str, int, int], None] | None = None,
     resume_dir: str | os.PathLike[str] | None = None,
@@ -216,6 +216,8 @@ def run_protocol(
     (:mod:`csmae.retrieval.eval_stream`), with results identical to one search over everything.
     ``block_size``: queries per score tile at most (fewer when a tile would exceed
     ``eval_stream.TILE_BYTES``).
+    ``precision``: the exact search's candidate pass (``"auto"``: bf16 where this CPU runs bf16
+    matmuls natively, else fp32; identical results either way).
     ``resume_dir``: keep each finished search there (see :mod:`csmae.retrieval.resume`); a rerun
     with the same inputs loads them instead of searching again. The caller removes it when done.
     The result's ``queries`` / ``archives`` hold the rows' columns without their vectors.
@@ -228,6 +230,10 @@ def run_protocol(
     unknown = [s for s in sens if s not in rows.sensor_names]
     if unknown:
         raise ValueError(f"the embeddings have no {unknown} vectors (they have {rows.sensor_names})")
+    from csmae.models.precision import choose_precision
+
+    search = choose_precision(precision, "cpu", what="exact search candidate pass")
+    precision = search.precision
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
@@ -355,6 +361,7 @@ def run_protocol(
         "model": (source.manifest.get("model") or {}),
         "embedding_precision": source.manifest.get("precision"),
         "search_candidates": precision,
+        "search_candidates_choice": search.describe(),
     }
     for n in notes:
         log.warning(n)

@@ -72,7 +72,9 @@ class Timeline:
                                  "datetime": a.datetime, "distance": a.distance, "labels": a.labels,
                                  "reference": self.reference}}
                  for i, a in enumerate(self.acquisitions)]
-        return {"type": "FeatureCollection", "features": feats}
+        from csmae.geo.geojson import with_bbox  # a footprint across +-180 deg: bbox W > E (RFC 7946 5.2)
+
+        return {"type": "FeatureCollection", "features": [with_bbox(f) for f in feats]}
 
 
 def place_timeline(
@@ -117,12 +119,12 @@ def place_timeline(
     if not len(rows):
         raise LookupError(f"no acquisition of place {key} in the archive; {places.coverage()}")
     n_place = len(rows)
-    allowed = core.index.allowed(core.index.filter_for(where))
-    if allowed is not None:
-        rows = rows[np.isin(rows, allowed, assume_unique=True)]
+    flt = core.index.filter_for(where)
+    if not flt.is_empty:  # the place's rows are live: only a filter can drop some
+        rows = _among(rows, core.index.allowed(flt))
     if not len(rows):
         raise LookupError(f"place {key} has {n_place} acquisitions, none passing the filter "
-                          f"{dict(core.index.filter_for(where).to_dict())}")
+                          f"{dict(flt.to_dict())}")
     rows = _time_order(core, rows)
     vectors = _unit(core.index.backend.reconstruct(rows))
     ref_kind, ref_item, dist = _distances(core, rows, vectors, reference)
@@ -168,6 +170,15 @@ def _row_of_item(core: SearchCore, patch_id: str, sensor: str | None) -> int:
             continue
     raise KeyError(f"no archive item {patch_id!r} in the index (sensors {core.sensors}); "
                    f"{core.places.coverage()}")
+
+
+def _among(rows: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    """The ``rows`` that are in ``allowed`` (sorted row ids; None = all): a binary search per row,
+    not a pass over the allowed rows (millions for a broad filter)."""
+    if allowed is None or not len(rows):
+        return rows
+    pos = np.minimum(np.searchsorted(allowed, rows), max(len(allowed) - 1, 0))
+    return rows[(allowed[pos] == rows)] if len(allowed) else rows[:0]
 
 
 def _time_order(core: SearchCore, rows: np.ndarray) -> np.ndarray:

@@ -4,11 +4,14 @@ The ranking is *defined* as: score = float64 inner product of the given float32 
 score descending, ties broken by archive index ascending (stable). Every path here returns exactly
 that ranking:
 
-1. A fast candidate pass: blocked matmul in bf16 (default; ~2x fp32 on CPUs with AVX512-BF16/AMX)
-   or fp32; the k-th largest of the maxima of runs of 32 columns stands in for the k-th score (it is
-   <= the k-th score, so the threshold below only gets more conservative) and only groups whose
-   maximum passes the threshold are scanned (``selection="groups"``, 1.85x faster than the former
-   top-4k list per row, ``selection="topk"``; same results).
+1. A fast candidate pass: blocked matmul in bf16 (~2x fp32 on CPUs with AVX512-BF16/AMX) or fp32;
+   ``precision="auto"`` (the default) takes bf16 only where this CPU runs bf16 matmuls natively and
+   fp32 elsewhere (on an AVX2-only CPU a bf16 matmul is 8-360x slower than fp32:
+   :mod:`csmae.models.precision`); the k-th largest of the maxima of runs of 32 columns stands in
+   for the k-th score (it is <= the k-th score, so the threshold below only gets more
+   conservative) and only groups whose maximum passes the threshold are scanned
+   (``selection="groups"``, 1.85x faster than the former top-4k list per row, ``selection="topk"``;
+   same results).
 2. A rigorous error bound on the candidate scores gives, per query, a threshold below which no item
    can belong to the exact top-k; every item above it is rescored in float64 and the final order is
    taken on (rescored score, index). No approximation survives: the result equals a full float64
@@ -20,12 +23,21 @@ accumulation in fp32 with u32 = 2**-24)::
     |fl(a_h.b_h) - a.b| <= |a_l||b| + |a_h||b_l| + D*u32*|a_h||b_h| + u*|fl(a_h.b_h)|*(1+2u)
 
 (Cauchy-Schwarz on the residual terms; the last term is the bf16 rounding of the output).
+
+fp32 error bound (no input rounding, no output rounding; any summation order of the D products)::
+
+    |fl(a.b) - a.b| <= gamma_D * sum_i |a_i b_i| <= D*u32/(1 - D*u32) * |a||b|
+
+The fp32 pass runs its matmuls with ``torch.set_float32_matmul_precision("highest")`` (a process
+that set "medium" would otherwise get bf16 arithmetic from oneDNN, outside this bound), and both
+bounds are spot-checked against float64 on the first block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +51,35 @@ _U_FP32 = 2.0**-24
 _SLACK = 1e-6
 #: default candidate selection of :func:`exact_topk` (``"groups"`` or ``"topk"``, same results).
 CANDIDATE_SELECTION = "groups"
+#: BLAS of the fp32 candidate matmul: ``"torch"`` (torch's: MKL in the x86 wheels), ``"numpy"``
+#: (numpy's: OpenBLAS in its wheels) or ``"auto"``: numpy's OpenBLAS on x86 CPUs not made by Intel,
+#: torch's elsewhere. On a 2-core AMD EPYC (Zen 2) MKL's sgemm ran at 0.66-0.70x of OpenBLAS's
+#: (bench/README.md ``## Issue 22, AVX2``). Same results either way: the fp32 bound holds for any
+#: summation order, and the first block is spot-checked.
+CANDIDATE_BLAS = "auto"
+
+
+def candidate_blas(precision: str, blas: str | None = None) -> str:
+    """``"torch"`` or ``"numpy"``: which BLAS computes the candidate scores (bf16 is torch's only)."""
+    blas = CANDIDATE_BLAS if blas is None else blas
+    if blas not in ("auto", "torch", "numpy"):
+        raise ValueError(f"blas must be 'auto', 'torch' or 'numpy', got {blas!r}")
+    if precision != "fp32":
+        return "torch"
+    if blas != "auto":
+        return blas
+    from csmae.models.precision import cpu_vendor, is_x86
+
+    not_intel = is_x86() and cpu_vendor() not in ("GenuineIntel", "")
+    return "numpy" if not_intel and _numpy_has_openblas() else "torch"
+
+
+def _numpy_has_openblas() -> bool:
+    try:
+        deps = np.show_config(mode="dicts")["Build Dependencies"]  # type: ignore[func-returns-value,index]
+        return "openblas" in str(deps["blas"]["name"]).lower()
+    except (TypeError, KeyError, ValueError):
+        return False
 
 
 @dataclass
@@ -179,16 +220,19 @@ def _group_size(n: int, k: int) -> int:
     return max(1, min(32, n // (4 * k)))
 
 
-def _group_maxima(approx: torch.Tensor, g: int, buf: torch.Tensor) -> torch.Tensor:
+def _group_maxima(approx: torch.Tensor, g: int, buf: torch.Tensor | None) -> torch.Tensor:
     """(B, G) float32 maxima of ``approx`` (B, G*g) over each run of ``g`` columns.
 
-    The block is converted to float32 in one pass into ``buf`` (reused: no fresh memory per block),
-    then reduced: float32 reductions are several times faster than bf16 ones on CPU, and one large
-    op beats many small ones on a busy machine (measured: row chunks were 2x slower than top-4k).
+    A bf16 block is converted to float32 in one pass into ``buf`` (reused: no fresh memory per
+    block), then reduced: float32 reductions are several times faster than bf16 ones on CPU, and one
+    large op beats many small ones on a busy machine (measured: row chunks were 2x slower than
+    top-4k). An fp32 block (``buf`` None) is reduced in place.
     """
     b, n = approx.shape
-    w = buf[:b]
-    w.copy_(approx)
+    w = approx
+    if buf is not None:
+        w = buf[:b]
+        w.copy_(approx)
     return w.view(b, n // g, g).amax(-1)
 
 
@@ -240,9 +284,11 @@ def _bound_holds(
     qh_n: torch.Tensor,
     bl_max: float,
     b_norm_max: float,
+    u_out: float = _U_BF16,
 ) -> bool:
-    """Spot-check the bf16 error model on a sample of the first block (guards against a BLAS that
-    would not accumulate in fp32); the bound itself is derived in the module docstring."""
+    """Spot-check the error model on a sample of the first block (guards against a BLAS that would
+    not accumulate in fp32, or fp32 matmuls run in lower precision); the bounds are derived in the
+    module docstring (``u_out`` = 0 for the fp32 pass: no output rounding)."""
     gen = torch.Generator().manual_seed(0)
     rows = torch.randperm(approx.shape[0], generator=gen)[:32]
     cols = torch.randperm(approx.shape[1], generator=gen)[:512]
@@ -252,8 +298,33 @@ def _bound_holds(
     e_abs = (
         ql_n[rows] * b_norm_max + qh_n[rows] * bl_max + d * _U_FP32 * 1.01 * qh_n[rows] * b_norm_max * 1.01
     )
-    bound = e_abs[:, None].double() + _U_BF16 * (1 + 2 * _U_BF16) * got.abs() + _SLACK
+    bound = e_abs[:, None].double() + u_out * (1 + 2 * u_out) * got.abs() + _SLACK
     return bool(((got - exact).abs() <= bound).all())
+
+
+def resolve_precision(precision: str) -> str:
+    """``"auto"`` -> ``"bf16"`` where this CPU runs bf16 matmuls natively, else ``"fp32"``."""
+    if precision == "auto":
+        from csmae.models.precision import cpu_bf16
+
+        return "bf16" if cpu_bf16()[0] else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    return precision
+
+
+@contextlib.contextmanager
+def _ieee_fp32_matmul() -> Iterator[None]:
+    """fp32 matmuls in fp32 arithmetic while inside (see the fp32 error bound in the module docstring)."""
+    old = torch.get_float32_matmul_precision()
+    if old == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
 
 
 def exact_topk(
@@ -262,11 +333,12 @@ def exact_topk(
     k: int,
     *,
     exclude: np.ndarray | None = None,
-    precision: str = "bf16",
+    precision: str = "auto",
     block_size: int = 1024,
     progress: Callable[[int], None] | None = None,
     stats: TopKStats | None = None,
     selection: str | None = None,
+    blas: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product (see module docstring for the ranking definition).
 
@@ -275,7 +347,8 @@ def exact_topk(
         archive: (N, D) float32.
         k: number of results per query (must be <= N minus the excluded items per query).
         exclude: optional (Q, m) int archive indices to leave out for each query (-1 = none).
-        precision: candidate pass precision, ``"bf16"`` or ``"fp32"`` (same results, different speed).
+        precision: candidate pass precision, ``"auto"`` (bf16 where this CPU runs bf16 matmuls
+            natively, else fp32), ``"bf16"`` or ``"fp32"`` (same results, different speed).
         block_size: queries per block (memory ~ block_size * N * 2-4 bytes).
         progress: called with the number of queries finished in each block.
         stats: optional accumulator of timings.
@@ -283,14 +356,34 @@ def exact_topk(
             threshold: ``"groups"`` (maxima of runs of 32 columns, then only the groups that pass)
             or ``"topk"`` (a top-4k list per row); default :data:`CANDIDATE_SELECTION`. Both give
             the same candidates' exact ranking (identical results), at different speed.
+        blas: which BLAS computes fp32 candidate scores (default :data:`CANDIDATE_BLAS`; identical
+            results).
 
     Returns:
         scores (Q, k) float64 and indices (Q, k) int64.
     """
+    precision = resolve_precision(precision)
+    with _ieee_fp32_matmul():
+        return _exact_topk(queries, archive, k, exclude=exclude, precision=precision, block_size=block_size,
+                           progress=progress, stats=stats, selection=selection,
+                           blas=candidate_blas(precision, blas))
+
+
+def _exact_topk(
+    queries: np.ndarray,
+    archive: np.ndarray,
+    k: int,
+    *,
+    exclude: np.ndarray | None,
+    precision: str,
+    block_size: int,
+    progress: Callable[[int], None] | None,
+    stats: TopKStats | None,
+    selection: str | None,
+    blas: str = "torch",
+) -> tuple[np.ndarray, np.ndarray]:
     import time
 
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
     selection = CANDIDATE_SELECTION if selection is None else selection
     if selection not in ("groups", "topk"):
         raise ValueError(f"selection must be 'groups' or 'topk', got {selection!r}")
@@ -324,8 +417,11 @@ def exact_topk(
     if pad:  # whole groups: zero rows here, -inf scores below
         a_c = torch.cat([a_c, a_c.new_zeros(pad, d)])
     a_t = a_c.T  # (D, N) view: BLAS handles the transpose
-    conv = None  # float32 copy of a score block for the group-maxima pass (block x archive x 4 bytes)
-    if selection == "groups":
+    a_np_t = a_c.numpy().T if blas == "numpy" else None  # the same memory, for numpy's BLAS
+    # the score block, reused: a fresh (block x archive) allocation per block costs page faults
+    scores = torch.empty(min(block_size, nq), n_arch + pad, dtype=a_c.dtype)
+    conv = None  # float32 copy of a bf16 score block for the group-maxima pass (block x archive x 4 bytes)
+    if selection == "groups" and precision == "bf16":
         conv = torch.empty(min(block_size, nq), n_arch + pad)
     out_s = np.empty((nq, k), dtype=np.float64)
     out_i = np.empty((nq, k), dtype=np.int64)
@@ -342,16 +438,21 @@ def exact_topk(
             qc = q32
             qh_n = q32.norm(dim=1)
             ql_n = torch.zeros_like(qh_n)
-        approx = qc @ a_t  # (B, N + pad)
+        approx = scores[: e - s]  # (B, N + pad)
+        if a_np_t is not None:
+            np.matmul(qc.numpy(), a_np_t, out=approx.numpy())
+        else:
+            torch.matmul(qc, a_t, out=approx)
         if pad:
             approx[:, n_arch:] = -torch.inf
-        if (
-            s == 0
-            and precision == "bf16"
-            and not _bound_holds(approx[:, :n_arch], q32, a32, ql_n, qh_n, bl_max, b_norm_max)
-        ):
+        if s == 0 and not _bound_holds(approx[:, :n_arch], q32, a32, ql_n, qh_n, bl_max, b_norm_max, u_out):
+            if precision == "fp32":
+                raise RuntimeError(
+                    "the fp32 matmul of this machine is less accurate than IEEE fp32 arithmetic allows "
+                    "(a BLAS computing in lower precision): exact search cannot bound its error"
+                )
             log.warning("bf16 matmul on this machine is less accurate than assumed: using fp32 candidates")
-            return exact_topk(
+            return _exact_topk(
                 queries,
                 archive,
                 k,
@@ -361,6 +462,7 @@ def exact_topk(
                 progress=progress,
                 stats=stats,
                 selection=selection,
+                blas=candidate_blas("fp32"),
             )
         if exclude is not None:
             ex = torch.from_numpy(exclude[s:e])
@@ -368,7 +470,7 @@ def exact_topk(
             approx[r, ex[r, c]] = -torch.inf
         t1 = time.perf_counter()
         gmax = None
-        if conv is not None:
+        if selection == "groups":
             # k-th largest group maximum <= k-th largest score: k distinct items reach it, so the
             # bound below stays a valid lower bound of the k-th exact score
             gmax = _group_maxima(approx, g, conv)

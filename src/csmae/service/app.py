@@ -107,7 +107,8 @@ def _filter_params(
     season: list[str] | None = Query(None, description="seasons"),
     start: str | None = Query(None, max_length=40, description="acquired on or after (ISO date, UTC)"),
     end: str | None = Query(None, max_length=40, description="acquired on or before (ISO date, UTC)"),
-    bbox: str | None = Query(None, max_length=200, description="min_lon,min_lat,max_lon,max_lat (EPSG:4326)"),
+    bbox: str | None = Query(None, max_length=200, description="west,south,east,north (EPSG:4326); "
+                             "west > east: a box across the antimeridian (RFC 7946 5.2)"),
 ) -> dict[str, Any] | None:
     return filter_query(split, labels_any, labels_all, labels_none, country, season, start, end, bbox)
 

@@ -25,7 +25,9 @@ import yaml
 
 from csmae.errors import ConfigError as ConfigError
 
-PRECISIONS = ("32", "bf16-mixed", "16-mixed", "bf16-true", "64")
+#: ``trainer.precision``: Lightning's values, and ``auto`` (the default): ``bf16-mixed`` where the
+#: accelerator runs bf16 matmuls natively, ``32`` elsewhere (:mod:`csmae.models.precision`).
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed", "bf16-true", "64")
 LR_SCALINGS = ("none", "linear", "sqrt")
 SCHEDULES = ("cosine", "constant")
 
@@ -108,6 +110,9 @@ class TrainerSection:
     ``mim_per_rank``: compute the MIM (NT-Xent) negatives over each device's own batch only (the
     default, False, gathers the descriptors of all devices: the negatives are the whole global
     batch, as on one device). ``compile``: ``torch.compile`` the encoder and decoder.
+    ``precision``: ``auto`` (default) is ``bf16-mixed`` where the accelerator runs bf16 matmuls
+    natively (CPUs with AVX512-BF16 or AMX, GPUs from compute capability 8.0) and ``32`` elsewhere
+    (on an AVX2-only CPU bf16 is emulated, 8x slower); the run's manifest records the choice.
     ``bf16_weight_copies``: with ``bf16-mixed``, run the training forward on bf16 copies of the
     Linear/Conv weights (fp32 master weights in the optimiser and checkpoints;
     :mod:`csmae.training.weight_copies`).
@@ -115,7 +120,7 @@ class TrainerSection:
 
     max_epochs: int = 150
     max_steps: int = -1
-    precision: str = "bf16-mixed"
+    precision: str = "auto"
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
     num_nodes: int = 1
@@ -339,7 +344,7 @@ def check_values(cfg: FitConfig) -> None:
     """Range and choice checks that types alone do not express."""
     d, o, s, t, c = cfg.data, cfg.optim, cfg.schedule, cfg.trainer, cfg.callbacks
     _choice(t.precision, PRECISIONS, "trainer.precision")
-    if t.bf16_weight_copies and t.precision != "bf16-mixed":
+    if t.bf16_weight_copies and t.precision not in ("bf16-mixed", "auto"):
         raise ConfigError(
             f"trainer.bf16_weight_copies=true needs trainer.precision 'bf16-mixed' (got {t.precision!r}): "
             "the copies are the bf16 operands autocast would make; set trainer.bf16_weight_copies=false"

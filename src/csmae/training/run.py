@@ -93,7 +93,7 @@ def write_manifest(run_dir: Path, cfg: FitConfig, *, status: str, **extra: Any) 
         "created": old.get("created", datetime.now(UTC).isoformat(timespec="seconds")),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         "producer": {"csmae": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        **{k: v for k, v in old.items() if k in ("history",)},
+        **{k: v for k, v in old.items() if k in ("history", "precision")},
     }
     data.update(extra)
     write_json_atomic(path, data)
@@ -163,11 +163,14 @@ def fit(
         callbacks: extra Lightning callbacks.
         trainer_overrides: extra ``pl.Trainer`` keyword arguments.
     """
+    from csmae.training.trainer import resolve_precision
+
     rank = process_rank()
+    run_cfg, precision = resolve_precision(cfg)  # config.yaml keeps what was asked ("auto")
     if rank == 0:
         run_dir = Path(out) if out is not None else resolve_run_dir(None, config_path)
         ckpt = prepare_run_dir(run_dir, cfg, resume=resume)
-        write_manifest(run_dir, cfg, status="running")
+        write_manifest(run_dir, cfg, status="running", precision=precision)
         os.environ[RUN_DIR_ENV] = str(run_dir)  # Lightning's DDP launcher passes it to the other ranks
     else:
         run_dir = resolve_run_dir(out, config_path)
@@ -177,7 +180,7 @@ def fit(
             else None
         )
     try:
-        return _fit(cfg, run_dir, ckpt, callbacks=callbacks, trainer_overrides=trainer_overrides)
+        return _fit(run_cfg, run_dir, ckpt, callbacks=callbacks, trainer_overrides=trainer_overrides)
     finally:
         if rank == 0:
             os.environ.pop(RUN_DIR_ENV, None)

@@ -36,6 +36,40 @@ def check_precision(cfg: FitConfig) -> None:
         )
 
 
+def resolve_precision(cfg: FitConfig) -> tuple[FitConfig, dict[str, Any]]:
+    """(``cfg`` with ``trainer.precision`` "auto" resolved, what the run manifest records).
+
+    ``auto``: ``bf16-mixed`` where the accelerator runs bf16 matmuls natively, ``32`` elsewhere
+    (:mod:`csmae.models.precision`; one info line says which and why). An explicit bf16 precision on
+    a device that would emulate it is kept, with one warning line.
+
+    Raises:
+        ConfigError: ``trainer.bf16_weight_copies`` with ``auto`` resolved to ``32``.
+    """
+    import dataclasses
+
+    from csmae.models.precision import LIGHTNING, choose_precision
+
+    t = cfg.trainer
+    acc = _accelerator(cfg)
+    device = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(acc)
+    if t.precision not in ("auto", "bf16-mixed", "bf16-true"):
+        return cfg, {"requested": t.precision, "used": t.precision, "reason": "requested", "device": acc}
+    if device is None:  # an accelerator torch.device does not name (tpu, ...): no bf16 policy for it
+        used = "32" if t.precision == "auto" else t.precision
+        return dataclasses.replace(cfg, trainer=dataclasses.replace(t, precision=used)), {
+            "requested": t.precision, "used": used, "reason": f"accelerator {acc}", "device": acc}
+    choice = choose_precision("auto" if t.precision == "auto" else "bf16", device, what="training precision")
+    used = LIGHTNING[choice.precision] if t.precision == "auto" else t.precision
+    if t.bf16_weight_copies and used != "bf16-mixed":
+        raise ConfigError(
+            f"trainer.bf16_weight_copies=true needs bf16-mixed, but trainer.precision auto chose {used} "
+            f"({choice.reason}): set trainer.precision=bf16-mixed or trainer.bf16_weight_copies=false"
+        )
+    facts = {**choice.describe(), "requested": t.precision, "used": used}
+    return dataclasses.replace(cfg, trainer=dataclasses.replace(t, precision=used)), facts
+
+
 def compile_model(model: Any, cfg: FitConfig) -> None:
     """``trainer.compile``: ``torch.compile`` the encoder and decoder in place (state-dict keys unchanged).
 

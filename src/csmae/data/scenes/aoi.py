@@ -4,6 +4,11 @@ Only the patches whose footprint intersects the area are cut. Each scene's patch
 down to the rows and columns around the area (:func:`crop_grid`: same patch numbering, so ids are
 those of a whole-scene run), then patches in that box whose footprint misses the area are listed
 in ``skipped.csv`` as outside it. GeoJSON is RFC 7946: WGS 84 lon/lat, no ``crs`` member.
+
+Across the antimeridian: ``--bbox W S E N`` with W > E is the box from W east across +-180 deg to E
+(RFC 7946 5.2), e.g. ``--bbox 179.5 51.9 -179.5 52.1``; an ``--aoi`` polygon may be split at +-180 deg
+(a MultiPolygon, RFC 7946 3.1.9) or written with longitudes running past 180 (e.g. 179.5 .. 180.5):
+it is split there. Patch footprints across the line are split the same way, so they meet either side.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from csmae.errors import DataError
 
 
 def bbox_area(bbox: tuple[float, float, float, float] | list[float]) -> Any:
-    """``(W, S, E, N)`` in degrees -> a shapely box; errors for an inverted or out-of-range box."""
-    import shapely
+    """``(W, S, E, N)`` in degrees -> a shapely box (two boxes, split at +-180 deg, for W > E: a box
+    across the antimeridian); errors for an empty or out-of-range box."""
+    from csmae.geo.antimeridian import box_geometry
 
     w, s, e, n = (float(v) for v in bbox)
     if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
@@ -29,16 +35,18 @@ def bbox_area(bbox: tuple[float, float, float, float] | list[float]) -> Any:
                          "[-90, 90]")
     if s >= n:
         raise ValueError(f"--bbox {w:g} {s:g} {e:g} {n:g}: south must be below north")
-    if w >= e:
-        raise ValueError(f"--bbox {w:g} {s:g} {e:g} {n:g}: west must be left of east (a box across the "
-                         "antimeridian is not supported: give two runs, or an --aoi polygon on one side)")
-    return shapely.box(w, s, e, n)
+    if w == e:
+        raise ValueError(f"--bbox {w:g} {s:g} {e:g} {n:g}: west equals east (W > E is a box across the "
+                         "antimeridian, from W east to E)")
+    return box_geometry((w, s, e, n))
 
 
 def read_aoi(path: str | Path) -> Any:
     """The (multi)polygon of a GeoJSON file (geometry, Feature or FeatureCollection), lon/lat."""
     import shapely
     from shapely.geometry import shape
+
+    from csmae.geo.antimeridian import split_at_antimeridian
 
     p = Path(path)
     try:
@@ -65,10 +73,10 @@ def read_aoi(path: str | Path) -> Any:
         raise DataError("the GeoJSON holds no geometry", path=str(p))
     area = shapely.union_all(polys)
     west, south, east, north = area.bounds
-    if west < -180 or east > 180 or south < -90 or north > 90:
+    if west < -540 or east > 540 or east - west > 360 or south < -90 or north > 90:
         raise DataError(f"coordinates out of lon/lat range (bounds {area.bounds}): GeoJSON is WGS 84 lon/lat",
                         path=str(p))
-    return area
+    return split_at_antimeridian(area)  # longitudes past +-180 deg: cut there (RFC 7946 3.1.9)
 
 
 def crop_grid(grid: PatchGrid, area: Any) -> PatchGrid | None:
@@ -98,3 +106,15 @@ def crop_grid(grid: PatchGrid, area: Any) -> PatchGrid | None:
                      width=(c1 - c0) * grid.stride + grid.size, height=(r1 - r0) * grid.stride + grid.size,
                      stride=grid.stride, size=grid.size, row_offset=grid.row_offset + r0,
                      col_offset=grid.col_offset + c0, id_digits=digits)
+
+
+def patches_in(grid: PatchGrid, area: Any) -> Any:
+    """The ground of the patches of ``grid`` that intersect ``area`` (lon/lat): the union of their
+    footprints (split at +-180 deg where they cross it), the patches ``csmae tile`` cuts; empty if none."""
+    import shapely
+
+    parts = []
+    for r in range(grid.rows):
+        foot = shapely.from_wkb(grid.footprints(r))
+        parts.append(foot[shapely.intersects(area, foot)])
+    return shapely.union_all(np.concatenate(parts)) if parts else shapely.Polygon()

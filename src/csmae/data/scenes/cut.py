@@ -18,6 +18,7 @@ import numpy as np
 
 from csmae.data.scenes.grid import PatchGrid
 from csmae.data.scenes.job import SceneJob
+from csmae.data.scenes.overlap import valid_totals
 from csmae.data.scenes.rasters import Datasets, iso
 from csmae.data.scenes.readers import SCENE_READERS, by_priority, reader_of
 
@@ -31,6 +32,7 @@ class Strip:
     entries: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    valid: list[int] = field(default_factory=list)  # per entry: valid pixels summed over the sensors
 
 
 def _window_sums(mask: np.ndarray, grid: PatchGrid) -> np.ndarray:
@@ -50,6 +52,7 @@ def cut_strip(job: SceneJob, r: int, dss: Datasets) -> Strip:
     ok = np.ones(g.cols, dtype=bool)
     reasons: list[list[str]] = [[] for _ in range(g.cols)]
     pixels: dict[str, Any] = {}
+    valid_counts: dict[str, np.ndarray] = {}
     for sensor in job.scenes:  # the patch-grid sensor first, then the others
         reader = reader_of(sensor)
         got = reader.read_strip(job, sensor, r, dss, sec)
@@ -58,6 +61,7 @@ def cut_strip(job: SceneJob, r: int, dss: Datasets) -> Strip:
             flagged = _window_sums(flags & valid, g)
             valid &= ~flags
         counts = _window_sums(valid, g)
+        valid_counts[sensor] = counts
         for c in np.flatnonzero(counts < need):
             ok[c] = False
             why = f"{reader.label} valid pixels {counts[c] / area:.1%} < --min-valid {job.min_valid:.0%}"
@@ -86,6 +90,7 @@ def cut_strip(job: SceneJob, r: int, dss: Datasets) -> Strip:
     sec["build"] = sec.get("build", 0.0) + time.perf_counter() - t0 - sec.get("_up", 0.0)
     sec.pop("_up", None)
     meta = _scene_meta(job)
+    st.valid = valid_totals(valid_counts, keep)  # ranks overlapping scenes' patches (:mod:`.overlap`)
     for cc in keep.tolist():
         row = job.row_base + r * g.cols + cc
         st.rows.append(row)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -197,3 +197,154 @@ def synthetic_scene(rows: int, cols: int, seed: int = 0) -> tuple[dict[str, np.n
         s1p.append({"VV": s1[0], "VH": s1[1]})
     s1m = mosaic(s1p, cols)
     return mosaic(s2p, cols), np.stack([s1m["VV"], s1m["VH"]])
+
+
+def zip_product(folder: Path, dest: Path, *, remove: bool = False) -> Path:
+    """``X.SAFE`` -> ``dest`` (``X.SAFE.zip``) with members ``X.SAFE/...``, deflated, as the Copernicus
+    Data Space delivers products; ``remove``: delete the folder afterwards."""
+    import shutil
+    import zipfile
+
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, f"{folder.name}/{p.relative_to(folder).as_posix()}")
+    if remove:
+        shutil.rmtree(folder)
+    return dest
+
+
+#: a GRD measurement's DN from calibrated backscatter: sigma0 (linear) at (pol, rows, cols) broadcast arrays
+SigmaField = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+
+
+def write_grd_product(out: Path, xml_safe: Path, sigma: SigmaField, *, region: tuple[int, int, int, int],
+                      full: bool = False, zero_edge: int = 0) -> Path:
+    """A raw GRD product folder on a real product's metadata, with DN written from a known backscatter.
+
+    ``xml_safe`` is a ``.SAFE`` folder holding a real product's manifest, annotation, calibration and
+    noise XMLs (``../shared/data/s1-grd``: no measurement pixels). It is copied under ``out`` and the
+    measurement TIFFs are written full size (sparse, tiled: only ``region`` = ``(l0, l1, p0, p1)`` holds
+    data; ``full``: every line, in strips), uint16, carrying the geolocation grid as TIFF GCPs as a GRD
+    measurement file does, with ``DN = round(sqrt(sigma0 * A^2 + eta))`` from the real sigmaNought LUT
+    ``A`` and thermal noise ``eta`` (so calibration and noise removal give ``sigma`` back); the first
+    ``zero_edge`` columns are DN 0 (the IPF's border-noise removal). The manifest records each
+    measurement's MD5, as the product's own does. Returns the product folder.
+    """
+    import warnings
+
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.windows import Window
+
+    from csmae.data.scenes.grd_geocode import GcpGrid
+    from csmae.data.scenes.grd_radiometry import interp_table, noise_power
+    from csmae.data.scenes.grd_safe import open_grd
+    from csmae.data.scenes.grd_tables import read_annotation, read_calibration, read_noise
+
+    safe = copy_grd_xmls(xml_safe, out)
+    product = open_grd(safe)
+    for pol in ("VV", "VH"):
+        ann = read_annotation(product, pol)
+        lut, noise = read_calibration(product, pol, "sigma0"), read_noise(product, pol)
+        path = safe / product.files[pol].measurement
+        path.parent.mkdir(parents=True, exist_ok=True)
+        profile: dict[str, Any] = dict(driver="GTiff", width=ann.samples, height=ann.lines, count=1,
+                                       dtype="uint16", tiled=not full, SPARSE_OK=not full, nodata=None)
+        if not full:
+            profile.update(blockxsize=256, blockysize=256)
+        l0, l1, p0, p1 = (0, ann.lines, 0, ann.samples) if full else region
+        with warnings.catch_warnings(), rasterio.open(path, "w", **profile) as dst:
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # GCPs, no transform
+            dst.gcps = (GcpGrid(ann.gcps).gcps(centre=False), CRS.from_epsg(4326))
+            for y in range(l0, l1, 512):
+                y1 = min(y + 512, l1)
+                rows, cols = np.arange(y, y1), np.arange(p0, p1)
+                a = interp_table(lut, rows, cols).astype(np.float64)
+                eta = noise_power(noise, rows, cols).astype(np.float64)
+                dn = np.rint(np.sqrt(sigma(pol, rows[:, None], cols[None, :]) * a * a + eta))
+                dn = np.clip(dn, 1, 65535).astype(np.uint16)
+                dn[:, : max(0, zero_edge - p0)] = 0
+                dst.write(dn, 1, window=Window(p0, y, p1 - p0, y1 - y))
+        sign_member(safe, product.files[pol].measurement)
+    return safe
+
+
+def copy_grd_xmls(xml_safe: Path, out: Path) -> Path:
+    """A writable copy of a product's XMLs under ``out``, with empty measurement placeholders."""
+    import shutil
+
+    safe = out / xml_safe.name
+    shutil.copytree(xml_safe, safe)
+    for p in [safe, *safe.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    (safe / "measurement").mkdir(exist_ok=True)
+    for ann in sorted((safe / "annotation").glob("s1*-grd-*.xml")):
+        (safe / "measurement" / f"{ann.stem}.tiff").touch()
+    return safe
+
+
+def sign_member(safe: Path, rel: str) -> None:
+    """Record a member's MD5 and size in the product's manifest.safe (as a product written with these
+    bytes carries them), so the product-checksum check sees a consistent product."""
+    import hashlib
+    import re
+
+    data = (safe / rel).read_bytes()
+    manifest = safe / "manifest.safe"
+    text = manifest.read_text()
+    href = re.escape(f'href="./{rel}"')
+    pattern = re.compile(rf'(size=")\d+(">\s*<fileLocation[^>]*{href}/>\s*<checksum checksumName="MD5">)'
+                         r"[0-9a-f]+(</checksum>)")
+    text, n = pattern.subn(lambda m: f"{m.group(1)}{len(data)}{m.group(2)}{hashlib.md5(data).hexdigest()}"
+                          f"{m.group(3)}", text)
+    if n == 1:
+        manifest.write_text(text)
+
+
+def grd_annotation(xml_safe: Path) -> Any:
+    """The VV annotation (:class:`csmae.data.scenes.grd_tables.Annotation`) of a product's XMLs."""
+    import tempfile
+
+    from csmae.data.scenes.grd_safe import open_grd
+    from csmae.data.scenes.grd_tables import read_annotation
+
+    with tempfile.TemporaryDirectory() as tmp:  # the XMLs with measurement placeholders: a product
+        return read_annotation(open_grd(copy_grd_xmls(xml_safe, Path(tmp))), "VV")
+
+
+def grd_sigma_from_map(xml_safe: Path, field: np.ndarray, *, crs: Any, transform: Any, pad: int = 48
+                       ) -> tuple[SigmaField, tuple[int, int, int, int]]:
+    """A backscatter field on a map grid as seen in a real product's radar geometry.
+
+    ``field``: (2, H, W) linear VV, VH on the grid ``crs`` / ``transform``. Every radar pixel of the
+    window that covers the grid (``pad`` pixels around it) is taken to lon/lat by the product's
+    geolocation grid (GDAL's thin-plate spline, the transformer of ellipsoid geocoding) and samples
+    the field there (bilinear; the nearest edge value outside it). Returns the sigma function for
+    :func:`write_grd_product` and the window ``(l0, l1, p0, p1)``.
+    """
+    from pyproj import Transformer
+    from rasterio.transform import GCPTransformer
+    from scipy.ndimage import map_coordinates
+
+    from csmae.data.scenes.grd_geocode import GcpGrid, radar_window
+
+    ann = grd_annotation(xml_safe)
+    grid = GcpGrid(ann.gcps)
+    h, w = field.shape[1:]
+    win = radar_window(grid, crs, transform, w, h, lines=ann.lines, samples=ann.samples, pad=pad)
+    if win is None:
+        raise ValueError("the map grid is outside the product")
+    l0, l1, p0, p1 = win
+    rows, cols = np.meshgrid(np.arange(l0, l1) + 0.5, np.arange(p0, p1) + 0.5, indexing="ij")
+    lon, lat = GCPTransformer(grid.gcps(), tps=True).xy(rows.ravel(), cols.ravel(), offset="ul")
+    x, y = Transformer.from_crs("EPSG:4326", crs.to_wkt(), always_xy=True).transform(lon, lat)
+    fr = (np.asarray(y) - transform.f) / transform.e - 0.5
+    fc = (np.asarray(x) - transform.c) / transform.a - 0.5
+    sampled = {pol: map_coordinates(field[k].astype(np.float64), [fr, fc], order=1, mode="nearest")
+               .reshape(rows.shape) for k, pol in enumerate(("VV", "VH"))}
+
+    def sigma(pol: str, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return sampled[pol][np.clip(r - l0, 0, l1 - l0 - 1), np.clip(c - p0, 0, p1 - p0 - 1)]
+
+    return sigma, (l0, l1, p0, p1)

@@ -21,6 +21,14 @@ CPU than warping the data with the spline per pixel, and the same sampler serves
 whose coordinates come from the orbit instead (:mod:`csmae.data.scenes.grd_dem`).
 :func:`geocode_window` is the plain GDAL warp of a window (the reference in the tests).
 
+Across the antimeridian: a product whose geolocation grid crosses +-180 deg has GCP longitudes that
+jump from 179.x to -179.x, over which neither the spline nor the polynomial can be fitted. Its grid
+is made continuous first (:meth:`GcpGrid.continuous`: longitudes in [0, 360), where a product
+narrower than 180 deg cannot jump), and handed to GDAL in the geographic CRS
+``+proj=longlat +datum=WGS84 +lon_wrap=180`` (:data:`LON_WRAP_180`): PROJ takes the target's
+positions to longitudes in [0, 360) in that CRS, so the transformer sees one continuous field on
+both sides of the line. Products that do not cross keep EPSG:4326 and their longitudes as written.
+
 Windows: only a window ``[l0, l1) x [p0, p1)`` of the radar image is warped at a time; its GCPs are
 shifted by the window's origin, which leaves both transformers unchanged (the spline's kernel
 depends on distances only, and the affine / polynomial terms absorb the shift; checked against
@@ -36,6 +44,8 @@ from typing import Any
 import numpy as np
 
 GEOCODINGS = ("tps", "poly3")
+#: the GCPs' CRS of a product across the antimeridian: WGS 84 lon/lat with longitudes in [0, 360)
+LON_WRAP_180 = "+proj=longlat +datum=WGS84 +lon_wrap=180 +no_defs"
 
 
 @dataclass(frozen=True)
@@ -57,20 +67,56 @@ class GcpGrid:
                                    y=float(r[2]), z=float(r[4]), id=str(i))
                 for i, r in enumerate(self.points)]
 
+    @property
+    def crosses_antimeridian(self) -> bool:
+        """Whether the grid's longitudes jump across +-180 deg (a swath is far narrower than 180 deg)."""
+        lon = self.points[:, 3]
+        return bool(lon.max() - lon.min() > 180.0)
+
+    def continuous(self) -> GcpGrid:
+        """This grid with continuous longitudes: in [0, 360) where it crosses the antimeridian (then
+        past 180 east of the line), else itself unchanged."""
+        if not self.crosses_antimeridian:
+            return self
+        pts = self.points.copy()
+        pts[:, 3] = np.mod(pts[:, 3], 360.0)
+        return GcpGrid(pts)
+
+    def lonlat_crs(self) -> Any:
+        """The CRS of the GCPs' (lon, lat): EPSG:4326, or :data:`LON_WRAP_180` where the longitudes
+        pass 180 (a :meth:`continuous` grid across the antimeridian)."""
+        from rasterio.crs import CRS
+
+        if self.points[:, 3].max() > 180.0:
+            return CRS.from_proj4(LON_WRAP_180)
+        return CRS.from_epsg(4326)
+
+    def wrap_lon(self, lon: np.ndarray) -> np.ndarray:
+        """Longitudes in [-180, 180] (as pyproj gives them) in this grid's range: into [0, 360) where the
+        grid's pass 180 (a :meth:`continuous` grid across the antimeridian), else unchanged."""
+        if self.points[:, 3].max() > 180.0:
+            return np.mod(np.asarray(lon, dtype=np.float64), 360.0)
+        return lon
+
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
         return (float(self.points[:, 3].min()), float(self.points[:, 2].min()),
                 float(self.points[:, 3].max()), float(self.points[:, 2].max()))
 
     def outline(self) -> Any:
-        """The grid's outer ring as a shapely polygon (lon, lat): the product's footprint."""
+        """The grid's outer ring as a shapely polygon (lon, lat): the product's footprint (split at
+        +-180 deg into a MultiPolygon where it crosses the antimeridian)."""
         import shapely
+
+        from csmae.geo.antimeridian import split_at_antimeridian, unwrap_lon
 
         lines = np.unique(self.points[:, 0])
         pixels = np.unique(self.points[:, 1])
         by = {(r[0], r[1]): (r[3], r[2]) for r in self.points}
         ring = [by[(lines[0], p)] for p in pixels] + [by[(ln, pixels[-1])] for ln in lines[1:]] + \
             [by[(lines[-1], p)] for p in pixels[::-1][1:]] + [by[(ln, pixels[0])] for ln in lines[::-1][1:]]
-        return shapely.Polygon(ring).buffer(0)
+        lonlat = np.asarray(ring, dtype=np.float64)
+        lonlat[:, 0] = unwrap_lon(lonlat[:, 0])  # continuous across +-180 deg, then split there
+        return split_at_antimeridian(shapely.Polygon(lonlat).buffer(0))
 
 
 def warp_options(method: str) -> dict[str, Any]:
@@ -114,8 +160,9 @@ def radar_window(grid: GcpGrid, dst_crs: Any, dst_transform: Any, width: int, he
     xs = dst_transform.c + dst_transform.a * gx + dst_transform.b * gy
     ys = dst_transform.f + dst_transform.d * gx + dst_transform.e * gy
     lon, lat = _to_lonlat(dst_crs.to_wkt()).transform(xs.ravel(), ys.ravel())
+    grid = grid.continuous()  # across the antimeridian: GCPs and target in one continuous lon range
     inv = _inverse(np.ascontiguousarray(grid.points).tobytes(), grid.points.shape)
-    rows, cols = inv.rowcol(np.asarray(lon), np.asarray(lat), op=lambda v: v)
+    rows, cols = inv.rowcol(grid.wrap_lon(np.asarray(lon)), np.asarray(lat), op=lambda v: v)
     rows, cols = np.asarray(rows, dtype=np.float64), np.asarray(cols, dtype=np.float64)
     ok = np.isfinite(rows) & np.isfinite(cols)
     if not ok.any():
@@ -139,7 +186,6 @@ def geocode_window(src: np.ndarray, l0: int, p0: int, grid: GcpGrid, *, method: 
     Returns (bands, *dst_shape) float32, NaN where the target is outside the window or its
     resampling stencil touches nodata (GDAL's bilinear kernel propagates NaN).
     """
-    from rasterio.crs import CRS
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
@@ -147,7 +193,8 @@ def geocode_window(src: np.ndarray, l0: int, p0: int, grid: GcpGrid, *, method: 
     if src.ndim == 2:
         src = src[None]
     out = np.full((src.shape[0], *dst_shape), np.nan, dtype=np.float32)
-    reproject(src, out, gcps=grid.gcps(l0, p0), src_crs=CRS.from_epsg(4326), dst_transform=dst_transform,
+    grid = grid.continuous()  # across the antimeridian: longitudes in [0, 360), CRS LON_WRAP_180
+    reproject(src, out, gcps=grid.gcps(l0, p0), src_crs=grid.lonlat_crs(), dst_transform=dst_transform,
               dst_crs=dst_crs, resampling=getattr(Resampling, resampling), init_dest_nodata=False,
               **warp_options(method))
     return out
@@ -175,7 +222,7 @@ def radar_coords(grid: GcpGrid, *, method: str, dst_crs: Any, dst_transform: Any
         return out
     l0, l1, p0, p1 = win
     hc, wc = (h - 1) // step + 2, (w - 1) // step + 2
-    coarse_t = dst_transform * Affine.translation(0.5 - step / 2, 0.5 - step / 2) * Affine.scale(step)
+    coarse_t = dst_transform @ Affine.translation(0.5 - step / 2, 0.5 - step / 2) @ Affine.scale(step)
     ln = np.arange(l0, l1, dtype=np.float32)
     px = np.arange(p0, p1, dtype=np.float32)
     coords = np.empty((2, l1 - l0, p1 - p0), dtype=np.float32)

@@ -3,9 +3,10 @@
 The S1 entry of the reader table (:class:`csmae.data.scenes.s1_reader.S1Reader`) hands GRD
 products to this reader and keeps terrain-corrected files (RTC COGs, BigEarthNet-style GeoTIFFs)
 for itself; a job may hold both kinds. A GRD source's ``grid`` is a lon/lat box around the
-geolocation grid (for the S1-only patch grid); overlap with a patch grid is decided on the grid's
-real footprint. Pixels: :meth:`csmae.data.scenes.grd_scene.GrdScene.warp` (calibration, thermal
-noise, border noise, geocoding by the GCPs or, with ``--dem``, by the orbit and the DEM).
+geolocation grid (for the S1-only patch grid; across the antimeridian its longitudes run on past
+180 deg, one continuous box); overlap with a patch grid is decided on the grid's real footprint
+(split at +-180 deg). Pixels: :meth:`csmae.data.scenes.grd_scene.GrdScene.warp` (calibration,
+thermal noise, border noise, geocoding by the GCPs or, with ``--dem``, by the orbit and the DEM).
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def check_grd(scene: GrdScene) -> SceneSource:
     finally:
         for ds in opened.values():
             ds.close()
-    w, s, e, n = scene.footprint().bounds
+    from csmae.geo.antimeridian import unwrap
+
+    # across the antimeridian the box is continuous: lon from the west edge past 180 (not -180..180)
+    w, s, e, n = unwrap(scene.footprint()).bounds
     res = 1e-4  # ~10 m: only the box matters
     width, height = int(np.ceil((e - w) / res)), int(np.ceil((n - s) / res))
     grid = GridInfo(crs=CRS.from_epsg(4326), transform=Affine(res, 0, w, 0, -res, n), width=width,

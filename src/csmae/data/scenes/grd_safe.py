@@ -44,7 +44,9 @@ class PolFiles:
 class GrdProduct:
     """One GRD product: where it is, what it is, and its members per polarisation.
 
-    ``gdal_root`` is the product root as GDAL opens it (a folder, or ``/vsizip/x.zip/X.SAFE``).
+    ``gdal_root`` is the product root as GDAL opens it (a folder, or ``/vsizip/x.zip/X.SAFE``). A
+    product from a STAC item (:func:`csmae.data.scenes.stac.grd_product_of_item`) has absolute member
+    paths: ``Path(source) / member`` is the member itself.
     """
 
     name: str  # product name without .SAFE / .zip
@@ -60,6 +62,17 @@ class GrdProduct:
     files: dict[str, PolFiles]
     start: datetime | None
     stop: datetime | None
+    #: a STAC item's product: the item JSON is ``source``, members are the assets' absolute paths and
+    #: this is its ``safe-manifest`` asset (None when the item has none)
+    item_manifest: str | None = None
+    from_stac: bool = False
+
+    @property
+    def safe_folder(self) -> str | None:
+        """The folder sarsen opens as the SAFE (the product folder; a STAC item's manifest folder)."""
+        if self.from_stac:
+            return str(Path(self.item_manifest).parent) if self.item_manifest else None
+        return None if self.zip_path is not None else self.source
 
     @property
     def ipf(self) -> tuple[int, ...]:
@@ -222,23 +235,8 @@ def open_grd(path: str | Path) -> GrdProduct:
         mode = m.group(2).upper()
     resolution = m.group(4).upper().strip("_") if m else ""
     mission = (m.group(1).upper() if m else "") or "S1" + (find_text(manifest, "number") or "")
-    if ptype != "GRD":
-        raise DataError(f"a {ptype or 'non-GRD'} product: only GRD (ground-range detected) products are "
-                        "supported (an SLC needs debursting and multilooking first, e.g. SNAP TOPS Deburst "
-                        "+ Multilook, or download the GRD)", path=src)
-    if mode != "IW":
-        raise DataError(f"an {mode or '?'} mode product: only IW (Interferometric Wide swath) GRD is "
-                        "supported (BigEarthNet-S1 and the csmae S1 sensor are IW VV/VH)", path=src)
-    missing = [q for q in GRD_POLS if q not in pols]
-    if missing:
-        raise DataError(f"the product has polarisations {'/'.join(pols) or 'none'}: VV and VH are both "
-                        f"needed (HH/HV products are not supported; missing {', '.join(missing)})",
-                        path=src)
-    ipf = ""
-    for el in find_all(manifest, "software"):
-        if "IPF" in (el.get("name") or "").upper() and el.get("version"):
-            ipf = el.get("version") or ""
-            break
+    check_kind(ptype, mode, pols, src)
+    ipf = ipf_version(manifest)
     files = _members(manifest, where)
     out: dict[str, PolFiles] = {}
     for q in GRD_POLS:
@@ -261,6 +259,39 @@ def open_grd(path: str | Path) -> GrdProduct:
     return GrdProduct(name=name, source=src, zip_path=zip_path, inner_root=inner, mission=mission, mode=mode,
                       product_type=ptype, resolution=resolution, ipf_version=ipf, polarisations=pols,
                       files=out, start=start, stop=stop)
+
+
+def check_kind(ptype: str, mode: str, pols: tuple[str, ...], src: str) -> None:
+    """Refuse what is not an IW GRD product with VV and VH, naming ``src``."""
+    if ptype != "GRD":
+        raise DataError(f"a {ptype or 'non-GRD'} product: only GRD (ground-range detected) products are "
+                        "supported (an SLC needs debursting and multilooking first, e.g. SNAP TOPS Deburst "
+                        "+ Multilook, or download the GRD)", path=src)
+    if mode != "IW":
+        raise DataError(f"an {mode or '?'} mode product: only IW (Interferometric Wide swath) GRD is "
+                        "supported (BigEarthNet-S1 and the csmae S1 sensor are IW VV/VH)", path=src)
+    missing = [q for q in GRD_POLS if q not in pols]
+    if missing:
+        raise DataError(f"the product has polarisations {'/'.join(pols) or 'none'}: VV and VH are both "
+                        f"needed (HH/HV products are not supported; missing {', '.join(missing)})",
+                        path=src)
+
+
+def ipf_version(manifest: Any) -> str:
+    """The IPF version a manifest.safe names ("" when it names none)."""
+    for el in find_all(manifest, "software"):
+        if "IPF" in (el.get("name") or "").upper() and el.get("version"):
+            return el.get("version") or ""
+    return ""
+
+
+def name_parts(name: str) -> dict[str, str]:
+    """Mission, mode, product type and resolution from a product name (empty strings when it is not one)."""
+    m = _NAME.match(name)
+    if m is None:
+        return {"mission": "", "mode": "", "product_type": "", "resolution": ""}
+    return {"mission": m.group(1).upper(), "mode": m.group(2).upper(), "product_type": m.group(3).upper(),
+            "resolution": m.group(4).upper().strip("_")}
 
 
 def _members(manifest: Any, where: str) -> dict[str, dict[str, str]]:

@@ -1,11 +1,14 @@
 """A raw Sentinel-1 GRD product as a scene: calibrated, noise-removed, geocoded onto any target grid.
 
-:func:`open_grd_scene` checks the product and parses its tables once (no pixel read).
+:func:`open_grd_scene` checks the product and parses its tables once (no pixel read);
+:func:`scene_of_product` does the same for a product made of a STAC item's assets.
 :meth:`GrdScene.warp` fills a target grid (the patch strip of the tiler) with VV and VH linear
 backscatter: the target is cut into segments of ``SEGMENT`` columns; for each, the radar window
 that covers it is found through the geolocation grid, its DN are read (GDAL, ``/vsizip/`` for a
 zipped product), calibrated and noise-removed (:mod:`csmae.data.scenes.grd_radiometry`) and warped
-(:mod:`csmae.data.scenes.grd_geocode`). Memory is bounded by one segment's radar window (a few MB).
+(:mod:`csmae.data.scenes.grd_geocode`). Memory is bounded by one segment's radar window (a few MB);
+with a DEM, the radar coordinates of the whole strip are solved first (:mod:`.grd_dem`: 2 x 4 bytes
+per target pixel, 10 MB for a 120 x 10,980 strip) and each segment takes its columns.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from csmae.data.scenes.grd_dem import DemGeometry, check_dem
+from csmae.data.scenes.grd_dem import DemGeometry, check_covers, check_dem
 from csmae.data.scenes.grd_geocode import (
     GEOCODINGS,
     GcpGrid,
@@ -109,6 +112,11 @@ class GrdScene:
                           + ("thin-plate spline" if self.geocoding == "tps" else "3rd-order polynomial"),
                 "gcps": int(len(self.grid.points)), "expected_terrain_error": terrain_error_m(self.grid)}
 
+    def check_dem_covers(self, area_lonlat: Any, what: str) -> None:
+        """With ``--dem``: DataError naming the DEM when it does not cover ``area_lonlat`` of this product."""
+        if self.dem is not None and self.dem_info is not None:
+            check_covers(self.dem_info, self.footprint().intersection(area_lonlat), what)
+
     def check_measurements(self, open_dataset: Callable[[str], Any]) -> None:
         """Open both measurement files and check their size against the annotation."""
         for pol in GRD_POLS:
@@ -152,11 +160,17 @@ class GrdScene:
         h, w = shape
         out = np.full((2, h, w), np.nan, dtype=np.float32)
         trim = bool(self.product.ipf) and self.product.ipf < IPF_BORDER_REMOVED
+        strip = None
+        if self.dem is not None:  # the DEM geometry is solved once per strip (its lattice spans it)
+            t0 = time.perf_counter()
+            strip = self.dem.coords(dst_crs=dst_crs, dst_transform=dst_transform, shape=shape)
+            sec["geocode"] = sec.get("geocode", 0.0) + time.perf_counter() - t0
         for x0 in range(0, w, SEGMENT):
             x1 = min(w, x0 + SEGMENT)
-            seg_t = dst_transform * Affine.translation(x0, 0)
+            seg_t = dst_transform @ Affine.translation(x0, 0)
             t0 = time.perf_counter()
-            coords = self.coords(dst_crs=dst_crs, dst_transform=seg_t, shape=(h, x1 - x0))
+            coords = strip[:, :, x0:x1] if strip is not None else \
+                self.coords(dst_crs=dst_crs, dst_transform=seg_t, shape=(h, x1 - x0))
             win = coords_window(coords, lines=self.lines, samples=self.samples)
             sec["geocode"] = sec.get("geocode", 0.0) + time.perf_counter() - t0
             if win is None:
@@ -189,6 +203,13 @@ def _version(dist: str) -> str:
         return "?"
 
 
+def _check_options(calibration: str, geocoding: str) -> None:
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"--s1-calibration must be one of {CALIBRATIONS}, got {calibration!r}")
+    if geocoding not in GEOCODINGS:
+        raise ValueError(f"geocoding must be one of {GEOCODINGS}, got {geocoding!r}")
+
+
 def open_grd_scene(path: str, *, calibration: str = "sigma0", geocoding: str = "tps",
                    thermal_noise: bool = True, dem: str | None = None) -> GrdScene:
     """Check a GRD product (folder or zip) and read its tables; no pixel is read.
@@ -198,13 +219,17 @@ def open_grd_scene(path: str, *, calibration: str = "sigma0", geocoding: str = "
         calibration: ``sigma0`` (default), ``gamma0`` or ``beta0``.
         geocoding: ``tps`` (thin-plate spline, default) or ``poly3`` (3rd-order polynomial).
         thermal_noise: remove thermal noise (default; off only to compare).
-        dem: a DEM GeoTIFF/COG: terrain-correct through sarsen (the product must be a folder).
+        dem: a DEM GeoTIFF/COG: terrain-correct through sarsen (folder or zip).
     """
-    if calibration not in CALIBRATIONS:
-        raise ValueError(f"--s1-calibration must be one of {CALIBRATIONS}, got {calibration!r}")
-    if geocoding not in GEOCODINGS:
-        raise ValueError(f"geocoding must be one of {GEOCODINGS}, got {geocoding!r}")
-    product = open_grd(path)
+    _check_options(calibration, geocoding)
+    return scene_of_product(open_grd(path), calibration=calibration, geocoding=geocoding,
+                            thermal_noise=thermal_noise, dem=dem)
+
+
+def scene_of_product(product: GrdProduct, *, calibration: str = "sigma0", geocoding: str = "tps",
+                     thermal_noise: bool = True, dem: str | None = None) -> GrdScene:
+    """A checked :class:`GrdProduct` (a SAFE, a zip or a STAC item's assets) with its tables read."""
+    _check_options(calibration, geocoding)
     ann = {p: read_annotation(product, p) for p in GRD_POLS}
     if (ann["VV"].samples, ann["VV"].lines) != (ann["VH"].samples, ann["VH"].lines):
         raise DataError(f"VV is {ann['VV'].samples}x{ann['VV'].lines} and VH {ann['VH'].samples}x"
@@ -216,11 +241,15 @@ def open_grd_scene(path: str, *, calibration: str = "sigma0", geocoding: str = "
     grid = GcpGrid(ann["VV"].gcps)
     geometry = info = None
     if dem is not None:
+        info, geoid = check_dem(dem, grid.outline())
         if product.zip_path is not None:
-            raise DataError("--dem needs the product as a .SAFE folder (sarsen opens the SAFE itself): unzip "
-                            "it, or leave --dem out for ellipsoid geocoding", path=product.source)
-        info = check_dem(dem, grid.outline())
-        geometry = DemGeometry(dem_path=dem, product_path=product.source)
+            geometry = DemGeometry(dem_path=dem, product_path=product.zip_path, zip_inner=product.inner_root,
+                                   geoid=geoid)
+        elif product.safe_folder is not None:
+            geometry = DemGeometry(dem_path=dem, product_path=product.safe_folder, geoid=geoid)
+        else:
+            raise DataError("--dem needs the product's manifest.safe (sarsen opens the product through it): "
+                            "this STAC item has no 'safe-manifest' asset", path=product.source)
     return GrdScene(product=product, annotation=ann, luts=luts, noise=noise, grid=grid,
                     calibration=calibration, geocoding=geocoding, steps=steps,
                     measurement={p: product.gdal_path(product.files[p].measurement) for p in GRD_POLS},

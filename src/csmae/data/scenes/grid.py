@@ -65,8 +65,11 @@ class PatchGrid:
         return f"{scene}_r{r + self.row_offset:0{d}d}_c{c + self.col_offset:0{d}d}"
 
     def footprints(self, r: int) -> list[bytes]:
-        """WKB polygons (EPSG:4326, lon/lat, counter-clockwise) of the patches of row ``r``."""
+        """WKB polygons (EPSG:4326, lon/lat, counter-clockwise) of the patches of row ``r``; a patch
+        across the antimeridian is a MultiPolygon split at +-180 deg (:mod:`csmae.geo.antimeridian`)."""
         import shapely
+
+        from csmae.geo.antimeridian import lonlat_polygons
 
         t = self.transform
         cols = np.arange(self.cols)
@@ -81,7 +84,7 @@ class PatchGrid:
         tr = _to_lonlat(self.crs.to_wkt())
         lon, lat = tr.transform(xs.ravel(), ys.ravel())
         ring = np.stack([np.asarray(lon), np.asarray(lat)], axis=1).reshape(len(cols), 5, 2)
-        polys = shapely.polygons(ring)
+        polys = lonlat_polygons(ring)
         return [bytes(b) for b in shapely.to_wkb(polys)]
 
     def crs_string(self) -> str:
@@ -111,28 +114,30 @@ def grid_from_s2(g10: GridInfo, stride: int) -> PatchGrid:
 
 
 def grid_from_s1(g: GridInfo, stride: int) -> PatchGrid:
-    """The S1 scene's own grid if it is a north-up 10 m projected grid; else a 10 m UTM grid over it."""
+    """The place grid over an S1 scene (S1 alone defines the patches): 10 m pixels in the UTM zone of
+    the scene's centre by the place-key rule (:func:`csmae.geo.place.utm_epsg`: the plain 6-degree
+    zone, north if the centre's latitude is >= 0), the grid's corners at multiples of 1200 m around
+    the scene's extent. At the default stride each patch is exactly one place cell: patch (r, c) of a
+    grid with its north-west corner at (x0, y0) is place ``ZZH-{x0 // 1200 + c}-{y0 // 1200 - 1 - r}``
+    (its key, ``place_of`` of its footprint, is that cell where the zone is the scene's own)."""
     if stride < 1:
         raise ValueError(f"--stride must be positive, got {stride}")
-    t = g.transform
-    if g.crs.is_projected and abs(abs(t.a) - PATCH_RES) < 1e-6 and abs(abs(t.e) - PATCH_RES) < 1e-6 \
-            and t.a > 0 and t.e < 0:
-        return PatchGrid(crs=g.crs, transform=t, width=g.width, height=g.height, stride=stride)
     from affine import Affine
-    from pyproj.aoi import AreaOfInterest
-    from pyproj.database import query_utm_crs_info
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
 
+    from csmae.geo.place import PLACE_CELL_M, utm_epsg
+
     w, s, e, n = transform_bounds(g.crs, "EPSG:4326", *g.bounds(), densify_pts=21)
-    found = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(
-        (w + e) / 2, (s + n) / 2, (w + e) / 2, (s + n) / 2))
-    if not found:
-        raise DataError("no UTM zone for the S1 scene's centre", path=g.path)
-    utm = CRS.from_epsg(int(found[0].code))
+    if not all(np.isfinite(v) for v in (w, s, e, n)):
+        raise DataError("the S1 scene's extent has no lon/lat position (check its CRS)", path=g.path)
+    lon = (w + (e if e >= w else e + 360.0)) / 2  # a box across the antimeridian has e < w
+    utm = CRS.from_epsg(utm_epsg(lon if lon < 180 else lon - 360, (s + n) / 2))
     left, bottom, right, top = transform_bounds(g.crs, utm, *g.bounds(), densify_pts=21)
-    left, top = np.floor(left / PATCH_RES) * PATCH_RES, np.ceil(top / PATCH_RES) * PATCH_RES
-    width = int(np.ceil((right - left) / PATCH_RES))
-    height = int(np.ceil((top - bottom) / PATCH_RES))
-    return PatchGrid(crs=utm, transform=Affine(PATCH_RES, 0, left, 0, -PATCH_RES, top), width=width,
-                     height=height, stride=stride)
+    cell, eps = PLACE_CELL_M, 1e-6  # eps: float noise of a reprojected corner never adds a cell
+    left, bottom = np.floor(left / cell + eps) * cell, np.floor(bottom / cell + eps) * cell
+    right, top = np.ceil(right / cell - eps) * cell, np.ceil(top / cell - eps) * cell
+    width = int(round((right - left) / PATCH_RES))
+    height = int(round((top - bottom) / PATCH_RES))
+    return PatchGrid(crs=utm, transform=Affine(PATCH_RES, 0, float(left), 0, -PATCH_RES, float(top)),
+                     width=width, height=height, stride=stride)

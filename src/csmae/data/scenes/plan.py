@@ -1,7 +1,8 @@
 """From the paths the user gave to the list of scene jobs: find scenes, check grids, pair the sensors.
 
 The present sensor with the highest ``scene_grid_priority`` (S2 when given) defines the jobs: one
-per scene, on that scene's patch grid. Every scene of the other sensors that overlaps it is warped
+per scene, on that scene's patch grid, in scene-name order (not the order of the arguments). Every
+scene of the other sensors that overlaps it is warped
 onto that grid, nearest in time first. The sensors themselves are looked up in :mod:`.readers`.
 """
 
@@ -40,15 +41,16 @@ class Plan:
 
 
 def _footprint_in(g: PatchGrid | GridInfo, crs: Any) -> Any:
-    import shapely
     from rasterio.warp import transform_bounds
+
+    from csmae.geo.antimeridian import box_geometry  # W > E (across +-180 deg): two boxes
 
     if isinstance(g, PatchGrid):
         t = g.transform
         b = (t.c, t.f + t.e * g.height, t.c + t.a * g.width, t.f)
     else:
         b = g.bounds()
-    return shapely.box(*transform_bounds(g.crs, crs, *b, densify_pts=21))
+    return box_geometry(transform_bounds(g.crs, crs, *b, densify_pts=21))
 
 
 def _lonlat(poly: Any) -> tuple[float, ...]:
@@ -107,7 +109,8 @@ def plan_tiling(
     plan = Plan(jobs=[], sensors=sensors, groups=groups)
     base = 0
     used: set[str] = set()
-    for sc in found[top]:
+    # jobs in name order, whatever the order of the arguments: the same inputs give the same store
+    for sc in sorted(found[top], key=lambda sc: (str(sc.name), str(sc.source))):
         src = grid_reader.check(sc)
         pg = grid_reader.patch_grid(src, stride)
         if aoi is not None:
@@ -117,6 +120,9 @@ def plan_tiling(
                 continue
             pg = cropped
         grid_reader.check_masks(src, codes)
+        check_cut = getattr(grid_reader, "check_cut", None)  # e.g. a DEM must cover the patches cut
+        if check_cut is not None:
+            check_cut(src, pg, aoi)
         scenes: dict[str, tuple[SceneSource, ...]] = {top: (src,)}
         for other in others:
             scenes[other] = _pair(top, src, pg, other, warped[other], max_days, plan.gaps)
@@ -180,6 +186,10 @@ def _pair(top: str, src: SceneSource, pg: PatchGrid, other: str, candidates: lis
         others = "; ".join(f"{s.scene.source} {_lonlat(footprint(s))}" for s in candidates)
         raise DataError(f"{b} and {a} do not overlap: no {b} scene covers any of this {a} scene "
                         f"({a} lon/lat bounds {_lonlat(fp)}; {b}: {others})", path=sc.source)
+    check = getattr(reader, "check_pair", None)  # e.g. a DEM must cover what this grid takes of the scene
+    if check is not None:
+        for s in over:
+            check(s, fp, f"{a} scene {sc.source}")
     pairs = []
     for s in over:
         days = _gap_days(sc, s.scene)
@@ -195,7 +205,7 @@ def _pair(top: str, src: SceneSource, pg: PatchGrid, other: str, candidates: lis
                 raise DataError(f"{b} {s.scene.source} was acquired {days:.1f} days from this {a} "
                                 f"scene (--max-days {max_days:g})", path=sc.source)
         pairs.append((float("inf") if days is None else days, s))
-    pairs.sort(key=lambda p: p[0])
+    pairs.sort(key=lambda p: (p[0], str(p[1].scene.name), str(p[1].scene.source)))  # ties: by name
     return tuple(p[1] for p in pairs)
 
 

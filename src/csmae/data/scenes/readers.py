@@ -116,5 +116,6 @@ def scene_of_item(path: str, options: Mapping[str, Any]) -> tuple[str, Any]:
     """The sensor and the scene of one local STAC Item JSON file."""
     from csmae.data.scenes.stac import scene_from_item
 
-    scene = scene_from_item(path, bands=get_sensor("s2").bands, s1_units=options.get("s1_units"))
+    scene = scene_from_item(path, bands=get_sensor("s2").bands, s1_units=options.get("s1_units"),
+                            options=options)
     return next(name for name, reader in SCENE_READERS.items() if reader.owns(scene)), scene

@@ -59,6 +59,7 @@ class TileResult:
     seconds: dict[str, float]
     gaps: list[dict[str, Any]]
     messages: list[str] = field(default_factory=list)  # for the user (e.g. expected terrain error)
+    overlap_dropped: int = 0  # of ``skipped``: the same ground as a kept patch of an overlapping scene
 
 
 class RecordFiles:
@@ -119,6 +120,8 @@ def _plan_key(plan: Plan, options: dict[str, Any]) -> str:
         h.update(f"{os.path.abspath(f)}|{st.st_size if st else ''}|{st.st_mtime_ns if st else ''}\n".encode())
     for j in plan.jobs:
         h.update(json.dumps({"name": j.name, "grid": j.grid.to_dict(), "base": j.row_base}).encode())
+    if len(plan.jobs) > 1:  # journals of several scenes carry valid counts for the overlap choice
+        h.update(b"overlap kept once: 1\n")
     return h.hexdigest()
 
 
@@ -168,6 +171,9 @@ def tile_scenes(
     refuse_foreign_partial(tmp, "tile")  # before planning and before the size check looks inside it
     if workers < 1:
         raise ValueError("workers must be >= 1")
+    if dem is not None and not s1 and not stac and not (paths or {}).get("s1"):
+        raise ValueError("--dem terrain-corrects raw S1 GRD products (.SAFE / .zip / STAC GRD items); "
+                         "none given")
     inputs: dict[str, list[str]] = {"s2": list(s2), "s1": list(s1)}  # the CLI's --s2 / --s1
     for sensor, more in (paths or {}).items():
         inputs[sensor] = [*inputs.get(sensor, []), *more]
@@ -247,7 +253,7 @@ def _run(plan: Plan, tmp: Path, out: Path, *, key: str, options: dict[str, Any],
         strip.seconds["write"] = time.perf_counter() - t0
         digests = {name: _digest(rec) for name, rec in strip.records.items()}  # checked on resume
         return k, {"chunk": k, "entries": strip.entries, "skipped": strip.skipped, "seconds": strip.seconds,
-                   "rows": list(strip.rows), "digests": digests}
+                   "rows": list(strip.rows), "digests": digests, "valid": strip.valid}
 
     import torch
 
@@ -380,12 +386,26 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
     entries: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
+    job_of: list[int] = []  # per entry: its scene job
+    valid: list[int | None] = []  # per entry: valid pixels summed over its sensors
+    strip_jobs = [j for j, job in enumerate(plan.jobs) for _ in range(job.grid.rows)]
     for k in range(chunks):
         rec = json.loads((journal / f"chunk-{k:05d}.json").read_text())
         entries.extend(rec["entries"])  # store_write entries: geo columns under "geo" (csmae.geo.columns)
         skipped.extend(rec["skipped"])
+        job_of.extend([strip_jobs[k]] * len(rec["entries"]))
+        valid.extend(rec.get("valid") or [None] * len(rec["entries"]))
         for s, v in rec["seconds"].items():
             seconds[s] = seconds.get(s, 0.0) + v
+    overlap = None
+    if len(plan.jobs) > 1:  # the same ground, date and sensor from two scenes: kept once
+        from csmae.data.scenes.overlap import keep_once
+
+        entries, dropped, overlap = keep_once(plan.jobs, entries, job_of, valid)
+        skipped.extend(dropped)
+        if overlap["dropped"]:
+            log.info("%d patches of overlapping scenes dropped (the same place, sensor and acquisition kept "
+                     "once; see skipped.csv)", overlap["dropped"])
     if not entries:
         raise DataError(f"every one of the {plan.patches} patches was skipped (see the reasons in "
                         f"{journal}); lower --min-valid or check the inputs", path=", ".join(sources))
@@ -396,6 +416,7 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
         "scenes": [_scene_info(j) for j in plan.jobs],
         "time_gaps_days": plan.gaps,
         "product_checksums": plan.product_checksums,
+        **({"overlap": overlap} if overlap is not None else {}),
     }
     for sensor, reader in SCENE_READERS.items():
         tiling.update(reader.notes(get_sensor(sensor)))
@@ -419,7 +440,8 @@ def _finalize(plan: Plan, tmp: Path, out: Path, *, chunks: int, resumed: int, op
             say = getattr(reader_of(sensor), "messages", None)
             messages += [m for m in (say(srcs) if say else []) if m not in messages]
     return TileResult(path=out, patches=len(entries), skipped=len(skipped), chunks=chunks,
-                      chunks_resumed=resumed, seconds=seconds, gaps=plan.gaps, messages=messages)
+                      chunks_resumed=resumed, seconds=seconds, gaps=plan.gaps, messages=messages,
+                      overlap_dropped=int(overlap["dropped"]) if overlap else 0)
 
 
 def _scene_info(j: SceneJob) -> dict[str, Any]:

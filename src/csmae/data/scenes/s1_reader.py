@@ -49,17 +49,16 @@ class S1Reader:
     def find(self, paths: list[str], sensor: Sensor, options: Mapping[str, Any]) -> list[Any]:
         grd, files = split_grd(paths)
         found: list[Any] = find_grd(grd, options)
-        if options.get("dem") and not grd:
-            raise ValueError("--dem terrain-corrects raw S1 GRD products (.SAFE / .zip); none given")
         return found + (list(find_s1_scenes(files, options.get("s1_units"))) if files else [])
 
     def owns(self, scene: Any) -> bool:
         return isinstance(scene, (S1Scene, GrdScene))
 
     def claims(self, path: str) -> bool:
+        from csmae.data.scenes.grd_safe import is_grd_product
         from csmae.data.scenes.s1 import claims_path
 
-        return claims_path(path)
+        return is_grd_product(path) or claims_path(path)
 
     def check(self, scene: Any) -> SceneSource:
         if isinstance(scene, GrdScene):
@@ -75,6 +74,28 @@ class S1Reader:
 
     def patch_grid(self, source: SceneSource, stride: int) -> PatchGrid:
         return grid_from_s1(source.grid, stride)
+
+    def check_cut(self, source: SceneSource, grid: PatchGrid, aoi: Any | None) -> None:
+        """Checks of an S1 scene that defines the patch grid against the patches cut from it (``grid``,
+        already cut down to ``aoi`` when given): with ``--dem``, the DEM must cover the whole product,
+        or with ``--bbox`` / ``--aoi`` the part of it under the patches that intersect the area."""
+        scene = source.scene
+        if not isinstance(scene, GrdScene) or scene.dem is None:
+            return
+        if aoi is None:
+            scene.check_dem_covers(scene.footprint(), f"the S1 product {scene.name}")
+            return
+        from csmae.data.scenes.aoi import patches_in
+
+        scene.check_dem_covers(patches_in(grid, aoi), f"the part of S1 product {scene.name} under the "
+                               "patches cut in the --bbox / --aoi area")
+
+    def check_pair(self, source: SceneSource, area_lonlat: Any, over: str) -> None:
+        """Checks of an S1 scene against the patch grid it is warped onto (``area_lonlat``, the grid's
+        scene ``over``): with ``--dem``, the DEM must cover the part of a raw GRD under it."""
+        if isinstance(source.scene, GrdScene):
+            source.scene.check_dem_covers(area_lonlat,
+                                          f"the part of S1 product {source.scene.name} under {over}")
 
     def check_masks(self, source: SceneSource, scl_codes: tuple[int, ...] | None) -> None:
         return None
@@ -156,6 +177,8 @@ class S1Reader:
             return skipped(where)
         members = sorted({getattr(f, kind) for f in product.files.values()
                           for kind in ("annotation", "calibration", "noise", "measurement")})
+        if product.from_stac:
+            return stac_product_checksums(product, members)
         res = verify_product_checksums(where, members)
         if res.manifest is None:
             log.warning("%s: no manifest.safe; the product's files cannot be checked", where)
@@ -169,13 +192,18 @@ class S1Reader:
                  "units_from": s.scene.units_from, "datetime": iso(s.scene.datetime),
                  "crs": s.grid.crs.to_string(), "pixel": list(s.grid.res)} for s in sources]
 
-    def options_used(self, sources: Sequence[SceneSource], options: Mapping[str, Any]) -> dict[str, Any]:
-        """The raw-GRD options, when a raw GRD product is among the sources (for the resume key)."""
+    def options_used(self, sources: Sequence[SceneSource], options: Mapping[str, Any], *,
+                     strict: bool = True) -> dict[str, Any]:
+        """The raw-GRD options, when a raw GRD product is among the sources (for the resume key and the
+        ingest record); ``{}`` without one, where ``strict`` refuses a ``--dem`` that then does nothing."""
+        dem = options.get("dem")
         if not any(isinstance(s.scene, GrdScene) for s in sources):
+            if dem and strict:
+                raise ValueError("--dem terrain-corrects raw S1 GRD products (.SAFE / .zip / STAC GRD "
+                                 "items); none among the S1 scenes used")
             return {}
         import os
 
-        dem = options.get("dem")
         return {"s1_calibration": options.get("s1_calibration") or "sigma0",
                 "s1_geocoding": options.get("s1_geocoding") or "tps",
                 "dem": os.path.abspath(dem) if dem else None}
@@ -188,3 +216,24 @@ class S1Reader:
     def notes(self, sensor: Sensor) -> dict[str, str]:
         return {"s1_resampling": f"{sensor.scene_resampling} (GDAL warp, in linear power; an output pixel "
                                  "whose source stencil touches nodata is nodata), then 10*log10"}
+
+
+def stac_product_checksums(product: Any, members: list[str]) -> dict[str, Any]:
+    """A STAC item's GRD assets against the ``manifest.safe`` of its ``safe-manifest`` asset: the assets
+    that are files of that SAFE folder are checked; others (e.g. COGs converted from the measurement,
+    renamed) are listed as unlisted."""
+    from pathlib import Path
+
+    if not product.item_manifest:
+        return {"product": product.source, "manifest": None, "checked": False, "files_checked": 0,
+                "algorithms": [], "unlisted": members, "reason": "the STAC item has no safe-manifest asset"}
+    root = Path(product.item_manifest).parent.resolve()
+    inside = [m for m in members if Path(m).resolve().is_relative_to(root)]
+    res = verify_product_checksums(root, inside).to_dict()
+    res["unlisted"] = sorted(set(res["unlisted"]) | {m for m in members if m not in inside})
+    res["checked"] = res["checked"] and not res["unlisted"]
+    res["item"] = product.source
+    if res["unlisted"]:
+        log.warning("%s: no checksum in %s for %s", product.source, product.item_manifest,
+                    ", ".join(res["unlisted"]))
+    return res

@@ -45,7 +45,8 @@ Semantics (the same as the FAISS backend's item mask):
 * ``start`` / ``end``: inclusive UTC dates; ``start <= date(t) <= end``; no datetime never matches.
   With ``t`` stored as floor(epoch seconds), ``t >= epoch(start)`` and ``t < epoch(end + 1 day)`` is
   exact for sub-second timestamps too.
-* ``bbox``: here the *footprint-bbox* intersection, a superset of the footprint intersection the
+* ``bbox``: here the *footprint-bbox* intersection (:func:`bbox_expression`; a box with W > E
+  crosses the antimeridian and is the OR of its two sides), a superset of the footprint intersection the
   Filter defines (``bbox_*`` are the footprint's own bounds). The backend makes the result exact by
   keeping only the hits in the allowed rows the index passes (computed with shapely on the items
   table), fetching more candidates in the rare case an edge item's bbox meets the box but its
@@ -65,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["epoch_seconds", "filter_expression", "number", "quote", "rows_expression"]
+__all__ = ["bbox_expression", "epoch_seconds", "filter_expression", "number", "quote", "rows_expression"]
 
 #: an expression that matches nothing (Milvus has no literal ``false`` on every version)
 NOTHING = "row < 0"
@@ -126,6 +127,21 @@ def _labels(op: str, ids: list[int], columns: bool) -> str:
     return f"ARRAY_CONTAINS_{op.upper()}(labels, {ids})"
 
 
+def bbox_expression(bbox: Sequence[float], *, nullable: bool = False) -> str:
+    """Footprint bounds meet the box ``(W, S, E, N)``; ``W > E`` (a box across the antimeridian,
+    RFC 7946 5.2) is the OR of ``[W, 180]`` and ``[-180, E]``. A footprint split at +-180 deg has
+    bounds -180..180 (SEAMS contract 1), so it meets both sides' boxes: a superset, made exact by the
+    allowed rows (module docstring)."""
+    w, s, e, n = (float(x) for x in bbox)
+    has = "bbox_xmin is not null" if nullable else "has_bbox == true"
+    lat = f"bbox_ymax >= {number(s)} and bbox_ymin <= {number(n)}"
+    if w <= e:
+        return f"({has} and bbox_xmax >= {number(w)} and bbox_xmin <= {number(e)} and {lat})"
+    lon = (f"((bbox_xmax >= {number(w)} and bbox_xmin <= 180) or "
+           f"(bbox_xmax >= -180 and bbox_xmin <= {number(e)}))")
+    return f"({has} and {lon} and {lat})"
+
+
 def filter_expression(
     where: Any,
     *,
@@ -169,11 +185,7 @@ def filter_expression(
                 t.append(f"t < {epoch_seconds(where.end) + 86_400}")  # no date overflow at 9999-12-31
             parts.append(f"({' and '.join(t)})")
         if where.bbox is not None:
-            w, s, e, n = (number(x) for x in where.bbox)
-            has = "bbox_xmin is not null" if nullable else "has_bbox == true"
-            parts.append(
-                f"({has} and bbox_xmax >= {w} and bbox_xmin <= {e} and bbox_ymax >= {s} and bbox_ymin <= {n})"
-            )
+            parts.append(bbox_expression(where.bbox, nullable=nullable))
     if exclude_rows is not None and len(exclude_rows):
         parts.append(f"(not {rows_expression(exclude_rows)})")
     return " and ".join(parts)

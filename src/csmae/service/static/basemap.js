@@ -5,6 +5,8 @@
 //   csmaeBasemap.add(map)   draw land, coastlines and borders in a pane below the footprints;
 //                           returns a promise of {land, coast, borders} feature counts
 //   csmaeBasemap.info       the counts once drawn (null before)
+// Near the antimeridian the page draws longitudes past +-180 deg (map.js); once the view reaches past
+// the line, a copy of the base map shifted by 360 deg is drawn there (only then: it doubles the work).
 "use strict";
 
 (function () {
@@ -28,10 +30,23 @@
     const land = topojson.feature(topo, topo.objects.land);
     const coast = topojson.mesh(topo, topo.objects.land);
     const borders = topojson.mesh(topo, topo.objects.countries, (a, b) => a !== b);
-    const opts = (style) => ({ pane: "csmae-basemap", renderer, style, interactive: false });
-    L.geoJSON(land, opts(STYLE.land)).addTo(map);
-    L.geoJSON(coast, opts(STYLE.coast)).addTo(map);
-    L.geoJSON(borders, opts(STYLE.borders)).addTo(map);
+    const opts = (style, dx = 0) => ({ pane: "csmae-basemap", renderer, style, interactive: false,
+      coordsToLatLng: (c) => L.latLng(c[1], c[0] + dx) });
+    const draw = (dx) => {
+      L.geoJSON(land, opts(STYLE.land, dx)).addTo(map);
+      L.geoJSON(coast, opts(STYLE.coast, dx)).addTo(map);
+      L.geoJSON(borders, opts(STYLE.borders, dx)).addTo(map);
+    };
+    draw(0);
+    const copies = new Set();
+    const across = () => { // the view reaches past +-180 deg: the world's copy on that side
+      const b = map.getBounds();
+      for (const dx of [b.getEast() > 180 ? 360 : 0, b.getWest() < -180 ? -360 : 0]) {
+        if (dx && !copies.has(dx)) { copies.add(dx); draw(dx); }
+      }
+    };
+    map.on("moveend", across);
+    across();
     const count = (g) => (g.features ? g.features.length : g.coordinates.length);
     api.info = { land: count(land), coast: count(coast), borders: count(borders) };
     map.attributionControl && map.attributionControl.addAttribution("Natural Earth (public domain)");

@@ -6,6 +6,8 @@
 //   window.csmaeFilters.restore(URLSearchParams)     set the filter from a shared link's parameters
 //   window.csmaeFilters.ready                        a promise: the filter card is built
 // and fires "csmae:filters-changed" on document whenever the filter changes.
+// A box is [west, south, east, north] in degrees; west > east is a box across the antimeridian
+// (RFC 7946 5.2, e.g. 177,-19,-178,-16 around Fiji), as the API takes it; it round-trips the URL as is.
 "use strict";
 
 (() => {
@@ -45,7 +47,7 @@
     if (f.country.length) parts.push(f.country.join("/"));
     if (f.season.length) parts.push(f.season.join("/"));
     if (f.start || f.end) parts.push(`${f.start || "…"} – ${f.end || "…"}`);
-    if (f.bbox) parts.push("in the drawn box");
+    if (f.bbox) parts.push(f.bbox[0] > f.bbox[2] ? "in the drawn box (across the antimeridian)" : "in the drawn box");
     $("filter-summary").textContent = parts.length ? `Filter: ${parts.join(" · ")}` : "No filter";
   }
 
@@ -107,7 +109,8 @@
       }
     }
     if (avail.geometry) {
-      const box = make("input", { id: "f-bbox", placeholder: "min_lon,min_lat,max_lon,max_lat (or draw on the map)" });
+      const box = make("input", { id: "f-bbox", placeholder: "west,south,east,north (or draw on the map)",
+        title: "degrees; west > east: a box across the antimeridian (e.g. 177,-19,-178,-16)" });
       box.addEventListener("change", () => {
         const parts = box.value.split(",").map(Number);
         setBox(box.value.trim() && parts.length === 4 && parts.every(Number.isFinite) ? parts : null);

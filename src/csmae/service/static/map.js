@@ -5,10 +5,16 @@
 //   csmaeMap.draw(query, hits)  draw the query (rank 0) and the hits (numbered by rank); items with
 //                               geometry null are counted in the note but not drawn
 //   csmaeMap.footprints()       what is drawn, read back from the Leaflet layers:
-//                               [{role, rank, id, sensor, ring: [[lon, lat], ...]}]
+//                               [{role, rank, id, sensor, ring: [[lon, lat], ...], rings: [ring, ...]}]
+//                               (ring: the first part's outline; rings: every part's, as drawn)
 //   csmaeMap.startBox()         let the user drag a box; ends with the "csmae:box" event
 //   csmaeMap.setBox(bbox|null)  show (or clear) a [west, south, east, north] box
 //   csmaeMap.map                the Leaflet map itself
+// Across the antimeridian (RFC 7946): a footprint split at +-180 deg (a MultiPolygon) and the
+// results on both sides of the line are drawn as one group: each part is shifted by a multiple of
+// 360 deg to lie within 180 deg of the query, so Leaflet draws them side by side (longitudes past
+// 180 on the map), never stretched across the world. A box drawn across the line gives a bbox with
+// west > east (RFC 7946 5.2), and such a box (or an extent) is drawn across the line too.
 // Events (on window): "csmae:select" {detail: {id, sensor}} when a footprint is clicked;
 //                     "csmae:box" {detail: {bbox: [west, south, east, north]}} when a box is drawn.
 // Base map: coastlines and borders from the shipped Natural Earth data (basemap.js), or the tiles
@@ -27,6 +33,49 @@
   let drawn = [];
 
   function element(id) { return document.getElementById(id); }
+
+  /** A longitude in [-180, 180]: unchanged when already there, else shifted by multiples of 360. */
+  function wrapLon(lon) {
+    return lon >= -180 && lon <= 180 ? lon : ((((lon + 180) % 360) + 360) % 360) - 180;
+  }
+
+  /** The multiple of 360 that brings ``lon`` within 180 deg of ``ref``. */
+  function shiftNear(lon, ref) { return 360 * Math.round((ref - lon) / 360); }
+
+  /** Middle longitude of a polygon's outer ring ([[lon, lat], ...]). */
+  function ringMiddle(ring) {
+    const lons = ring.map((p) => p[0]);
+    return (Math.min(...lons) + Math.max(...lons)) / 2;
+  }
+
+  /** The polygons of a GeoJSON geometry (Polygon or MultiPolygon) as arrays of rings. */
+  function polygonsOf(geometry) {
+    if (geometry.type === "Polygon") return [geometry.coordinates];
+    if (geometry.type === "MultiPolygon") return geometry.coordinates;
+    return [];
+  }
+
+  /** ``geometry`` with each polygon shifted by a multiple of 360 deg to lie within 180 deg of ``ref``
+   *  (a footprint split at the antimeridian becomes one contiguous shape next to the query). */
+  function nearGeometry(geometry, ref) {
+    const polys = polygonsOf(geometry);
+    if (!polys.length || ref === null) return geometry;
+    const moved = polys.map((rings) => {
+      const dx = shiftNear(ringMiddle(rings[0]), ref);
+      return dx ? rings.map((ring) => ring.map(([lon, lat]) => [lon + dx, lat])) : rings;
+    });
+    return geometry.type === "Polygon" ? { type: "Polygon", coordinates: moved[0] }
+      : { type: "MultiPolygon", coordinates: moved };
+  }
+
+  /** [[south, west], [north, east]] of a [W, S, E, N] box for Leaflet, east past 180 when W > E,
+   *  shifted by a multiple of 360 deg to lie near ``ref`` (the map's centre). */
+  function boxCorners(bbox, ref) {
+    const [w, s, e, n] = bbox.map(Number);
+    const east = w > e ? e + 360 : e;
+    const dx = ref === null || ref === undefined ? 0 : shiftNear((w + east) / 2, ref);
+    return [[s, w + dx], [n, east + dx]];
+  }
 
   /** Degrees with 4 decimals and a hemisphere letter (13.7211 E, 48.2177 N). */
   function deg(value, pos, neg) {
@@ -47,7 +96,7 @@
       gridLayer.addLayer(L.polyline([[b.getSouth(), x], [b.getNorth(), x]], line));
       gridLayer.addLayer(L.marker([b.getSouth(), x], { interactive: false, keyboard: false,
         icon: L.divIcon({ className: "grid-label grid-label-lon", html: "", iconSize: null }) })
-        .on("add", (e) => { e.target.getElement().textContent = `${x.toFixed(decimals)}°`; }));
+        .on("add", (e) => { e.target.getElement().textContent = `${wrapLon(Math.round(x / step) * step).toFixed(decimals)}°`; }));
     }
     for (let y = Math.ceil(b.getSouth() / step) * step; y <= b.getNorth(); y += step) {
       gridLayer.addLayer(L.polyline([[y, b.getWest()], [y, b.getEast()]], line));
@@ -85,11 +134,11 @@
     };
     readout.addTo(map);
     map.on("mousemove", (e) => {
-      element("map-readout").textContent = `${deg(e.latlng.lng, "E", "W")}, ${deg(e.latlng.lat, "N", "S")}`;
+      element("map-readout").textContent = `${deg(wrapLon(e.latlng.lng), "E", "W")}, ${deg(e.latlng.lat, "N", "S")}`;
     });
     map.on("moveend", drawGrid);
     const ext = geo.extent;
-    if (ext) map.fitBounds([[ext[1], ext[0]], [ext[3], ext[2]]], { padding: [10, 10] });
+    if (ext) map.fitBounds(boxCorners(ext, null), { padding: [10, 10] }); // W > E: across the line
     else map.setView([50, 10], 4);
     const note = element("map-note");
     if (note) {
@@ -105,10 +154,13 @@
     drawn = [];
     const items = [{ ...query, rank: 0, role: "query" }, ...hits.map((h) => ({ ...h, role: "hit" }))];
     let missing = 0;
+    // every footprint within 180 deg of the query's (or the first one's): one group across +-180 deg
+    const first = items.find((item) => item.geometry && polygonsOf(item.geometry).length);
+    const ref = first ? ringMiddle(polygonsOf(first.geometry)[0][0]) : null;
     // hits first, the query last: it stays on top
     for (const item of items.slice(1).reverse().concat(items.slice(0, 1))) {
       if (!item.geometry) { missing += 1; continue; }
-      const layer = L.geoJSON(item.geometry, { style: STYLE[item.role] });
+      const layer = L.geoJSON(nearGeometry(item.geometry, ref), { style: STYLE[item.role] });
       const label = item.role === "query" ? "Q" : String(item.rank);
       const title = `${item.role === "query" ? "query" : "#" + item.rank} ${item.id} (${item.sensor.toUpperCase()})` +
         (item.datetime ? `, ${item.datetime}` : "");
@@ -138,9 +190,10 @@
       group.eachLayer((part) => {
         if (!(part instanceof L.GeoJSON)) return; // the centre marker is not a footprint
         part.eachLayer((poly) => {
-          const rings = poly.getLatLngs();
-          const ring = (Array.isArray(rings[0]) ? rings[0] : rings).map((ll) => [ll.lng, ll.lat]);
-          out.push({ ...group.csmae, ring });
+          const lls = poly.getLatLngs(); // Polygon: [ring, ...]; MultiPolygon: [[ring, ...], ...]
+          const polys = L.LineUtil.isFlat(lls) ? [[lls]] : L.LineUtil.isFlat(lls[0]) ? [lls] : lls;
+          const rings = polys.map((rs) => rs[0].map((ll) => [ll.lng, ll.lat]));
+          out.push({ ...group.csmae, ring: rings[0], rings });
         });
       });
     });
@@ -151,7 +204,7 @@
     if (!boxLayer) return;
     boxLayer.clearLayers();
     if (bbox) {
-      boxLayer.addLayer(L.rectangle([[bbox[1], bbox[0]], [bbox[3], bbox[2]]],
+      boxLayer.addLayer(L.rectangle(boxCorners(bbox, map ? map.getCenter().lng : null),
         { color: "#6b4fbb", weight: 2, dashArray: "6 4", fill: false, interactive: false }));
     }
   }
@@ -176,7 +229,9 @@
       map.off("mousedown", down).off("mousemove", move).off("mouseup", up);
       map.dragging.enable();
       container.classList.remove("drawing-box");
-      const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];
+      // the map's longitudes run past +-180 deg near the line: back into [-180, 180], W > E across it
+      const bbox = b.getEast() - b.getWest() >= 360 ? [-180, b.getSouth(), 180, b.getNorth()]
+        : [wrapLon(b.getWest()), b.getSouth(), wrapLon(b.getEast()), b.getNorth()];
       setBox(bbox);
       window.dispatchEvent(new CustomEvent("csmae:box", { detail: { bbox } }));
     };
