@@ -198,3 +198,63 @@ def test_inputs_are_told_apart_by_name(scenes, tmp_path, capsys):
         sensor_of_input(str(odd))
     assert main(["ingest", str(odd), "--model", str(scenes["model"]), "--index", str(tmp_path / "i")]) == 1
     assert "--s2 PATH" in capsys.readouterr().err and not (tmp_path / "i").exists()
+
+
+def test_remove_scene_drops_its_record_and_ingest_takes_it_again(scenes, reference, tmp_path, capsys):
+    """``csmae index remove IDX --scene NAME`` takes out every item of an ingested scene and its
+    ingest record in one commit; items removed by id drop the record only once none is left; a
+    reprocessed product of that name is then ingested again (before: refused as "already
+    ingested" forever, the record outliving its items)."""
+    import json
+    from ast import literal_eval
+
+    from csmae.cli import main
+
+    index = tmp_path / "index"
+    assert main(_args(scenes, index)) == 0
+    first, later = (scenes[k].name[:44] for k in ("safe", "later"))
+    man = json.loads((index / "manifest.json").read_text())
+    assert [r["scene"] for r in man["ingested"]] == [first, later]
+    before = {p.name: p.read_bytes() for p in index.iterdir()}
+    capsys.readouterr()
+    assert main(["index", "remove", str(index), "--scene", "S2A_NOT_INGESTED"]) == 1
+    assert "no ingested scene ['S2A_NOT_INGESTED']" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in index.iterdir()} == before
+    # the scene's S2 items by id: its S1 items are still there, so is its record
+    ids = sorted({i for i in map(literal_eval, reference["items"]["id"]) if i.startswith(first + "_r")})
+    assert len(ids) == 4
+    (tmp_path / "ids.txt").write_text("".join(f"{i} s2\n" for i in ids))
+    assert main(["index", "remove", str(index), "--ids", str(tmp_path / "ids.txt")]) == 0
+    man = json.loads((index / "manifest.json").read_text())
+    assert man["count"] == 8 and [r["scene"] for r in man["ingested"]] == [first, later]
+    assert "ingest records dropped" not in capsys.readouterr().out
+    # the rest of the scene (its 4 S1 items) by name: the record goes with its last item
+    assert main(["index", "remove", str(index), "--scene", first]) == 0
+    out = capsys.readouterr().out
+    assert f"ingest records dropped (no item left; csmae ingest takes them again): {first}" in out
+    man = json.loads((index / "manifest.json").read_text())
+    assert man["count"] == 4 and man["sensor_counts"] == {"s2": 4, "s1": 0}
+    assert [r["scene"] for r in man["ingested"]] == [later] and man["updates"][-1]["forgotten"] == [first]
+    # a reprocessed product of that name (other bytes, its own manifest.safe) goes in again
+    from csmae.data.scenes.example import write_manifest_safe
+
+    changed = shutil.copytree(scenes["safe"], tmp_path / scenes["safe"].name)
+    band = next(changed.rglob("*B02*"))
+    band.write_bytes(band.read_bytes() + b"\0")  # trailing byte: the same pixels
+    write_manifest_safe(changed)
+    assert main(["ingest", str(changed), str(scenes["s1"]), "--model", str(scenes["model"]),
+                 "--index", str(index), "--precision", "fp32", "--device", "cpu"]) == 0
+    man = json.loads((index / "manifest.json").read_text())
+    assert [r["scene"] for r in man["ingested"]] == [later, first]
+    assert man["ingested"][-1]["digest"] != dict((s, d) for s, d, _ in reference["ingested"])[first]
+    from csmae.retrieval.index import SearchIndex
+
+    si = SearchIndex.load(index)
+    live = np.flatnonzero(si.items["live"].to_numpy(dtype=bool))
+    got = dict(zip(zip(si.items["id"].to_numpy()[live], si.items["sensor"].to_numpy()[live]),
+                   si.backend.reconstruct(live.astype(np.int64))))
+    keys = zip(map(literal_eval, reference["items"]["id"]), map(literal_eval, reference["items"]["sensor"]))
+    want = dict(zip(keys, reference["vectors"]))
+    assert man["count"] == 12 and sorted(got) == sorted(want)  # the same items as ingesting both at once
+    for key, v in want.items():
+        np.testing.assert_allclose(got[key], v, atol=1e-6)

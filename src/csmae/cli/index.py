@@ -14,6 +14,8 @@ Update in place (crash-safe: a kill leaves the old or the new index, never a mix
                          overlap of neighbouring tiles tiled apart) are left out and reported
                          (--keep-duplicates adds them; docs/places.md)
   remove IDX --ids FILE  remove items; FILE lines are "ID" (every sensor) or "ID SENSOR"
+  remove IDX --scene S   remove every item of a scene csmae ingest added (repeatable); a scene left
+                         without items loses its ingest record, so csmae ingest takes it again
   compact IDX            rebuild an HNSW graph without removed rows (other kinds need nothing)
 A running `csmae serve` picks the new version up on POST /api/reload (or a restart).
 
@@ -23,6 +25,7 @@ Examples:
   csmae index emb/big --out idx/big-pq --kind ivfpq          # 1M x 768: ~0.1 GB RAM + 1.5 GB on disk
   csmae index add idx/reben emb/new-scenes
   csmae index remove idx/reben --ids withdrawn.txt
+  csmae index remove idx/mine --scene S2B_MSIL2A_20240805T102559_N0511_R108_T32TMT_20240805T143022
   csmae index emb/reben --out idx/reben-m --backend milvus --uri archive.db        # Milvus Lite, in-process
   csmae index emb/big --out idx/big-m --backend milvus --uri http://host:19530    # a Milvus server
 
@@ -56,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once complete)")
     p.add_argument("--ids", help="remove: file of ids ('ID' or 'ID SENSOR' per line)")
     p.add_argument("--missing-ok", action="store_true", help="remove: ignore ids not in the index")
+    p.add_argument("--scene", action="append", default=None, metavar="NAME",
+                   help="remove: every item of this ingested scene (repeatable; drops its ingest record)")
     p.add_argument("--keep-duplicates", action="store_true",
                    help="add: also add items that repeat the place, sensor and acquisition of an item of "
                         "another scene grid (overlapping tiles tiled apart; default: left out and reported)")
@@ -67,8 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: options each update takes (a build takes every option but these)
-UPDATE_OPTIONS: dict[str, tuple[str, ...]] = {"add": ("keep_duplicates",), "remove": ("ids", "missing_ok"),
-                                              "compact": ()}
+UPDATE_OPTIONS: dict[str, tuple[str, ...]] = {"add": ("keep_duplicates",),
+                                              "remove": ("ids", "missing_ok", "scene"), "compact": ()}
 
 
 def _given(args: argparse.Namespace) -> dict[str, str]:
@@ -174,12 +179,16 @@ def _update(args: argparse.Namespace) -> int:
             f"{rep.seconds:.1f}s"
         )
     elif op == "remove":
-        if rest or not args.ids:
-            raise ValueError("usage: csmae index remove IDX --ids FILE")
-        rep = index_grow.remove_items(idx, index_grow.read_id_file(args.ids), missing_ok=args.missing_ok)
+        if rest or not (args.ids or args.scene):
+            raise ValueError("usage: csmae index remove IDX --ids FILE | --scene NAME")
+        keys = index_grow.read_id_file(args.ids) if args.ids else []
+        rep = index_grow.remove_items(idx, keys, missing_ok=args.missing_ok, scenes=args.scene or ())
         print(
             f"removed {rep.removed:,} items from {idx}: {rep.count:,} items left (version {rep.generation})"
         )
+        if rep.forgotten:
+            gone = ", ".join(rep.forgotten)
+            print(f"ingest records dropped (no item left; csmae ingest takes them again): {gone}")
     else:
         if rest:
             raise ValueError("usage: csmae index compact IDX")

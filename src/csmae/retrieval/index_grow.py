@@ -56,6 +56,9 @@ class UpdateReport:
     duplicates: int = 0
     duplicates_added: int = 0  # of those, added anyway (``duplicates="keep"``)
     duplicate_examples: list[dict[str, str]] | None = None
+    #: ingested scenes whose every item this remove took out: their ``csmae ingest`` records are
+    #: dropped with them, so the scene can be ingested again (e.g. a reprocessed product)
+    forgotten: list[str] | None = None
 
 
 @contextmanager
@@ -258,12 +261,22 @@ def _add_shards(si: SearchIndex, se: ShardedEmbeddings, new_rows: np.ndarray, ne
 
 
 def remove_items(
-    index_dir: str | os.PathLike[str], keys: Iterable[tuple[str, str | None]], *, missing_ok: bool = False
+    index_dir: str | os.PathLike[str],
+    keys: Iterable[tuple[str, str | None]] = (),
+    *,
+    missing_ok: bool = False,
+    scenes: Sequence[str] = (),
 ) -> UpdateReport:
-    """Remove items by (id, sensor) (sensor None = every sensor of that id), in place (crash-safe)."""
+    """Remove items by (id, sensor) (sensor None = every sensor of that id), in place (crash-safe).
+
+    ``scenes``: also remove every item of these ingested scenes (``csmae ingest``'s records; ids
+    ``<scene>_rNNN_cNNN``). A scene whose every item is gone after the remove loses its ingest
+    record in the same commit (``rep.forgotten``), so ``csmae ingest`` takes it again."""
     path = Path(index_dir)
     t0 = time.perf_counter()
     pointer = open_pointer(_existing(path))
+    if scenes and pointer is not None:
+        raise ValueError(f"{path} is an archive an engine keeps: remove a scene's items by --ids")
     if pointer is not None:
         rep = UpdateReport(op="remove", **archive_remove(pointer, list(keys), missing_ok=missing_ok))
         rep.seconds = time.perf_counter() - t0
@@ -278,6 +291,8 @@ def remove_items(
         rows: list[int] = []
         missing = []
         sensors = si.items["sensor"].to_numpy()
+        if scenes:
+            rows += _scene_rows(si.manifest, si.items["id"], live, scenes, path)
         for i, s in keys:
             hit = [r for r in by_id.get(i, []) if s is None or sensors[r] == s]
             if not hit:
@@ -294,9 +309,53 @@ def remove_items(
         items.loc[rows_arr, "live"] = False
         si.items = items
         rep = UpdateReport(op="remove", removed=len(rows_arr))
+        rep.forgotten = _forget_ingested(si.manifest, items, rows_arr)
         _commit(si, path, rep)
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def _scene_of_ids(ids: Any, names: Iterable[str]) -> np.ndarray:
+    """(n,) object: the scene of each id (``<scene>_rNNN_cNNN``) when it is one of ``names``, else None."""
+    import pandas as pd
+
+    found = pd.Series(np.asarray(ids, dtype=object)).astype(str)
+    found = found.str.extract(r"^(.*)_r\d+_c\d+$", expand=False)
+    out = found.to_numpy(dtype=object)
+    out[~found.isin(set(names)).to_numpy()] = None
+    return out
+
+
+def _scene_rows(
+    man: Mapping[str, Any], ids: Any, live: np.ndarray, scenes: Sequence[str], path: Path
+) -> list[int]:
+    """Live rows of the ingested ``scenes``; a name that is not an ingested scene is refused."""
+    known = {str(r.get("scene")) for r in man.get("ingested") or []}
+    unknown = [s for s in scenes if s not in known]
+    if unknown:
+        raise ValueError(
+            f"{path} has no ingested scene {unknown[:5]} (csmae ingest records {len(known)} scene(s)"
+            f"{': e.g. ' + ', '.join(sorted(known)[:3]) if known else ''}): nothing was removed"
+        )
+    hit = np.array([s is not None for s in _scene_of_ids(ids, scenes)], dtype=bool)
+    return [int(r) for r in np.flatnonzero(hit & live)]
+
+
+def _forget_ingested(man: dict[str, Any], items: Any, removed_rows: np.ndarray) -> list[str] | None:
+    """Drop from ``man["ingested"]`` the scenes this remove touched and left without a live item."""
+    records = man.get("ingested") or []
+    if not records or not len(removed_rows):
+        return None
+    names = {str(r.get("scene")) for r in records}
+    touched = {s for s in _scene_of_ids(items["id"].to_numpy()[removed_rows], names) if s is not None}
+    if not touched:
+        return None
+    live = items["live"].to_numpy(dtype=bool)
+    left = {s for s in _scene_of_ids(items["id"].to_numpy()[live], touched) if s is not None}
+    gone = sorted(touched - left)
+    if gone:
+        man["ingested"] = [r for r in records if str(r.get("scene")) not in gone]
+    return gone or None
 
 
 def compact_index(index_dir: str | os.PathLike[str]) -> UpdateReport:
@@ -362,6 +421,7 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
                if rep.duplicates else {}),
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **({"source": source} if source else {}),
+            **({"forgotten": rep.forgotten} if rep.forgotten else {}),
         }
     )
     write_json_atomic(path / "manifest.json", man)  # the commit point

@@ -11,7 +11,8 @@ it: one *scene job*); then, one job at a time:
    file it was read from (by sensor and file name) and one digest over them, patch count, options.
 
 A job already in ``"ingested"`` with the same digest is skipped and said so; one with the same name
-but other file contents is refused (a reprocessed product: remove its items first).
+but other file contents is refused (a reprocessed product: remove its items first, ``csmae index
+remove IDX --scene NAME``, which drops its record too).
 
 Raw S1 GRD products are calibrated and geocoded as ``csmae tile`` does (``s1_calibration``,
 ``s1_geocoding``, ``dem``); the record's ``"tiling"`` keeps that processing (the DEM's path and the
@@ -141,7 +142,8 @@ def ingest_scenes(
                 raise ValueError(
                     f"scene {job.name} was already ingested into {index_dir} from other files (digest "
                     f"{str(prior.get('digest'))[:12]}..., now {digest[:12]}...: a reprocessed product?); "
-                    "nothing was changed. Remove its items first (csmae index remove) to ingest it again")
+                    f"nothing was changed. Remove its items first (csmae index remove {index_dir} --scene "
+                    f"{job.name}) to ingest it again")
             res.skipped.append(job.name)
             say(f"{job.name}: already ingested ({prior.get('patches')} patches), skipped")
             continue
