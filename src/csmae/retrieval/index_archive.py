@@ -64,9 +64,11 @@ def archive_add(
     emb: Embeddings | str | Any,
     source: str,
     check: Callable[..., None],
+    leave_out: Callable[[Any], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Upsert an embeddings folder (read shard by shard: no full copy of its vectors) or object
-    into the archive; the report's fields."""
+    into the archive; the report's fields. ``leave_out``: given the finite rows' columns (no
+    vectors), the (N,) bool mask of rows not to add (e.g. duplicates of the archive's ground)."""
     from csmae.retrieval.index import _duplicates, items_table, normalized_rows
 
     manifest, backend = pointer
@@ -74,13 +76,18 @@ def archive_add(
     if isinstance(emb, Embeddings):
         check(recorded, emb, source)  # refused before anything is written
         emb, nonfinite = drop_nonfinite(emb, source=source)
-        where, rows, se = source, emb, None
+        if leave_out is not None and len(emb):
+            emb = emb.select(~leave_out(emb))
+        where, rows, se, kept = source, emb, None, None
     else:
         where = str(Path(emb).resolve())
         se = scan(emb)
         check(recorded, se.rows, source, emb_dim=se.dim)  # refused before anything is written
         nonfinite = nonfinite_report(se, source) if len(se.finite) else None
         rows = se.rows.select(se.finite)
+        kept = ~leave_out(rows) if leave_out is not None and len(rows) else None  # over the finite rows
+        if kept is not None:
+            rows = rows.select(kept)
     dup = _duplicates(rows.ids, rows.sensors)
     if dup:
         raise ValueError(f"{source} holds duplicate (id, sensor) rows, e.g. {dup[:3]}: nothing was added")
@@ -92,7 +99,7 @@ def archive_add(
     if se is None:
         parts: Any = [(order, normalized_rows(rows, order))]
     else:
-        parts = _finite_parts(se)
+        parts = _finite_parts(se, kept)
     added, replaced = backend.upsert_parts(items, parts, token=token, source=where)
     if replaced:
         log.warning("%d (id, sensor) items were already in the archive and were replaced, e.g. %s",
@@ -106,14 +113,20 @@ def archive_add(
     }
 
 
-def _finite_parts(se: ShardedEmbeddings) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(positions among the folder's finite rows, their L2-normalised vectors), shard by shard."""
+def _finite_parts(
+    se: ShardedEmbeddings, kept: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions among the folder's finite rows that are ``kept`` (a mask over the finite rows;
+    None: all), their L2-normalised vectors), shard by shard."""
     from csmae.retrieval.topk import l2_normalize
 
-    pos_of = np.full(len(se.finite), -1, np.int64)
-    pos_of[se.finite] = np.arange(int(se.finite.sum()))
+    take = se.finite.copy()
+    if kept is not None:
+        take[np.flatnonzero(se.finite)[~kept]] = False
+    pos_of = np.full(len(take), -1, np.int64)
+    pos_of[take] = np.arange(int(take.sum()))
     for first, v in se.vectors():
-        sel = np.flatnonzero(se.finite[first : first + len(v)])
+        sel = np.flatnonzero(take[first : first + len(v)])
         if len(sel):
             yield pos_of[first + sel], l2_normalize(np.ascontiguousarray(v[sel], dtype=np.float32))
 
