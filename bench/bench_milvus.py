@@ -1,27 +1,28 @@
-"""Milvus Lite vs FAISS on the same vectors and filters (not a test). Prints a Markdown table.
+"""FAISS, Milvus Lite and a Milvus server on the same vectors and filters (not a test). Markdown tables.
 
 N synthetic clustered unit vectors (default 100,000 x 768: 1,000 Gaussian clusters around random
 centres), items carrying three labels of known frequency (1 %, 10 %, 50 %) so that a ``labels_any``
-filter has that selectivity. For each filter (none, 1 %, 10 %, 50 %):
+filter has that selectivity. For each filter (none, 1 %, 10 %, 50 %) and engine:
 
-* FAISS: ``IndexFlatIP`` with an ``IDSelectorBitmap`` of the allowed rows (the exact reference);
-* Milvus Lite FLAT through csmae's :class:`MilvusBackend` (the Filter as a Milvus expression plus
-  the allowed rows, exactly as an index search passes them);
-* Milvus Lite HNSW (M=32, efConstruction=200, ef tuned to recall@10 >= 0.95 unfiltered), FAISS
-  HNSW32 (efSearch 128) beside it.
+* FAISS: ``IndexFlatIP`` with an ``IDSelectorBitmap`` of the allowed rows (the exact reference),
+  and HNSW32 (efConstruction 200, efSearch 128, the selector only) beside it;
+* Milvus Lite FLAT (``--lite flat``; ``flat,hnsw`` adds HNSW) through csmae's :class:`MilvusBackend`
+  (the Filter as a Milvus expression plus the allowed rows, exactly as an index search passes them);
+* with ``--server`` (``start``: a Milvus 2.3.5 standalone started here from the dev extra's
+  ``milvus`` package, as the tests do; or a URI): server FLAT and HNSW (M=32, efConstruction=200,
+  ef tuned to recall@10 >= 0.95, the index built before searching), each searched at consistency
+  Strong and Bounded (``--consistency``).
 
 Reported: top-10 agreement with the FAISS exact ids (FLAT must be 1.000 = identical ids), median
-and p95 single-query latency (one query per call, FAISS and BLAS at one thread), build time,
-peak RSS. Milvus Lite runs in this process (a gRPC server on a thread + numpy/FAISS); it is not
-the Milvus server, and its numbers say nothing about a standalone or distributed deployment.
-
-With ``--server`` (``start``: a Milvus 2.3.5 standalone started here from the dev extra's ``milvus``
-package, as the tests do; or a URI) the same FLAT / HNSW searches run against the server too, and
-``--clients 1,8`` adds queries/s with that many concurrent clients (threads, one query per call,
-unfiltered and the 10 % filter) for every engine.
+and p95 single-query latency (one query per call, FAISS and BLAS at one thread), queries/s with
+``--clients`` threads (unfiltered and the 10 % filter), build times, peak RSS. Engines run one
+after another (each dropped before the next), the vectors memory-mapped from ``--workdir``, so
+that 1M x 768 fits beside other work; with ``--lock FILE`` each engine's phase holds that
+``flock`` (e.g. /tmp/csmae-bigmem.lock) and releases it between phases.
 
   OMP_NUM_THREADS=1 .venv/bin/python bench/bench_milvus.py [--n 100000] [--queries 200] [--no-hnsw]
-  PYTHONPATH=.:src .venv/bin/python bench/bench_milvus.py --n 20000 --server start --clients 1,8
+  PYTHONPATH=.:src .venv/bin/python bench/bench_milvus.py --n 1000000 --server start --clients 1,8 \
+      --lock /tmp/csmae-bigmem.lock --workdir /tmp/bench-milvus
   .venv/bin/python bench/bench_milvus.py --sizing     # the formula table of docs/milvus.md (no run)
 """
 
@@ -48,19 +49,6 @@ FREQ = {"rare": 0.01, "common": 0.10, "half": 0.50}
 
 def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-
-
-def clustered(n: int, dim: int, seed: int = 0, clusters: int = 1000) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
-    out = np.empty((n, dim), np.float32)
-    step = 20_000
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        c = rng.integers(0, clusters, hi - lo)
-        out[lo:hi] = centres[c] + 0.6 * rng.standard_normal((hi - lo, dim), dtype=np.float32)
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out
 
 
 def items_table(n: int, seed: int = 1):
@@ -160,17 +148,80 @@ def sizing(dim: int = 768, m_hnsw: int = 32) -> str:
     return "\n".join(out)
 
 
+def vectors_file(path: Path, n: int, dim: int) -> np.ndarray:
+    """The clustered vectors, written once to ``path`` (.npy) and memory-mapped (reclaimable pages)."""
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+        step = 100_000
+        for lo in range(0, n, step):
+            out[lo : lo + step] = clustered_rows(n, dim, lo, min(n, lo + step))
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+def clustered_rows(n: int, dim: int, lo: int, hi: int, seed: int = 0, clusters: int = 1000) -> np.ndarray:
+    """Rows lo..hi of a clustered set drawn chunk by chunk (seeded per chunk of 100,000)."""
+    rng = np.random.default_rng([seed, lo])
+    centres = np.random.default_rng(seed).standard_normal((clusters, dim), dtype=np.float32)
+    c = rng.integers(0, clusters, hi - lo)
+    x = centres[c] + 0.6 * rng.standard_normal((hi - lo, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@contextlib.contextmanager
+def phase(lock: str | None, name: str):
+    """Hold ``flock(lock)`` for one engine's phase (if given); print the load at start and end."""
+    f = None
+    if lock:
+        import fcntl
+
+        f = open(lock, "a")  # noqa: SIM115
+        t0 = time.perf_counter()
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        print(f"[{name}] lock after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(f"[{name}] start {os.popen('uptime').read().strip()}", file=sys.stderr)
+    try:
+        yield
+    finally:
+        print(f"[{name}] end {os.popen('uptime').read().strip()}", file=sys.stderr)
+        if f is not None:
+            f.close()
+
+
+def add_chunked(be, v: np.ndarray, items, step: int = 50_000) -> None:
+    for lo in range(0, len(v), step):
+        hi = min(len(v), lo + step)
+        be.add(np.arange(lo, hi, dtype=np.int64), np.ascontiguousarray(v[lo:hi]), items.iloc[lo:hi])
+
+
+def wait_indexed(be, n: int, timeout: float = 4 * 3600) -> float:
+    """Seconds until the server has built the vector index over all ``n`` rows."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        info = be.client.describe_index(be.collection, index_name="vec")
+        if int(info.get("indexed_rows", 0)) >= n and int(info.get("pending_index_rows", 0)) == 0:
+            break
+        time.sleep(5)
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--no-hnsw", action="store_true")
-    ap.add_argument("--workdir", default=None, help="where the Lite .db goes (default: a temp dir)")
+    ap.add_argument("--no-hnsw", action="store_true", help="no HNSW engines")
+    ap.add_argument("--lite", default="flat,hnsw", help="Milvus Lite kinds: flat, hnsw, both, or none")
+    ap.add_argument("--workdir", default=None, help="vectors file, Lite .db, server data (default: temp)")
     ap.add_argument("--sizing", action="store_true", help="print the formula sizing table and exit")
     ap.add_argument("--server", default=None, help="'start' (a local Milvus standalone) or a server URI")
+    ap.add_argument("--consistency", default="Strong,Bounded", help="server search consistency levels")
     ap.add_argument("--clients", default="", help="comma-separated client counts for queries/s, e.g. 1,8")
+    ap.add_argument("--lock", default=None, help="flock this file during each engine's phase")
     args = ap.parse_args()
     if args.sizing:
         print(sizing(args.dim))
@@ -182,143 +233,136 @@ def main() -> int:
     from csmae.retrieval.filters import Filter, FilterColumns
 
     faiss.omp_set_num_threads(1)
+    print(f"start {os.popen('uptime').read().strip()}")
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-milvus-"))
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    v = clustered(args.n, args.dim)
+    v = vectors_file(work / f"vectors-{args.n}x{args.dim}.npy", args.n, args.dim)
     items = items_table(args.n)
     rng = np.random.default_rng(7)
     qi = rng.choice(args.n, size=args.queries, replace=False)
-    q = v[qi] + 0.05 * rng.standard_normal((args.queries, args.dim), dtype=np.float32)
+    q = v[np.sort(qi)] + 0.05 * rng.standard_normal((args.queries, args.dim), dtype=np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
+    tune_rows = np.sort(rng.choice(args.n, size=200, replace=False))
+    tq = np.ascontiguousarray(v[tune_rows])
     print(f"data: {args.n:,} x {args.dim} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     cols = FilterColumns(items, label_names=LABELS)
     filters = {"none": None, **{f"{FREQ[x]:.0%}": Filter(labels_any=[x]) for x in LABELS}}
+    masks = {f: np.ones(args.n, bool) if flt is None else flt.mask(cols) for f, flt in filters.items()}
+    allowed = {f: None if filters[f] is None else np.flatnonzero(m).astype(np.int64)
+               for f, m in masks.items()}  # fmt: skip
+    clients = [int(c) for c in args.clients.split(",") if c]
+    rows: list[tuple[str, str, float, float, list[float]]] = []
+    rates: list[tuple[str, str, list[str]]] = []
+    build: dict[str, float] = {}
+    ref: dict[str, np.ndarray] = {}
 
-    flat = faiss.IndexFlatIP(args.dim)
-    flat.add(v)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-milvus-"))
-    db = work / "bench.db"
-    shutil.rmtree(db, ignore_errors=True)
-    rows_all = np.arange(args.n, dtype=np.int64)
+    def selector(fname: str):
+        if filters[fname] is None:
+            return None
+        bits = np.packbits(masks[fname], bitorder="little")
+        sel = faiss.IDSelectorBitmap(args.n, faiss.swig_ptr(bits))
+        sel.bits_ref = bits  # keep the bitmap alive with the selector
+        return sel
 
-    t0 = time.perf_counter()
-    mflat = M.create(str(db), dim=args.dim, label_names=LABELS, kind="exact", name_hint="flat")
-    mflat.add(rows_all, v, items)
-    build = {"milvus-lite FLAT": time.perf_counter() - t0}
-    print(f"Lite FLAT insert: {build['milvus-lite FLAT']:.1f}s, RSS {rss_gb():.2f} GB", file=sys.stderr)
-    mhnsw = fhnsw = None
-    if not args.no_hnsw:
-        t0 = time.perf_counter()
-        mhnsw = M.create(
-            str(db), dim=args.dim, label_names=LABELS, kind="hnsw", n_hint=args.n, name_hint="hnsw"
-        )
-        mhnsw.add(rows_all, v, items)
-        mhnsw.search(q[:1], args.k)  # Lite builds the graph lazily: count it in the build
-        build["milvus-lite HNSW"] = time.perf_counter() - t0
-        mhnsw.tune(v, target=0.95, n_queries=200)
-        print(f"Lite HNSW build {build['milvus-lite HNSW']:.1f}s, {mhnsw.search_params}", file=sys.stderr)
-        t0 = time.perf_counter()
-        fhnsw = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
-        fhnsw.hnsw.efConstruction = 200
-        faiss.omp_set_num_threads(os.cpu_count() or 1)
-        fhnsw.add(v)
-        faiss.omp_set_num_threads(1)
-        build["faiss HNSW32"] = time.perf_counter() - t0
+    def measure(name: str, search) -> None:
+        """Latency and agreement on every filter, queries/s at each client count (none, 10 %)."""
+        for fname in filters:
+            got, lat = timed_queries(lambda x, f=fname: search(x, f), q)
+            rows.append((name, fname, masks[fname].mean(), 1.0 if name.startswith("faiss Flat")
+                         else agreement(got, ref[fname]), lat))  # fmt: skip
+        for fname in ("none", "10%") if clients else ():
+            cells = [f"{qps(lambda x, f=fname: search(x, f), q, c):.1f}" for c in clients]
+            rates.append((name, fname, cells))
+        print(f"{name} measured", file=sys.stderr)
 
-    engines: dict[str, object] = {"milvus-lite FLAT": mflat}
-    if mhnsw is not None:
-        engines["milvus-lite HNSW"] = mhnsw
-    stack = contextlib.ExitStack()
-    if args.server:
-        uri = args.server
-        if uri == "start":
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-            from tests.retrieval.milvus_server import milvus_server
-
-            uri = stack.enter_context(milvus_server(work / "server"))
-        for kind in ("exact", "hnsw") if not args.no_hnsw else ("exact",):
+    with phase(args.lock, "faiss"):
+        flat = faiss.IndexFlatIP(args.dim)
+        for lo in range(0, args.n, 100_000):
+            flat.add(np.ascontiguousarray(v[lo : lo + 100_000]))
+        sels = {f: selector(f) for f in filters}
+        for fname in filters:
+            p = faiss.SearchParameters(sel=sels[fname])
+            ref[fname] = np.concatenate([flat.search(x[None], args.k, params=p)[1] for x in q])
+        truth = flat.search(tq, 10)[1]
+        measure("faiss Flat (exact)", lambda x, f: flat.search(x, args.k, params=faiss.SearchParameters(
+            sel=sels[f]))[1])  # fmt: skip
+        flat.reset()  # frees its vectors
+        if not args.no_hnsw:
             t0 = time.perf_counter()
-            be = M.create(uri, dim=args.dim, label_names=LABELS, kind=kind, n_hint=args.n, name_hint=kind)
-            be.add(rows_all, v, items)
-            be.search(q[:1], args.k)
-            name = f"milvus-server {'FLAT' if kind == 'exact' else 'HNSW'}"
-            build[name] = time.perf_counter() - t0
-            if kind == "hnsw":
-                be.tune(v, target=0.95, n_queries=200)
-            engines[name] = be
-            print(f"{name} build {build[name]:.1f}s {be.search_params}", file=sys.stderr)
+            fh = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
+            fh.hnsw.efConstruction = 200
+            faiss.omp_set_num_threads(os.cpu_count() or 1)
+            for lo in range(0, args.n, 100_000):
+                fh.add(np.ascontiguousarray(v[lo : lo + 100_000]))
+            faiss.omp_set_num_threads(1)
+            build["faiss HNSW32 (efConstruction 200, all cores)"] = time.perf_counter() - t0
+            measure("faiss HNSW32 ef128 (selector only)", lambda x, f: fh.search(
+                x, args.k, params=faiss.SearchParametersHNSW(sel=sels[f], efSearch=128))[1])  # fmt: skip
+            fh.reset()
 
-    rows = []
-    for fname, flt in filters.items():
-        mask = np.ones(args.n, bool) if flt is None else flt.mask(cols)
-        allowed = None if flt is None else np.flatnonzero(mask).astype(np.int64)
-        sel = None
-        if flt is not None:
-            bits = np.packbits(mask, bitorder="little")
-            sel = faiss.IDSelectorBitmap(args.n, faiss.swig_ptr(bits))
-        p = faiss.SearchParameters(sel=sel)
-        ref, lat = timed_queries(lambda x, p=p: flat.search(x, args.k, params=p)[1], q)
-        rows.append(("faiss Flat (exact)", fname, mask.mean(), 1.0, lat))
-        got, lat = timed_queries(lambda x, a=allowed, f=flt: mflat.search(x, args.k, rows=a, where=f)[1], q)
-        rows.append(("milvus-lite FLAT", fname, mask.mean(), agreement(got, ref), lat))
-        for name, be in engines.items():
-            if name == "milvus-lite FLAT":
-                continue
-            got, lat = timed_queries(
-                lambda x, a=allowed, f=flt, b=be: b.search(x, args.k, rows=a, where=f)[1], q
-            )
-            rows.append((name, fname, mask.mean(), agreement(got, ref), lat))
-        if mhnsw is not None and fhnsw is not None:
-            ph = faiss.SearchParametersHNSW(sel=sel, efSearch=128)
-            got, lat = timed_queries(lambda x, ph=ph: fhnsw.search(x, args.k, params=ph)[1], q)
-            rows.append(("faiss HNSW32 ef128 (selector only)", fname, mask.mean(), agreement(got, ref), lat))
-        print(f"filter {fname} done", file=sys.stderr)
+    def milvus_engine(uri: str, kind: str, name: str, levels: list[str | None]) -> None:
+        t0 = time.perf_counter()
+        be = M.create(uri, dim=args.dim, label_names=LABELS, kind=kind, n_hint=args.n, name_hint=kind)
+        try:
+            add_chunked(be, v, items)
+            build[f"{name}: insert + flush"] = time.perf_counter() - t0
+            if not M.is_lite_uri(uri):
+                build[f"{name}: index built after insert"] = wait_indexed(be, args.n)
+            t1 = time.perf_counter()
+            be.search(q[:1], args.k)  # Lite builds its index lazily: counted here
+            build[f"{name}: first search"] = time.perf_counter() - t1
+            if be.approximate:
+                recall = be.tune(None, target=0.95, truth=(tq, truth))
+                print(f"{name} tuned {be.search_params} recall@10 {recall}", file=sys.stderr)
+            for level in levels:
+                be.consistency = level
+                label = f"{name} ({level})" if level else name
+                measure(label, lambda x, f: be.search(x, args.k, rows=allowed[f], where=filters[f])[1])
+        finally:
+            be.drop()
 
-    print(
-        f"\n{args.n:,} x {args.dim} clustered unit vectors, {args.queries} queries, top-{args.k}, one query"
-    )
-    print("per call, one thread. Agreement = mean share of the FAISS exact top-10 ids returned.\n")
+    kinds = [k for k in ("exact", "hnsw") if k == "exact" or not args.no_hnsw]
+    lite = [k.strip() for k in args.lite.split(",") if k.strip() and k.strip() != "none"]
+    for kind in kinds:
+        if ("flat" if kind == "exact" else kind) in lite:
+            with phase(args.lock, f"lite {kind}"):
+                db = work / f"lite-{kind}.db"
+                shutil.rmtree(db, ignore_errors=True)
+                milvus_engine(str(db), kind, f"milvus-lite {'FLAT' if kind == 'exact' else 'HNSW'}", [None])
+                shutil.rmtree(db, ignore_errors=True)
+    if args.server:
+        levels: list[str | None] = [c.strip() for c in args.consistency.split(",") if c.strip()]
+        for kind in kinds:
+            with phase(args.lock, f"server {kind}"), contextlib.ExitStack() as stack:
+                uri = args.server
+                if uri == "start":
+                    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+                    from tests.retrieval.milvus_server import milvus_server
+
+                    shutil.rmtree(work / "server", ignore_errors=True)
+                    uri = stack.enter_context(milvus_server(work / "server"))
+                milvus_engine(uri, kind, f"milvus-server {'FLAT' if kind == 'exact' else 'HNSW'}", levels)
+
+    print(f"\n{args.n:,} x {args.dim} clustered unit vectors, {args.queries} queries, top-{args.k}, one "
+          "query per call, one thread. Agreement = mean share of the FAISS exact top-10 ids returned.\n")
     print("| engine | filter (labels_any) | allowed | top-10 agreement vs FAISS exact | median ms | p95 ms |")
     print("|---|---|---:|---:|---:|---:|")
     for eng, fname, sel_, agr, lat in rows:
         med, p95 = np.median(lat), np.percentile(lat, 95)
         print(f"| {eng} | {fname} | {sel_:.1%} | {agr:.3f} | {med:.2f} | {p95:.2f} |")
-    clients = [int(c) for c in args.clients.split(",") if c]
     if clients:
         print("\n| engine | filter | " + " | ".join(f"q/s at {c} client(s)" for c in clients) + " |")
         print("|---|---|" + "---:|" * len(clients))
-        cands: dict[str, object] = {"faiss Flat (exact)": None, **engines}
-        if fhnsw is not None:
-            cands["faiss HNSW32 ef128"] = fhnsw
-        for fname in ("none", "10%"):
-            flt = filters[fname]
-            mask = np.ones(args.n, bool) if flt is None else flt.mask(cols)
-            allowed = None if flt is None else np.flatnonzero(mask).astype(np.int64)
-            sel = None
-            if flt is not None:
-                bits = np.packbits(mask, bitorder="little")
-                sel = faiss.IDSelectorBitmap(args.n, faiss.swig_ptr(bits))
-            for name, be in cands.items():
-                if be is None:
-                    p = faiss.SearchParameters(sel=sel)
-                    fn = lambda x, p=p: flat.search(x, args.k, params=p)  # noqa: E731
-                elif be is fhnsw:
-                    ph = faiss.SearchParametersHNSW(sel=sel, efSearch=128)
-                    fn = lambda x, ph=ph: fhnsw.search(x, args.k, params=ph)  # noqa: E731
-                else:
-                    fn = lambda x, b=be, a=allowed, f=flt: b.search(x, args.k, rows=a, where=f)  # noqa: E731
-                cells = [f"{qps(fn, q, c):.1f}" for c in clients]
-                print(f"| {name} | {fname} | " + " | ".join(cells) + " |")
+        for name, fname, cells in rates:
+            print(f"| {name} | {fname} | " + " | ".join(cells) + " |")
     print("\n| build | seconds |\n|---|---:|")
-    for k_, s in build.items():
-        print(f"| {k_} | {s:.1f} |")
-    if mhnsw is not None:
-        print(f"\nMilvus Lite HNSW search params: {mhnsw.search_params} (M=32, efConstruction=200)")
-    disk = sum(f.stat().st_size for f in db.rglob("*") if f.is_file()) / 1e9
-    print(f"peak RSS {rss_gb():.2f} GB; Lite data dir {disk:.2f} GB")
-    for be in engines.values():
-        be.drop()  # type: ignore[attr-defined]
-    stack.close()
-    shutil.rmtree(work, ignore_errors=True)
+    for k_, s_ in build.items():
+        print(f"| {k_} | {s_:.1f} |")
+    print(f"\npeak RSS of this process {rss_gb():.2f} GB (the server is another process)")
+    print(f"end {os.popen('uptime').read().strip()}")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -175,7 +175,7 @@ def test_empty_dataset_and_unknown_sensor(tmp_path, tiny_model_dir, reben_source
 
 
 def test_killed_evaluate_resumes_and_cleans_up(tmp_path, tiny_model_dir, reben_sources, monkeypatch, capsys):
-    import csmae.retrieval.protocol as protocol
+    import csmae.retrieval.eval_stream as protocol  # where the searches run
 
     emb = tmp_path / "emb"
     embed_dataset(tiny_model_dir, reben_sources, emb)

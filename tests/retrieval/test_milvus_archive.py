@@ -241,3 +241,62 @@ def test_kill_9_mid_insert_leaves_whole_items_and_a_rerun_completes(archive, mil
     rows = collection_rows(be)
     assert {r["row"] for r in rows} == keys_of(emb) | keys_of(big) and len(rows) == len(emb) + len(big)
     assert {t: v["state"] for t, v in be.ingests().items()} == {next(iter(tokens)): "done"}
+
+
+def write_shards(emb, out: Path, per: int, nan_row: int | None = None) -> Path:
+    """``emb`` as a folder of shards of ``per`` rows (footprints, times, countries kept)."""
+    from csmae.retrieval.artifacts import base_manifest, write_json_atomic
+    from csmae.retrieval.embeddings import write_shard
+
+    out.mkdir(parents=True)
+    entries = []
+    vec = emb.vectors.copy()
+    if nan_row is not None:
+        vec[nan_row] = np.nan
+    for j, lo in enumerate(range(0, len(emb), per)):
+        sl = slice(lo, lo + per)
+        m = emb.meta.iloc[sl]
+        meta = {"geometry": m["geometry"].tolist(), "country": m["country"].tolist(),
+                "datetime": [t.isoformat() for t in m["datetime"]], "place": m["place"].tolist()}  # fmt: skip
+        write_shard(out / f"part-{j:05d}.parquet", ids=list(emb.ids[sl]), sensors=list(emb.sensors[sl]),
+                    splits=list(emb.splits[sl]), labels=emb.labels[sl], vectors=vec[sl],
+                    meta=meta)  # fmt: skip
+        entries.append({"file": f"part-{j:05d}.parquet", "rows": len(emb.ids[sl])})
+    man = base_manifest("csmae-embeddings", model=MODEL, sensors=SENSORS, dim=emb.dim, count=len(emb),
+                        shards=entries)  # fmt: skip
+    write_json_atomic(out / "manifest.json", man)
+    return out
+
+
+def test_index_add_of_a_folder_reads_it_shard_by_shard(archive, milvus_deploy, tmp_path, monkeypatch):
+    """A pointer's ``index add`` of a folder never loads the folder's vectors at once: the same
+    items (order, columns), vectors and report as adding the loaded embeddings."""
+    import csmae.retrieval.embeddings as E
+    from csmae.retrieval.embeddings import load_embeddings
+
+    si, _, out = archive
+    new = with_meta(make_emb([f"f{i:03d}" for i in range(45)], seed=6), seed=8)
+    folder = write_shards(new, tmp_path / "new", per=16, nan_row=21)
+    loaded = load_embeddings(folder)
+    other = tmp_path / "other"
+    build_index(with_meta(make_emb([f"a{i:03d}" for i in range(40)])), "exact", other, backend="milvus",
+                uri=milvus_deploy.uri("other"))  # fmt: skip
+    import csmae.retrieval.index_archive as IA
+
+    whole_load = lambda *a, **k: pytest.fail("the folder was loaded whole")  # noqa: E731
+    monkeypatch.setattr(E, "load_embeddings", whole_load)
+    monkeypatch.setattr(IA, "load_embeddings", whole_load, raising=False)  # what it imported before
+    streamed = add_embeddings(out, folder)
+    monkeypatch.undo()
+    whole = add_embeddings(other, loaded)
+    assert (streamed.added, streamed.replaced, streamed.skipped_nonfinite) == (89, 0, 1)
+    assert (whole.added, whole.replaced, whole.skipped_nonfinite) == (89, 0, 1)
+    a, b = SearchIndex.load(out), SearchIndex.load(other)
+    try:
+        pd.testing.assert_frame_equal(a.items.drop(columns="labels"), b.items.drop(columns="labels"))
+        assert (np.stack(a.items["labels"]) == np.stack(b.items["labels"])).all()
+        rows = np.arange(len(a.items))
+        np.testing.assert_array_equal(a.backend.reconstruct(rows), b.backend.reconstruct(rows))
+        assert list(a.backend.ingests().values())[0]["state"] == "done"
+    finally:
+        b.backend.drop()

@@ -100,7 +100,7 @@ def test_large_k_is_skipped_with_a_note_and_empty_archive_is_an_error():
 
 
 def test_interrupted_protocol_resumes_from_finished_searches(tmp_path, monkeypatch):
-    import csmae.retrieval.protocol as protocol
+    import csmae.retrieval.eval_stream as protocol  # where the searches run (block by block)
 
     emb = random_embeddings(n_pairs=90, d=12, seed=5)
     want = run_protocol(emb, ks=[3, 10])

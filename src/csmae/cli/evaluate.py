@@ -100,16 +100,17 @@ def parse_embeddings(values: list[str]) -> dict[str, Path] | Path:
     return out
 
 
-def load_for_evaluation(spec: dict[str, Path] | Path) -> tuple[Any, Any]:
-    """(Embeddings, what the report records as "embeddings") for one folder or one folder per sensor."""
-    from csmae.retrieval.embeddings import load_embeddings
-    from csmae.retrieval.protocol import cross_model_embeddings
+def load_for_evaluation(spec: dict[str, Path] | Path, query_split: Any = None) -> tuple[Any, Any]:
+    """(evaluation source, what the report records as "embeddings") for one folder or one folder
+    per sensor: the per-row columns now (and the ``query_split`` vectors when they fit), the
+    vectors read shard by shard while searching."""
+    from csmae.retrieval.protocol import cross_model_source, evaluation_source
 
     if isinstance(spec, Path):
-        return load_embeddings(spec), str(spec.resolve())
-    parts = {s: load_embeddings(p) for s, p in spec.items()}
+        return evaluation_source(spec, query_split=query_split), str(spec.resolve())
+    parts = {s: evaluation_source(p, query_split=query_split) for s, p in spec.items()}
     sources = {s: str(p.resolve()) for s, p in spec.items()}
-    return cross_model_embeddings(parts, sources=sources), sources
+    return cross_model_source(parts, sources=sources), sources
 
 
 def _only_searches(folder: Path) -> bool:
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             finally:
                 bar.close()
-    emb, recorded = load_for_evaluation(spec)
+    emb, recorded = load_for_evaluation(spec, args.queries)
     bar = tqdm(total=0, unit="query", desc="search", dynamic_ncols=True)
 
     def on_search(name: str, n: int, _: int) -> None:
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         if sources:
             from csmae.data import open_dataset
 
-            dataset = open_dataset(*sources, sensors=tuple(emb.sensor_names))
+            dataset = open_dataset(*sources, sensors=tuple(emb.rows.sensor_names))
         else:
             print("note: no dataset for previews; grids drawn without pictures")
     out = write_report(

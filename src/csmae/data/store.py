@@ -259,6 +259,11 @@ class StoreDataset(PairedDataset):
             self._arrays, self._pid = arrays, os.getpid()
         return self._arrays
 
+    def release(self) -> None:
+        """Unmap the record files: the pages read so far stop counting in this process's RSS (a
+        long pass over the store, e.g. ``csmae embed``, stays bounded); the next read maps them again."""
+        self._arrays = None
+
     # --- reading ---------------------------------------------------------------------------------
     def splits(self) -> list[str | None]:
         return list(self._splits)

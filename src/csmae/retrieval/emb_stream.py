@@ -33,6 +33,8 @@ class ShardedEmbeddings:
     dim: int
     finite: np.ndarray  # (M,) bool: the row's vector is all finite
     shards: list[tuple[Path, dict[str, Any] | None, int]]  # file, checksum entry, first row
+    #: (sorted rows, their vectors) kept by :func:`scan`'s ``keep``, or None
+    kept: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -41,8 +43,7 @@ class ShardedEmbeddings:
     def vectors(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, (R, D) float32) per shard, in row order."""
         for f, checksum, start in self.shards:
-            part = read_shard(f, checksum=checksum)
-            v = part["vectors"]
+            v = read_vectors(f, checksum=checksum)
             if v.shape[1] != self.dim:
                 raise ValueError(f"{f}: vectors have D={v.shape[1]}, the folder's others D={self.dim}")
             yield start, v
@@ -57,18 +58,52 @@ class ShardedEmbeddings:
         return out
 
 
-def scan(path: str | os.PathLike[str]) -> ShardedEmbeddings:
-    """Read an embeddings folder's per-row columns and finite flags, one shard at a time."""
+def read_vectors(path: Path, *, checksum: dict[str, Any] | None = None) -> np.ndarray:
+    """(R, D) float32: only the ``vector`` column of a shard (its bytes verified first, as
+    :func:`~csmae.retrieval.embeddings.read_shard` does): no per-row objects for ids or footprints."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source: Any = path
+    if checksum is not None:
+        from csmae.integrity import read_verified
+
+        buf = read_verified(path, checksum, what="embeddings shard", alloc=pa.allocate_buffer)
+        source = pa.BufferReader(buf)
+    try:
+        arr = pq.read_table(source, columns=["vector"]).column("vector").combine_chunks()
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise ValueError(f"{path}: cannot read the vector column of the Parquet shard ({e})") from None
+    width = getattr(arr.type, "list_size", None)
+    if width is None:  # variable-size list written by another tool
+        rows = arr.to_pylist()
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    return np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, width)
+
+
+def scan(
+    path: str | os.PathLike[str], *, meta: bool = True, keep: Any = None, keep_bytes: int = 0
+) -> ShardedEmbeddings:
+    """Read an embeddings folder's per-row columns and finite flags, one shard at a time.
+
+    ``meta``: also keep the geo columns (footprints, times, ...: an index needs them; an
+    evaluation does not, and leaves them out to hold less). ``keep``: a function of a shard's
+    columns (``ids``, ``sensors``, ``splits``) giving the rows whose vectors to keep (``kept``:
+    e.g. an evaluation's queries, read in this pass instead of another), dropped when they pass
+    ``keep_bytes``."""
     import pandas as pd
 
-    from csmae.integrity import finite_rows
+    from csmae.integrity import finite_rows, member
 
     path = Path(path)
     manifest = read_manifest(path, kind=KIND)
     sums = _checksums(path, manifest)
     parts, shards, finite, metas, start, dim = [], [], [], [], 0, int(manifest.get("dim", 0))
+    common: dict[Any, Any] = {}
+    kept: list[tuple[np.ndarray, np.ndarray]] | None = [] if keep is not None else None
+    held = 0
     for sh in manifest.get("shards") or []:
-        f = path / sh["file"]
+        f = member(path, sh.get("file"), what="embeddings folder", field='manifest.json "shards"')
         if not f.exists():
             raise ValueError(f"{path}: shard {sh['file']} listed in manifest.json is missing")
         checksum = None if sums is None else _entry(sums, f)
@@ -80,15 +115,23 @@ def scan(path: str | os.PathLike[str]) -> ShardedEmbeddings:
         if sh.get("rows") is not None and len(v) != int(sh["rows"]):
             raise ValueError(f"{f}: {len(v)} rows, but manifest.json says {sh['rows']} rows")
         finite.append(finite_rows(v))
+        if keep is not None and kept is not None:
+            sel = np.flatnonzero(keep(part))
+            kept.append((start + sel, np.ascontiguousarray(v[sel])))
+            held += sel.size * v.shape[1] * 4
+            if held > keep_bytes:
+                kept = None  # over the budget: the caller reads them shard by shard instead
         del v
         shards.append((f, checksum, start))
-        metas.append(part.pop("meta", None))
+        metas.append(part.pop("meta", None) if meta else None)
+        for key in ("sensors", "splits"):  # a few distinct values: one str object each, not one a row
+            part[key] = _shared(part[key], common)
         parts.append(part)
         start += len(part["ids"])
     n_labels = len(manifest.get("label_names") or []) or 19
-    meta = None
+    frame = None
     if any(m is not None for m in metas):
-        meta = pd.concat(
+        frame = pd.concat(
             [m if m is not None else _empty_meta(len(p["ids"])) for m, p in zip(metas, parts, strict=True)],
             ignore_index=True,
         )
@@ -103,12 +146,33 @@ def scan(path: str | os.PathLike[str]) -> ShardedEmbeddings:
         labels=cat("labels", np.zeros((0, n_labels), bool)),
         vectors=np.zeros((start, 0), np.float32),
         manifest=manifest,
-        meta=meta,
+        meta=frame,
     )
     if "count" in manifest and int(manifest["count"]) != start:
         raise ValueError(f"{path}: {start} rows in the shards but manifest.json says {manifest['count']}")
     ok = np.concatenate(finite) if finite else np.zeros(0, bool)
-    return ShardedEmbeddings(path=path, rows=rows, dim=dim, finite=ok, shards=shards)
+    _release_arrow()
+    kept_rows = None
+    if kept is not None:
+        kept_rows = (
+            np.concatenate([r for r, _ in kept]) if kept else np.zeros(0, np.int64),
+            np.concatenate([x for _, x in kept]) if kept else np.zeros((0, dim), np.float32),
+        )
+    return ShardedEmbeddings(path=path, rows=rows, dim=dim, finite=ok, shards=shards, kept=kept_rows)
+
+
+def _release_arrow() -> None:
+    """Hand the shard buffers Arrow's allocator keeps for reuse back to the system."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+def _shared(values: np.ndarray, common: dict[Any, Any]) -> np.ndarray:
+    """``values`` (object array) with equal values as the same object (8 bytes a row, not ~60)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = [common.setdefault(v, v) for v in values.tolist()]
+    return out
 
 
 def nonfinite_report(se: ShardedEmbeddings, source: str, show: int = 20) -> dict[str, Any] | None:

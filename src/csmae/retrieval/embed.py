@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 #: Environment variables Lightning, torchrun and SLURM set in launched ranks (rank 0 is the launching
 #: process, or the first task).
 _RANK_VARS = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+#: pairs read between two unmappings of a memory-mapped dataset's files (StoreDataset.release)
+RELEASE_PAIRS = 256
 
 
 def band_permutation(have: Sequence[str], want: Sequence[str], *, sensor: str) -> np.ndarray | None:
@@ -99,9 +101,23 @@ def _reader(
             out[s] = x if perms[s] is None else x[:, perms[s]]
         return out
 
-    if compact:
-        return compact_read
-    return fast if hasattr(ds, "get_batch") else slow
+    read = compact_read if compact else fast if hasattr(ds, "get_batch") else slow
+    release = getattr(ds, "release", None)
+    if release is None:
+        return read
+    since = [0]
+
+    def bounded(idx: np.ndarray) -> dict[str, Any]:
+        """``read``, unmapping the dataset's files every RELEASE_PAIRS pairs (in each reader
+        process): a memory-mapped store's pages would otherwise count in RSS up to its size."""
+        out = read(idx)
+        since[0] += len(idx)
+        if since[0] >= RELEASE_PAIRS:
+            release()
+            since[0] = 0
+        return out
+
+    return bounded
 
 
 def device_layout(ds: Any, sensors: dict[str, Sensor], mode: bool | str, device: Any) -> tuple[Any, bool]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ import numpy as np
 from csmae.retrieval.artifacts import read_manifest
 from csmae.retrieval.backends.base import owns_items
 from csmae.retrieval.backends.registry import entry_of, load_backend
-from csmae.retrieval.embeddings import Embeddings, drop_nonfinite, load_embeddings
+from csmae.retrieval.emb_stream import ShardedEmbeddings, nonfinite_report, scan
+from csmae.retrieval.embeddings import Embeddings, drop_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +63,44 @@ def archive_add(
     pointer: tuple[dict[str, Any], Any],
     emb: Embeddings | str | Any,
     source: str,
-    check: Callable[[dict[str, Any], Embeddings, str], None],
+    check: Callable[..., None],
+    leave_out: Callable[[Any], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Upsert an embeddings folder (or object) into the archive; the report's fields."""
+    """Upsert an embeddings folder (read shard by shard: no full copy of its vectors) or object
+    into the archive; the report's fields. ``leave_out``: given the finite rows' columns (no
+    vectors), the (N,) bool mask of rows not to add (e.g. duplicates of the archive's ground)."""
     from csmae.retrieval.index import _duplicates, items_table, normalized_rows
 
     manifest, backend = pointer
-    where = str(Path(emb).resolve()) if not isinstance(emb, Embeddings) else source
-    if not isinstance(emb, Embeddings):
-        emb = load_embeddings(emb)
-    check(recorded_manifest(manifest, backend), emb, source)  # refused before anything is written
-    emb, nonfinite = drop_nonfinite(emb, source=source)
-    dup = _duplicates(emb.ids, emb.sensors)
+    recorded = recorded_manifest(manifest, backend)
+    if isinstance(emb, Embeddings):
+        check(recorded, emb, source)  # refused before anything is written
+        emb, nonfinite = drop_nonfinite(emb, source=source)
+        if leave_out is not None and len(emb):
+            emb = emb.select(~leave_out(emb))
+        where, rows, se, kept = source, emb, None, None
+    else:
+        where = str(Path(emb).resolve())
+        se = scan(emb)
+        check(recorded, se.rows, source, emb_dim=se.dim)  # refused before anything is written
+        nonfinite = nonfinite_report(se, source) if len(se.finite) else None
+        rows = se.rows.select(se.finite)
+        kept = ~leave_out(rows) if leave_out is not None and len(rows) else None  # over the finite rows
+        if kept is not None:
+            rows = rows.select(kept)
+    dup = _duplicates(rows.ids, rows.sensors)
     if dup:
         raise ValueError(f"{source} holds duplicate (id, sensor) rows, e.g. {dup[:3]}: nothing was added")
-    if len(emb) == 0:
+    if len(rows) == 0:
         return {"count": len(backend)}
-    order = np.arange(len(emb))
-    token = ingest_token(where, emb.manifest, len(emb))
-    added, replaced = backend.upsert_items(
-        normalized_rows(emb, order), items_table(emb, order), token=token, source=where
-    )
+    order = np.arange(len(rows))
+    token = ingest_token(where, rows.manifest, len(rows))
+    items = items_table(rows, order)
+    if se is None:
+        parts: Any = [(order, normalized_rows(rows, order))]
+    else:
+        parts = _finite_parts(se, kept)
+    added, replaced = backend.upsert_parts(items, parts, token=token, source=where)
     if replaced:
         log.warning("%d (id, sensor) items were already in the archive and were replaced, e.g. %s",
                     len(replaced), replaced[:3])  # fmt: skip
@@ -93,6 +111,24 @@ def archive_add(
         "skipped_nonfinite": int((nonfinite or {}).get("count", 0)),
         "count": len(backend) + added,
     }
+
+
+def _finite_parts(
+    se: ShardedEmbeddings, kept: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions among the folder's finite rows that are ``kept`` (a mask over the finite rows;
+    None: all), their L2-normalised vectors), shard by shard."""
+    from csmae.retrieval.topk import l2_normalize
+
+    take = se.finite.copy()
+    if kept is not None:
+        take[np.flatnonzero(se.finite)[~kept]] = False
+    pos_of = np.full(len(take), -1, np.int64)
+    pos_of[take] = np.arange(int(take.sum()))
+    for first, v in se.vectors():
+        sel = np.flatnonzero(take[first : first + len(v)])
+        if len(sel):
+            yield pos_of[first + sel], l2_normalize(np.ascontiguousarray(v[sel], dtype=np.float32))
 
 
 def archive_remove(

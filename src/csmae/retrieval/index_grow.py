@@ -136,15 +136,16 @@ def add_embeddings(
     t0 = time.perf_counter()
     pointer = open_pointer(_existing(path))
     if pointer is not None:  # the engine keeps the archive: no folder lock, the folder does not change
-        if not isinstance(emb, Embeddings):
-            from csmae.retrieval.embeddings import load_embeddings
+        found = Duplicates(np.zeros(0, dtype=bool))
 
-            emb = load_embeddings(emb)
-        held = SearchIndex.load(path).items  # the archive's items now (its own engine handle, read only)
-        found = find_duplicates(emb.ids, emb.sensors, emb.meta, held)
-        if duplicates == "drop" and found.count:
-            emb = emb.select(~found.drop)
-        rep = UpdateReport(op="add", **archive_add(pointer, emb, source, check_manifest_compatible))
+        def leave_out(rows: Any) -> np.ndarray:  # the new rows repeating the archive's ground
+            nonlocal found
+            held = SearchIndex.load(path).items  # the archive's items now (its own handle, read only)
+            found = find_duplicates(rows.ids, rows.sensors, rows.meta, held)
+            return found.drop if duplicates == "drop" else np.zeros(len(found.drop), dtype=bool)
+
+        added = archive_add(pointer, emb, source, check_manifest_compatible, leave_out)
+        rep = UpdateReport(op="add", **added)
         _count_duplicates(rep, found, duplicates)
         rep.seconds = time.perf_counter() - t0
         return rep

@@ -15,6 +15,12 @@ Cross-model pairs (the paper's uni-modal baseline: S1 items described by the S1-
 the S2-only MAE): :func:`cross_model_embeddings` takes each sensor's rows from its own embeddings,
 after checking that both describe the same pairs (ids, splits, labels); the protocol then runs on
 the combination as on one model's embeddings and records both models.
+
+Memory: the vectors are searched block by block (:mod:`csmae.retrieval.eval_stream`): an
+embeddings folder (:func:`evaluation_source`, what ``csmae evaluate`` uses) is read shard by shard,
+a chunk of queries at a time against one archive block at a time, and the per-block top-k lists are
+merged; the results are identical to one search over everything (the ranking is defined pair by
+pair). Peak memory is the per-row columns plus ``eval_stream``'s block budgets, not the folder.
 """
 
 from __future__ import annotations
@@ -28,10 +34,22 @@ from typing import Any
 
 import numpy as np
 
+from csmae.retrieval.emb_stream import scan
 from csmae.retrieval.embeddings import Embeddings
+from csmae.retrieval.eval_stream import (
+    CrossSource,
+    Direction,
+    FolderSource,
+    VectorSource,
+    as_source,
+    check_finite,
+    columns,
+    fingerprints,
+    search_blocks,
+)
 from csmae.retrieval.metrics import ranked_metrics
-from csmae.retrieval.resume import SearchCache, array_digest, search_key
-from csmae.retrieval.topk import TopKStats, exact_topk, l2_normalize, merge_topk
+from csmae.retrieval.resume import SearchCache, search_key
+from csmae.retrieval.topk import TopKStats, merge_topk
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +72,41 @@ def cross_model_embeddings(
             not describe the same pairs with the same splits and labels (the message names the
             folders and a few of the disagreeing ids).
     """
+    rows, where = _cross_rows(parts, {s: e.dim for s, e in parts.items()}, sources)
+    rows.vectors = np.concatenate([parts[s].vectors[where[s]] for s in where])
+    return rows
+
+
+def cross_model_source(
+    parts: Mapping[str, VectorSource], *, sources: Mapping[str, str] | None = None
+) -> CrossSource:
+    """:func:`cross_model_embeddings` over sources (e.g. folders read shard by shard): the same rows
+    and checks, the vectors read block by block from each sensor's own source."""
+    rows, where = _cross_rows({s: p.rows for s, p in parts.items()}, {s: p.dim for s, p in parts.items()},
+                              sources)  # fmt: skip
+    return CrossSource(rows=rows, parts=dict(parts), where=where, dim=next(iter(parts.values())).dim)
+
+
+def _cross_rows(
+    parts: Mapping[str, Embeddings], dims: Mapping[str, int], sources: Mapping[str, str] | None
+) -> tuple[Embeddings, dict[str, np.ndarray]]:
+    """The per-row columns of the cross-model combination (vectors of width 0) and, per sensor,
+    the positions of its rows in its part."""
     if not parts:
         raise ValueError("cross_model_embeddings needs at least one sensor")
     src = {s: (sources or {}).get(s) or f"the {s} embeddings" for s in parts}
     sel: dict[str, Embeddings] = {}
+    where: dict[str, np.ndarray] = {}
     for s, emb in parts.items():
         if s not in emb.sensor_names:
             raise ValueError(
                 f"{src[s]} has no {s} vectors (it has {emb.sensor_names}); cannot use it for {s}"
             )
-        sel[s] = emb.select(sensor=s)
+        where[s] = np.flatnonzero(emb.sensors == s)
+        sel[s] = columns(emb, where[s])
     names = list(sel)
     first = names[0]
-    dims = {s: sel[s].dim for s in names}
-    if len(set(dims.values())) != 1:
+    if len({dims[s] for s in names}) != 1:
         raise ValueError(
             "cross-model descriptors must have one dimension to be compared across sensors, got "
             + ", ".join(f"D={dims[s]} for {s} ({src[s]})" for s in names)
@@ -89,7 +128,7 @@ def cross_model_embeddings(
     man["precision"] = precisions[first] if len(set(precisions.values())) == 1 else precisions
     fields = ("ids", "sensors", "splits", "labels", "vectors")
     cols = {f: np.concatenate([getattr(sel[s], f) for s in names]) for f in fields}
-    return Embeddings(**cols, manifest=man)
+    return Embeddings(**cols, manifest=man), where
 
 
 def _check_same_pairs(a: Embeddings, b: Embeddings, a_src: str, b_src: str) -> None:
@@ -157,7 +196,7 @@ def _splits_overlap(qs: str | Sequence[str], as_: str | Sequence[str]) -> bool:
 
 
 def run_protocol(
-    emb: Embeddings,
+    emb: Embeddings | VectorSource,
     *,
     query_split: str | Sequence[str] = "val",
     archive_split: str | Sequence[str] = "test",
@@ -172,17 +211,25 @@ def run_protocol(
 ) -> ProtocolResult:
     """Run every direction between the sensors of ``emb``; see the module docstring.
 
+    ``emb``: in-memory embeddings, or a source that reads them block by block
+    (:func:`evaluation_source` of a folder): the vectors are searched in blocks either way
+    (:mod:`csmae.retrieval.eval_stream`), with results identical to one search over everything.
+    ``block_size``: queries per score tile at most (fewer when a tile would exceed
+    ``eval_stream.TILE_BYTES``).
     ``precision``: the exact search's candidate pass (``"auto"``: bf16 where this CPU runs bf16
     matmuls natively, else fp32; identical results either way).
     ``resume_dir``: keep each finished search there (see :mod:`csmae.retrieval.resume`); a rerun
     with the same inputs loads them instead of searching again. The caller removes it when done.
+    The result's ``queries`` / ``archives`` hold the rows' columns without their vectors.
     """
-    sens = [s for s in (sensors or emb.sensor_names)]
+    source = as_source(emb)
+    rows = source.rows
+    sens = [s for s in (sensors or rows.sensor_names)]
     if not sens:
         raise ValueError("the embeddings hold no sensor")
-    unknown = [s for s in sens if s not in emb.sensor_names]
+    unknown = [s for s in sens if s not in rows.sensor_names]
     if unknown:
-        raise ValueError(f"the embeddings have no {unknown} vectors (they have {emb.sensor_names})")
+        raise ValueError(f"the embeddings have no {unknown} vectors (they have {rows.sensor_names})")
     from csmae.models.precision import choose_precision
 
     search = choose_precision(precision, "cpu", what="exact search candidate pass")
@@ -191,28 +238,34 @@ def run_protocol(
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
     overlap = _splits_overlap(query_split, archive_split)
-    queries = {s: emb.select(sensor=s, split=query_split) for s in sens}
-    archives = {s: emb.select(sensor=s, split=archive_split) for s in sens}
+    q_pos = {s: np.flatnonzero(rows.mask(sensor=s, split=query_split)) for s in sens}
+    a_pos = {s: np.flatnonzero(rows.mask(sensor=s, split=archive_split)) for s in sens}
+    queries = {s: columns(rows, q_pos[s]) for s in sens}
+    archives = {s: columns(rows, a_pos[s]) for s in sens}
     for s in sens:
         if len(queries[s]) == 0:
             raise ValueError(
                 f"no {s} queries in split {query_split!r} (splits present: "
-                f"{sorted({str(x) for x in emb.splits.tolist()})})"
+                f"{sorted({str(x) for x in rows.splits.tolist()})})"
             )
         if len(archives[s]) == 0:
             raise ValueError(f"the {s} archive (split {archive_split!r}) is empty")
-    normed_q = {s: l2_normalize(queries[s].vectors) for s in sens}
-    normed_a = {s: l2_normalize(archives[s].vectors) for s in sens}
+        check_finite(source, q_pos[s], f"{s} query")
+        check_finite(source, a_pos[s], f"{s} archive")
     cache = SearchCache(resume_dir) if resume_dir is not None else None
-    digests: dict[tuple[str, str], str] = {}
-    if cache is not None:
-        for s in sens:
-            digests[("q", s)], digests[("a", s)] = array_digest(normed_q[s]), array_digest(normed_a[s])
+    digest: dict[str, str] = {}
+    if cache is not None:  # keys of the inputs (a folder's recorded checksums: no pass over it)
+        sides = {**{f"q:{s}": q_pos[s] for s in sens}, **{f"a:{s}": a_pos[s] for s in sens}}
+        digest = fingerprints(source, sides)
     topk: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     metrics: dict[str, dict[str, dict[int, float]]] = {}
     notes: list[str] = []
     timing: dict[str, Any] = {}
     rankings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    todo: list[Direction] = []
+    resumed: dict[str, bool] = {}
+    keys: dict[str, str] = {}
+    avails: dict[str, int] = {}
     for qs in sens:
         for a_s in sens:
             name = direction_name(qs, a_s)
@@ -220,31 +273,35 @@ def run_protocol(
             if overlap and (qs == a_s or exclude_own_pair):
                 excl = _own_index(queries[qs].ids, archives[a_s].ids)[:, None]
             n_ex = int((excl >= 0).any()) if excl is not None else 0
-            avail = len(archives[a_s]) - n_ex
+            avails[name] = avail = len(archives[a_s]) - n_ex
             kmax = min(ks[-1], avail)
-            st = TopKStats()
-            t0 = time.perf_counter()
-            prog = (lambda n, _name=name: on_progress(_name, n, 0)) if on_progress else None
-            key = search_key(digests[("q", qs)], digests[("a", a_s)], kmax, excl) if cache else ""
-            found = cache.load(name, key) if cache else None
+            keys[name] = search_key(digest[f"q:{qs}"], digest[f"a:{a_s}"], kmax, excl) if cache else ""
+            found = cache.load(name, keys[name]) if cache else None
+            resumed[name] = found is not None
             if found is not None:
                 topk[(qs, a_s)] = found
-                if prog is not None:
-                    prog(len(queries[qs]))
+                if on_progress:
+                    on_progress(name, len(queries[qs]), 0)
             else:
-                topk[(qs, a_s)] = exact_topk(
-                    normed_q[qs],
-                    normed_a[a_s],
-                    kmax,
-                    exclude=excl,
-                    precision=precision,
-                    block_size=block_size,
-                    progress=prog,
-                    stats=st,
-                )
-                if cache:
-                    cache.save(name, key, *topk[(qs, a_s)])
+                todo.append(Direction(name, kmax, excl, query=qs, archive=a_s, stats=TopKStats()))
+
+    def finished(d: Direction, result: tuple[np.ndarray, np.ndarray]) -> None:
+        if cache:  # kept at once: a run killed later resumes from here
+            cache.save(d.name, keys[d.name], *result)
+
+    if todo:
+        got = search_blocks(
+            source, q_pos, a_pos, todo, precision=precision, block_size=block_size, on_done=finished,
+            progress=(lambda name, n: on_progress(name, n, 0)) if on_progress else None,
+        )  # fmt: skip
+        for d in todo:
+            topk[(d.query, d.archive)] = got[d.name]
+    searched = {d.name: d for d in todo}
+    for qs in sens:
+        for a_s in sens:
+            name = direction_name(qs, a_s)
             t1 = time.perf_counter()
+            avail = avails[name]
             use = [k for k in ks if k <= avail]
             if len(use) < len(ks):
                 notes.append(f"{name}: k={[k for k in ks if k > avail]} skipped (archive has {avail} items)")
@@ -253,15 +310,17 @@ def run_protocol(
                     queries[qs].labels, archives[a_s].labels, topk[(qs, a_s)][1], use
                 )
                 rankings[name] = topk[(qs, a_s)]
+            done = searched.get(name)
+            st = done.stats if done is not None else TopKStats()
             timing[name] = {
-                "search_s": round(t1 - t0, 3),
+                "search_s": round(done.seconds if done is not None else 0.0, 3),
                 "matmul_s": round(st.matmul_s, 3),
                 "topk_s": round(st.topk_s, 3),
                 "rescore_s": round(st.rescore_s, 3),
                 "candidates_per_query": round(st.candidates / max(1, st.queries), 2),
                 "metrics_s": round(time.perf_counter() - t1, 3),
             }
-            if found is not None:
+            if resumed[name]:
                 timing[name]["resumed"] = True
     if mixed and len(sens) > 1:
         offsets = np.cumsum([0] + [len(archives[s]) for s in sens])[:-1].tolist()
@@ -269,7 +328,7 @@ def run_protocol(
             f: np.concatenate([getattr(archives[s], f) for s in sens])
             for f in ("ids", "sensors", "splits", "labels", "vectors")
         }
-        mixed_arch = Embeddings(**cat, manifest=emb.manifest)
+        mixed_arch = Embeddings(**cat, manifest=rows.manifest)
         archives["mixed"] = mixed_arch
         for qs in sens:
             name = direction_name(qs, "mixed")
@@ -299,8 +358,8 @@ def run_protocol(
         "ranking": "cosine similarity (L2-normalised), exact, ties broken by archive order",
         "mixed_archive": "all S1 archive items followed by all S2 archive items" if len(sens) > 1 else None,
         "notes": notes,
-        "model": (emb.manifest.get("model") or {}),
-        "embedding_precision": emb.manifest.get("precision"),
+        "model": (source.manifest.get("model") or {}),
+        "embedding_precision": source.manifest.get("precision"),
         "search_candidates": precision,
         "search_candidates_choice": search.describe(),
     }
@@ -316,8 +375,24 @@ def run_protocol(
     )
 
 
+def evaluation_source(
+    folder: str | os.PathLike[str], *, query_split: str | Sequence[str] | None = None
+) -> FolderSource:
+    """An embeddings folder as an evaluation source: per-row columns now, vectors shard by shard.
+
+    ``query_split``: keep the vectors of that split's rows (the queries) from the first pass over
+    the folder, up to ``eval_stream.QUERY_BYTES`` (one pass less)."""
+    import csmae.retrieval.eval_stream as es
+
+    keep = None
+    if query_split is not None and query_split != "all":
+        wanted = [query_split] if isinstance(query_split, str) else list(query_split)
+        keep = lambda part: np.isin(part["splits"].astype(str), wanted)  # noqa: E731
+    return FolderSource(scan(folder, meta=False, keep=keep, keep_bytes=es.QUERY_BYTES))
+
+
 def evaluate_embeddings(
-    emb: Embeddings | str,
+    emb: Embeddings | VectorSource | str | os.PathLike[str],
     *,
     query_split: str | Sequence[str] = "val",
     archive_split: str | Sequence[str] = "test",
@@ -330,10 +405,8 @@ def evaluate_embeddings(
     ``directions[name][metric][k]`` with name like ``"s1->s2"`` or ``"s2->mixed"``. ``emb`` may be an
     embeddings folder path. Extra keyword arguments go to :func:`run_protocol`.
     """
-    if not isinstance(emb, Embeddings):
-        from csmae.retrieval.embeddings import load_embeddings
-
-        emb = load_embeddings(emb)
+    if isinstance(emb, (str, os.PathLike)):
+        emb = evaluation_source(emb, query_split=query_split)
     return run_protocol(
         emb,
         query_split=query_split,

@@ -37,7 +37,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from csmae.retrieval.backends.milvus_util import (
     guarded,
     redact,
     silence_lite_grpc,
+    timed_out,
 )
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,20 @@ EXTRA_HINT = "pip install 'csmae[milvus]'  (pymilvus and milvus-lite)"
 #: Milvus's per-search limit on topk (and on nq): documented server maximum.
 TOPK_MAX = 16384
 CONNECT_TIMEOUT_S = 10.0
+#: a search or vector read that timed out on a server that answers (not one that is down, whose
+#: calls fail within CONNECT_TIMEOUT_S) gets one more try of this long before it is a 503
+SLOW_READ_S = 50.0
 INSERT_BYTES = 8 << 20  # per insert request: well under the server's 64 MB gRPC message limit
 QUERY_BATCH = 256
 #: the largest HNSW ef a filtered search widens to
 EF_MAX = 4096
+#: consistency of searches and vector reads (docs/milvus.md "Consistency"): Bounded does not wait
+#: for the server's next time tick (a Strong search on a 2.3 standalone waits ~200 ms for it) ...
+SEARCH_CONSISTENCY = "Bounded"
+#: ... and for this long after the items snapshot is read or this process writes, Strong: Bounded
+#: may miss writes of the server's last ``common.gracefulTime`` (5 s by default); this window
+#: makes every item of the snapshot (and a writer's own rows) visible to the first searches
+STRONG_WINDOW_S = 10.0
 
 #: csmae kind -> Milvus index type; any Milvus index type name is also accepted.
 KINDS = {"exact": "FLAT", "flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT", "ivf-sq8": "IVF_SQ8"}
@@ -344,6 +355,20 @@ def _check_records(recs: list[dict], collection: str) -> None:
                 )
 
 
+def _check_lengths(items: Any, collection: str) -> None:
+    """:func:`_check_records` over an items table's columns (before any row is built or written)."""
+    for field, most in VARCHAR_BYTES.items():
+        if field not in items:
+            continue
+        for i, value in enumerate(items[field].tolist()):
+            if isinstance(value, str) and len(value.encode("utf-8")) > most:
+                raise ValueError(
+                    f"Milvus collection {collection}: item {i} (id {str(items['id'].iloc[i])[:60]!r}): "
+                    f"{field} is {len(value.encode('utf-8'))} bytes, the collection allows {most}; "
+                    "nothing written"
+                )
+
+
 class MilvusBackend:
     """Vectors by row id in one Milvus collection (see the module docstring).
 
@@ -385,6 +410,10 @@ class MilvusBackend:
         #: the collection is the archive (milvus_archive): primary keys are item keys, row ids are
         #: positions in the items snapshot read by items(); else row ids are the primary keys
         self.archive = bool(archive)
+        #: None: SEARCH_CONSISTENCY, Strong within STRONG_WINDOW_S of a snapshot or write (see
+        #: :meth:`read_consistency`); or a Milvus level that every search uses ("Strong", ...)
+        self.consistency: str | None = None
+        self._strong_until = time.monotonic() + STRONG_WINDOW_S  # a new or just opened collection
         self._keys = np.zeros(0, np.int64)  # archive: row id (position) -> primary key
         self._sorted: np.ndarray | None = None
         self._order: np.ndarray | None = None
@@ -401,6 +430,18 @@ class MilvusBackend:
     @property
     def approximate(self) -> bool:
         return self.index_type != "FLAT"
+
+    # ------------------------------------------------------------ consistency
+    def _strong_for_a_while(self) -> None:
+        self._strong_until = time.monotonic() + STRONG_WINDOW_S
+
+    def read_consistency(self) -> str:
+        """The consistency level of the next search / vector read: :attr:`consistency` if set, else
+        Strong within STRONG_WINDOW_S of reading the snapshot or of this process's last write, and
+        SEARCH_CONSISTENCY after (the same results: every row of the snapshot is visible by then)."""
+        if self.consistency:
+            return self.consistency
+        return "Strong" if time.monotonic() < self._strong_until else SEARCH_CONSISTENCY
 
     # ------------------------------------------------------------------ writes
     def add(self, rows: np.ndarray, vectors: np.ndarray, items: Any = None) -> None:
@@ -437,15 +478,21 @@ class MilvusBackend:
             bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
             raise ValueError(f"add: vector of row {int(rows[bad])} is not finite (NaN/inf); nothing written")
 
-    def _write(self, pks: np.ndarray, vectors: np.ndarray, items: Any, *, token: str) -> None:
-        """Upsert rows under primary keys ``pks``; every batch is checked before the first is written."""
+    def _write(
+        self, pks: np.ndarray, vectors: np.ndarray, items: Any, *, token: str,
+        at: tuple[int, int] | None = None, flush: bool = True,
+    ) -> None:  # fmt: skip
+        """Upsert rows under primary keys ``pks``; every batch is checked before the first is written.
+
+        ``at``: (write time in ms, position of the first row) of a write made in parts (the order
+        :meth:`items` lists them in); ``flush``: seal the data now (the last part of a write)."""
         step = max(1, INSERT_BYTES // (4 * self.dim + 2048))
         items = items.reset_index(drop=True)
         metas = A.meta_rows(items, self.column_types) if self.archive else None
         if metas is not None:  # write time and position: items() keeps the order items were written in
-            now = time.time_ns() // 1_000_000
+            now, first = at if at is not None else (time.time_ns() // 1_000_000, 0)
             for i, meta in enumerate(metas):
-                meta["_w"], meta["_i"] = now, i
+                meta["_w"], meta["_i"] = now, first + i
         batches = []
         for lo in range(0, len(pks), step):
             hi = min(len(pks), lo + step)
@@ -461,7 +508,9 @@ class MilvusBackend:
         with guarded(self.uri, "insert"):
             for recs in batches:
                 self.client.upsert(self.collection, recs)
-            self.client.flush(self.collection)
+            if flush:
+                self.client.flush(self.collection)
+        self._strong_for_a_while()
 
     def remove(self, rows: np.ndarray) -> None:
         rows = np.unique(np.asarray(rows, dtype=np.int64))
@@ -474,6 +523,7 @@ class MilvusBackend:
             for lo in range(0, len(pks), 10_000):
                 self.client.delete(self.collection, ids=[int(r) for r in pks[lo : lo + 10_000]])
             self.client.flush(self.collection)
+        self._strong_for_a_while()
 
     def compact(self, live_rows: np.ndarray) -> MilvusBackend:
         """Nothing to rebuild (Milvus compacts deleted rows itself); the same backend."""
@@ -524,6 +574,7 @@ class MilvusBackend:
                     int(r["row"]))  # fmt: skip
 
         recs.sort(key=order)
+        self._strong_for_a_while()  # the snapshot's rows are all seen by the searches after it
         items = A.decode_items(recs, self.column_types, len(self.label_names))
         self._set_keys(np.array([int(r["row"]) for r in recs], dtype=np.int64))
         self.count = self.next_row = len(recs)
@@ -549,9 +600,18 @@ class MilvusBackend:
         """Add or replace items by (id, sensor) under ingest ``token`` (a rerun of the same token
         completes it: rows are upserts); returns (added, replaced keys)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        rows = np.arange(len(items), dtype=np.int64)
-        self._check_add(rows, vectors, items)
-        extra = {c: t for c, t in A.column_types(items).items() if c not in self.column_types}
+        self._check_add(np.arange(len(items), dtype=np.int64), vectors, items)
+        return self.upsert_parts(items, [(np.arange(len(items)), vectors)], token=token, source=source)
+
+    def upsert_parts(
+        self, items: Any, parts: Iterable[tuple[np.ndarray, np.ndarray]], *, token: str, source: str
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """:meth:`upsert_items` with the vectors given in parts: ``(positions in items, (R, D)
+        L2-normalised vectors)``, e.g. one per shard of a folder (bounded memory). Every row's
+        columns are checked before the first part is written; the parts are written in order."""
+        items = items.reset_index(drop=True)
+        _check_lengths(items, self.collection)  # what Milvus would refuse, before anything is written
+        extra = {c: t for c, t in A.column_types(items.head(1000)).items() if c not in self.column_types}
         if extra:  # a writer whose items carry a new column (e.g. place): recorded for every reader
             self.column_types = {**self.column_types, **extra}
             facts = self.facts()
@@ -568,7 +628,17 @@ class MilvusBackend:
             A.write_record(
                 self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "started")
             )
-        self._write(keys, vectors, items, token=token)
+        now, written = time.time_ns() // 1_000_000, 0
+        for pos, vectors in parts:
+            pos = np.asarray(pos, dtype=np.int64)
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            self._check_add(pos, vectors, items.iloc[pos])
+            written += len(pos)
+            first = int(pos[0]) if len(pos) else 0
+            self._write(keys[pos], vectors, items.iloc[pos], token=token, at=(now, first),
+                        flush=written == len(keys))  # fmt: skip
+        if written != len(keys):
+            raise ValueError(f"upsert_parts: {written} vectors for {len(keys)} items")
         with guarded(self.uri, "record ingest"):
             A.write_record(
                 self.client, self.collection, f"ingest:{token}", A.ingest_record(source, len(keys), "done")
@@ -610,8 +680,9 @@ class MilvusBackend:
         found: dict[int, Any] = {}
         for lo in range(0, len(uniq), 1000):
             res = self._loaded(
-                "get vectors", self.client.get, self.collection, ids=[int(r) for r in uniq[lo : lo + 1000]],
-                output_fields=["vec"],
+                "get vectors", self._patient, "get vectors", self.client.get, self.collection,
+                ids=[int(r) for r in uniq[lo : lo + 1000]], output_fields=["vec"],
+                consistency_level=self.read_consistency(),
             )  # fmt: skip
             found.update({int(r["row"]): r["vec"] for r in res})
         missing = [int(r) for r, p in zip(rows, pks) if int(p) not in found]
@@ -622,6 +693,19 @@ class MilvusBackend:
         for i, r in enumerate(pks):
             out[i] = np.asarray(found[int(r)], dtype=np.float32)
         return out
+
+    def _patient(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, timeout=CONNECT_TIMEOUT_S)`` (bounded: a server gone mid-search is a 503, not
+        a hang); a call that ran past that deadline on a server that answers (busy with writes,
+        starved of CPU) is tried once more for up to SLOW_READ_S."""
+        try:
+            return fn(*args, **kwargs, timeout=CONNECT_TIMEOUT_S)
+        except Exception as e:
+            if not timed_out(e):
+                raise
+            log.warning("Milvus at %s: %s took over %g s: trying once more for up to %g s",
+                        redact(self.uri), what, CONNECT_TIMEOUT_S, SLOW_READ_S)  # fmt: skip
+            return fn(*args, **kwargs, timeout=SLOW_READ_S)
 
     def _loaded(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args)``; a server restarted since (its collections not loaded yet) gets them loaded
@@ -767,7 +851,9 @@ class MilvusBackend:
         params: dict[str, Any] = {"metric_type": "IP"}
         if sp:
             params["params"] = dict(sp)
-        res = self.client.search(
+        res = self._patient(
+            "search",
+            self.client.search,
             self.collection,
             data=[v for v in q],
             limit=limit,
@@ -775,7 +861,7 @@ class MilvusBackend:
             output_fields=["row"],
             search_params=params,
             anns_field="vec",
-            timeout=CONNECT_TIMEOUT_S,  # bounded: a server gone mid-search is a 503, not a hang
+            consistency_level=self.read_consistency(),
         )
         return [[(int(h["row"]), float(h["distance"])) for h in hits] for hits in res]
 
@@ -911,6 +997,8 @@ class MilvusBackend:
             "index_type": self.index_type,
             "index_params": self.index_params,
             "search_params": self.search_params,
+            "consistency": self.consistency
+            or f"{SEARCH_CONSISTENCY} (Strong for {STRONG_WINDOW_S:g} s after a load, reload or write)",
             "count": self.count,
             "dim": self.dim,
         }
@@ -972,8 +1060,8 @@ def create(
     ip = client.prepare_index_params()
     bparams = _build_params(index_type, n_hint, dim)
     ip.add_index("vec", index_type=index_type, metric_type="IP", params=bparams)
-    # Strong: a search sees every write acknowledged before it (Lite always does; a server's
-    # default, Bounded, may not see an add of the last seconds)
+    # Strong by default: counts, item reads and writers' checks see every write acknowledged
+    # before them; searches choose their own level (read_consistency)
     client.create_collection(
         name,
         schema=_schema(pymilvus, dim, len(label_names), archive),
@@ -1024,19 +1112,10 @@ def load(
     fields = {f["name"] for f in client.describe_collection(name).get("fields", [])}
     if entry.get("archive"):
         return _load_archive(client, uri, name, entry, params, where)
-    be = MilvusBackend(
-        client=client,
-        uri=normalise_uri(uri),
-        collection=name,
-        dim=int(entry["dim"]),
-        label_names=entry.get("label_names") or [],
-        index_type=str(entry.get("index_type", "FLAT")),
-        index_params=entry.get("index_params") or {},
-        search_params={**(entry.get("search_params") or {}), **(params or {})},
-        count=int(entry.get("count", 0)),
-        next_row=int(entry.get("next_row", 0)),
-        nullable="has_t" not in fields,
-    )
+    be = _from_entry(
+        client, uri, name, entry, params, count=int(entry.get("count", 0)),
+        next_row=int(entry.get("next_row", 0)), nullable="has_t" not in fields,
+    )  # fmt: skip
     while stale := client.query(name, filter=f"row >= {be.next_row}", output_fields=["row"], limit=TOPK_MAX):
         log.warning(
             "Milvus collection %s holds %d rows from an interrupted add%s: removing them",
@@ -1065,6 +1144,23 @@ def load(
     return be
 
 
+def _from_entry(
+    client: Any, uri: str, name: str, entry: dict[str, Any], params: dict[str, Any] | None, **kw: Any
+) -> MilvusBackend:
+    """The backend of a manifest entry's collection (``params`` override its search parameters)."""
+    return MilvusBackend(
+        client=client,
+        uri=normalise_uri(uri),
+        collection=name,
+        dim=int(entry["dim"]),
+        label_names=entry.get("label_names") or [],
+        index_type=str(entry.get("index_type", "FLAT")),
+        index_params=entry.get("index_params") or {},
+        search_params={**(entry.get("search_params") or {}), **(params or {})},
+        **kw,
+    )
+
+
 def _load_archive(
     client: Any, uri: str, name: str, entry: dict[str, Any], params: dict[str, Any] | None, where: str
 ) -> MilvusBackend:
@@ -1075,19 +1171,7 @@ def _load_archive(
             f"{A.facts_collection(name)!r}: it is not a csmae archive (or it was damaged)"
         )
     client.load_collection(A.facts_collection(name))
-    be = MilvusBackend(
-        client=client,
-        uri=normalise_uri(uri),
-        collection=name,
-        dim=int(entry["dim"]),
-        label_names=entry.get("label_names") or [],
-        index_type=str(entry.get("index_type", "FLAT")),
-        index_params=entry.get("index_params") or {},
-        search_params={**(entry.get("search_params") or {}), **(params or {})},
-        count=0,
-        next_row=0,
-        archive=True,
-    )
+    be = _from_entry(client, uri, name, entry, params, count=0, next_row=0, archive=True)
     facts = be.facts()
     if not facts:
         raise ValueError(f"Milvus collection {name!r} at {redact(uri)}{where} records no csmae facts")

@@ -144,7 +144,8 @@ def decode_items(rows: list[dict[str, Any]], types: dict[str, str], n_labels: in
     for c, t in types.items():
         vals = [m.get(c) for m in metas]
         if t == "datetime":
-            data[c] = pd.to_datetime(pd.Series(vals, dtype=object), utc=True)
+            # ISO 8601 with or without fractions of a second (isoformat drops a zero fraction)
+            data[c] = pd.to_datetime(pd.Series(vals, dtype=object), utc=True, format="ISO8601")
         elif t == "float":
             data[c] = np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
         elif t == "bytes":

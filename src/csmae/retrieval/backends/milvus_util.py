@@ -65,6 +65,25 @@ def is_unreachable(e: BaseException) -> bool:
     return bool(_GONE.search(_msg(e)))
 
 
+def timed_out(e: BaseException) -> bool:
+    """True for a call that reached the server and ran past its deadline (DEADLINE_EXCEEDED): the
+    server is slow, not gone (a server that is not there fails with UNAVAILABLE)."""
+    try:
+        import grpc
+
+        if isinstance(e, grpc.RpcError) and hasattr(e, "code"):
+            return bool(e.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
+    except ImportError:  # pragma: no cover - grpc comes with pymilvus
+        pass
+    # the server's own deadline ("syncTimestamp Failed:context deadline exceeded", "proxy
+    # TaskCondition context Done") comes as a MilvusException, also wrapped by pymilvus's "Retry
+    # timeout"; a server that is down says UNAVAILABLE / "failed to connect" instead
+    text = str(e)
+    return bool(re.search(r"deadline[ _]exceeded|context done|retry timeout", text, re.I)) and not re.search(
+        r"unavailable|failed to connect|connection refused|connect failed", text, re.I
+    )
+
+
 @contextmanager
 def guarded(uri: str, what: str) -> Iterator[None]:
     """Map a client error meaning "the server is not there" to :class:`MilvusUnavailable` naming
