@@ -14,6 +14,7 @@ from csmae.retrieval import topk as tk
 from csmae.retrieval.topk import TopKStats, exact_topk, l2_normalize
 
 from .brute import rank
+from .problems import tie_problem
 
 
 @pytest.fixture(params=[False, True], ids=["cpu-without-bf16", "cpu-with-bf16"])
@@ -40,10 +41,7 @@ def test_auto_resolves_by_the_cpu(auto_means):
     selection=st.sampled_from(["groups", "topk"]),
 )
 def test_auto_equals_bf16_fp32_and_brute_force_with_ties(seed, nq, na, k, selection):
-    rng = np.random.default_rng(seed)
-    q = rng.integers(-2, 3, (nq, 6)).astype(np.float32)  # integer vectors: exact scores, many ties
-    a = rng.integers(-2, 3, (na, 6)).astype(np.float32)
-    ex = rng.integers(-1, na, (nq, 2))
+    q, a, ex = tie_problem(seed, nq, na)  # integer vectors: exact scores, many ties
     k = min(k, na - 2)
     got = {p: exact_topk(q, a, k, precision=p, block_size=4, exclude=ex, selection=selection)
            for p in ("auto", "bf16", "fp32")}

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from csmae.retrieval.topk import TopKStats, _group_size, exact_topk, l2_normalize
 
 from .brute import rank
+from .problems import tie_problem
 
 
 @settings(max_examples=30, deadline=None)
@@ -21,10 +22,7 @@ from .brute import rank
     precision=st.sampled_from(["bf16", "fp32"]),
 )
 def test_groups_equal_topk_list_and_brute_force_with_ties(seed, nq, na, k, precision):
-    rng = np.random.default_rng(seed)
-    q = rng.integers(-2, 3, (nq, 6)).astype(np.float32)  # integer vectors: exact scores, many ties
-    a = rng.integers(-2, 3, (na, 6)).astype(np.float32)
-    ex = rng.integers(-1, na, (nq, 2))
+    q, a, ex = tie_problem(seed, nq, na)  # integer vectors: exact scores, many ties
     k = min(k, na - 2)
     sg, ig = exact_topk(q, a, k, precision=precision, block_size=4, exclude=ex, selection="groups")
     st_, it = exact_topk(q, a, k, precision=precision, block_size=4, exclude=ex, selection="topk")
