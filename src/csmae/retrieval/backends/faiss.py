@@ -58,6 +58,9 @@ EXACT_MAX_ROWS_DISK = 2_000
 HNSW_MAX_EF = 2048
 #: ivfpq: candidates re-ranked exactly per query (at least k).
 RERANK = 100
+#: candidate rows re-ranked at once (queries x re-rank depth): bounds the gathered vectors to
+#: ~100 MB however many queries come (the 500 tuning queries x depth 1000 held 5.5 GB at 1M)
+RERANK_CHUNK_ROWS = 32_768
 _configured = False
 
 
@@ -391,8 +394,14 @@ class FaissBackend:
         return s, r
 
     def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores of the candidates from the on-disk vectors; best k per query."""
+        """Exact scores of the candidates from the on-disk vectors; best k per query, a chunk of
+        queries at a time (``RERANK_CHUNK_ROWS`` candidates; each query's scores are the same)."""
         assert self.store is not None
+        step = max(1, RERANK_CHUNK_ROWS // max(1, cand.shape[1]))
+        if len(q) > step:
+            los = range(0, len(q), step)
+            parts = [self._rerank(q[lo : lo + step], cand[lo : lo + step], k) for lo in los]
+            return np.concatenate([s for s, _ in parts]), np.concatenate([r for _, r in parts])
         valid = cand >= 0
         uniq, inv = np.unique(cand[valid], return_inverse=True)
         vecs = self.store.gather(uniq)  # (U, D)
