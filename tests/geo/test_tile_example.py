@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 
 from tests.geo.tile_fixtures import store_arrays
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_example_scene.py"
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("make_example_scene", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from tests.example_scene import example_scene_script
+
+    return example_scene_script()
 
 
 def test_readme_example_from_scenes_to_search(tmp_path, capsys):

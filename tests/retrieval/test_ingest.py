@@ -7,7 +7,6 @@ of its SAFE under a later product name (a second acquisition of the same tile).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -24,13 +23,11 @@ LATER = ("20230613T101031", "20230703T101031")
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict[str, Path]:
+    from tests.example_scene import example_scene_script
     from tests.retrieval.conftest import save_tiny
 
     tmp = tmp_path_factory.mktemp("ingest")
-    script = ROOT / "scripts" / "make_example_scene.py"
-    spec = importlib.util.spec_from_file_location("make_example_scene", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = example_scene_script()
     mod.make(tmp / "scenes", rows=2, cols=2)
     safe = next((tmp / "scenes").glob("*.SAFE"))
     later = shutil.copytree(safe, safe.with_name(safe.name.replace(*LATER)))

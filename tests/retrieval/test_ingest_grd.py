@@ -9,7 +9,6 @@ written from the same land cover, a DEM from the product's grid heights)."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -24,14 +23,12 @@ pytest.importorskip("sarsen")
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> dict[str, Path]:
+    from tests.example_scene import example_scene_script
     from tests.retrieval.conftest import save_tiny
     from tests.scenes.grd_fixtures import _xml_safe
 
     tmp = tmp_path_factory.mktemp("ingest_grd")
-    script = ROOT / "scripts" / "make_example_scene.py"
-    spec = importlib.util.spec_from_file_location("make_example_scene", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = example_scene_script()
     parts = mod.make_raw(tmp / "raw", _xml_safe(), rows=2, cols=2)
     return {"s2": parts["raw_s2"], "s1": parts["raw_s1"], "dem": parts["dem"],
             "model": save_tiny(tmp / "model"), "tmp": tmp}

@@ -5,7 +5,6 @@ checked to be in README.md, then run from the same working folder, with a tiny m
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import shlex
 from pathlib import Path
@@ -30,11 +29,9 @@ COMMANDS = [
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("make_example_scene",
-                                                  ROOT / "scripts" / "make_example_scene.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from tests.example_scene import example_scene_script
+
+    return example_scene_script()
 
 
 def _argv(command: str, model: Path) -> list[str]:
