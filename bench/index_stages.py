@@ -2,9 +2,9 @@
 
 Wraps the stages of :func:`csmae.retrieval.index_stream.build_streamed` (``scan``, ``create_backend``
 (engine creation and training), ``_tune`` (after the add loop), ``finish_build`` (the write)) and
-prints, per stage, its wall time, the peak RssAnon sampled every 50 ms while it ran and the process's
-RSS after it. The add loop runs between ``create_backend`` and ``_tune``: its peak shows in the
-``_tune`` line's "before" figures.
+prints, per stage, its wall time, the peak RssAnon and VmRSS (anonymous + mapped file pages)
+sampled every 50 ms while it ran, and the process's RSS after it. The add loop runs between
+``create_backend`` and ``_tune``: its peak shows in the ``_tune`` line's VmHWM.
 
   python bench/bench_memory.py make-emb /tmp/emb1m --pairs 500000 --dim 768
   python bench/index_stages.py /tmp/emb1m /tmp/idx1m --kind ivfpq
@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def status() -> dict[str, int]:
-    """VmRSS, RssAnon, VmHWM of this process in MB."""
+    """VmRSS, RssAnon, RssFile, VmHWM of this process in MB."""
     out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key = line.split(":")[0]
-        if key in ("VmRSS", "RssAnon", "VmHWM"):
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
             out[key] = int(line.split()[1]) // 1024
     return out
 
@@ -36,11 +36,13 @@ def main() -> int:
     import csmae.retrieval.index_stream as stream_mod
     from csmae.cli import main as csmae_main
 
-    peak = {"anon": 0}
+    peak = {"anon": 0, "rss": 0}
 
     def sample() -> None:
         while True:
-            peak["anon"] = max(peak["anon"], status()["RssAnon"])
+            now = status()
+            peak["anon"] = max(peak["anon"], now["RssAnon"])
+            peak["rss"] = max(peak["rss"], now["VmRSS"])
             time.sleep(0.05)
 
     threading.Thread(target=sample, daemon=True).start()
@@ -49,11 +51,12 @@ def main() -> int:
         fn = getattr(mod, name)
 
         def timed(*a: object, **k: object) -> object:
-            peak["anon"] = 0
+            peak["anon"] = peak["rss"] = 0
             t0 = time.perf_counter()
             out = fn(*a, **k)
             took = time.perf_counter() - t0
-            print(f"{name}: {took:.1f} s, peak RssAnon {peak['anon']} MB, after {status()}", flush=True)
+            print(f"{name}: {took:.1f} s, peak RssAnon {peak['anon']} MB, peak VmRSS {peak['rss']} MB, "
+                  f"after {status()}", flush=True)
             return out
 
         setattr(mod, name, timed)

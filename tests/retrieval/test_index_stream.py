@@ -41,7 +41,7 @@ def write_folder(out: Path, *, shards: int, per: int, d: int, nan_row: int | Non
     return out
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf", "ivfpq"])
 def test_a_streamed_build_equals_a_loaded_build(tmp_path, kind):
     folder = write_folder(tmp_path / "emb", shards=5, per=400, d=32, nan_row=7)
     streamed = build_index(folder, kind, tmp_path / "s")
@@ -62,6 +62,33 @@ def test_a_streamed_build_equals_a_loaded_build(tmp_path, kind):
     else:  # tuned on the same sampled queries, against an exact top-10 computed shard by shard
         assert streamed.manifest["recall_at_10"] >= 0.95
         assert set(streamed.manifest["search_params"]) == set(loaded.manifest["search_params"])
+
+
+def test_gather_into_a_permutation_and_an_all_null_geo_folder(tmp_path):
+    """``gather(rows, dest=perm)`` puts row ``rows[i]`` at ``perm[i]`` (brute force: the loaded
+    vectors); a folder whose geo columns are all null reads as one without geo columns (no per-row
+    frame of nulls), and its index has the core columns only, streamed and loaded alike."""
+    from csmae.retrieval.emb_stream import scan
+
+    folder = write_folder(tmp_path / "emb", shards=3, per=60, d=8)
+    se, emb = scan(folder), load_embeddings(folder)
+    rows = np.array([0, 5, 59, 60, 61, 119, 179])
+    perm = np.random.default_rng(0).permutation(len(rows))
+    out = se.gather(rows, dest=perm)
+    np.testing.assert_array_equal(out[perm], emb.vectors[rows])
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    write_shard(bare / "part-00000.parquet", ids=["a", "a", "b", "b"], sensors=["s1", "s2"] * 2,
+                splits=["train"] * 4, labels=np.eye(4, 19, dtype=bool),
+                vectors=np.eye(4, 8, dtype=np.float32))  # fmt: skip
+    man = json.loads((folder / "manifest.json").read_text())
+    man.update(count=4, shards=[{"file": "part-00000.parquet", "rows": 4}])
+    man.pop("checksums", None)
+    write_json_atomic(bare / "manifest.json", man)
+    assert scan(bare).rows.meta is None and load_embeddings(bare).meta is None
+    for si in (build_index(bare, "exact"), build_index(load_embeddings(bare), "exact")):
+        assert list(si.items.columns) == ["id", "sensor", "split", "labels", "live"]
+        assert si.items["id"].tolist() == ["a", "b", "a", "b"]  # rows grouped by sensor
 
 
 PEAK = """

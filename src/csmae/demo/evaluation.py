@@ -94,7 +94,7 @@ def effect(results: dict[str, ProtocolResult], *, k: int = 10, margin: float = M
 def partner_ranks(emb: Embeddings, query: str, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every ``query``-sensor item, the 1-based rank of its co-registered ``target`` item among
     all ``target`` items (cosine); also the full score matrix and target order (for grids)."""
-    from csmae.retrieval.topk import l2_normalize
+    from csmae.retrieval.normalize import l2_normalize
 
     q = emb.select(sensor=query)
     a = emb.select(sensor=target)

@@ -47,14 +47,18 @@ class ShardedEmbeddings:
             if v.shape[1] != self.dim:
                 raise ValueError(f"{f}: vectors have D={v.shape[1]}, the folder's others D={self.dim}")
             yield start, v
+            del v
+            _release_arrow()  # Arrow's pool would keep the freed shard buffers (0.15-0.5 GB at 1M-5M rows)
 
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), D) float32: the vectors of embeddings rows ``rows`` (sorted), one pass."""
+    def gather(self, rows: np.ndarray, *, dest: np.ndarray | None = None) -> np.ndarray:
+        """(len(rows), D) float32: the vectors of embeddings rows ``rows`` (sorted), one pass;
+        with ``dest`` (a permutation), row ``rows[i]`` goes to output row ``dest[i]`` (no second copy
+        to reorder)."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.dim), np.float32)
         for start, v in self.vectors():
             lo, hi = np.searchsorted(rows, [start, start + len(v)])
-            out[lo:hi] = v[rows[lo:hi] - start]
+            out[slice(lo, hi) if dest is None else dest[lo:hi]] = v[rows[lo:hi] - start]
         return out
 
 
@@ -192,7 +196,7 @@ def nonfinite_report(se: ShardedEmbeddings, source: str, show: int = 20) -> dict
 def exact_top(queries: np.ndarray, se: ShardedEmbeddings, order: np.ndarray, k: int) -> np.ndarray:
     """(Q, k) row ids (positions in ``order``) of the exact top-k inner products of L2-normalised
     ``queries`` over the normalised vectors of embeddings rows ``order``, one shard at a time."""
-    from csmae.retrieval.topk import l2_normalize
+    from csmae.retrieval.normalize import l2_normalize
 
     row_of = np.full(len(se.finite), -1, np.int64)
     row_of[order] = np.arange(len(order))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from csmae.retrieval.embeddings import Embeddings
-from csmae.retrieval.topk import l2_normalize
+from csmae.retrieval.normalize import l2_normalize
 
 #: the sensor name of a fused query
 FUSED = "s1+s2"

@@ -57,7 +57,7 @@ from csmae.retrieval.backends.registry import (
 )
 from csmae.retrieval.embeddings import Embeddings, drop_nonfinite
 from csmae.retrieval.filters import Filter, FilterColumns, as_filter
-from csmae.retrieval.topk import l2_normalize
+from csmae.retrieval.normalize import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -310,10 +310,10 @@ def items_table(emb: Embeddings, order: np.ndarray) -> Any:
 
     items = pd.DataFrame(
         {
-            "id": emb.ids[order].astype(str),
-            "sensor": emb.sensors[order].astype(str),
+            "id": _as_str(emb.ids[order]),
+            "sensor": _as_str(emb.sensors[order]),
             "split": emb.splits[order],
-            "labels": list(emb.labels[order]),
+            "labels": label_rows(emb.labels[order]),
             "live": np.ones(len(order), dtype=bool),
         }
     )
@@ -323,6 +323,26 @@ def items_table(emb: Embeddings, order: np.ndarray) -> Any:
             if c not in items:  # never the core columns (id, sensor, split, labels, live)
                 items[c] = meta[c].iloc[order].reset_index(drop=True)
     return items
+
+
+def _as_str(values: np.ndarray) -> np.ndarray:
+    """``values`` as an object array of str: the same objects when they already are (8 bytes a row;
+    ``astype(str)`` would make a fixed-width copy, then pandas a new str object per row)."""
+    if values.dtype == object and all(type(v) is str for v in values.tolist()):
+        return values
+    return values.astype(str).astype(object)
+
+
+def label_rows(labels: np.ndarray) -> list[np.ndarray]:
+    """(N, L) bool -> N read-only (L,) arrays, one shared array per distinct label set (an archive has
+    few: 8 bytes a row instead of a ~110-byte array object each, 0.5 GB at 5M rows)."""
+    if len(labels) == 0:
+        return []
+    uniq, inverse = np.unique(np.packbits(labels, axis=1, bitorder="little"), axis=0, return_inverse=True)
+    shared = np.unpackbits(uniq, axis=1, count=labels.shape[1], bitorder="little").astype(bool)
+    shared.flags.writeable = False
+    rows = list(shared)
+    return [rows[i] for i in inverse.reshape(-1).tolist()]
 
 
 def normalized_rows(emb: Embeddings, order: np.ndarray) -> np.ndarray:

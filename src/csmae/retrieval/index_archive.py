@@ -118,7 +118,7 @@ def _finite_parts(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(positions among the folder's finite rows that are ``kept`` (a mask over the finite rows;
     None: all), their L2-normalised vectors), shard by shard."""
-    from csmae.retrieval.topk import l2_normalize
+    from csmae.retrieval.normalize import l2_normalize
 
     take = se.finite.copy()
     if kept is not None:

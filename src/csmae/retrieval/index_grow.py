@@ -248,7 +248,7 @@ def _live_rows_of(items: Any, ids: np.ndarray, sensors: np.ndarray) -> np.ndarra
 
 def _add_shards(si: SearchIndex, se: ShardedEmbeddings, new_rows: np.ndarray, new_items: Any) -> None:
     """Add a folder's finite vectors shard by shard (no second full copy of the vectors)."""
-    from csmae.retrieval.topk import l2_normalize
+    from csmae.retrieval.normalize import l2_normalize
 
     pos_of = np.full(len(se.finite), -1, np.int64)
     pos_of[se.finite] = np.arange(int(se.finite.sum()))

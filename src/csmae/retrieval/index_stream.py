@@ -22,15 +22,13 @@ import numpy as np
 from csmae.retrieval.backends.base import VectorBackend
 from csmae.retrieval.backends.registry import create_backend, discard_backend
 from csmae.retrieval.emb_stream import ShardedEmbeddings, exact_top, nonfinite_report, scan
-from csmae.retrieval.topk import l2_normalize
+from csmae.retrieval.normalize import l2_normalize, l2_normalize_inplace
 
 
 def _gather_rows(se: ShardedEmbeddings, rows: np.ndarray) -> np.ndarray:
     """Normalised vectors of embeddings rows ``rows`` (any order), one pass."""
     order = np.argsort(rows, kind="stable")
-    out = np.empty((len(rows), se.dim), np.float32)
-    out[order] = se.gather(rows[order])
-    return l2_normalize(out)
+    return l2_normalize_inplace(se.gather(rows[order], dest=order))  # one (R, D) array, not three
 
 
 class LazySample:
@@ -86,7 +84,6 @@ def build_streamed(
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     train = LazySample(se, order[np.sort(rng.choice(n, size=min(n, train_size), replace=False))])
-    items = items_table(rows, order)
     row_of = np.full(len(rows), -1, np.int64)
     row_of[order] = np.arange(n)
     be: VectorBackend | None = None
@@ -96,6 +93,7 @@ def build_streamed(
             name_hint=Path(out).name if out is not None else "index", **options,
         )  # fmt: skip
         del train
+        items = items_table(rows, order)  # after the engine's training: the two peaks do not add up
         for s in order_sensors:  # rows grouped by sensor, in folder order: row ids as a loaded build's
             for first, v in se.vectors():
                 sel = np.flatnonzero(

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from csmae.retrieval.normalize import l2_normalize  # noqa: F401  (also importable from here)
+
 log = logging.getLogger(__name__)
 
 _U_BF16 = 2.0**-8
@@ -95,13 +97,6 @@ class TopKStats:
     def add(self, other: TopKStats) -> None:
         for f in ("matmul_s", "topk_s", "rescore_s", "candidates", "queries"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(n, eps)).astype(np.float32, copy=False)
 
 
 def _check_inputs(queries: np.ndarray, archive: np.ndarray, k: int, n_excluded: int) -> None:
