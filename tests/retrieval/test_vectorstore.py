@@ -39,7 +39,7 @@ def test_gather_by_map_and_by_pread_equal_the_written_rows(tmp_path, monkeypatch
         st.gather(np.array([len(ref)]))
 
 
-def _mapped_kb(folder: Path) -> int:
+def mapped_kb(folder: Path) -> int:
     """RSS (kB) of this process's mappings of files in ``folder`` (/proc/self/smaps)."""
     total, inside = 0, False
     for line in Path("/proc/self/smaps").read_text().splitlines():
@@ -57,13 +57,13 @@ def test_a_large_scattered_gather_maps_nothing(tmp_path):
     pages are not counted in RSS (through the map, fault-around brought in most of the file)."""
     st, ref = _store_of(tmp_path, "float16", [20_000], d=256)  # 10 MB, 512 B a row
     rows = np.arange(0, 20_000, 5)  # 4,000 scattered rows
-    before = _mapped_kb(st.folder)
+    before = mapped_kb(st.folder)
     assert len(rows) < vs.PREAD_ROWS
     np.testing.assert_array_equal(st.gather(rows), ref[rows])
-    via_map = _mapped_kb(st.folder) - before
+    via_map = mapped_kb(st.folder) - before
     st2, _ = _store_of(tmp_path / "b", "float16", [20_000], d=256)
     rows2 = np.arange(0, 20_000, 4)  # 5,000 rows: the pread path
     assert len(rows2) >= vs.PREAD_ROWS
     np.testing.assert_array_equal(st2.gather(rows2), ref[rows2])
-    assert _mapped_kb(st2.folder) == 0
+    assert mapped_kb(st2.folder) == 0
     assert via_map > 1000  # the map path does map pages (so the check above can fail)

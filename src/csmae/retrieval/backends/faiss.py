@@ -393,18 +393,22 @@ class FaissBackend:
             s, r = self._rerank(q, r, k)
         return s, r
 
-    def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _rerank(
+        self, q: np.ndarray, cand: np.ndarray, k: int, *, read: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of the candidates from the on-disk vectors; best k per query, a chunk of
-        queries at a time (``RERANK_CHUNK_ROWS`` candidates; each query's scores are the same)."""
+        queries at a time (``RERANK_CHUNK_ROWS`` candidates; each query's scores are the same). A
+        batch of several chunks (the tuning's) reads the vectors without mapping them (``read``),
+        so the store's file is not held in RSS."""
         assert self.store is not None
         step = max(1, RERANK_CHUNK_ROWS // max(1, cand.shape[1]))
         if len(q) > step:
             los = range(0, len(q), step)
-            parts = [self._rerank(q[lo : lo + step], cand[lo : lo + step], k) for lo in los]
+            parts = [self._rerank(q[lo : lo + step], cand[lo : lo + step], k, read=True) for lo in los]
             return np.concatenate([s for s, _ in parts]), np.concatenate([r for _, r in parts])
         valid = cand >= 0
         uniq, inv = np.unique(cand[valid], return_inverse=True)
-        vecs = self.store.gather(uniq)  # (U, D)
+        vecs = self.store.gather(uniq, read=read)  # (U, D)
         scores = np.full(cand.shape, -np.inf, dtype=np.float32)
         qi = np.nonzero(valid)[0]
         scores[valid] = np.einsum("ij,ij->i", q[qi], vecs[inv])
