@@ -143,3 +143,39 @@ def test_index_add_from_a_folder_equals_add_from_loaded_embeddings(tmp_path):
     np.testing.assert_array_equal(x.backend.reconstruct(live), y.backend.reconstruct(live))
     q = np.random.default_rng(3).normal(size=(5, 16)).astype(np.float32)
     assert np.array_equal(x.search(q, 8)[1], y.search(q, 8)[1])
+
+
+def test_label_rows_share_one_read_only_array_per_label_set():
+    """The items table's labels: row i equals labels[i] (brute force), equal label sets are the same
+    read-only array (8 bytes a row), and an empty archive gives an empty column."""
+    from csmae.retrieval.index import label_rows
+
+    rng = np.random.default_rng(0)
+    lab = rng.random((500, 19)) < 0.1
+    lab[::7] = lab[1]
+    out = label_rows(lab)
+    assert out.dtype == object and len(out) == 500
+    for i in range(500):
+        np.testing.assert_array_equal(out[i], lab[i])
+    assert out[0] is out[1] is out[7]
+    assert len({id(x) for x in out}) == len(np.unique(lab, axis=0))
+    with pytest.raises(ValueError):
+        out[0][0] = True
+    assert label_rows(np.zeros((0, 19), bool)).shape == (0,)
+
+
+def test_duplicate_keys_equal_a_set_scan():
+    """The (id, sensor) keys seen again, in row order, as a scan with a Python set finds them."""
+    from csmae.retrieval.index import _duplicates
+
+    rng = np.random.default_rng(1)
+    ids = np.array([f"p{i}" for i in rng.integers(0, 300, 1000)], dtype=object)
+    sensors = np.array(rng.choice(["s1", "s2", "s3"], 1000), dtype=object)
+    seen: set[tuple[str, str]] = set()
+    want = []
+    for key in zip(ids.tolist(), sensors.tolist(), strict=True):
+        if key in seen:
+            want.append(key)
+        seen.add(key)
+    assert want and _duplicates(ids, sensors) == want
+    assert _duplicates(ids[:1], sensors[:1]) == []

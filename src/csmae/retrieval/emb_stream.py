@@ -172,6 +172,19 @@ def _release_arrow() -> None:
     pa.default_memory_pool().release_unused()
 
 
+def release_memory() -> None:
+    """Hand freed memory back to the system between the stages of a long job: Arrow's pool and, where
+    the C library is glibc, the heap's free pages (``malloc_trim``; 0.12 GB after the ivfpq training
+    at 5M rows)."""
+    _release_arrow()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
+
+
 def _shared(values: np.ndarray, common: dict[Any, Any]) -> np.ndarray:
     """``values`` (object array) with equal values as the same object (8 bytes a row, not ~60)."""
     out = np.empty(len(values), dtype=object)

@@ -21,7 +21,7 @@ import numpy as np
 
 from csmae.retrieval.backends.base import VectorBackend
 from csmae.retrieval.backends.registry import create_backend, discard_backend
-from csmae.retrieval.emb_stream import ShardedEmbeddings, exact_top, nonfinite_report, scan
+from csmae.retrieval.emb_stream import ShardedEmbeddings, exact_top, nonfinite_report, release_memory, scan
 from csmae.retrieval.normalize import l2_normalize, l2_normalize_inplace
 
 
@@ -73,7 +73,8 @@ def build_streamed(
     if dup:
         raise ValueError(f"the embeddings hold duplicate (id, sensor) rows, e.g. {dup[:3]}")
     nonfinite = nonfinite_report(se, source)
-    order_sensors = rows.select(se.finite).sensor_names
+    present = set(rows.sensors[se.finite].tolist())  # not rows.select(): a copy of every column
+    order_sensors = [s for s in rows.sensor_names if s in present]
     order = np.concatenate([np.flatnonzero((rows.sensors == s) & se.finite) for s in order_sensors])
     ranges, start = {}, 0
     for s in order_sensors:
@@ -93,6 +94,7 @@ def build_streamed(
             name_hint=Path(out).name if out is not None else "index", **options,
         )  # fmt: skip
         del train
+        release_memory()  # what the training freed, before the items table and the codes
         items = items_table(rows, order)  # after the engine's training: the two peaks do not add up
         for s in order_sensors:  # rows grouped by sensor, in folder order: row ids as a loaded build's
             for first, v in se.vectors():
