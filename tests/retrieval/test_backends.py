@@ -138,6 +138,10 @@ def test_ivfpq_rerank_in_chunks_gives_the_same_answer_and_exact_scores(monkeypat
     s2, r2 = be.search(q, 7, params=params)
     if Path("/proc/self/smaps").exists():  # a batch of chunks reads the store without mapping it
         assert mapped_kb(be.store.folder) == 0
+    monkeypatch.setattr(fb, "RERANK_BLOCK", 7)  # pairs scored a few at a time: the same scores
+    s3, r3 = be.search(q, 7, params=params)
+    np.testing.assert_array_equal(r2, r3)
+    np.testing.assert_array_equal(s2, s3)
     monkeypatch.undo()
     s1, r1 = be.search(q, 7, params=params)
     np.testing.assert_array_equal(r1, r2)

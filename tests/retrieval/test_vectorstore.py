@@ -35,6 +35,9 @@ def test_gather_by_map_and_by_pread_equal_the_written_rows(tmp_path, monkeypatch
     by_read = st.gather(rows)
     np.testing.assert_array_equal(by_map, ref[rows])
     np.testing.assert_array_equal(by_read, ref[rows])
+    native = st.gather(rows, stored=True)
+    assert native.dtype == vs._DTYPES[dtype]
+    np.testing.assert_array_equal(native.astype(np.float32), ref[rows])
     with pytest.raises(IndexError):
         st.gather(np.array([len(ref)]))
 

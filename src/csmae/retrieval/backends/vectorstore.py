@@ -103,11 +103,12 @@ class VectorStore:
     def nbytes(self) -> int:
         return sum(c.rows for c in self.chunks) * self.dim * np.dtype(_DTYPES[self.dtype]).itemsize
 
-    def gather(self, rows: np.ndarray, *, read: bool | None = None) -> np.ndarray:
-        """(R,) row ids -> (R, D) float32 (any order, repeats allowed). ``read``: True reads with
-        ``preadv`` (nothing mapped), False through the map, None: by :data:`PREAD_ROWS`."""
+    def gather(self, rows: np.ndarray, *, read: bool | None = None, stored: bool = False) -> np.ndarray:
+        """(R,) row ids -> (R, D) float32 (any order, repeats allowed); ``stored``: in the store's
+        own dtype (float16: half the memory). ``read``: True reads with ``preadv`` (nothing
+        mapped), False through the map, None: by :data:`PREAD_ROWS`."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        out = np.empty((len(rows), self.dim), dtype=_DTYPES[self.dtype] if stored else np.float32)
         if len(rows) == 0:
             return out
         if rows.min() < 0 or rows.max() >= self.n_rows:
