@@ -61,7 +61,7 @@ def main() -> int:
 
         setattr(mod, name, timed)
 
-    for name in ("scan", "create_backend", "_tune"):
+    for name in ("scan", "create_backend", "_tune", "exact_top"):
         wrap(stream_mod, name)
     wrap(index_mod, "finish_build")
     folder, out, *rest = sys.argv[1:]

@@ -179,3 +179,21 @@ def test_duplicate_keys_equal_a_set_scan():
         seen.add(key)
     assert want and _duplicates(ids, sensors) == want
     assert _duplicates(ids[:1], sensors[:1]) == []
+
+
+@pytest.mark.parametrize("block", [3, 64])
+def test_exact_top_over_shards_equals_brute_force(tmp_path, monkeypatch, block):
+    """The tuning's exact top-k, shard by shard and a block of queries at a time: the positions (in
+    ``order``) of the k best normalised inner products among ``order``'s rows (float64 brute force)."""
+    import csmae.retrieval.emb_stream as es
+    from csmae.retrieval.normalize import l2_normalize
+
+    monkeypatch.setattr(es, "QUERY_BLOCK", block)
+    folder = write_folder(tmp_path / "emb", shards=4, per=50, d=16)
+    se, emb = es.scan(folder), load_embeddings(folder)
+    order = np.random.default_rng(2).permutation(200)[:150]  # some rows left out, any order
+    q = l2_normalize(np.random.default_rng(3).normal(size=(10, 16)).astype(np.float32))
+    got = es.exact_top(q, se, order, 7)
+    scores = q.astype(np.float64) @ l2_normalize(emb.vectors[order]).astype(np.float64).T
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(got, want)
