@@ -278,6 +278,9 @@ def main() -> int:
             got, lat = timed_queries(lambda x, f=fname: search(x, f), q)
             rows.append((name, fname, masks[fname].mean(), 1.0 if name.startswith("faiss Flat")
                          else agreement(got, ref[fname]), lat))  # fmt: skip
+            eng, _, sel_, agr, _ = rows[-1]  # as it comes too: a run stopped later keeps what it measured
+            print(f"| {eng} | {fname} | {sel_:.1%} | {agr:.3f} | {np.median(lat):.2f} | "
+                  f"{np.percentile(lat, 95):.2f} |", file=sys.stderr, flush=True)  # fmt: skip
         for fname in ("none", "10%") if clients else ():
             cells = [f"{qps(lambda x, f=fname: search(x, f), q, c):.1f}" for c in clients]
             rates.append((name, fname, cells))
@@ -304,6 +307,7 @@ def main() -> int:
                 fh.add(np.ascontiguousarray(v[lo : lo + 100_000]))
             faiss.omp_set_num_threads(1)
             build[f"faiss HNSW32 (efConstruction {args.faiss_efc}, all cores)"] = time.perf_counter() - t0
+            print(f"build faiss HNSW32: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
             measure("faiss HNSW32 ef128 (selector only)", lambda x, f: fh.search(
                 x, args.k, params=faiss.SearchParametersHNSW(sel=sels[f], efSearch=128))[1])  # fmt: skip
             fh.reset()
