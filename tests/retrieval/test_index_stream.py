@@ -197,3 +197,76 @@ def test_exact_top_over_shards_equals_brute_force(tmp_path, monkeypatch, block):
     scores = q.astype(np.float64) @ l2_normalize(emb.vectors[order]).astype(np.float64).T
     want = np.argsort(-scores, axis=1, kind="stable")[:, :7]
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 23])
+def test_items_written_by_slices_equal_one_to_parquet(tmp_path, monkeypatch, n):
+    """write_items (a slice of rows at a time) against pandas' own to_parquet of the whole table:
+    the same schema with its pandas metadata, and the same values read back, for a column whose
+    first slice is all null (its type from every row, not the first slice's) and list labels."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    import csmae.retrieval.index as index_mod
+    from csmae.retrieval.index import label_rows, write_items
+
+    monkeypatch.setattr(index_mod, "ITEMS_SLICE", 5)
+    rng = np.random.default_rng(n)
+    items = pd.DataFrame({
+        "id": [f"p{i:03d}" for i in range(n)],
+        "sensor": ["s1", "s2"] * (n // 2) + ["s1"] * (n % 2),
+        "split": [None if i % 4 == 0 else "test" for i in range(n)],
+        "labels": label_rows(rng.random((n, 19)) < 0.3),
+        "live": np.arange(n) % 3 != 0,
+        "country": [None if i < 6 else "Austria" for i in range(n)],  # null through the first slice
+        "geometry": [None if i < 5 else bytes([1, 2, i % 256]) for i in range(n)],
+        "bbox_xmin": np.where(np.arange(n) % 2, np.nan, np.arange(n, dtype=float)),
+        "datetime": pd.to_datetime([f"2018-01-{1 + i % 28:02d}T10:00:00Z" for i in range(n)]),
+    })  # fmt: skip
+    write_items(items, tmp_path / "slices.parquet")
+    items.to_parquet(tmp_path / "whole.parquet", index=False)
+    a, b = pq.read_table(tmp_path / "slices.parquet"), pq.read_table(tmp_path / "whole.parquet")
+    assert a.schema.equals(b.schema, check_metadata=True)
+    assert a.equals(b)
+    assert pq.ParquetFile(tmp_path / "slices.parquet").metadata.num_row_groups == max(1, -(-n // 5))
+    back = pd.read_parquet(tmp_path / "slices.parquet")
+    whole = pd.read_parquet(tmp_path / "whole.parquet")
+    assert back.drop(columns="labels").equals(whole.drop(columns="labels"))
+    assert [list(x) for x in back["labels"]] == [list(x) for x in items["labels"]]
+
+
+def test_a_streamed_index_written_by_slices_loads_as_built(tmp_path, monkeypatch):
+    """The items file of a streamed build (written a few rows at a time, its per-row columns
+    dropped after the table was made) loads back equal to the table the build held."""
+    import csmae.retrieval.index as index_mod
+    from csmae.retrieval.index import SearchIndex
+
+    monkeypatch.setattr(index_mod, "ITEMS_SLICE", 37)
+    folder = write_folder(tmp_path / "emb", shards=3, per=100, d=16, nan_row=3)
+    built = build_index(folder, "exact", tmp_path / "idx")
+    back = SearchIndex.load(tmp_path / "idx")
+    assert back.items.drop(columns="labels").equals(built.items.drop(columns="labels"))
+    assert (np.stack(back.items["labels"]) == np.stack(built.items["labels"])).all()
+    assert len(back.items) == 299  # one NaN row left out
+    q = np.random.default_rng(2).normal(size=(4, 16)).astype(np.float32)
+    assert np.array_equal(back.search(q, 10)[1], built.search(q, 10)[1])
+
+
+def test_scan_with_arrow_ids_gives_the_ids_as_pandas_would_hold_them(tmp_path):
+    """scan(arrow_ids=True): the same ids as the object-array scan, in the dtype pandas gives a column
+    of str (Arrow-backed under pandas 3: no Python str per row), shards of string and large_string."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from csmae.retrieval.emb_stream import _arrow_strings, scan, str_column_dtype
+
+    folder = write_folder(tmp_path / "emb", shards=3, per=10, d=4)
+    plain, arrow = scan(folder), scan(folder, arrow_ids=True)
+    assert arrow.rows.ids.dtype == str_column_dtype()
+    assert list(arrow.rows.ids) == plain.rows.ids.tolist() and len(arrow.rows.ids) == 30
+    items = pd.DataFrame({"id": plain.rows.ids})
+    assert pd.DataFrame({"id": arrow.rows.ids}).equals(items)  # the items table's column, same dtype
+    chunks = [pa.array(["a", "b"]), pa.array(["c"], pa.large_string()), pa.array([], pa.string())]
+    mixed = _arrow_strings(chunks)
+    assert list(mixed) == ["a", "b", "c"] and mixed.dtype == str_column_dtype()
+    assert list(_arrow_strings([])) == []

@@ -40,6 +40,17 @@ class ShardedEmbeddings:
     def manifest(self) -> dict[str, Any]:
         return self.rows.manifest
 
+    def drop_columns(self) -> None:
+        """Let go of the per-row columns once the caller holds what it needs of them (an index's items
+        table): ``rows`` keeps its manifest and no rows; the shards and finite flags stay readable.
+        At 5M rows the columns are ~0.5 GB of Python objects (one ``str`` per id, pointer arrays)."""
+        r = self.rows
+        self.rows = Embeddings(
+            ids=np.empty(0, object), sensors=np.empty(0, object), splits=np.empty(0, object),
+            labels=np.zeros((0, r.labels.shape[1]), bool), vectors=np.zeros((0, 0), np.float32),
+            manifest=r.manifest,
+        )  # fmt: skip
+
     def vectors(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, (R, D) float32) per shard, in row order."""
         for f, checksum, start in self.shards:
@@ -86,7 +97,8 @@ def read_vectors(path: Path, *, checksum: dict[str, Any] | None = None) -> np.nd
 
 
 def scan(
-    path: str | os.PathLike[str], *, meta: bool = True, keep: Any = None, keep_bytes: int = 0
+    path: str | os.PathLike[str], *, meta: bool = True, keep: Any = None, keep_bytes: int = 0,
+    arrow_ids: bool = False,
 ) -> ShardedEmbeddings:
     """Read an embeddings folder's per-row columns and finite flags, one shard at a time.
 
@@ -94,7 +106,9 @@ def scan(
     evaluation does not, and leaves them out to hold less). ``keep``: a function of a shard's
     columns (``ids``, ``sensors``, ``splits``) giving the rows whose vectors to keep (``kept``:
     e.g. an evaluation's queries, read in this pass instead of another), dropped when they pass
-    ``keep_bytes``."""
+    ``keep_bytes``. ``arrow_ids``: ``rows.ids`` as the Arrow-backed string array that pandas itself
+    makes of a column of ``str`` (pandas >= 3), never a Python ``str`` per row (5M ids: ~0.3 GB of
+    objects whose freed memory the interpreter keeps); an object array where pandas would make one."""
     import pandas as pd
 
     from csmae.integrity import finite_rows, member
@@ -111,7 +125,7 @@ def scan(
         if not f.exists():
             raise ValueError(f"{path}: shard {sh['file']} listed in manifest.json is missing")
         checksum = None if sums is None else _entry(sums, f)
-        part = read_shard(f, checksum=checksum)
+        part = read_shard(f, checksum=checksum, arrow_ids=arrow_ids)
         v = part.pop("vectors")
         if dim and v.shape[1] != dim:
             raise ValueError(f"{path}: vectors have D={v.shape[1]} but manifest.json says dim={dim}")
@@ -143,8 +157,9 @@ def scan(
     def cat(key: str, empty: np.ndarray) -> np.ndarray:
         return np.concatenate([p[key] for p in parts]) if parts else empty
 
+    ids = _arrow_strings([p["ids"] for p in parts]) if arrow_ids else cat("ids", np.empty(0, object))
     rows = Embeddings(
-        ids=cat("ids", np.empty(0, object)),
+        ids=ids,
         sensors=cat("sensors", np.empty(0, object)),
         splits=cat("splits", np.empty(0, object)),
         labels=cat("labels", np.zeros((0, n_labels), bool)),
@@ -163,6 +178,27 @@ def scan(
             np.concatenate([x for _, x in kept]) if kept else np.zeros((0, dim), np.float32),
         )
     return ShardedEmbeddings(path=path, rows=rows, dim=dim, finite=ok, shards=shards, kept=kept_rows)
+
+
+def str_column_dtype() -> Any:
+    """The dtype pandas gives a column of Python ``str`` (pandas >= 3: Arrow-backed ``str``;
+    pandas 2: ``object``)."""
+    import pandas as pd
+
+    return pd.Series(["a"]).dtype
+
+
+def _arrow_strings(chunks: list[Any]) -> Any:
+    """Per-shard pyarrow string arrays as one column of :func:`str_column_dtype` (what an items table
+    built from ``str`` objects would hold), without making the objects where pandas keeps Arrow."""
+    import pandas as pd
+    import pyarrow as pa
+
+    dtype = str_column_dtype()
+    joined = pa.chunked_array([c.cast(pa.string()) for c in chunks], type=pa.string())
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return pd.array(joined, dtype=dtype)
+    return np.asarray(joined.to_pylist(), dtype=object)  # pandas 2: the object array it would make
 
 
 def _release_arrow() -> None:
@@ -213,7 +249,7 @@ QUERY_BLOCK = 64
 def exact_top(queries: np.ndarray, se: ShardedEmbeddings, order: np.ndarray, k: int) -> np.ndarray:
     """(Q, k) row ids (positions in ``order``) of the exact top-k inner products of L2-normalised
     ``queries`` over the normalised vectors of embeddings rows ``order``, one shard at a time."""
-    from csmae.retrieval.normalize import l2_normalize
+    from csmae.retrieval.normalize import l2_normalize_inplace
 
     row_of = np.full(len(se.finite), -1, np.int64)
     row_of[order] = np.arange(len(order))
@@ -224,12 +260,13 @@ def exact_top(queries: np.ndarray, se: ShardedEmbeddings, order: np.ndarray, k: 
         keep = r >= 0
         if not keep.any():
             continue
-        x = l2_normalize(np.ascontiguousarray(v[keep], np.float32))  # (R, D)
+        x = l2_normalize_inplace(np.ascontiguousarray(v[keep], np.float32))  # (R, D): v[keep] is a copy
+        kept = np.broadcast_to(r[keep], (QUERY_BLOCK, len(x)))
         for lo in range(0, len(queries), QUERY_BLOCK):  # (500, R) scores, sort keys and ids at once
             hi = lo + QUERY_BLOCK  # were 0.3 GB: the peak of the 1M-5M ivfpq builds' tuning
             s = queries[lo:hi] @ x.T  # (B, R)
             all_s = np.concatenate([best_s[lo:hi], s], axis=1)
-            all_r = np.concatenate([best_r[lo:hi], np.broadcast_to(r[keep], s.shape)], axis=1)
+            all_r = np.concatenate([best_r[lo:hi], kept[: len(s)]], axis=1)
             top = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
             best_s[lo:hi] = np.take_along_axis(all_s, top, 1)
             best_r[lo:hi] = np.take_along_axis(all_r, top, 1)

@@ -156,9 +156,10 @@ def write_shard(
         pq.write_table(table, tmp)
 
 
-def read_shard(path: str | os.PathLike[str], *, checksum: dict[str, Any] | None = None
-               ) -> dict[str, np.ndarray]:
-    """One shard's columns; ``checksum`` (its manifest entry): the bytes are verified first."""
+def read_shard(path: str | os.PathLike[str], *, checksum: dict[str, Any] | None = None,
+               arrow_ids: bool = False) -> dict[str, Any]:
+    """One shard's columns; ``checksum`` (its manifest entry): the bytes are verified first.
+    ``arrow_ids``: ids as a pyarrow string array (no Python ``str`` per row), else an object array."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -184,9 +185,10 @@ def read_shard(path: str | os.PathLike[str], *, checksum: dict[str, Any] | None 
             return np.asarray(rows, dtype=dtype).reshape(len(rows), -1)
         return np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=dtype).reshape(-1, width)
 
+    ids = t.column("id").combine_chunks()
     return {
         "meta": _read_meta(t),
-        "ids": np.asarray(t.column("id").to_pylist(), dtype=object),
+        "ids": ids if arrow_ids else np.asarray(ids.to_pylist(), dtype=object),
         "sensors": np.asarray(t.column("sensor").to_pylist(), dtype=object),
         "splits": np.asarray(t.column("split").to_pylist(), dtype=object),
         "labels": flat("labels", bool),

@@ -34,7 +34,14 @@ from csmae.retrieval.backends.registry import owned_file
 from csmae.retrieval.dedupe import Duplicates, find_duplicates
 from csmae.retrieval.emb_stream import ShardedEmbeddings, nonfinite_report, scan
 from csmae.retrieval.embeddings import Embeddings, drop_nonfinite
-from csmae.retrieval.index import SearchIndex, _duplicates, data_files, items_table, normalized_rows
+from csmae.retrieval.index import (
+    SearchIndex,
+    _duplicates,
+    data_files,
+    items_table,
+    normalized_rows,
+    write_items,
+)
 from csmae.retrieval.index_archive import archive_add, archive_remove, open_pointer
 
 log = logging.getLogger(__name__)
@@ -394,7 +401,7 @@ def _commit(si: SearchIndex, path: Path, rep: UpdateReport, source: str | None =
     entry = si.backend.save(path, generation=gen)  # the engine's files of version gen, atomically
     written = set(si.backend.files()) - before  # its new index file (new vector chunks: not in sums)
     with atomic_path(path / items_file) as tmp:
-        si.items.to_parquet(tmp, index=False)
+        write_items(si.items, tmp)
     live = si.items["live"].to_numpy(dtype=bool)
     counts = si.items.loc[live, "sensor"].value_counts()
     man.update(

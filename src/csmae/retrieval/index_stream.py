@@ -5,9 +5,9 @@ Passes over the folder (:mod:`csmae.retrieval.emb_stream`): one for the per-row 
 flags, one for the training sample (and the tuning queries), then per sensor one that adds that
 sensor's vectors shard by shard (rows are grouped by sensor as in a loaded build, so row ids,
 items table and manifest are identical), and for approximate kinds one that computes the tuning
-queries' exact top-10 shard by shard. Peak memory: the per-row columns, one shard (and its
-normalised copy), the training sample and what the engine itself holds; never the folder's vectors
-twice. This module names no engine.
+queries' exact top-10 shard by shard. Peak memory: the per-row columns (read by the scan, then
+only as the items table holds them), one shard (and its normalised copy), the training sample and
+what the engine itself holds; never the folder's vectors twice. This module names no engine.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from csmae.retrieval.backends.base import VectorBackend
 from csmae.retrieval.backends.registry import create_backend, discard_backend
 from csmae.retrieval.emb_stream import ShardedEmbeddings, exact_top, nonfinite_report, release_memory, scan
-from csmae.retrieval.normalize import l2_normalize, l2_normalize_inplace
+from csmae.retrieval.normalize import l2_normalize_inplace
 
 
 def _gather_rows(se: ShardedEmbeddings, rows: np.ndarray) -> np.ndarray:
@@ -65,7 +65,7 @@ def build_streamed(
     from csmae.retrieval.index import SearchIndex, _duplicates, finish_build, index_manifest, items_table
 
     source = str(path.resolve())
-    se = scan(path)
+    se = scan(path, arrow_ids=True)  # ids as the items table keeps them: no Python str per row
     rows = se.rows
     if len(rows) == 0:
         raise ValueError("the embeddings are empty: nothing to index")
@@ -83,28 +83,31 @@ def build_streamed(
         start += c
     n, d = len(order), se.dim
     t0 = time.perf_counter()
+    label_names, manifest_in = rows.label_names, rows.manifest
+    items = items_table(rows, order)  # the per-row columns as the index keeps them
+    del rows
+    se.drop_columns()  # from here on the table holds them (pandas 3: Arrow strings, not a str per id)
+    release_memory()
     rng = np.random.default_rng(seed)
     train = LazySample(se, order[np.sort(rng.choice(n, size=min(n, train_size), replace=False))])
-    row_of = np.full(len(rows), -1, np.int64)
+    row_of = np.full(len(se.finite), -1, np.int64)  # folder row -> index row (-1: not indexed)
     row_of[order] = np.arange(n)
     be: VectorBackend | None = None
     try:
         be = create_backend(
-            backend, kind, dim=d, n_hint=n, label_names=list(rows.label_names), train=train,  # type: ignore[arg-type]
+            backend, kind, dim=d, n_hint=n, label_names=list(label_names), train=train,  # type: ignore[arg-type]
             name_hint=Path(out).name if out is not None else "index", **options,
         )  # fmt: skip
         del train
-        release_memory()  # what the training freed, before the items table and the codes
-        items = items_table(rows, order)  # after the engine's training: the two peaks do not add up
-        for s in order_sensors:  # rows grouped by sensor, in folder order: row ids as a loaded build's
+        release_memory()  # what the training freed, before the codes
+        for lo, hi in ranges.values():  # rows grouped by sensor, in folder order: row ids as a loaded build's
             for first, v in se.vectors():
-                sel = np.flatnonzero(
-                    (rows.sensors[first : first + len(v)] == s) & se.finite[first : first + len(v)]
-                )
+                r = row_of[first : first + len(v)]
+                sel = np.flatnonzero((r >= lo) & (r < hi))  # this sensor's finite rows of the shard
                 if len(sel) == 0:
                     continue
-                r = row_of[first + sel]
-                be.add(r, l2_normalize(np.ascontiguousarray(v[sel], np.float32)),
+                r = r[sel]
+                be.add(r, l2_normalize_inplace(np.ascontiguousarray(v[sel], np.float32)),  # v[sel]: a copy
                        items.iloc[r].reset_index(drop=True))  # fmt: skip
                 del v
         build_s = time.perf_counter() - t0
@@ -114,8 +117,8 @@ def build_streamed(
             discard_backend(be)
         raise
     manifest = index_manifest(
-        rows.manifest, be, kind=kind, dim=d, ranges=ranges, recall=recall, recall_queries=recall_queries,
-        build_s=build_s, source=source, label_names=rows.label_names, nonfinite=nonfinite,
+        manifest_in, be, kind=kind, dim=d, ranges=ranges, recall=recall, recall_queries=recall_queries,
+        build_s=build_s, source=source, label_names=label_names, nonfinite=nonfinite,
     )  # fmt: skip
     return finish_build(SearchIndex(backend=be, items=items, manifest=manifest), out, overwrite)
 

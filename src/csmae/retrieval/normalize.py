@@ -7,9 +7,7 @@ import numpy as np
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(n, eps)).astype(np.float32, copy=False)
+    return l2_normalize_inplace(np.array(x, dtype=np.float32), eps)  # a float32 copy, normalised
 
 
 def l2_normalize_inplace(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
