@@ -43,7 +43,7 @@ class ShardedEmbeddings:
     def drop_columns(self) -> None:
         """Let go of the per-row columns once the caller holds what it needs of them (an index's items
         table): ``rows`` keeps its manifest and no rows; the shards and finite flags stay readable.
-        At 5M rows the columns are ~0.5 GB of Python objects (one ``str`` per id, pointer arrays)."""
+        At 5M rows: pointer arrays, labels and (unless ``arrow_ids``) one ``str`` per id, ~0.5 GB."""
         r = self.rows
         self.rows = Embeddings(
             ids=np.empty(0, object), sensors=np.empty(0, object), splits=np.empty(0, object),
