@@ -91,6 +91,11 @@ SEARCH_CONSISTENCY = "Bounded"
 #: may miss writes of the server's last ``common.gracefulTime`` (5 s by default); this window
 #: makes every item of the snapshot (and a writer's own rows) visible to the first searches
 STRONG_WINDOW_S = 10.0
+#: how long :meth:`MilvusBackend.wait_indexed` waits for a server's index node (HNSW over 1M x 768
+#: took ~20 min on 2 cores, bench/README.md "## milvus"); how often it looks and logs
+INDEX_WAIT_S = 4 * 3600.0
+INDEX_POLL_S = 2.0
+INDEX_LOG_S = 60.0
 
 #: csmae kind -> Milvus index type; any Milvus index type name is also accepted.
 KINDS = {"exact": "FLAT", "flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT", "ivf-sq8": "IVF_SQ8"}
@@ -865,6 +870,38 @@ class MilvusBackend:
         )
         return [[(int(h["row"]), float(h["distance"])) for h in hits] for hits in res]
 
+    def wait_indexed(self, timeout: float = INDEX_WAIT_S) -> None:
+        """On a server, return once the vector index covers every row of the collection.
+
+        A server builds an approximate index (HNSW, IVF) in its index node after the data is sealed,
+        segment by segment, minutes after the insert returns; until then a search scans the
+        unindexed segments by brute force, so a recall measured then (:meth:`tune`) is the exact
+        search's and would keep too small an ``ef`` / ``nprobe``. Milvus Lite builds on the first
+        search and FLAT has nothing to build: no wait. Raises :class:`TimeoutError` naming the
+        collection and the rows indexed so far after ``timeout`` seconds."""
+        if not self.approximate or is_lite_uri(self.uri):
+            return
+        t0 = last_log = time.monotonic()
+        while True:
+            info = call(
+                self.uri, "describe index", self.client.describe_index, self.collection, index_name="vec"
+            )
+            total, done = int(info.get("total_rows", 0)), int(info.get("indexed_rows", 0))
+            if done >= total:
+                return
+            now = time.monotonic()
+            if now - t0 > timeout:
+                raise TimeoutError(
+                    f"Milvus at {redact_uri(self.uri)}: the {self.index_type} index of collection "
+                    f"{self.collection!r} covers {done:,} of {total:,} rows after {timeout:.0f} s; "
+                    "the server's index node is still building (tune again once it is done)"
+                )
+            if now - last_log >= INDEX_LOG_S:
+                log.info("Milvus %s: %s index covers %d of %d rows (%.0f s)", self.collection,
+                         self.index_type, done, total, now - t0)  # fmt: skip
+                last_log = now
+            time.sleep(INDEX_POLL_S)
+
     def tune(
         self,
         vectors: np.ndarray | None,
@@ -876,9 +913,11 @@ class MilvusBackend:
     ) -> float | None:
         """Smallest ``ef`` (HNSW) / ``nprobe`` (IVF) reaching recall@10 ``target`` against exact
         search over ``vectors`` (rows 0..N-1 of this backend, L2-normalised), on sampled rows as
-        queries; stored in ``search_params``. Returns the measured recall (None for FLAT)."""
+        queries; stored in ``search_params``. On a server it first waits for the index to cover
+        every row (:meth:`wait_indexed`). Returns the measured recall (None for FLAT)."""
         if not self.approximate:
             return None
+        self.wait_indexed()
         if self.index_type.startswith("HNSW"):
             name, values = "ef", [64, 96, 128, 192, 256, 384, 512]  # never below Lite's default 64
         elif self.index_type.startswith("IVF"):
