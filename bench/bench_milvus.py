@@ -11,8 +11,8 @@ filter has that selectivity. For each filter (none, 1 %, 10 %, 50 %) and engine:
   (the Filter as a Milvus expression plus the allowed rows, exactly as an index search passes them);
 * with ``--server`` (``start``: a Milvus 2.3.5 standalone started here from the dev extra's
   ``milvus`` package, as the tests do; or a URI): server FLAT and HNSW (M=32, efConstruction=200,
-  ef tuned to recall@10 >= 0.95, the index built before searching), each searched at consistency
-  Strong and Bounded (``--consistency``).
+  ef tuned to recall@10 >= 0.95, the index built before searching; ``--server-kinds`` picks them),
+  each searched at consistency Strong and Bounded (``--consistency``).
 
 Reported: top-10 agreement with the FAISS exact ids (FLAT must be 1.000 = identical ids), median
 and p95 single-query latency (one query per call, FAISS and BLAS at one thread), queries/s with
