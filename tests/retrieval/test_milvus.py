@@ -306,7 +306,7 @@ def test_lite_db_held_by_another_process_is_named(tmp_path):
         holder.wait()
 
 
-def test_server_tunes_on_the_built_index_not_a_scan_of_unindexed_rows(milvus_server_uri):
+def test_server_tunes_only_once_every_row_is_indexed(milvus_server_uri):
     """A server indexes sealed segments in its index node after the insert returns (20,000 rows
     here: ~1 s; the old code tuned at once, with 0 rows indexed); the tuning waits for it."""
     n = 20_000
@@ -345,11 +345,14 @@ def _server_backend(client, index_type: str = "HNSW") -> M.MilvusBackend:
     )  # fmt: skip
 
 
-def test_wait_indexed_waits_for_every_row_then_times_out_naming_the_collection(monkeypatch):
+def test_wait_indexed_waits_for_every_row_then_times_out_naming_the_collection(monkeypatch, caplog):
     monkeypatch.setattr(M, "INDEX_POLL_S", 0.0)
     node = IndexNode(600, 250)
-    _server_backend(node).wait_indexed(timeout=60)
+    with caplog.at_level("WARNING", logger=M.__name__):
+        _server_backend(node).wait_indexed(timeout=60)
     assert node.looks == 3  # 250, 500, 600: returns at the first look that covers all 600
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "csmae_t" in said[0] and "250 of 600 rows" in said[0]  # said once
     flat = IndexNode(600, 0)
     _server_backend(flat, "FLAT").wait_indexed(timeout=0)  # nothing to build: never asks
     assert flat.looks == 0
