@@ -93,8 +93,10 @@ def matmul_floor_s(n_q: int, n_a: int, dim: int, precision: str, blas: str = "to
     return rate / 1e9, 2 * n_q * n_a * dim / rate
 
 
-def verify_against_float64(res, n: int, seed: int = 0) -> str:
-    """Check ``n`` random queries per searched direction against a float64 full stable sort."""
+def verify_against_float64(emb, res, n: int, seed: int = 0) -> str:
+    """Check ``n`` random queries per searched direction of ``res`` (``run_protocol(emb)``, val
+    queries, test archive) against a float64 full stable sort of ``emb``'s own vectors (the result's
+    ``queries`` / ``archives`` hold no vectors)."""
     from csmae.retrieval.topk import l2_normalize
 
     rng = np.random.default_rng(seed)
@@ -103,8 +105,10 @@ def verify_against_float64(res, n: int, seed: int = 0) -> str:
         qs, a_s = name.split("->")
         if a_s == "mixed":
             continue
-        q = l2_normalize(res.queries[qs].vectors)
-        a = l2_normalize(res.archives[a_s].vectors).astype(np.float64)
+        q = l2_normalize(emb.vectors[emb.mask(sensor=qs, split="val")])
+        a = l2_normalize(emb.vectors[emb.mask(sensor=a_s, split="test")]).astype(np.float64)
+        if q.shape[1] == 0 or len(q) != len(scores) or len(a) != len(res.archives[a_s]):
+            raise AssertionError(f"{name}: the vectors to verify against do not match the result")
         rows = rng.choice(len(q), size=min(n, len(q)), replace=False)
         full = q[rows].astype(np.float64) @ a.T  # (n, N) float64
         for j, r in enumerate(rows):
@@ -134,10 +138,15 @@ def bench_eval(args: argparse.Namespace) -> None:
     emb = random_embeddings(n_val, n_test, args.dim, vectors=args.vectors)
     t_gen = time.perf_counter() - t0
     ks = [int(k) for k in args.ks.split(",")]
-    totals: dict[str, float] = {}
+    totals: dict[str, list[float]] = {}
     precision = topk.resolve_precision(args.precision)
-    runs = [(sel, blas) for sel in args.selection.split(",") for blas in args.blas.split(",")]
-    for sel, blas in runs:
+    impls = ["this"]
+    if args.baseline:
+        impls = [x for _ in range(args.rounds) for x in (args.baseline, "this")]
+    runs = [(sel, blas, impl) for impl in impls for sel in args.selection.split(",")
+            for blas in args.blas.split(",")]  # fmt: skip
+    for sel, blas, impl in runs:
+        use_exact_topk(impl)
         topk.CANDIDATE_SELECTION = sel
         topk.CANDIDATE_BLAS = blas
         used_blas = topk.candidate_blas(precision)
@@ -145,9 +154,11 @@ def bench_eval(args: argparse.Namespace) -> None:
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
         res = run_protocol(emb, ks=ks, precision=precision, block_size=args.block_size)
-        total = totals[f"{sel}/{used_blas}"] = time.perf_counter() - t0
+        total = time.perf_counter() - t0
+        totals.setdefault(f"{impl}/{sel}/{used_blas}", []).append(total)
         print(
-            f"\nselection {sel!r}, candidate matmul by {used_blas} ({blas}): {n_val:,} queries x "
+            f"\n{'exact_topk of ' + impl if impl != 'this' else 'this checkout'}: "
+            f"selection {sel!r}, candidate matmul by {used_blas} ({blas}): {n_val:,} queries x "
             f"{n_test:,} archive per sensor, D={args.dim}, "
             f"{args.vectors} vectors, ks={ks}, candidate pass {precision} ({args.precision}), "
             f"torch threads {torch.get_num_threads()}, "
@@ -185,7 +196,7 @@ def bench_eval(args: argparse.Namespace) -> None:
         )
         if args.verify:
             t0 = time.perf_counter()
-            print(verify_against_float64(res, args.verify) + f" ({time.perf_counter() - t0:.0f} s)")
+            print(verify_against_float64(emb, res, args.verify) + f" ({time.perf_counter() - t0:.0f} s)")
         if args.scale != 1.0:
             quad = sum(t.get("matmul_s", 0) + t.get("topk_s", 0) for t in res.timing.values())
             lin = total - quad  # rescoring (~constant candidates per query), metrics, merges
@@ -202,8 +213,35 @@ def bench_eval(args: argparse.Namespace) -> None:
                 f"the matmul floor {n_dir} x {floor / args.query_fraction:.0f} s = "
                 f"{n_dir * floor / args.query_fraction / 60:.1f} min"
             )
-    if len(totals) > 1:
-        print("\n" + ", ".join(f"{k}: {v:.1f} s" for k, v in totals.items()) + " (same data, same process)")
+    if len(runs) > 1:
+        each = [f"{k}: " + " / ".join(f"{v:.1f}" for v in vs) + " s" for k, vs in totals.items()]
+        print("\n" + ", ".join(each) + " (same data, same process, in the order run)")
+
+
+def use_exact_topk(impl: str) -> None:
+    """Search with this checkout's :func:`exact_topk` (``"this"``) or with the one of git revision
+    ``impl`` (its whole ``topk.py``, loaded as a module of its own), for side-by-side runs."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    from csmae.retrieval import eval_stream, topk
+
+    if impl == "this":
+        eval_stream.exact_topk = topk.exact_topk
+        return
+    src = subprocess.run(
+        ["git", "show", f"{impl}:src/csmae/retrieval/topk.py"],
+        check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent,
+    ).stdout  # fmt: skip
+    path = Path(tempfile.mkdtemp()) / f"topk_{impl}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(f"topk_{impl}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    eval_stream.exact_topk = mod.exact_topk
 
 
 def synthetic(n: int, dim: int, seed: int, basis: np.ndarray | None = None, rank: int = 16):
@@ -441,6 +479,9 @@ def main() -> None:
         default=1.0,
         help="this fraction of the queries against the full archive (linear extrapolation)",
     )
+    e.add_argument("--baseline", metavar="REV", help="also run the exact_topk of git revision REV "
+                   "(its topk.py), alternating with this checkout's, on the same data")
+    e.add_argument("--rounds", type=int, default=1, help="alternating rounds with --baseline")
     e.add_argument(
         "--selection",
         default="groups",

@@ -120,24 +120,64 @@ def test_bad_inputs():
 def test_rescoring_is_independent_of_position_chunking_and_threads():
     import torch
 
-    from csmae.retrieval.topk import _rescore_chunks, _rescore_pairs
+    from csmae.retrieval import topk as tk
 
     rng = np.random.default_rng(2)
     a = torch.from_numpy(l2_normalize(rng.normal(size=(300, 96))))
     q = torch.from_numpy(l2_normalize(rng.normal(size=(40, 96)))).double()
     rows = torch.from_numpy(rng.integers(0, 40, 20000))
     cols = torch.from_numpy(rng.integers(0, 300, 20000))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        got = _rescore_pairs(q, a, rows, cols)  # two Python threads, several chunks
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(got, _rescore_chunks(q, a, rows, cols, 7))
+    got = tk._rescore_chunks(q, a, rows, cols, 512)
+    assert torch.equal(got, tk._rescore_chunks(q, a, rows, cols, 7))
+    perm = torch.from_numpy(rng.permutation(20000))
+    assert torch.equal(got[perm], tk._rescore_chunks(q, a, rows[perm], cols[perm], 33))
     exact = [
         float(np.dot(q[r].numpy(), a[c].numpy().astype(np.float64))) for r, c in zip(rows[:50], cols[:50])
     ]
     np.testing.assert_allclose(got[:50].numpy(), exact, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("order", ["row_col", "shuffled"])
+@pytest.mark.parametrize("ranking", ["table", "lexsort"])
+def test_select_block_ranks_rows_like_a_brute_force_sort(monkeypatch, threads, order, ranking):
+    """The candidate selection (rows split over threads, each row ranked in a padded table or by
+    lexsort) equals a brute-force (score desc, col asc) sort of each row's rescored candidates,
+    ties (duplicate archive rows) included, whatever the thread count and the pairs' order."""
+    import torch
+
+    from csmae.retrieval import topk as tk
+
+    monkeypatch.setattr(tk, "_MIN_PAIRS_PER_PART", 64)
+    if ranking == "lexsort":  # the path of rows with very uneven candidate counts
+        monkeypatch.setattr(tk, "_TABLE_EXTRA", -(10**9))
+    rng = np.random.default_rng(5)
+    base = l2_normalize(rng.normal(size=(60, 24)))
+    a = torch.from_numpy(np.concatenate([base, base[:20]]))  # rows 60..79 tie with rows 0..19
+    q = torch.from_numpy(l2_normalize(rng.normal(size=(30, 24)))).double()
+    nq, k = 30, 7
+    per_row = [np.sort(rng.choice(80, int(rng.integers(k, 80)), replace=False)) for _ in range(nq)]
+    pairs = [(r, int(c)) for r in range(nq) for c in per_row[r]]
+    if order == "shuffled":
+        pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+    rows = torch.tensor([p[0] for p in pairs])
+    cols = torch.tensor([p[1] for p in pairs])
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        s, i, n = tk._select_block(rows, cols, nq, q, a, k)
+    finally:
+        torch.set_num_threads(old)
+    assert n == len(pairs) and s.shape == i.shape == (nq, k)
+    for r in range(nq):
+        cand = sorted({c for rr, c in pairs if rr == r})
+        sc = [float(np.dot(q[r].numpy(), a[c].numpy().astype(np.float64))) for c in cand]
+        want = sorted(zip(sc, cand), key=lambda t: (-t[0], t[1]))[:k]
+        assert i[r].tolist() == [c for _, c in want]
+        np.testing.assert_allclose(s[r], [v for v, _ in want], rtol=0, atol=1e-15)
+    ties = [(r, c) for r in range(nq) for c in i[r] if c >= 60 and c - 60 in set(i[r].tolist())]
+    assert ties, "the problem should rank some tied pairs side by side"
+
 
 
 def test_bf16_error_model_holds_here_and_fallback_is_exact(monkeypatch, caplog):

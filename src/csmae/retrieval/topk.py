@@ -136,40 +136,15 @@ def _round_down(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return y
 
 
-def _rescore_pairs(
-    q64: torch.Tensor, a32: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, chunk: int = 512
-) -> torch.Tensor:
-    """float64 inner products of (query row, archive col) pairs.
-
-    Chunked through small reused buffers, with single-threaded torch ops run from one Python
-    thread per core: a gather into fresh memory costs ~10x more (page faults), and these small
-    memory-bound ops lose badly to intra-op thread synchronisation on a busy machine (measured 2.6
-    vs 40 us/pair). The result for a pair does not depend on its position or the thread count
-    (same elementwise kernel and row reduction for every pair).
-    """
-    threads = torch.get_num_threads()
-    n_pairs = rows.shape[0]
-    parts = max(1, min(threads, n_pairs // (4 * chunk)))
-    torch.set_num_threads(1)
-    try:
-        if parts == 1:
-            return _rescore_chunks(q64, a32, rows, cols, chunk)
-        from concurrent.futures import ThreadPoolExecutor
-
-        bounds = np.linspace(0, n_pairs, parts + 1).astype(int)
-        with ThreadPoolExecutor(parts) as pool:  # torch ops release the GIL
-            outs = pool.map(
-                lambda b: _rescore_chunks(q64, a32, rows[b[0] : b[1]], cols[b[0] : b[1]], chunk),
-                zip(bounds[:-1], bounds[1:]),
-            )
-            return torch.cat(list(outs))
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _rescore_chunks(
     q64: torch.Tensor, a32: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, chunk: int
 ) -> torch.Tensor:
+    """float64 inner products of the (query row, archive col) pairs, ``chunk`` pairs at a time
+    through small reused buffers (a gather into fresh memory costs ~10x more: page faults).
+
+    The result for a pair does not depend on its position, the chunking or the thread: its float32
+    x float32 products are exact in float64 and every row is summed by the same reduction.
+    """
     n_pairs, d = rows.shape[0], a32.shape[1]
     out = torch.empty(n_pairs, dtype=torch.float64)
     chunk = max(1, min(chunk, n_pairs))
@@ -244,6 +219,12 @@ def _group_candidates(
     return hit // n_groups, (hit % n_groups) * g + pj
 
 
+#: fewest candidate pairs per worker of :func:`_select_block` (below this, one thread does all)
+_MIN_PAIRS_PER_PART = 8192
+#: rows are ranked in a padded (rows x widest row) table while it holds at most 4x the pairs plus this
+_TABLE_EXTRA = 4096
+
+
 def _select_block(
     rows_t: torch.Tensor,
     cols_t: torch.Tensor,
@@ -254,21 +235,75 @@ def _select_block(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Rescore the candidate (row, col) pairs in float64 and keep each row's exact top-k.
 
-    Sorting is done with numpy (single-threaded): torch's CPU sorts were ~20x slower on a busy
-    2-core machine.
+    The rows are split into contiguous ranges of about equal candidate counts, one per core, and
+    each range is rescored and ranked on its own Python thread with single-threaded torch/numpy ops
+    (they release the GIL): small memory-bound ops lose badly to intra-op thread synchronisation on
+    a busy machine, and the numpy sorts are single-threaded anyway. A pair's score does not depend
+    on its range, position or the thread count (:func:`_rescore_chunks`), so neither does the result.
     """
     rows, cols = rows_t.numpy(), cols_t.numpy()
-    by_col = np.argsort(cols, kind="stable")  # gather archive rows in memory order: ~4x faster
-    exact = np.empty(rows.shape[0], dtype=np.float64)
-    exact[by_col] = _rescore_pairs(q64, a32, rows_t[by_col], cols_t[by_col]).numpy()
-    o = np.lexsort((cols, -exact, rows))  # row asc, then score desc, then archive index asc
-    rows, cols, exact = rows[o], cols[o], exact[o]
+    if rows.shape[0] and not _sorted_by_row_col(rows, cols, a32.shape[0]):
+        o = np.lexsort((cols, rows))
+        rows, cols = rows[o], cols[o]
     counts = np.bincount(rows, minlength=nq)
     if int(counts.min()) < k:  # cannot happen unless the error bound is violated
         raise RuntimeError("internal error: fewer candidates than k after rescoring")
+    threads = torch.get_num_threads()
+    parts = max(1, min(threads, rows.shape[0] // _MIN_PAIRS_PER_PART, nq))
+    ends = np.cumsum(counts)
+    # row r0 of each range: the first row whose candidates reach an equal share of the pairs
+    cut = np.searchsorted(ends, np.linspace(0, rows.shape[0], parts + 1)[1:-1], side="right")
+    bounds = np.unique(np.concatenate([[0], cut, [nq]]))
+
+    def one(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        p0 = int(ends[r0 - 1]) if r0 else 0
+        p1 = int(ends[r1 - 1])
+        return _rank_rows_of(q64, a32, rows[p0:p1], cols[p0:p1], counts[r0:r1], k)
+
+    torch.set_num_threads(1)
+    try:
+        if len(bounds) == 2:
+            s, i = one(0, nq)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(bounds) - 1) as pool:
+                got = list(pool.map(lambda b: one(int(b[0]), int(b[1])), zip(bounds[:-1], bounds[1:])))
+            s, i = np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])
+    finally:
+        torch.set_num_threads(threads)
+    return s, i, int(rows.shape[0])
+
+
+def _sorted_by_row_col(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> bool:
+    key = rows.astype(np.int64) * n_cols + cols
+    return bool((key[1:] > key[:-1]).all())
+
+
+def _rank_rows_of(
+    q64: torch.Tensor, a32: torch.Tensor, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (R, k) float64, cols (R, k) int64) of R consecutive rows whose candidate pairs
+    ``rows``/``cols`` are sorted by (row, col) with ``counts`` per row; each row ordered by (score
+    desc, col asc)."""
+    by_col = np.argsort(cols, kind="stable")  # gather archive rows in memory order: ~4x faster
+    exact = np.empty(rows.shape[0], dtype=np.float64)
+    exact[by_col] = _rescore_chunks(q64, a32, torch.from_numpy(rows[by_col]),
+                                    torch.from_numpy(cols[by_col]), 512).numpy()  # fmt: skip
+    n_rows, widest = len(counts), int(counts.max())
     starts = np.cumsum(counts) - counts
+    if n_rows * widest <= 4 * rows.shape[0] + _TABLE_EXTRA:  # a (rows, widest) table: one stable sort per row
+        row_of = np.repeat(np.arange(n_rows), counts)
+        pos = np.arange(rows.shape[0]) - starts[row_of]
+        table = np.full((n_rows, widest), np.inf)
+        table[row_of, pos] = -exact
+        o = np.argsort(table, axis=1, kind="stable")[:, :k]  # ties keep the (ascending) col order
+        if bool((o < counts[:, None]).all()):  # else a NaN score sorted after the padding
+            take = starts[:, None] + o
+            return exact[take], cols[take].astype(np.int64)
+    o = np.lexsort((cols, -exact, rows))  # row asc, then score desc, then archive index asc
     take = (starts[:, None] + np.arange(k)[None, :]).reshape(-1)
-    return exact[take].reshape(nq, k), cols[take].reshape(nq, k).astype(np.int64), int(rows.shape[0])
+    return exact[o][take].reshape(n_rows, k), cols[o][take].reshape(n_rows, k).astype(np.int64)
 
 
 def _bound_holds(
