@@ -338,6 +338,45 @@ class IndexNode:
         return {"total_rows": self.total, "indexed_rows": min(self.total, self.steps * self.looks)}
 
 
+class LaggingCount:
+    """A server client holding rows 0..599 whose count(*) still counts deleted rows for ``lag``
+    more looks after each delete (as a 2.3 server's did under load in CI)."""
+
+    def __init__(self, lag: int):
+        self.rows, self.lag, self.stale, self.looks = set(range(600)), lag, 0, 0
+        self.reported = len(self.rows)
+
+    def delete(self, collection: str, ids: list[int]) -> None:
+        self.rows -= set(ids)
+        self.stale = self.lag
+
+    def flush(self, collection: str) -> None:
+        pass
+
+    def query(self, collection: str, filter: str, output_fields: list[str]) -> list[dict]:
+        assert output_fields == ["count(*)"]
+        self.looks += 1
+        if self.stale:
+            self.stale -= 1
+        else:
+            self.reported = len(self.rows)
+        return [{"count(*)": self.reported}]
+
+
+def test_remove_waits_for_a_lagging_count_and_takes_the_real_one_after_the_settle_time(monkeypatch):
+    monkeypatch.setattr(M, "COUNT_POLL_S", 0.0)
+    client = LaggingCount(lag=3)
+    be = _server_backend(client)
+    be.remove(np.arange(10, 20))
+    assert be.count == 590 and client.looks == 4  # three stale answers, then the count after the delete
+    monkeypatch.setattr(M, "COUNT_SETTLE_S", 0.05)
+    client.lag = 0
+    be.remove(np.arange(15, 25))  # 15..19 are gone already: count(*) never comes down to 580
+    assert be.count == 585 == len(client.rows)  # what the server says once the settle time is over
+    be.remove(np.arange(30, 40))
+    assert be.count == 575 == len(client.rows)
+
+
 def _server_backend(client, index_type: str = "HNSW") -> M.MilvusBackend:
     return M.MilvusBackend(
         client=client, uri="http://127.0.0.1:19530", collection="csmae_t", dim=D, label_names=NAMES,

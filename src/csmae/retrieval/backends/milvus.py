@@ -97,8 +97,11 @@ STRONG_WINDOW_S = 10.0
 INDEX_WAIT_S = 4 * 3600.0
 INDEX_POLL_S = 2.0
 INDEX_LOG_S = 60.0
-#: how long a load waits for count(*) to reflect the rows it rolled back (seen lagging under load)
+#: how long a remove, or a load that rolled an interrupted add back, waits for count(*) to reflect
+#: the delete (a 2.3 server's count(*) was seen lagging it under load)
 COUNT_SETTLE_S = 30.0
+#: how often count(*) is asked again meanwhile
+COUNT_POLL_S = 0.5
 
 #: csmae kind -> Milvus index type; any Milvus index type name is also accepted.
 KINDS = {"exact": "FLAT", "flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT", "ivf-sq8": "IVF_SQ8"}
@@ -524,7 +527,7 @@ class MilvusBackend:
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         pks = self._keys[rows] if self.archive else rows
         self._delete(pks)
-        self.count = self.count - len(rows) if self.archive else self._count()
+        self.count = self.count - len(rows) if self.archive else self._count_settled(self.count - len(rows))
 
     def _delete(self, pks: np.ndarray) -> None:
         with guarded(self.uri, "delete"):
@@ -542,6 +545,17 @@ class MilvusBackend:
             self.uri, "count", self.client.query, self.collection, filter="", output_fields=["count(*)"]
         )
         return int(res[0]["count(*)"])
+
+    def _count_settled(self, expected: int) -> int:
+        """count(*) once it has come down to ``expected`` after a delete, or whatever it says after
+        :data:`COUNT_SETTLE_S` (rows that were not there): a 2.3 server's count(*) can lag a delete
+        that its row query already sees (seen under load in CI)."""
+        count = self._count()
+        settle = time.monotonic() + COUNT_SETTLE_S
+        while count > expected and time.monotonic() < settle:
+            time.sleep(COUNT_POLL_S)
+            count = self._count()
+        return count
 
     # ------------------------------------------------------------ the archive
     @property
@@ -1175,11 +1189,7 @@ def load(
         )
         be._delete(np.array([int(r["row"]) for r in stale], dtype=np.int64))  # not counted in the entry
         rolled_back += len(stale)
-    count = be._count()
-    settle = time.monotonic() + COUNT_SETTLE_S
-    while rolled_back and count > be.count and time.monotonic() < settle:
-        time.sleep(0.5)  # a 2.3 server's count(*) can lag a delete its row query already sees (under load)
-        count = be._count()
+    count = be._count_settled(be.count) if rolled_back else be._count()
     if count > be.count:
         raise ValueError(
             f"Milvus collection {name!r} at {redact_uri(uri)} holds {count} vectors, the index manifest says "
