@@ -33,7 +33,7 @@ import numpy as np
 
 from csmae.retrieval.emb_stream import ShardedEmbeddings
 from csmae.retrieval.embeddings import Embeddings
-from csmae.retrieval.normalize import l2_normalize_inplace
+from csmae.retrieval.normalize import row_norms
 from csmae.retrieval.topk import TopKStats, exact_topk, merge_topk
 
 #: query vectors held at once (float32): the query side is searched in chunks of this size
@@ -66,8 +66,9 @@ class VectorSource(Protocol):
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """:func:`~csmae.retrieval.topk.l2_normalize` of a float32 array in place (the same values,
-    no second copy of a block)."""
-    return l2_normalize_inplace(x)
+    no second copy of a block); other float dtypes are normalised in their own precision."""
+    np.divide(x, np.maximum(row_norms(x), 1e-12)[:, None], out=x)
+    return x
 
 
 def columns(rows: Embeddings, positions: np.ndarray) -> Embeddings:
